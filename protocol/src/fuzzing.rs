@@ -1,0 +1,182 @@
+//! Entry points shared by the cargo-fuzz targets in `fuzz/` and by the test
+//! that replays their corpora on stable Rust. Each takes arbitrary bytes and
+//! must never panic; where a property must hold (canonical re-encoding, ledger
+//! invariants) it is asserted, so a violation is a fuzz crash.
+
+use crate::account::AccountId;
+use crate::cbor::Reader;
+use crate::ledger::{ChannelRef, PayeeLedger};
+use crate::payment::{verify_batch, SignedVoucher};
+use crate::record::SignedRecord;
+use crate::session::{
+    initiate_ik, initiate_xx, respond, FrameSplitter, HandshakeConfig, ResponderStep, SessionLimits,
+};
+use crate::testing;
+use crate::wire::Message;
+
+/// Frame splitting of a raw byte stream, handshake and stream framing.
+pub fn frame(data: &[u8]) {
+    for mut s in [FrameSplitter::handshake(), FrameSplitter::stream(1 << 14)] {
+        let mut input = data;
+        while !input.is_empty() {
+            match s.next_frame(&mut input) {
+                Ok(Some(f)) => assert!(f.len() >= 2),
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Message decoding; an accepted message re-encodes to the same bytes.
+pub fn message(data: &[u8]) {
+    if let Ok(m) = Message::decode(data) {
+        assert_eq!(m.encode(), data, "accepted a non-canonical encoding");
+    }
+}
+
+/// Record decoding and verification; an accepted record re-encodes identically.
+pub fn record(data: &[u8]) {
+    if let Ok(r) = SignedRecord::decode(data) {
+        assert_eq!(r.encoded(), data);
+        let _ = r.check_fresh(u64::from(data.len() as u32));
+    }
+}
+
+/// The responder's side: `data` is the initiator's first message, then (for
+/// XX) the third.
+pub fn handshake_responder(data: &[u8]) {
+    let brand = testing::identity("brand");
+    let caps: Vec<String> = Vec::new();
+    let cfg = HandshakeConfig { local: &brand, capabilities: &caps, channel_binding: &testing::BINDING, limits: SessionLimits::default() };
+    let (first, rest) = split_two(data);
+    if let Ok(ResponderStep::AwaitFinal { state, .. }) = respond(&cfg, first, 0, &mut testing::rng("fuzz")) {
+        let _ = state.read_final(rest, 0);
+    }
+}
+
+/// The initiator's side: `data` is the responder's reply (IK and XX).
+pub fn handshake_initiator(data: &[u8]) {
+    let user = testing::identity("user");
+    let brand = testing::identity("brand");
+    let caps: Vec<String> = Vec::new();
+    let cfg = HandshakeConfig { local: &user, capabilities: &caps, channel_binding: &testing::BINDING, limits: SessionLimits::default() };
+    if let Ok((ik, _)) = initiate_ik(&cfg, &brand.noise.public(), brand.identity.public(), &mut testing::rng("fuzz")) {
+        let _ = ik.read_response(data, 0);
+    }
+    if let Ok((xx, _)) = initiate_xx(&cfg, None, &mut testing::rng("fuzz")) {
+        let _ = xx.read_response(data, 0);
+    }
+}
+
+/// Stream decryption: arbitrary bytes into a reader, and arbitrary edits of a
+/// valid ciphertext stream. Nothing decrypts that was not sealed.
+pub fn stream_open(data: &[u8]) {
+    let (mut user, mut brand) = testing::handshake_pair(true, 0);
+    let (mut w, _) = match user.session.open_stream(0, 0) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let (_, mut r) = match brand.session.open_stream(0, 0) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    // Garbage straight into the reader.
+    let mut input = data;
+    while !input.is_empty() {
+        match r.poll(&mut input) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // A valid stream with one byte flipped at a position chosen by the input.
+    let (_, mut r2) = match brand.session.open_stream(4, 0) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let (mut w2, _) = match user.session.open_stream(4, 0) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let mut wire = Vec::new();
+    let _ = w2.write_message(b"secret payload", true, &mut wire);
+    let _ = w.write_message(b"x", false, &mut Vec::new());
+    if let (Some(&pos), Some(&bit)) = (data.first(), data.get(1)) {
+        let i = usize::from(pos) % wire.len();
+        let mask = 1u8 << (bit % 8);
+        wire[i] ^= mask;
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            match r2.poll(&mut input) {
+                Ok(Some(crate::session::StreamEvent::Message(m))) => panic!("tampered frame decrypted: {m:?}"),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Voucher decoding and verification, single and batch.
+pub fn voucher_verify(data: &[u8]) {
+    let Ok(mut r) = Reader::new(data) else { return };
+    let Ok(v) = SignedVoucher::decode(&mut r) else { return };
+    let key = testing::payer_key().public();
+    let single = v.verify(&key).is_ok();
+    let batch = verify_batch(&[(&v, &key)]).is_ok();
+    if single {
+        assert!(batch, "strictly valid signature failed batch verification");
+    }
+}
+
+/// The payee ledger driven by a sequence of (cumulative, price, durable?) steps
+/// decoded from `data`; asserts `spent <= accepted <= deposit` and that only
+/// durable totals are served.
+pub fn payee_ledger(data: &[u8]) {
+    let key = testing::payer_key();
+    let chan = ChannelRef { contract: testing::account("channels.near"), channel_id: 7, epoch: 1 };
+    let deposit = 1_000_000u128;
+    let mut ledger = PayeeLedger::new(chan.clone(), key.public(), deposit);
+    let mut served = 0u128;
+    for step in data.chunks(6) {
+        if step.len() < 6 {
+            break;
+        }
+        let cum = u128::from(u32::from_be_bytes([step[0], step[1], step[2], step[3]]) >> 8);
+        let price = u128::from(step[4]) * 100;
+        let op = step[5];
+        let mut v = SignedVoucher::sign(
+            crate::voucher::Voucher { contract: chan.contract.clone(), channel_id: 7, epoch: 1, cumulative: cum },
+            &key,
+        );
+        match op % 8 {
+            0 => v.voucher.channel_id = 8,
+            1 => v.voucher.contract = AccountId::new("evil.near").unwrap_or_else(|_| chan.contract.clone()),
+            2 => v.signature[0] ^= 1,
+            3 => ledger.start_close(),
+            _ => {}
+        }
+        let before = ledger.clone();
+        match ledger.admit(&v, price) {
+            Ok(a) => {
+                if let Some(p) = &a.persist {
+                    if op & 0x10 == 0 {
+                        ledger.mark_durable(p.voucher.cumulative);
+                    }
+                }
+                if ledger.can_serve(a.required) {
+                    served = served.max(a.required);
+                }
+            }
+            Err(_) => assert_eq!(ledger, before, "a refused voucher changed the ledger"),
+        }
+        assert!(ledger.spent() <= ledger.accepted_total());
+        assert!(ledger.accepted_total() <= deposit);
+        assert!(served <= ledger.durable());
+    }
+}
+
+fn split_two(data: &[u8]) -> (&[u8], &[u8]) {
+    let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let (a, b) = data.split_at(cut);
+    (a.get(1..).unwrap_or(&[]), b)
+}

@@ -1,0 +1,211 @@
+//! Deterministic fixtures shared by unit tests, spec vectors, benchmarks and
+//! fuzz seeds. Not part of the stable API.
+
+use rand_chacha::rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+
+use crate::account::AccountId;
+use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
+use crate::payment::{sha256, Receipt, SignedReceipt, SignedVoucher};
+use crate::record::{AgentRecord, Currency, Service, SignedRecord};
+use crate::session::{
+    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits,
+    HANDSHAKE_HEADER_LEN,
+};
+use crate::voucher::Voucher;
+use crate::wire::*;
+
+/// A deterministic RNG for tests (ChaCha20).
+pub type TestRng = rand_chacha::ChaCha20Rng;
+
+/// SHA-256 of a label: the seed of every fixture key.
+pub fn seed(label: &str) -> [u8; 32] {
+    Sha256::digest(label.as_bytes()).into()
+}
+
+/// A deterministic RNG seeded from a label.
+pub fn rng(label: &str) -> TestRng {
+    TestRng::from_seed(seed(label))
+}
+
+/// An identity whose keys derive from `label`.
+pub fn identity(label: &str) -> LocalIdentity {
+    let id = Keypair::from_seed(&seed(&format!("{label}/identity")));
+    let noise = NoiseStaticKeypair::from_secret(seed(&format!("{label}/noise")));
+    LocalIdentity::new(id, noise)
+}
+
+/// An account id from a known-valid literal.
+pub fn account(s: &str) -> AccountId {
+    match AccountId::new(s) {
+        Ok(a) => a,
+        Err(e) => panic!("fixture account {s}: {e}"),
+    }
+}
+
+/// The fixture brand's record content.
+pub fn brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> AgentRecord {
+    AgentRecord {
+        identity: brand.identity.public(),
+        near_account: account("brand.near"),
+        noise_static: brand.noise.public(),
+        quic_addrs: vec!["127.0.0.1:4433".parse().unwrap_or_else(|_| unreachable!())],
+        p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+        services: vec![
+            Service {
+                name: "chat".into(),
+                description: "Answers questions about the brand".into(),
+                price: 1_000_000_000_000_000_000_000,
+                currency: Currency::Near,
+            },
+            Service {
+                name: "quote".into(),
+                description: "Price quotes in USDC".into(),
+                price: 10_000,
+                currency: Currency::Token(account("usdc.near")),
+            },
+        ],
+        channel_contract: account("channels.near"),
+        min_deposit: 100_000_000_000_000_000_000_000,
+        seq,
+        expires_at,
+    }
+}
+
+/// The fixture brand's signed record.
+pub fn signed_brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> SignedRecord {
+    match brand_record(brand, seq, expires_at).sign(&brand.identity) {
+        Ok(r) => r,
+        Err(e) => panic!("fixture record: {e}"),
+    }
+}
+
+/// The fixture voucher on channel 7, epoch 1 of `channels.near`.
+pub fn voucher(cumulative: u128) -> Voucher {
+    Voucher { contract: account("channels.near"), channel_id: 7, epoch: 1, cumulative }
+}
+
+/// The fixture payer's voucher key.
+pub fn payer_key() -> Keypair {
+    Keypair::from_seed(&seed("payer/voucher"))
+}
+
+/// A voucher signed by the fixture payer.
+pub fn signed_voucher(cumulative: u128) -> SignedVoucher {
+    SignedVoucher::sign(voucher(cumulative), &payer_key())
+}
+
+/// A receipt signed by `brand`.
+pub fn signed_receipt(brand: &LocalIdentity, request: &[u8], response: &[u8], cumulative: u128) -> SignedReceipt {
+    SignedReceipt::sign(
+        Receipt {
+            contract: account("channels.near"),
+            channel_id: 7,
+            epoch: 1,
+            request_hash: sha256(request),
+            response_hash: sha256(response),
+            cumulative,
+        },
+        &brand.identity,
+    )
+}
+
+/// One example of every message kind, with a name.
+pub fn sample_messages() -> Vec<(&'static str, Message)> {
+    let brand = identity("brand");
+    let request = Request {
+        id: 1,
+        service: "chat".into(),
+        body: br#"{"q":"hello"}"#.to_vec(),
+        payment: Some(signed_voucher(1_000)),
+    };
+    let req_bytes = Message::Request(request.clone()).encode();
+    vec![
+        ("request", Message::Request(request)),
+        (
+            "request_unpaid",
+            Message::Request(Request { id: 2, service: "chat".into(), body: b"hi".to_vec(), payment: None }),
+        ),
+        (
+            "response",
+            Message::Response(Response {
+                id: 1,
+                body: br#"{"a":"hi"}"#.to_vec(),
+                receipt: Some(signed_receipt(&brand, &req_bytes, br#"{"a":"hi"}"#, 1_000)),
+            }),
+        ),
+        ("stream_chunk", Message::StreamChunk(StreamChunk { id: 3, seq: 0, data: b"Hel".to_vec() })),
+        ("stream_end", Message::StreamEnd(StreamEnd { id: 3, chunks: 2, receipt: None })),
+        ("one_way", Message::OneWay(OneWay { topic: "events/click".into(), body: b"{}".to_vec() })),
+        (
+            "error",
+            Message::Error(ErrorMessage { id: Some(4), code: ErrorCode::UnknownService, message: "no such service".into() }),
+        ),
+        (
+            "payment_required",
+            Message::PaymentRequired(PaymentRequired {
+                id: 5,
+                price: 1_000,
+                currency: Currency::Near,
+                last_voucher: Some(signed_voucher(1_000)),
+            }),
+        ),
+        ("voucher", Message::Voucher(VoucherMessage { id: 5, voucher: signed_voucher(2_000) })),
+        (
+            "receipt",
+            Message::Receipt(ReceiptMessage { id: 5, receipt: signed_receipt(&brand, b"req", b"resp", 2_000) }),
+        ),
+        (
+            "channel_notice",
+            Message::ChannelNotice(ChannelNotice {
+                contract: account("channels.near"),
+                channel_id: 7,
+                epoch: 1,
+                event: ChannelEvent::ToppedUp,
+                amount: 5_000,
+            }),
+        ),
+    ]
+}
+
+/// Fixed channel binding used by fixtures.
+pub const BINDING: [u8; 32] = [0x42; 32];
+
+/// Runs a complete in-process handshake (IK if `ik`, else XX) between the
+/// fixture `user` and `brand` identities.
+pub fn handshake_pair(ik: bool, now: u64) -> (Established, Established) {
+    let user = identity("user");
+    let brand = identity("brand");
+    let caps = vec!["pay/1".to_string()];
+    let limits = SessionLimits::default();
+    let ucfg = HandshakeConfig { local: &user, capabilities: &caps, channel_binding: &BINDING, limits };
+    let bcfg = HandshakeConfig { local: &brand, capabilities: &caps, channel_binding: &BINDING, limits };
+    let mut urng = rng("user-rng");
+    let mut brng = rng("brand-rng");
+    let mut run = || -> Result<(Established, Established), crate::session::HandshakeError> {
+        if ik {
+            let (init, m1) = initiate_ik(&ucfg, &brand.noise.public(), brand.identity.public(), &mut urng)?;
+            match respond(&bcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut brng)? {
+                ResponderStep::Done { established, reply } => {
+                    let u = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
+                    Ok((u, established))
+                }
+                ResponderStep::AwaitFinal { .. } => Err(crate::session::HandshakeError::Local),
+            }
+        } else {
+            let (init, m1) = initiate_xx(&ucfg, Some(brand.identity.public()), &mut urng)?;
+            match respond(&bcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut brng)? {
+                ResponderStep::AwaitFinal { state, reply } => {
+                    let (u, m3) = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
+                    let b = state.read_final(&m3[HANDSHAKE_HEADER_LEN..], now)?;
+                    Ok((u, b))
+                }
+                ResponderStep::Done { .. } => Err(crate::session::HandshakeError::Local),
+            }
+        }
+    };
+    match run() {
+        Ok(p) => p,
+        Err(e) => panic!("fixture handshake: {e}"),
+    }
+}
