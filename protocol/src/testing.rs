@@ -209,3 +209,42 @@ pub fn handshake_pair(ik: bool, now: u64) -> (Established, Established) {
         Err(e) => panic!("fixture handshake: {e}"),
     }
 }
+
+/// An RNG that returns exactly the given bytes, then fails: lets vectors
+/// pin ephemeral keys while the code path stays the production one.
+pub struct FixedRng {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl FixedRng {
+    /// Yields `bytes` in order.
+    pub fn new(bytes: &[u8]) -> Self {
+        FixedRng { bytes: bytes.to_vec(), pos: 0 }
+    }
+}
+
+impl rand_core::RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let end = self.pos + dest.len();
+        assert!(end <= self.bytes.len(), "FixedRng exhausted");
+        dest.copy_from_slice(&self.bytes[self.pos..end]);
+        self.pos = end;
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for FixedRng {}

@@ -16,7 +16,7 @@ pub use handshake::{
 };
 pub use payload::{HandshakePayload, MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_PAYLOAD_BYTES};
 pub use stream::{
-    Flags, Role, Session, SessionError, SessionLimits, StreamEvent, StreamOpener, StreamReader, StreamSealer,
+    noise_rekey, Flags, Role, Session, SessionError, SessionLimits, StreamEvent, StreamOpener, StreamReader, StreamSealer,
     StreamWriter, MAX_STREAM_ID,
 };
 

@@ -325,7 +325,13 @@ fn aead_key(raw: &[u8; 32]) -> LessSafeKey {
 }
 
 /// Noise `REKEY(k)`: the first 32 bytes of `ENCRYPT(k, 2^64-1, "", zeros(32))`.
-pub(crate) fn rekey(raw: &mut [u8; 32]) {
+pub fn noise_rekey(key: &[u8; 32]) -> [u8; 32] {
+    let mut k = *key;
+    rekey(&mut k);
+    k
+}
+
+fn rekey(raw: &mut [u8; 32]) {
     let key = aead_key(raw);
     let mut buf = [0u8; 32];
     let n = Nonce::assume_unique_for_key([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);

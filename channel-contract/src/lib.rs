@@ -1,0 +1,30 @@
+//! AgentWire NEAR payment-channel contract.
+//!
+//! This crate compiles `agentwire-protocol` without default features, so the
+//! contract verifies vouchers over exactly the bytes that payers sign (spec
+//! §8.1) — the same code, not a copy. The contract itself (near-sdk entry
+//! points, storage, transfers) is built on this in the contract issue.
+
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::voucher::{ChannelId, Voucher};
+
+/// The bytes an on-chain `ed25519_verify` must check a claim's signature
+/// against: the voucher as this contract (`current_account`) understands it.
+/// The contract never takes these bytes from the caller.
+pub fn voucher_message(current_account: &str, channel_id: ChannelId, epoch: u64, cumulative: u128) -> Option<Vec<u8>> {
+    let contract = AccountId::new(current_account).ok()?;
+    Some(Voucher { contract, channel_id, epoch, cumulative }.signing_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_binds_the_contract_account() {
+        let a = voucher_message("channels.near", 1, 1, 5).unwrap();
+        let b = voucher_message("other.near", 1, 1, 5).unwrap();
+        assert_ne!(a, b);
+        assert!(voucher_message("Not An Account", 1, 1, 5).is_none());
+    }
+}
