@@ -2,8 +2,8 @@
 //!
 //! Decoding happens in two passes. [`scan`] walks the raw bytes once, without
 //! recursion, and refuses anything outside the subset (RFC 8949 §4.2.1 core
-//! deterministic encoding: shortest-form heads, definite lengths; no tags,
-//! floats or negative integers) or over the limits on nesting depth and item
+//! deterministic encoding: shortest-form heads, definite lengths; no maps,
+//! tags, floats or negative integers) or over the limits on nesting depth and item
 //! count. Only then does the typed [`Reader`] (over minicbor) pull out fields,
 //! so every accepted message has exactly one encoding.
 
@@ -12,7 +12,8 @@ use core::fmt;
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 
-/// Deepest nesting of arrays/maps accepted in any message (top level = 1).
+/// Deepest nesting accepted in any message: the top-level item is at depth 1,
+/// each enclosing array adds one; items at depth 6 are accepted, 7 refused.
 pub const MAX_DEPTH: usize = 6;
 /// Most data items (every head counts) accepted in one message.
 pub const MAX_ITEMS: usize = 1024;
@@ -40,6 +41,8 @@ pub enum CborError {
     Malformed(&'static str),
     /// A text or byte field is longer than its limit.
     TooLong(&'static str),
+    /// A field of the right type with a value outside its domain (names the field).
+    InvalidValue(&'static str),
 }
 
 impl fmt::Display for CborError {
@@ -54,6 +57,7 @@ impl fmt::Display for CborError {
             CborError::UnsupportedType => write!(f, "CBOR type outside the AgentWire subset"),
             CborError::Malformed(what) => write!(f, "malformed field: {what}"),
             CborError::TooLong(what) => write!(f, "field too long: {what}"),
+            CborError::InvalidValue(what) => write!(f, "invalid value: {what}"),
         }
     }
 }
@@ -85,6 +89,16 @@ pub fn scan(bytes: &[u8]) -> Result<(), CborError> {
         pos += 1;
         let major = initial >> 5;
         let info = initial & 0x1f;
+        // Simple values carry no argument: only false, true and null exist here.
+        if major == 7 {
+            if !(20..=22).contains(&info) {
+                return Err(CborError::UnsupportedType);
+            }
+            continue;
+        }
+        if major == 1 || major == 5 || major == 6 {
+            return Err(CborError::UnsupportedType);
+        }
         let arg = read_argument(bytes, &mut pos, info)?;
         match major {
             0 => {}
@@ -99,8 +113,8 @@ pub fn scan(bytes: &[u8]) -> Result<(), CborError> {
                 }
                 pos = end;
             }
-            4 | 5 => {
-                let count = if major == 5 { arg.checked_mul(2).ok_or(CborError::TooManyItems)? } else { arg };
+            4 => {
+                let count = arg;
                 if count > MAX_ITEMS as u64 {
                     return Err(CborError::TooManyItems);
                 }
@@ -112,10 +126,6 @@ pub fn scan(bytes: &[u8]) -> Result<(), CborError> {
                     remaining[depth] = count;
                 }
             }
-            7 => match info {
-                20..=22 => {} // false, true, null
-                _ => return Err(CborError::UnsupportedType),
-            },
             _ => return Err(CborError::UnsupportedType),
         }
     }
@@ -338,7 +348,7 @@ mod tests {
     #[test]
     fn accepts_subset() {
         let mut w = Writer::new();
-        w.array(4).u64(1).bytes(b"ab").text("x").array(2).bool(true).null();
+        w.array(4).u64(1).bytes(b"ab").text("x").array(3).bool(true).bool(false).null();
         assert_eq!(scan(&w.finish()), Ok(()));
     }
 
@@ -357,6 +367,8 @@ mod tests {
         assert_eq!(scan(&[0xf9, 0x3c, 0x00]), Err(CborError::UnsupportedType));
         assert_eq!(scan(&[0x20]), Err(CborError::UnsupportedType));
         assert_eq!(scan(&[0xf7]), Err(CborError::UnsupportedType));
+        assert_eq!(scan(&[0xf8, 0x10]), Err(CborError::UnsupportedType));
+        assert_eq!(scan(&[0xa1, 0x01, 0x02]), Err(CborError::UnsupportedType), "maps are not used in v1");
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl PublicKey {
             return Err(KeyError::WeakKey);
         }
         // Reject non-canonical encodings of a valid point: the same key must have one encoding.
-        if key.as_bytes() != bytes || key.to_edwards().compress().as_bytes() != bytes {
+        if key.to_edwards().compress().as_bytes() != bytes {
             return Err(KeyError::InvalidEncoding);
         }
         Ok(PublicKey(key))

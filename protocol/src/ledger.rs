@@ -2,13 +2,15 @@
 //!
 //! Amounts are cumulative: a voucher for total `c` supersedes every voucher
 //! below `c`. The payee serves a request only when the highest voucher it has
-//! *persisted* covers everything it has served, so a crash can never leave an
-//! answer unpaid:
+//! *persisted* covers everything admitted up to and including that request,
+//! so a crash can never leave an answer unpaid:
 //!
-//! > invariant: `spent <= durable <= accepted <= deposit`
+//! > invariants: `spent <= accepted <= deposit`, `durable <= accepted`, and an
+//! > answer whose admission required `r` leaves only once `r <= durable`.
 //!
 //! `spent` is the sum of prices of requests admitted, `accepted` the highest
-//! voucher seen, `durable` the highest voucher the driver reported persisted.
+//! voucher seen, `durable` the highest voucher the driver reported persisted
+//! (`spent` may run ahead of `durable` while persistence is in flight).
 //! A voucher admits a request of price `p` when `max(accepted, c) >= spent + p`;
 //! vouchers for concurrent requests may thus arrive in any order, while a
 //! replayed voucher buys nothing.
@@ -179,9 +181,15 @@ impl PayeeLedger {
             l.channel.check(&v.voucher)?;
             v.verify(&l.payer_key)?;
             let c = v.voucher.cumulative;
+            if c > deposit {
+                return Err(PaymentError::ExceedsDeposit { cumulative: c, deposit });
+            }
             l.spent = c;
             l.durable = c;
             l.accepted = Some(v);
+        }
+        if claimed > l.durable {
+            return Err(PaymentError::ClaimAboveVoucher { claimed, voucher: l.durable });
         }
         l.claimed = claimed;
         Ok(l)
@@ -382,5 +390,15 @@ mod tests {
         assert_eq!(payee.spent(), 300);
         assert_eq!(payee.unclaimed(), 200);
         assert!(matches!(payee.admit(&v, 1), Err(PaymentError::InsufficientPayment { .. })));
+        // Stored state that cannot be right is refused, not trusted.
+        assert_eq!(
+            PayeeLedger::restore(chan(), k.public(), 200, Some(v.clone()), 0),
+            Err(PaymentError::ExceedsDeposit { cumulative: 300, deposit: 200 })
+        );
+        assert_eq!(
+            PayeeLedger::restore(chan(), k.public(), 1_000, Some(v), 301),
+            Err(PaymentError::ClaimAboveVoucher { claimed: 301, voucher: 300 })
+        );
+        assert_eq!(PaymentError::WrongEpoch.code(), crate::wire::ErrorCode::InvalidVoucher);
     }
 }

@@ -13,11 +13,12 @@ use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::identity::{Keypair, PublicKey};
 use crate::voucher::{ChannelId, Voucher};
+use crate::wire::ErrorCode;
 
 /// Domain tag that starts every receipt's signed bytes.
 pub const RECEIPT_DOMAIN: [u8; 20] = *b"agentwire:receipt:v1";
 
-/// Why a payment object was refused. Codes on the wire: [`crate::wire::ErrorCode`].
+/// Why a payment object was refused. [`PaymentError::code`] gives the wire code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentError {
     /// The signature does not verify under the expected key.
@@ -41,6 +42,27 @@ pub enum PaymentError {
     Overflow,
     /// A new deposit below the current one.
     DepositDecrease,
+    /// A stored claim total above the stored voucher (corrupt or foreign state).
+    ClaimAboveVoucher { claimed: u128, voucher: u128 },
+}
+
+impl PaymentError {
+    /// The stable code to send to the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PaymentError::BadSignature
+            | PaymentError::WrongContract
+            | PaymentError::WrongChannel
+            | PaymentError::WrongEpoch
+            | PaymentError::Overflow => ErrorCode::InvalidVoucher,
+            PaymentError::ExceedsDeposit { .. } => ErrorCode::ExceedsDeposit,
+            PaymentError::InsufficientPayment { .. } | PaymentError::InsufficientFunds { .. } => {
+                ErrorCode::InsufficientPayment
+            }
+            PaymentError::ChannelClosing => ErrorCode::ChannelClosing,
+            PaymentError::DepositDecrease | PaymentError::ClaimAboveVoucher { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 impl fmt::Display for PaymentError {
@@ -62,6 +84,9 @@ impl fmt::Display for PaymentError {
             }
             PaymentError::Overflow => write!(f, "amount overflow"),
             PaymentError::DepositDecrease => write!(f, "a deposit can only grow"),
+            PaymentError::ClaimAboveVoucher { claimed, voucher } => {
+                write!(f, "stored claim {claimed} exceeds stored voucher {voucher}")
+            }
         }
     }
 }
@@ -98,7 +123,7 @@ impl SignedVoucher {
     /// Reads the CBOR form written by [`SignedVoucher::encode`].
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, CborError> {
         r.array_of(5, "voucher")?;
-        let contract = AccountId::new(r.text(64, "voucher contract")?).map_err(|_| CborError::Malformed("voucher contract"))?;
+        let contract = AccountId::new(r.text(64, "voucher contract")?).map_err(|_| CborError::InvalidValue("voucher contract"))?;
         let channel_id = r.u64("voucher channel_id")?;
         let epoch = r.u64("voucher epoch")?;
         let cumulative = r.amount("voucher cumulative")?;
@@ -109,6 +134,10 @@ impl SignedVoucher {
 
 /// Verifies many vouchers at once (ed25519 batch verification, about twice as
 /// fast per signature). On `Err`, verify one by one to find the culprit.
+///
+/// Batch verification is probabilistic and less strict than
+/// [`SignedVoucher::verify`] (it accepts small-order `R`), so it is for
+/// auditing stored vouchers; admitting a voucher uses strict verification.
 pub fn verify_batch(items: &[(&SignedVoucher, &PublicKey)]) -> Result<(), PaymentError> {
     let messages: Vec<Vec<u8>> = items.iter().map(|(v, _)| v.voucher.signing_bytes()).collect();
     let msg_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
@@ -131,7 +160,9 @@ pub struct Receipt {
     pub request_hash: [u8; 32],
     /// SHA-256 of the response body (for a stream: of all chunk data, in order).
     pub response_hash: [u8; 32],
-    /// Cumulative amount paid on the channel including this request.
+    /// Cumulative total paid on the channel including this request: the
+    /// `required` total of the payee's admission (spec §8.2), which may be
+    /// below the voucher's own total when the payer paid ahead.
     pub cumulative: u128,
 }
 
@@ -195,7 +226,7 @@ impl SignedReceipt {
     /// Reads the CBOR form written by [`SignedReceipt::encode`].
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, CborError> {
         r.array_of(7, "receipt")?;
-        let contract = AccountId::new(r.text(64, "receipt contract")?).map_err(|_| CborError::Malformed("receipt contract"))?;
+        let contract = AccountId::new(r.text(64, "receipt contract")?).map_err(|_| CborError::InvalidValue("receipt contract"))?;
         let channel_id = r.u64("receipt channel_id")?;
         let epoch = r.u64("receipt epoch")?;
         let request_hash = r.fixed::<32>("request_hash")?;

@@ -274,8 +274,10 @@ impl SignedRecord {
         for _ in 0..n {
             let t = r.text(MAX_SOCKET_ADDR, "quic_addr")?;
             let addr: SocketAddr = t.parse().map_err(|_| RecordError::InvalidField("quic_addr"))?;
-            // Only the canonical text form, so the encoding stays unique.
-            if addr.to_string() != t {
+            // Only the canonical text form, so the encoding stays unique; no
+            // IPv6 scope ids or flow labels (they are local to one host).
+            let scoped = matches!(addr, SocketAddr::V6(a) if a.scope_id() != 0 || a.flowinfo() != 0);
+            if scoped || addr.to_string() != t {
                 return Err(RecordError::InvalidField("quic_addr"));
             }
             quic_addrs.push(addr);
@@ -430,5 +432,10 @@ mod tests {
         let (key, mut rec2) = sample(1);
         rec2.services[0].name = "Bad Name".into();
         assert_eq!(rec2.sign(&key), Err(RecordError::InvalidField("service name")));
+        // IPv6 scope ids are host-local: never in a record.
+        let (key, mut rec3) = sample(1);
+        rec3.quic_addrs = vec!["[fe80::1%2]:4433".parse().unwrap()];
+        let signed = rec3.sign(&key).unwrap();
+        assert_eq!(SignedRecord::decode(signed.encoded()), Err(RecordError::InvalidField("quic_addr")));
     }
 }

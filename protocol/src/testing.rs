@@ -171,24 +171,49 @@ pub fn sample_messages() -> Vec<(&'static str, Message)> {
 /// Fixed channel binding used by fixtures.
 pub const BINDING: [u8; 32] = [0x42; 32];
 
-/// Runs a complete in-process handshake (IK if `ik`, else XX) between the
-/// fixture `user` and `brand` identities.
-pub fn handshake_pair(ik: bool, now: u64) -> (Established, Established) {
+/// Capabilities announced by the fixture initiator (user) and responder (brand).
+pub fn vector_caps(initiator: bool) -> Vec<String> {
+    if initiator {
+        vec!["pay/1".into()]
+    } else {
+        vec!["pay/1".into(), "stream/1".into()]
+    }
+}
+
+/// Pinned ephemeral secrets (initiator, responder) of the fixture handshakes.
+pub fn vector_ephemerals(ik: bool) -> ([u8; 32], [u8; 32]) {
+    let p = if ik { "ik" } else { "xx" };
+    (seed(&format!("vector/{p}/initiator-ephemeral")), seed(&format!("vector/{p}/responder-ephemeral")))
+}
+
+/// A finished fixture handshake: framed messages in order and both ends.
+pub struct HandshakeRun {
+    /// Framed handshake messages, in the order sent.
+    pub messages: Vec<Vec<u8>>,
+    /// The user's (initiator's) end.
+    pub initiator: Established,
+    /// The brand's (responder's) end.
+    pub responder: Established,
+}
+
+/// Runs the fixture handshake (user → brand, IK if `ik`, else XX) with the
+/// pinned ephemerals of the spec vectors, through the production code.
+pub fn handshake_run(ik: bool, limits: SessionLimits, now: u64) -> HandshakeRun {
     let user = identity("user");
     let brand = identity("brand");
-    let caps = vec!["pay/1".to_string()];
-    let limits = SessionLimits::default();
-    let ucfg = HandshakeConfig { local: &user, capabilities: &caps, channel_binding: &BINDING, limits };
-    let bcfg = HandshakeConfig { local: &brand, capabilities: &caps, channel_binding: &BINDING, limits };
-    let mut urng = rng("user-rng");
-    let mut brng = rng("brand-rng");
-    let mut run = || -> Result<(Established, Established), crate::session::HandshakeError> {
+    let (ci, cr) = (vector_caps(true), vector_caps(false));
+    let ucfg = HandshakeConfig { local: &user, capabilities: &ci, channel_binding: &BINDING, limits };
+    let bcfg = HandshakeConfig { local: &brand, capabilities: &cr, channel_binding: &BINDING, limits };
+    let (ei, er) = vector_ephemerals(ik);
+    let mut urng = FixedRng::new(&ei);
+    let mut brng = FixedRng::new(&er);
+    let mut run = || -> Result<HandshakeRun, crate::session::HandshakeError> {
         if ik {
             let (init, m1) = initiate_ik(&ucfg, &brand.noise.public(), brand.identity.public(), &mut urng)?;
             match respond(&bcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut brng)? {
                 ResponderStep::Done { established, reply } => {
                     let u = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
-                    Ok((u, established))
+                    Ok(HandshakeRun { messages: vec![m1, reply], initiator: u, responder: established })
                 }
                 ResponderStep::AwaitFinal { .. } => Err(crate::session::HandshakeError::Local),
             }
@@ -198,16 +223,33 @@ pub fn handshake_pair(ik: bool, now: u64) -> (Established, Established) {
                 ResponderStep::AwaitFinal { state, reply } => {
                     let (u, m3) = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
                     let b = state.read_final(&m3[HANDSHAKE_HEADER_LEN..], now)?;
-                    Ok((u, b))
+                    Ok(HandshakeRun { messages: vec![m1, reply, m3], initiator: u, responder: b })
                 }
                 ResponderStep::Done { .. } => Err(crate::session::HandshakeError::Local),
             }
         }
     };
     match run() {
-        Ok(p) => p,
+        Ok(r) => r,
         Err(e) => panic!("fixture handshake: {e}"),
     }
+}
+
+/// Fresh copies of the fixture IK sessions (user, brand) at time 0, computed
+/// once per process: lets fuzz targets skip the handshake on every input.
+pub fn cached_ik_sessions() -> (crate::session::Session, crate::session::Session) {
+    static PAIR: std::sync::OnceLock<(crate::session::Session, crate::session::Session)> = std::sync::OnceLock::new();
+    let (u, b) = PAIR.get_or_init(|| {
+        let r = handshake_run(true, SessionLimits::default(), 0);
+        (r.initiator.session, r.responder.session)
+    });
+    (u.duplicate_for_fixtures(), b.duplicate_for_fixtures())
+}
+
+/// Both ends of the fixture handshake with default limits.
+pub fn handshake_pair(ik: bool, now: u64) -> (Established, Established) {
+    let r = handshake_run(ik, SessionLimits::default(), now);
+    (r.initiator, r.responder)
 }
 
 /// An RNG that returns exactly the given bytes, then fails: lets vectors

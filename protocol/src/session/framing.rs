@@ -18,6 +18,8 @@ pub enum FrameError {
     TooShort { len: usize, min: usize },
     /// A length above the configured maximum.
     TooLong { len: usize, max: usize },
+    /// An earlier error left the stream unframeable.
+    Poisoned,
 }
 
 impl fmt::Display for FrameError {
@@ -25,6 +27,7 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::TooShort { len, min } => write!(f, "frame length {len} below minimum {min}"),
             FrameError::TooLong { len, max } => write!(f, "frame length {len} above maximum {max}"),
+            FrameError::Poisoned => write!(f, "framing failed earlier"),
         }
     }
 }
@@ -38,12 +41,13 @@ pub struct FrameSplitter {
     min_body: usize,
     max_body: usize,
     buf: Vec<u8>,
+    failed: bool,
 }
 
 impl FrameSplitter {
     /// For handshake messages: body 1..=65535 bytes.
     pub fn handshake() -> Self {
-        FrameSplitter { header_len: HANDSHAKE_HEADER_LEN, min_body: 1, max_body: u16::MAX as usize, buf: Vec::new() }
+        FrameSplitter { header_len: HANDSHAKE_HEADER_LEN, min_body: 1, max_body: u16::MAX as usize, buf: Vec::new(), failed: false }
     }
 
     /// For encrypted frames: ciphertext of 17 (flags byte + tag) to `max_ciphertext` bytes.
@@ -53,13 +57,26 @@ impl FrameSplitter {
             min_body: 17,
             max_body: max_ciphertext.min(u16::MAX as usize),
             buf: Vec::new(),
+            failed: false,
         }
     }
 
     /// Consumes bytes from `input` until one frame is complete and returns it,
     /// or returns `None` when `input` is used up first. Call again with the
-    /// rest of `input` until it is empty.
+    /// rest of `input` until it is empty. After an error every call fails
+    /// the same way: the byte stream cannot be resynchronised.
     pub fn next_frame(&mut self, input: &mut &[u8]) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.failed {
+            return Err(FrameError::Poisoned);
+        }
+        let r = self.next_inner(input);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn next_inner(&mut self, input: &mut &[u8]) -> Result<Option<Vec<u8>>, FrameError> {
         if self.buf.len() < 2 {
             let take = (2 - self.buf.len()).min(input.len());
             self.buf.extend_from_slice(&input[..take]);
@@ -92,8 +109,10 @@ impl FrameSplitter {
     }
 }
 
-/// Prefixes a handshake message with its length.
+/// Prefixes a handshake message with its length (callers keep bodies
+/// within 65535 bytes: see `handshake::write`).
 pub(crate) fn handshake_frame(body: &[u8]) -> Vec<u8> {
+    debug_assert!(body.len() <= u16::MAX as usize);
     let mut out = Vec::with_capacity(2 + body.len());
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
     out.extend_from_slice(body);
@@ -130,5 +149,7 @@ mod tests {
         assert_eq!(s.next_frame(&mut &[0x03u8, 0xe9][..]), Err(FrameError::TooLong { len: 1001, max: 1000 }));
         let mut s = FrameSplitter::stream(1000);
         assert_eq!(s.next_frame(&mut &[0u8, 16][..]), Err(FrameError::TooShort { len: 16, min: 17 }));
+        // No resynchronisation after an error.
+        assert_eq!(s.next_frame(&mut &[0u8, 20, 1, 2][..]), Err(FrameError::Poisoned));
     }
 }

@@ -14,10 +14,9 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{Builder, HandshakeState};
 
 use super::framing::handshake_frame;
-use super::payload::HandshakePayload;
+use super::payload::{valid_capabilities, HandshakePayload, PayloadError};
 use super::stream::{Role, Session, SessionLimits};
 use super::{prologue, CHANNEL_BINDING_LEN};
-use crate::cbor::CborError;
 use crate::identity::{validate_x25519, AgentId, KeyError, LocalIdentity, NoiseStaticKey, PublicKey};
 use crate::wire::ErrorCode;
 
@@ -38,7 +37,7 @@ pub enum Pattern {
     XX = 2,
 }
 
-/// Why a handshake failed. Every variant maps to [`ErrorCode::HandshakeFailed`].
+/// Why a handshake failed. [`HandshakeError::code`] gives the wire code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandshakeError {
     /// An empty message, or one longer than the Noise limit.
@@ -50,7 +49,9 @@ pub enum HandshakeError {
     /// Noise processing failed: wrong static key, different channel binding, or tampering.
     Noise,
     /// The handshake payload is not valid.
-    Payload(CborError),
+    Payload(PayloadError),
+    /// Our own capability list breaks the payload limits (a local configuration error).
+    InvalidCapabilities,
     /// The identity key did not sign the peer's static key.
     IdentityProof,
     /// The peer is not the agent we meant to reach.
@@ -64,7 +65,10 @@ pub enum HandshakeError {
 impl HandshakeError {
     /// The stable code to send to the peer.
     pub fn code(&self) -> ErrorCode {
-        ErrorCode::HandshakeFailed
+        match self {
+            HandshakeError::Payload(PayloadError::UnsupportedVersion(_)) => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::HandshakeFailed,
+        }
     }
 }
 
@@ -78,6 +82,9 @@ impl fmt::Display for HandshakeError {
                 write!(f, "handshake failed to authenticate (wrong key, channel binding mismatch or tampering)")
             }
             HandshakeError::Payload(e) => write!(f, "handshake payload: {e}"),
+            HandshakeError::InvalidCapabilities => {
+                write!(f, "capabilities exceed the handshake limits (16 strings of 1..=32 bytes)")
+            }
             HandshakeError::IdentityProof => write!(f, "identity key did not sign the Noise static key"),
             HandshakeError::UnexpectedPeer { expected, got } => write!(f, "expected agent {expected}, reached {got}"),
             HandshakeError::UnexpectedPayload => write!(f, "unexpected payload in XX first message"),
@@ -180,6 +187,14 @@ fn build(pattern: Pattern, cfg: &HandshakeConfig<'_>, remote: Option<&NoiseStati
     hs.map_err(|_| HandshakeError::Local)
 }
 
+/// Our payload, after checking our own configuration against the limits.
+fn local_payload(cfg: &HandshakeConfig<'_>) -> Result<Vec<u8>, HandshakeError> {
+    if !valid_capabilities(cfg.capabilities) {
+        return Err(HandshakeError::InvalidCapabilities);
+    }
+    Ok(HandshakePayload::for_identity(cfg.local, cfg.capabilities).encode())
+}
+
 fn draw<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
     let mut e = [0u8; 32];
     rng.fill_bytes(&mut e);
@@ -187,7 +202,9 @@ fn draw<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
 }
 
 fn write(hs: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    let mut out = vec![0u8; MAX_HANDSHAKE_MESSAGE];
+    // One byte less than the Noise limit leaves room for the pattern byte, so
+    // every framed body fits the 16-bit length.
+    let mut out = vec![0u8; MAX_HANDSHAKE_MESSAGE - 1];
     let n = hs.write_message(payload, &mut out).map_err(|_| HandshakeError::Local)?;
     out.truncate(n);
     Ok(out)
@@ -247,8 +264,8 @@ pub struct IkInitiator {
 /// Starts an IK handshake to an agent whose record gave `remote_static` and
 /// `expected` (its identity key). Returns the framed message to send.
 pub fn initiate_ik<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, remote_static: &NoiseStaticKey, expected: PublicKey, rng: &mut R) -> Result<(IkInitiator, Vec<u8>), HandshakeError> {
+    let payload = local_payload(cfg)?;
     let mut hs = build(Pattern::IK, cfg, Some(remote_static), draw(rng), true)?;
-    let payload = HandshakePayload::for_identity(cfg.local, cfg.capabilities).encode();
     let mut body = vec![Pattern::IK as u8];
     body.extend(write(&mut hs, &payload)?);
     Ok((IkInitiator { hs, expected, limits: cfg.limits }, handshake_frame(&body)))
@@ -273,10 +290,10 @@ pub struct XxInitiator {
 
 /// Starts an XX handshake; `expected` pins the responder's identity if known.
 pub fn initiate_xx<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, expected: Option<PublicKey>, rng: &mut R) -> Result<(XxInitiator, Vec<u8>), HandshakeError> {
+    let payload = local_payload(cfg)?;
     let mut hs = build(Pattern::XX, cfg, None, draw(rng), true)?;
     let mut body = vec![Pattern::XX as u8];
     body.extend(write(&mut hs, &[])?);
-    let payload = HandshakePayload::for_identity(cfg.local, cfg.capabilities).encode();
     Ok((XxInitiator { hs, expected, payload, limits: cfg.limits }, handshake_frame(&body)))
 }
 
@@ -326,7 +343,7 @@ pub enum ResponderStep {
 /// Handles the initiator's first message (`pattern byte || noise message`).
 pub fn respond<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, first: &[u8], now: u64, rng: &mut R) -> Result<ResponderStep, HandshakeError> {
     let (&p, msg) = first.split_first().ok_or(HandshakeError::BadLength)?;
-    let payload = HandshakePayload::for_identity(cfg.local, cfg.capabilities).encode();
+    let payload = local_payload(cfg)?;
     match p {
         1 => {
             let mut hs = build(Pattern::IK, cfg, None, draw(rng), false)?;

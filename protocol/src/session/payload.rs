@@ -1,6 +1,8 @@
 //! The handshake payload: proof that the Noise static key speaks for an
 //! identity key, plus the sender's capabilities.
 
+use core::fmt;
+
 use crate::cbor::{CborError, Reader, Writer};
 use crate::identity::{verify_static_binding, KeyError, LocalIdentity, NoiseStaticKey, PublicKey};
 
@@ -10,7 +12,37 @@ pub const MAX_PAYLOAD_BYTES: usize = 1024;
 pub const MAX_CAPABILITIES: usize = 16;
 /// Longest capability string, in bytes.
 pub const MAX_CAPABILITY_LEN: usize = 32;
-const PAYLOAD_VERSION: u64 = 1;
+/// Handshake payload format version.
+pub const PAYLOAD_VERSION: u64 = 1;
+
+/// Why a handshake payload was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadError {
+    /// Not a valid payload encoding.
+    Cbor(CborError),
+    /// A payload version this implementation does not know.
+    UnsupportedVersion(u64),
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadError::Cbor(e) => write!(f, "{e}"),
+            PayloadError::UnsupportedVersion(v) => write!(f, "unsupported handshake payload version {v}"),
+        }
+    }
+}
+
+impl From<CborError> for PayloadError {
+    fn from(e: CborError) -> Self {
+        PayloadError::Cbor(e)
+    }
+}
+
+/// Whether a capability list fits the payload limits.
+pub fn valid_capabilities(caps: &[String]) -> bool {
+    caps.len() <= MAX_CAPABILITIES && caps.iter().all(|c| !c.is_empty() && c.len() <= MAX_CAPABILITY_LEN)
+}
 
 /// CBOR `[version=1, identity_key bstr(32), static_signature bstr(64), capabilities [tstr]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,22 +77,30 @@ impl HandshakePayload {
     }
 
     /// Decodes and validates a payload (the identity key must not be weak).
-    pub fn decode(bytes: &[u8]) -> Result<Self, CborError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         if bytes.len() > MAX_PAYLOAD_BYTES {
-            return Err(CborError::TooLong("handshake payload"));
+            return Err(CborError::TooLong("handshake payload").into());
         }
         let mut r = Reader::new(bytes)?;
-        r.array_of(4, "handshake payload")?;
-        if r.u64("payload version")? != PAYLOAD_VERSION {
-            return Err(CborError::Malformed("payload version"));
+        let n = r.array("handshake payload")?;
+        let version = r.u64("payload version")?;
+        if version != PAYLOAD_VERSION {
+            return Err(PayloadError::UnsupportedVersion(version));
+        }
+        if n != 4 {
+            return Err(CborError::Malformed("handshake payload field count").into());
         }
         let identity = PublicKey::from_bytes(&r.fixed::<32>("identity_key")?)
-            .map_err(|_| CborError::Malformed("identity_key"))?;
+            .map_err(|_| CborError::InvalidValue("identity_key"))?;
         let static_signature = r.fixed::<64>("static_signature")?;
         let n = r.array_max(MAX_CAPABILITIES, "capabilities")?;
         let mut capabilities = Vec::with_capacity(n);
         for _ in 0..n {
-            capabilities.push(r.text(MAX_CAPABILITY_LEN, "capability")?.to_owned());
+            let c = r.text(MAX_CAPABILITY_LEN, "capability")?;
+            if c.is_empty() {
+                return Err(CborError::InvalidValue("capability").into());
+            }
+            capabilities.push(c.to_owned());
         }
         r.finish()?;
         Ok(HandshakePayload { identity, static_signature, capabilities })

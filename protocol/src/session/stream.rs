@@ -8,8 +8,8 @@
 //! strictly sequential per stream: a replayed, reordered, truncated or
 //! cross-stream frame is refused with its own error.
 //!
-//! Rekey policy: every [`SessionLimits::rekey_interval`] frames a stream's key
-//! is replaced by Noise `REKEY(k)`; a session accepts new streams for at most
+//! Rekey policy: every [`REKEY_INTERVAL`] frames a stream's key is replaced
+//! by Noise `REKEY(k)` (a protocol constant: both sides must agree); a session accepts new streams for at most
 //! [`SessionLimits::max_age_secs`] and [`SessionLimits::max_streams`], after
 //! which the driver runs a new handshake.
 
@@ -28,6 +28,8 @@ const TAG_LEN: usize = 16;
 const MAX_CIPHERTEXT: usize = u16::MAX as usize;
 /// Stream ids older than this many (per stream type) cannot be opened any more.
 const STREAM_WINDOW: u64 = 1024;
+/// Frames per stream and direction between key rotations (spec §12.5).
+pub const REKEY_INTERVAL: u32 = 1 << 16;
 
 /// Which side of the handshake this session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,15 +40,14 @@ pub enum Role {
     Responder,
 }
 
-/// Limits of one session. Defaults are normative minimums a peer may rely on.
+/// Limits of one session. A receiver SHOULD accept at least the defaults;
+/// lower values are a local policy (spec §12.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionLimits {
     /// Streams a session may open before a new handshake is needed (default 2^20).
     pub max_streams: u64,
     /// Seconds after the handshake during which new streams may open (default 3600).
     pub max_age_secs: u64,
-    /// Frames per stream and direction between key rotations (default 2^16).
-    pub rekey_interval: u32,
     /// Largest plaintext payload a writer puts in one frame (default 16 KiB).
     pub max_frame_payload: usize,
     /// Largest reassembled message a reader accepts (default 1 MiB).
@@ -58,7 +59,6 @@ impl Default for SessionLimits {
         SessionLimits {
             max_streams: 1 << 20,
             max_age_secs: 3600,
-            rekey_interval: 1 << 16,
             max_frame_payload: 16 * 1024,
             max_message_bytes: MAX_MESSAGE_BYTES,
         }
@@ -214,6 +214,12 @@ impl Session {
         }
     }
 
+    /// A copy with fresh stream state (fixtures only: duplicating live keys
+    /// elsewhere would reuse nonces).
+    pub(crate) fn duplicate_for_fixtures(&self) -> Session {
+        Session::new(self.role, self.send_key, self.recv_key, self.handshake_hash, self.limits, self.established_at)
+    }
+
     /// Our role.
     pub fn role(&self) -> Role {
         self.role
@@ -252,8 +258,8 @@ impl Session {
         }
         self.opened += 1;
         let id = stream_id as u32;
-        let sealer = StreamSealer::new(&self.send_key, id, self.limits.rekey_interval);
-        let opener = StreamOpener::new(&self.recv_key, id, self.limits.rekey_interval);
+        let sealer = StreamSealer::new(&self.send_key, id);
+        let opener = StreamOpener::new(&self.recv_key, id);
         Ok((
             StreamWriter { sealer, max_payload: self.limits.max_frame_payload.clamp(1, MAX_CIPHERTEXT - TAG_LEN - 1) },
             StreamReader::new(opener, self.limits.max_message_bytes),
@@ -347,7 +353,6 @@ pub struct StreamSealer {
     key: LessSafeKey,
     stream_id: u32,
     counter: u32,
-    rekey_interval: u32,
     ended: bool,
 }
 
@@ -358,8 +363,8 @@ impl Drop for StreamSealer {
 }
 
 impl StreamSealer {
-    fn new(raw: &[u8; 32], stream_id: u32, rekey_interval: u32) -> Self {
-        StreamSealer { raw: *raw, key: aead_key(raw), stream_id, counter: 0, rekey_interval: rekey_interval.max(1), ended: false }
+    fn new(raw: &[u8; 32], stream_id: u32) -> Self {
+        StreamSealer { raw: *raw, key: aead_key(raw), stream_id, counter: 0, ended: false }
     }
 
     /// Appends one encrypted frame to `out`.
@@ -374,7 +379,7 @@ impl StreamSealer {
         if self.counter == u32::MAX {
             return Err(SessionError::StreamExhausted);
         }
-        if self.counter != 0 && self.counter % self.rekey_interval == 0 {
+        if self.counter != 0 && self.counter % REKEY_INTERVAL == 0 {
             rekey(&mut self.raw);
             self.key = aead_key(&self.raw);
         }
@@ -411,7 +416,6 @@ pub struct StreamOpener {
     key: LessSafeKey,
     stream_id: u32,
     counter: u32,
-    rekey_interval: u32,
     ended: bool,
     poisoned: bool,
 }
@@ -423,13 +427,12 @@ impl Drop for StreamOpener {
 }
 
 impl StreamOpener {
-    fn new(raw: &[u8; 32], stream_id: u32, rekey_interval: u32) -> Self {
+    fn new(raw: &[u8; 32], stream_id: u32) -> Self {
         StreamOpener {
             raw: *raw,
             key: aead_key(raw),
             stream_id,
             counter: 0,
-            rekey_interval: rekey_interval.max(1),
             ended: false,
             poisoned: false,
         }
@@ -473,7 +476,7 @@ impl StreamOpener {
         if ctr == u32::MAX {
             return Err(SessionError::StreamExhausted);
         }
-        if ctr != 0 && ctr % self.rekey_interval == 0 {
+        if ctr != 0 && ctr % REKEY_INTERVAL == 0 {
             rekey(&mut self.raw);
             self.key = aead_key(&self.raw);
         }
@@ -560,6 +563,7 @@ pub struct StreamReader {
     max_message: usize,
     end_pending: bool,
     done: bool,
+    failed: bool,
 }
 
 impl StreamReader {
@@ -571,12 +575,26 @@ impl StreamReader {
             max_message,
             end_pending: false,
             done: false,
+            failed: false,
         }
     }
 
     /// Consumes bytes from `input` until an event is ready. Call repeatedly
     /// (also with an empty input, to collect a pending `End`) until `None`.
+    /// After any error the reader is poisoned: drop the stream.
     pub fn poll(&mut self, input: &mut &[u8]) -> Result<Option<StreamEvent>, SessionError> {
+        if self.failed {
+            return Err(SessionError::Poisoned);
+        }
+        let r = self.poll_inner(input);
+        if r.is_err() {
+            self.failed = true;
+            self.partial = Vec::new();
+        }
+        r
+    }
+
+    fn poll_inner(&mut self, input: &mut &[u8]) -> Result<Option<StreamEvent>, SessionError> {
         if self.end_pending {
             self.end_pending = false;
             self.done = true;

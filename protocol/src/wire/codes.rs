@@ -100,8 +100,9 @@ codes! {
     Internal = 60, RetryLater;
     /// The peer broke the session protocol (bad frame, replay): connection closed.
     ProtocolViolation = 70, Reconnect;
-    /// The handshake failed (wrong key, bad identity proof, timeout).
-    HandshakeFailed = 71, GiveUp;
+    /// The handshake failed (wrong key, bad identity proof, timeout): refetch
+    /// the record and retry once with XX; give up if that fails too.
+    HandshakeFailed = 71, Reconnect;
 }
 
 impl fmt::Display for ErrorCode {

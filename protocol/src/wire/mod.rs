@@ -212,8 +212,6 @@ pub enum WireError {
     UnsupportedVersion(u64),
     /// A message kind this implementation does not know.
     UnknownKind(u64),
-    /// A field with an invalid value (names the field).
-    InvalidField(&'static str),
 }
 
 impl WireError {
@@ -234,7 +232,6 @@ impl fmt::Display for WireError {
             WireError::Cbor(e) => write!(f, "message encoding: {e}"),
             WireError::UnsupportedVersion(v) => write!(f, "unsupported message version {v}"),
             WireError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
-            WireError::InvalidField(w) => write!(f, "invalid message field: {w}"),
         }
     }
 }
@@ -268,7 +265,7 @@ fn opt_receipt(w: &mut Writer, r: &Option<SignedReceipt>) {
 fn name(r: &mut Reader<'_>, what: &'static str) -> Result<String, WireError> {
     let s = r.text(MAX_SERVICE_NAME, what)?;
     if !valid_service_name(s) {
-        return Err(WireError::InvalidField(what));
+        return Err(CborError::InvalidValue(what).into());
     }
     Ok(s.to_owned())
 }
@@ -418,7 +415,7 @@ impl Message {
             6 => {
                 expect(5)?;
                 let id = if r.null() { None } else { Some(r.u64("id")?) };
-                let code = u16::try_from(r.u64("code")?).map_err(|_| WireError::InvalidField("code"))?;
+                let code = u16::try_from(r.u64("code")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("code")))?;
                 let message = r.text(MAX_ERROR_TEXT, "error message")?.to_owned();
                 Message::Error(ErrorMessage { id, code: ErrorCode::from_u16(code), message })
             }
@@ -426,7 +423,7 @@ impl Message {
                 expect(6)?;
                 let id = r.u64("id")?;
                 let price = r.amount("price")?;
-                let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| WireError::InvalidField("currency"))?;
+                let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("currency")))?;
                 let last_voucher = if r.null() { None } else { Some(SignedVoucher::decode(&mut r)?) };
                 Message::PaymentRequired(PaymentRequired { id, price, currency, last_voucher })
             }
@@ -444,7 +441,7 @@ impl Message {
             }
             10 => {
                 expect(7)?;
-                let contract = AccountId::new(r.text(64, "contract")?).map_err(|_| WireError::InvalidField("contract"))?;
+                let contract = AccountId::new(r.text(64, "contract")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("contract")))?;
                 let channel_id = r.u64("channel_id")?;
                 let epoch = r.u64("epoch")?;
                 let event = match r.u64("event")? {
@@ -453,7 +450,7 @@ impl Message {
                     2 => ChannelEvent::Closing,
                     3 => ChannelEvent::Claimed,
                     4 => ChannelEvent::Closed,
-                    _ => return Err(WireError::InvalidField("event")),
+                    _ => return Err(CborError::InvalidValue("event").into()),
                 };
                 let amount = r.amount("amount")?;
                 Message::ChannelNotice(ChannelNotice { contract, channel_id, epoch, event, amount })

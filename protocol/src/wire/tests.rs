@@ -44,13 +44,13 @@ fn version_kind_and_shape_errors() {
 fn invalid_field_values() {
     let mut w = Writer::new();
     w.array(6).u64(1).u64(1).u64(1).text("Bad Service").bytes(b"").null();
-    assert_eq!(Message::decode(&w.finish()), Err(WireError::InvalidField("service")));
+    assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("service"))));
     let mut w = Writer::new();
     w.array(5).u64(1).u64(6).null().u64(70_000).text("x");
-    assert_eq!(Message::decode(&w.finish()), Err(WireError::InvalidField("code")));
+    assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("code"))));
     let mut w = Writer::new();
     w.array(7).u64(1).u64(10).text("c.near").u64(1).u64(1).u64(9).amount(0);
-    assert_eq!(Message::decode(&w.finish()), Err(WireError::InvalidField("event")));
+    assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("event"))));
 }
 
 #[test]

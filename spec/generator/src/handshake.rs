@@ -6,66 +6,15 @@
 
 use agentwire_protocol::identity::{LocalIdentity, NoiseStaticKeypair};
 use agentwire_protocol::session::{
-    initiate_ik, initiate_xx, noise_rekey, prologue, respond, Established, Flags, HandshakeConfig, HandshakePayload,
-    ResponderStep, SessionLimits, StreamWriter, HANDSHAKE_HEADER_LEN, NOISE_IK, NOISE_XX,
+    noise_rekey, prologue, Established, Flags, HandshakePayload, SessionLimits, StreamWriter, HANDSHAKE_HEADER_LEN,
+    NOISE_IK, NOISE_XX, REKEY_INTERVAL,
 };
-use agentwire_protocol::testing::{self, identity, seed, FixedRng, BINDING};
+use agentwire_protocol::testing::{self, identity, seed, BINDING};
 use serde_json::{json, Value};
 
 use crate::hx;
 
-/// Capabilities announced in the vectors.
-pub fn caps(initiator: bool) -> Vec<String> {
-    if initiator {
-        vec!["pay/1".into()]
-    } else {
-        vec!["pay/1".into(), "stream/1".into()]
-    }
-}
-
-/// Pinned ephemeral secrets.
-pub fn ephemerals(ik: bool) -> ([u8; 32], [u8; 32]) {
-    let p = if ik { "ik" } else { "xx" };
-    (seed(&format!("vector/{p}/initiator-ephemeral")), seed(&format!("vector/{p}/responder-ephemeral")))
-}
-
-/// The framed handshake messages and both ends of the session.
-pub struct Run {
-    /// Framed messages in order.
-    pub messages: Vec<Vec<u8>>,
-    /// Initiator's result.
-    pub initiator: Established,
-    /// Responder's result.
-    pub responder: Established,
-}
-
-/// Runs the vector handshake through the production code.
-pub fn run(ik: bool, limits: SessionLimits) -> Run {
-    let user = identity("user");
-    let brand = identity("brand");
-    let (ci, cr) = (caps(true), caps(false));
-    let icfg = HandshakeConfig { local: &user, capabilities: &ci, channel_binding: &BINDING, limits };
-    let rcfg = HandshakeConfig { local: &brand, capabilities: &cr, channel_binding: &BINDING, limits };
-    let (ei, er) = ephemerals(ik);
-    let mut irng = FixedRng::new(&ei);
-    let mut rrng = FixedRng::new(&er);
-    let now = crate::structures::NOW;
-    let fail = |e: &dyn std::fmt::Display| -> ! { panic!("vector handshake: {e}") };
-    if ik {
-        let (init, m1) = initiate_ik(&icfg, &brand.noise.public(), brand.identity.public(), &mut irng).unwrap_or_else(|e| fail(&e));
-        let step = respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut rrng).unwrap_or_else(|e| fail(&e));
-        let ResponderStep::Done { established, reply } = step else { fail(&"IK must finish in one round trip") };
-        let initiator = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now).unwrap_or_else(|e| fail(&e));
-        Run { messages: vec![m1, reply], initiator, responder: established }
-    } else {
-        let (init, m1) = initiate_xx(&icfg, Some(brand.identity.public()), &mut irng).unwrap_or_else(|e| fail(&e));
-        let step = respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut rrng).unwrap_or_else(|e| fail(&e));
-        let ResponderStep::AwaitFinal { state, reply } = step else { fail(&"XX needs three messages") };
-        let (initiator, m3) = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now).unwrap_or_else(|e| fail(&e));
-        let responder = state.read_final(&m3[HANDSHAKE_HEADER_LEN..], now).unwrap_or_else(|e| fail(&e));
-        Run { messages: vec![m1, reply, m3], initiator, responder }
-    }
-}
+use testing::{handshake_run as run, vector_caps as caps, vector_ephemerals as ephemerals};
 
 /// Runs the same handshake directly with snow and returns (messages, hash, k1, k2).
 fn snow_reference(ik: bool, payloads: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<u8>, [u8; 32], [u8; 32]) {
@@ -121,7 +70,7 @@ pub fn transcript(ik: bool) -> Value {
     let user = identity("user");
     let brand = identity("brand");
     let (ei, er) = ephemerals(ik);
-    let run = run(ik, SessionLimits::default());
+    let run = run(ik, SessionLimits::default(), crate::structures::NOW);
     let ipay = HandshakePayload::for_identity(&user, &caps(true)).encode();
     let rpay = HandshakePayload::for_identity(&brand, &caps(false)).encode();
     let payloads = if ik { vec![ipay, rpay] } else { vec![Vec::new(), rpay, ipay] };
@@ -184,7 +133,7 @@ fn seal(w: &mut StreamWriter, flags: Flags, payload: &[u8]) -> Vec<u8> {
 
 /// stream_frames.json
 pub fn stream_frames() -> Value {
-    let mut run = run(true, SessionLimits::default());
+    let mut run = run(true, SessionLimits::default(), crate::structures::NOW);
     let now = crate::structures::NOW;
     let open = |e: &mut Established, id| e.session.open_stream(id, now).unwrap_or_else(|err| panic!("open: {err}"));
     let (mut i0, _) = open(&mut run.initiator, 0);
@@ -200,15 +149,14 @@ pub fn stream_frames() -> Value {
         frame_json("initiator", Flags::NONE, b"part one, ", &seal(&mut i4, Flags::NONE, b"part one, ")),
         frame_json("initiator", Flags::END_MESSAGE, b"part two", &seal(&mut i4, Flags::END_MESSAGE, b"part two")),
     ];
-    // Rekey: a session whose streams rotate keys every 2 frames.
-    let limits = SessionLimits { rekey_interval: 2, ..SessionLimits::default() };
-    let mut rk = self::run(true, limits);
-    let (mut w8, _) = rk.initiator.session.open_stream(8, now).unwrap_or_else(|e| panic!("{e}"));
-    let rekey_frames: Vec<Value> = (0..3u8)
-        .map(|n| {
-            let p = [b'a' + n];
-            frame_json("initiator", Flags::END_MESSAGE, &p, &seal(&mut w8, Flags::END_MESSAGE, &p))
-        })
+    // Rekey: frames 65535 (last under k) and 65536 (first under REKEY(k)) of stream 8.
+    let (mut w8, _) = run.initiator.session.open_stream(8, now).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..REKEY_INTERVAL - 1 {
+        seal(&mut w8, Flags::END_MESSAGE, b".");
+    }
+    let rekey_frames: Vec<Value> = [b'y', b'z']
+        .iter()
+        .map(|&c| frame_json("initiator", Flags::END_MESSAGE, &[c], &seal(&mut w8, Flags::END_MESSAGE, &[c])))
         .collect();
     let f = |n: usize| frames[n]["frame"].as_str().unwrap_or_default().to_string();
     let mut flipped = hex::decode(f(0)).unwrap_or_default();
@@ -222,10 +170,10 @@ pub fn stream_frames() -> Value {
         "k_responder_to_initiator": hx(k1.1),
         "frames": frames,
         "rekey": {
-            "description": "REKEY(k) = first 32 bytes of ChaCha20-Poly1305-Encrypt(k, nonce 2^64-1, ad empty, 32 zero bytes). With rekey_interval 2, frames 0 and 1 of a stream use k, frame 2 uses REKEY(k).",
+            "description": "REKEY(k) = first 32 bytes of ChaCha20-Poly1305-Encrypt(k, nonce 2^64-1, ad empty, 32 zero bytes). Frames 0..=65535 of a stream use k; frame 65536 uses REKEY(k). Shown: frames 65535 and 65536 of stream 8 (initiator to responder).",
             "key": hx(k1.0),
             "rekeyed": hx(noise_rekey(&k1.0)),
-            "rekey_interval": 2,
+            "rekey_interval": REKEY_INTERVAL,
             "frames": rekey_frames,
         },
         "invalid": [

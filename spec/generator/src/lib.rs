@@ -61,3 +61,60 @@ pub fn render(v: &Value) -> String {
     s.push('\n');
     s
 }
+
+/// Seed inputs for each fuzz target, taken from the vectors: `(target, name, bytes)`.
+pub fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let all: std::collections::BTreeMap<&str, Value> = generate().into_iter().collect();
+    let hexv = |v: &Value| hex::decode(v.as_str().unwrap_or_default()).unwrap_or_default();
+    for m in all["messages.json"]["valid"].as_array().into_iter().flatten() {
+        out.push(("message", format!("valid-{}", m["name"].as_str().unwrap_or("m")), hexv(&m["encoded"])));
+    }
+    for (i, m) in all["messages.json"]["invalid"].as_array().into_iter().flatten().enumerate() {
+        out.push(("message", format!("invalid-{i}"), hexv(&m["encoded"])));
+    }
+    out.push(("record", "valid".into(), hexv(&all["records.json"]["valid"]["encoded"])));
+    for (i, m) in all["records.json"]["invalid"].as_array().into_iter().flatten().enumerate() {
+        out.push(("record", format!("invalid-{i}"), hexv(&m["encoded"])));
+    }
+    for file in ["handshake_ik.json", "handshake_xx.json"] {
+        let msgs: Vec<Vec<u8>> =
+            all[file]["messages"].as_array().into_iter().flatten().map(|m| hexv(&m["framed"])).collect();
+        for (i, m) in msgs.iter().enumerate() {
+            out.push(("frame", format!("{file}-{i}"), m.clone()));
+        }
+        if let (Some(first), Some(second)) = (msgs.first(), msgs.get(1)) {
+            let body = &first[2..];
+            let mut responder = vec![(body.len() + 1).min(255) as u8];
+            responder.extend_from_slice(body);
+            if let Some(third) = msgs.get(2) {
+                responder.extend_from_slice(&third[2..]);
+            }
+            out.push(("handshake_responder", file.replace(".json", ""), responder));
+            out.push(("handshake_initiator", file.replace(".json", ""), second[2..].to_vec()));
+        }
+    }
+    let sf = &all["stream_frames.json"];
+    let mut stream0 = Vec::new();
+    for (i, f) in sf["frames"].as_array().into_iter().flatten().enumerate() {
+        let bytes = hexv(&f["frame"]);
+        out.push(("frame", format!("stream-{i}"), bytes.clone()));
+        if f["direction"] == "initiator" && f["stream_id"] == 0 {
+            stream0.extend_from_slice(&bytes);
+        }
+    }
+    out.push(("stream_open", "stream0-request".into(), stream0));
+    out.push(("stream_open", "flip-byte-3-bit-1".into(), vec![3, 1]));
+    for (i, v) in all["vouchers.json"]["vouchers"].as_array().into_iter().flatten().enumerate() {
+        out.push(("voucher_verify", format!("voucher-{i}"), hexv(&v["cbor"])));
+    }
+    // Ledger steps: [cumulative (24-bit, big-endian, then a pad byte), price/100, op].
+    let step = |cum: u32, price: u8, op: u8| {
+        let c = (cum << 8).to_be_bytes();
+        vec![c[0], c[1], c[2], c[3], price, op]
+    };
+    let script: Vec<u8> = [step(1000, 10, 4), step(1000, 10, 4), step(3000, 10, 4), step(2000, 10, 4), step(5000, 10, 0x14), step(4000, 10, 2), step(9000, 10, 3)]
+        .concat();
+    out.push(("payee_ledger", "script".into(), script));
+    out
+}

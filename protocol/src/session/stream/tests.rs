@@ -48,18 +48,15 @@ fn large_messages_span_frames_and_rekey_is_symmetric() {
     w.write_message(&big, false, &mut wire).unwrap();
     assert_eq!(read_all(&mut r, &wire).unwrap(), vec![StreamEvent::Message(big)]);
 
-    let limits = SessionLimits { rekey_interval: 3, ..SessionLimits::default() };
+    // Across two key rotations, both directions stay in step.
     let (mut u, mut b) = handshake_pair(false, 0);
-    u.session.limits = limits;
-    b.session.limits = limits;
     let (mut w, _) = u.session.open_stream(4, 0).unwrap();
     let (_, mut r) = b.session.open_stream(4, 0).unwrap();
-    let mut first_frames = Vec::new();
-    for i in 0..10u8 {
-        let mut wire = Vec::new();
-        w.write_message(&[i + 1], false, &mut wire).unwrap();
-        first_frames.push(wire.clone());
-        assert_eq!(read_all(&mut r, &wire).unwrap(), vec![StreamEvent::Message(vec![i + 1])]);
+    let mut wire = Vec::new();
+    for i in 0..(2 * REKEY_INTERVAL + 3) {
+        wire.clear();
+        w.write_message(&i.to_be_bytes(), false, &mut wire).unwrap();
+        assert_eq!(read_all(&mut r, &wire).unwrap(), vec![StreamEvent::Message(i.to_be_bytes().to_vec())]);
     }
 }
 
@@ -216,6 +213,27 @@ fn handshake_refuses_weak_ephemerals_unknown_patterns_and_payload_in_xx1() {
     xx1.extend_from_slice(crate::identity::NoiseStaticKeypair::from_secret([3; 32]).public().as_bytes());
     xx1.extend_from_slice(b"smuggled");
     assert!(matches!(respond(&cfg(&brand, &b, &caps), &xx1, 0, &mut testing::rng("b")), Err(HandshakeError::UnexpectedPayload)));
+}
+
+#[test]
+fn payload_versions_and_capability_limits() {
+    use crate::cbor::Writer;
+    use crate::session::{HandshakePayload, PayloadError};
+    let mut w = Writer::new();
+    w.array(5).u64(2).bytes(&[0; 32]).bytes(&[0; 64]).array(0).u64(0);
+    assert_eq!(HandshakePayload::decode(&w.finish()), Err(PayloadError::UnsupportedVersion(2)));
+    let err = HandshakeError::Payload(PayloadError::UnsupportedVersion(2));
+    assert_eq!(err.code(), crate::wire::ErrorCode::UnsupportedVersion);
+    let user = testing::identity("user");
+    let brand = testing::identity("brand");
+    let too_many: Vec<String> = (0..17).map(|i| format!("c{i}")).collect();
+    let b = [1u8; 32];
+    assert!(matches!(
+        initiate_ik(&cfg(&user, &b, &too_many), &brand.noise.public(), brand.identity.public(), &mut testing::rng("a")),
+        Err(HandshakeError::InvalidCapabilities)
+    ));
+    let too_long = vec!["x".repeat(33)];
+    assert!(matches!(initiate_xx(&cfg(&user, &b, &too_long), None, &mut testing::rng("a")), Err(HandshakeError::InvalidCapabilities)));
 }
 
 #[test]
