@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::{Keypair, LocalIdentity};
 use agentwire_protocol::ledger::{ChannelRef, PayeeLedger, PayerLedger};
 use agentwire_protocol::payment::{sha256, Receipt, SignedReceipt};
@@ -16,7 +17,6 @@ use agentwire_protocol::session::{
     HANDSHAKE_HEADER_LEN,
 };
 use agentwire_protocol::wire::{Message, Request, Response};
-use agentwire_protocol::account::AccountId;
 use rand_core::{OsRng, RngCore};
 
 type Error = Box<dyn std::error::Error>;
@@ -58,7 +58,12 @@ pub fn run() -> Result<(), Error> {
         noise_static: brand.noise.public(),
         quic_addrs: vec!["127.0.0.1:4433".parse()?],
         p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-        services: vec![Service { name: "chat".into(), description: "Ask the brand".into(), price, currency: Currency::Near }],
+        services: vec![Service {
+            name: "chat".into(),
+            description: "Ask the brand".into(),
+            price,
+            currency: Currency::Near,
+        }],
         channel_contract: contract.clone(),
         min_deposit: YOCTO_PER_NEAR,
         seq: 1,
@@ -78,7 +83,9 @@ pub fn run() -> Result<(), Error> {
     let ucfg = HandshakeConfig { local: &user, capabilities: &caps, channel_binding: &binding, limits };
     let bcfg = HandshakeConfig { local: &brand, capabilities: &caps, channel_binding: &binding, limits };
     let (init, m1) = initiate_ik(&ucfg, &found.record().noise_static, found.record().identity, &mut rng)?;
-    let ResponderStep::Done { established: mut at_brand, reply } = respond(&bcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut rng)? else {
+    let ResponderStep::Done { established: mut at_brand, reply } =
+        respond(&bcfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut rng)?
+    else {
         return Err("IK handshake did not complete in one round trip".into());
     };
     let mut at_user = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
@@ -143,7 +150,8 @@ pub fn run() -> Result<(), Error> {
         };
         let receipt = resp.receipt.ok_or("missing receipt")?;
         receipt.verify(&at_user.peer.identity)?;
-        if receipt.receipt.request_hash != sha256(&request_bytes) || receipt.receipt.response_hash != sha256(&resp.body) {
+        if receipt.receipt.request_hash != sha256(&request_bytes) || receipt.receipt.response_hash != sha256(&resp.body)
+        {
             return Err("receipt does not match the exchange".into());
         }
         println!(

@@ -4,10 +4,10 @@
 //! ChaCha20-Poly1305 beside ring; single verification beside batch).
 
 use agentwire_protocol::payment::{verify_batch, SignedVoucher};
+use agentwire_protocol::session::{initiate_ik, initiate_xx, respond, HandshakeConfig, ResponderStep, SessionLimits};
 use agentwire_protocol::session::{Flags, StreamEvent};
 use agentwire_protocol::testing::{self, cached_ik_sessions};
 use agentwire_protocol::wire::{Message, Request};
-use agentwire_protocol::session::{initiate_ik, initiate_xx, respond, HandshakeConfig, ResponderStep, SessionLimits};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 
@@ -114,7 +114,8 @@ fn handshakes(c: &mut Criterion) {
     g.bench_function("xx_both_sides", |b| {
         b.iter(|| {
             let (init, m1) = initiate_xx(&ucfg, Some(brand.identity.public()), &mut rng).expect("xx");
-            let ResponderStep::AwaitFinal { state, reply } = respond(&bcfg, &m1[2..], 0, &mut rng).expect("respond") else {
+            let ResponderStep::AwaitFinal { state, reply } = respond(&bcfg, &m1[2..], 0, &mut rng).expect("respond")
+            else {
                 unreachable!()
             };
             let (u, m3) = init.read_response(&reply[2..], 0).expect("read");

@@ -8,9 +8,7 @@ use crate::cbor::Reader;
 use crate::ledger::{ChannelRef, PayeeLedger};
 use crate::payment::{verify_batch, SignedVoucher};
 use crate::record::SignedRecord;
-use crate::session::{
-    initiate_ik, initiate_xx, respond, FrameSplitter, HandshakeConfig, ResponderStep, SessionLimits,
-};
+use crate::session::{initiate_ik, initiate_xx, respond, FrameSplitter, HandshakeConfig, ResponderStep, SessionLimits};
 use crate::testing;
 use crate::wire::Message;
 
@@ -49,7 +47,12 @@ pub fn record(data: &[u8]) {
 pub fn handshake_responder(data: &[u8]) {
     let brand = testing::identity("brand");
     let caps = testing::vector_caps(false);
-    let cfg = HandshakeConfig { local: &brand, capabilities: &caps, channel_binding: &testing::BINDING, limits: SessionLimits::default() };
+    let cfg = HandshakeConfig {
+        local: &brand,
+        capabilities: &caps,
+        channel_binding: &testing::BINDING,
+        limits: SessionLimits::default(),
+    };
     let (first, rest) = split_two(data);
     let ik = first.first() == Some(&1);
     let mut rng = testing::FixedRng::new(&testing::vector_ephemerals(ik).1);
@@ -64,7 +67,12 @@ pub fn handshake_initiator(data: &[u8]) {
     let user = testing::identity("user");
     let brand = testing::identity("brand");
     let caps = testing::vector_caps(true);
-    let cfg = HandshakeConfig { local: &user, capabilities: &caps, channel_binding: &testing::BINDING, limits: SessionLimits::default() };
+    let cfg = HandshakeConfig {
+        local: &user,
+        capabilities: &caps,
+        channel_binding: &testing::BINDING,
+        limits: SessionLimits::default(),
+    };
     let mut rng = testing::FixedRng::new(&testing::vector_ephemerals(true).0);
     if let Ok((ik, _)) = initiate_ik(&cfg, &brand.noise.public(), brand.identity.public(), &mut rng) {
         let _ = ik.read_response(data, 0);

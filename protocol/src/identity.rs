@@ -361,7 +361,11 @@ impl LocalIdentity {
 }
 
 /// Checks that `identity` signed `static_key` under [`NOISE_STATIC_TAG`].
-pub fn verify_static_binding(identity: &PublicKey, static_key: &NoiseStaticKey, signature: &[u8; 64]) -> Result<(), KeyError> {
+pub fn verify_static_binding(
+    identity: &PublicKey,
+    static_key: &NoiseStaticKey,
+    signature: &[u8; 64],
+) -> Result<(), KeyError> {
     identity.verify_tagged(NOISE_STATIC_TAG, static_key.as_bytes(), signature)
 }
 

@@ -175,7 +175,13 @@ impl PayeeLedger {
 
     /// Reloads a ledger from the persisted highest voucher (after a restart):
     /// everything it covers counts as spent, since answers may have left.
-    pub fn restore(channel: ChannelRef, payer_key: PublicKey, deposit: u128, highest: Option<SignedVoucher>, claimed: u128) -> Result<Self, PaymentError> {
+    pub fn restore(
+        channel: ChannelRef,
+        payer_key: PublicKey,
+        deposit: u128,
+        highest: Option<SignedVoucher>,
+        claimed: u128,
+    ) -> Result<Self, PaymentError> {
         let mut l = Self::new(channel, payer_key, deposit);
         if let Some(v) = highest {
             l.channel.check(&v.voucher)?;

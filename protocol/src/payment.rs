@@ -123,7 +123,8 @@ impl SignedVoucher {
     /// Reads the CBOR form written by [`SignedVoucher::encode`].
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, CborError> {
         r.array_of(5, "voucher")?;
-        let contract = AccountId::new(r.text(64, "voucher contract")?).map_err(|_| CborError::InvalidValue("voucher contract"))?;
+        let contract =
+            AccountId::new(r.text(64, "voucher contract")?).map_err(|_| CborError::InvalidValue("voucher contract"))?;
         let channel_id = r.u64("voucher channel_id")?;
         let epoch = r.u64("voucher epoch")?;
         let cumulative = r.amount("voucher cumulative")?;
@@ -226,7 +227,8 @@ impl SignedReceipt {
     /// Reads the CBOR form written by [`SignedReceipt::encode`].
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, CborError> {
         r.array_of(7, "receipt")?;
-        let contract = AccountId::new(r.text(64, "receipt contract")?).map_err(|_| CborError::InvalidValue("receipt contract"))?;
+        let contract =
+            AccountId::new(r.text(64, "receipt contract")?).map_err(|_| CborError::InvalidValue("receipt contract"))?;
         let channel_id = r.u64("receipt channel_id")?;
         let epoch = r.u64("receipt epoch")?;
         let request_hash = r.fixed::<32>("request_hash")?;

@@ -333,7 +333,12 @@ impl SignedRecord {
 
     /// Full validation a DHT node runs before storing `self` under `key_agent`,
     /// replacing `existing` if any: fresh, stored under its own id, newer sequence.
-    pub fn validate_for_store(&self, key_agent: &AgentId, existing: Option<&SignedRecord>, now: u64) -> Result<(), RecordError> {
+    pub fn validate_for_store(
+        &self,
+        key_agent: &AgentId,
+        existing: Option<&SignedRecord>,
+        now: u64,
+    ) -> Result<(), RecordError> {
         if &self.record.agent_id() != key_agent {
             return Err(RecordError::WrongAgent);
         }

@@ -9,8 +9,7 @@ use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
 use crate::payment::{sha256, Receipt, SignedReceipt, SignedVoucher};
 use crate::record::{AgentRecord, Currency, Service, SignedRecord};
 use crate::session::{
-    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits,
-    HANDSHAKE_HEADER_LEN,
+    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits, HANDSHAKE_HEADER_LEN,
 };
 use crate::voucher::Voucher;
 use crate::wire::*;
@@ -139,7 +138,11 @@ pub fn sample_messages() -> Vec<(&'static str, Message)> {
         ("one_way", Message::OneWay(OneWay { topic: "events/click".into(), body: b"{}".to_vec() })),
         (
             "error",
-            Message::Error(ErrorMessage { id: Some(4), code: ErrorCode::UnknownService, message: "no such service".into() }),
+            Message::Error(ErrorMessage {
+                id: Some(4),
+                code: ErrorCode::UnknownService,
+                message: "no such service".into(),
+            }),
         ),
         (
             "payment_required",

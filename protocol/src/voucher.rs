@@ -68,12 +68,7 @@ mod tests {
 
     #[test]
     fn signing_bytes_layout_is_borsh() {
-        let v = Voucher {
-            contract: AccountId::new("pay.near").unwrap(),
-            channel_id: 7,
-            epoch: 1,
-            cumulative: 1_000,
-        };
+        let v = Voucher { contract: AccountId::new("pay.near").unwrap(), channel_id: 7, epoch: 1, cumulative: 1_000 };
         let b = v.signing_bytes();
         assert_eq!(&b[..20], b"agentwire:voucher:v1");
         assert_eq!(&b[20..24], &8u32.to_le_bytes());

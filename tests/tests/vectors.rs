@@ -141,7 +141,11 @@ fn records() {
 fn messages() {
     let v = load("messages.json");
     let valid = v["valid"].as_array().expect("valid");
-    assert_eq!(valid.iter().map(|m| m["kind"].as_u64()).collect::<std::collections::BTreeSet<_>>().len(), 10, "every kind has a vector");
+    assert_eq!(
+        valid.iter().map(|m| m["kind"].as_u64()).collect::<std::collections::BTreeSet<_>>().len(),
+        10,
+        "every kind has a vector"
+    );
     for m in valid {
         let bytes = h(&m["encoded"]);
         let msg = Message::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
@@ -166,7 +170,10 @@ fn dht_keys() {
     assert_eq!(h(&v["record_key"]), rk);
     let id = agentwire_protocol::identity::AgentId::from_bytes(&agent).expect("agent id");
     assert_eq!(dht::record_key(&id), rk);
-    for (label, key, value) in [("agentwire:account:", "account_provider_key", "account"), ("agentwire:service:", "service_provider_key", "service")] {
+    for (label, key, value) in [
+        ("agentwire:account:", "account_provider_key", "account"),
+        ("agentwire:service:", "service_provider_key", "service"),
+    ] {
         let mut expect = vec![0x12, 0x20];
         expect.extend_from_slice(&Sha256::digest(format!("{label}{}", v[value].as_str().expect("value")).as_bytes()));
         assert_eq!(h(&v[key]), expect);
@@ -217,7 +224,9 @@ fn handshakes() {
         let (ui, bi) = if ik {
             let (init, m1) = initiate_ik(&icfg, &brand.noise.public(), brand.identity.public(), &mut irng).expect("ik");
             assert_eq!(m1, msgs[0]);
-            let ResponderStep::Done { established, reply } = respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], 0, &mut rrng).expect("respond") else {
+            let ResponderStep::Done { established, reply } =
+                respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], 0, &mut rrng).expect("respond")
+            else {
                 panic!("IK finishes in one round trip")
             };
             assert_eq!(reply, msgs[1]);
@@ -225,7 +234,9 @@ fn handshakes() {
         } else {
             let (init, m1) = initiate_xx(&icfg, Some(brand.identity.public()), &mut irng).expect("xx");
             assert_eq!(m1, msgs[0]);
-            let ResponderStep::AwaitFinal { state, reply } = respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], 0, &mut rrng).expect("respond") else {
+            let ResponderStep::AwaitFinal { state, reply } =
+                respond(&rcfg, &m1[HANDSHAKE_HEADER_LEN..], 0, &mut rrng).expect("respond")
+            else {
                 panic!("XX takes three messages")
             };
             assert_eq!(reply, msgs[1]);
@@ -323,8 +334,16 @@ fn vector_session() -> (agentwire_protocol::session::Established, agentwire_prot
     let limits = SessionLimits::default();
     let icfg = HandshakeConfig { local: &user, capabilities: &ic, channel_binding: &binding, limits };
     let rcfg = HandshakeConfig { local: &brand, capabilities: &rc, channel_binding: &binding, limits };
-    let (init, m1) = initiate_ik(&icfg, &brand.noise.public(), brand.identity.public(), &mut FixedRng::new(&h(&ip["ephemeral_secret"]))).expect("ik");
-    let ResponderStep::Done { established, reply } = respond(&rcfg, &m1[2..], 0, &mut FixedRng::new(&h(&rp["ephemeral_secret"]))).expect("respond") else {
+    let (init, m1) = initiate_ik(
+        &icfg,
+        &brand.noise.public(),
+        brand.identity.public(),
+        &mut FixedRng::new(&h(&ip["ephemeral_secret"])),
+    )
+    .expect("ik");
+    let ResponderStep::Done { established, reply } =
+        respond(&rcfg, &m1[2..], 0, &mut FixedRng::new(&h(&rp["ephemeral_secret"]))).expect("respond")
+    else {
         panic!("IK")
     };
     (init.read_response(&reply[2..], 0).expect("read"), established)

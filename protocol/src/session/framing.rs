@@ -47,7 +47,13 @@ pub struct FrameSplitter {
 impl FrameSplitter {
     /// For handshake messages: body 1..=65535 bytes.
     pub fn handshake() -> Self {
-        FrameSplitter { header_len: HANDSHAKE_HEADER_LEN, min_body: 1, max_body: u16::MAX as usize, buf: Vec::new(), failed: false }
+        FrameSplitter {
+            header_len: HANDSHAKE_HEADER_LEN,
+            min_body: 1,
+            max_body: u16::MAX as usize,
+            buf: Vec::new(),
+            failed: false,
+        }
     }
 
     /// For encrypted frames: ciphertext of 17 (flags byte + tag) to `max_ciphertext` bytes.

@@ -165,7 +165,13 @@ impl CryptoResolver for InjectedRng {
     }
 }
 
-fn build(pattern: Pattern, cfg: &HandshakeConfig<'_>, remote: Option<&NoiseStaticKey>, ephemeral: [u8; 32], initiator: bool) -> Result<HandshakeState, HandshakeError> {
+fn build(
+    pattern: Pattern,
+    cfg: &HandshakeConfig<'_>,
+    remote: Option<&NoiseStaticKey>,
+    ephemeral: [u8; 32],
+    initiator: bool,
+) -> Result<HandshakeState, HandshakeError> {
     let name = match pattern {
         Pattern::IK => NOISE_IK,
         Pattern::XX => NOISE_XX,
@@ -244,7 +250,14 @@ fn authenticate(hs: &HandshakeState, payload: &[u8], expected: Option<&PublicKey
     Ok(PeerInfo { identity: p.identity, agent_id: p.identity.agent_id(), noise_static, capabilities: p.capabilities })
 }
 
-fn finish(mut hs: HandshakeState, role: Role, peer: PeerInfo, pattern: Pattern, limits: SessionLimits, now: u64) -> Established {
+fn finish(
+    mut hs: HandshakeState,
+    role: Role,
+    peer: PeerInfo,
+    pattern: Pattern,
+    limits: SessionLimits,
+    now: u64,
+) -> Established {
     let hash: [u8; 32] = hs.get_handshake_hash().try_into().unwrap_or([0; 32]);
     let (k1, k2) = hs.dangerously_get_raw_split();
     let (send, recv) = match role {
@@ -263,7 +276,12 @@ pub struct IkInitiator {
 
 /// Starts an IK handshake to an agent whose record gave `remote_static` and
 /// `expected` (its identity key). Returns the framed message to send.
-pub fn initiate_ik<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, remote_static: &NoiseStaticKey, expected: PublicKey, rng: &mut R) -> Result<(IkInitiator, Vec<u8>), HandshakeError> {
+pub fn initiate_ik<R: RngCore + CryptoRng>(
+    cfg: &HandshakeConfig<'_>,
+    remote_static: &NoiseStaticKey,
+    expected: PublicKey,
+    rng: &mut R,
+) -> Result<(IkInitiator, Vec<u8>), HandshakeError> {
     let payload = local_payload(cfg)?;
     let mut hs = build(Pattern::IK, cfg, Some(remote_static), draw(rng), true)?;
     let mut body = vec![Pattern::IK as u8];
@@ -289,7 +307,11 @@ pub struct XxInitiator {
 }
 
 /// Starts an XX handshake; `expected` pins the responder's identity if known.
-pub fn initiate_xx<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, expected: Option<PublicKey>, rng: &mut R) -> Result<(XxInitiator, Vec<u8>), HandshakeError> {
+pub fn initiate_xx<R: RngCore + CryptoRng>(
+    cfg: &HandshakeConfig<'_>,
+    expected: Option<PublicKey>,
+    rng: &mut R,
+) -> Result<(XxInitiator, Vec<u8>), HandshakeError> {
     let payload = local_payload(cfg)?;
     let mut hs = build(Pattern::XX, cfg, None, draw(rng), true)?;
     let mut body = vec![Pattern::XX as u8];
@@ -341,7 +363,12 @@ pub enum ResponderStep {
 }
 
 /// Handles the initiator's first message (`pattern byte || noise message`).
-pub fn respond<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, first: &[u8], now: u64, rng: &mut R) -> Result<ResponderStep, HandshakeError> {
+pub fn respond<R: RngCore + CryptoRng>(
+    cfg: &HandshakeConfig<'_>,
+    first: &[u8],
+    now: u64,
+    rng: &mut R,
+) -> Result<ResponderStep, HandshakeError> {
     let (&p, msg) = first.split_first().ok_or(HandshakeError::BadLength)?;
     let payload = local_payload(cfg)?;
     match p {
@@ -350,7 +377,10 @@ pub fn respond<R: RngCore + CryptoRng>(cfg: &HandshakeConfig<'_>, first: &[u8], 
             let their = read_with_ephemeral(&mut hs, msg)?;
             let peer = authenticate(&hs, &their, None)?;
             let reply = handshake_frame(&write(&mut hs, &payload)?);
-            Ok(ResponderStep::Done { established: finish(hs, Role::Responder, peer, Pattern::IK, cfg.limits, now), reply })
+            Ok(ResponderStep::Done {
+                established: finish(hs, Role::Responder, peer, Pattern::IK, cfg.limits, now),
+                reply,
+            })
         }
         2 => {
             let mut hs = build(Pattern::XX, cfg, None, draw(rng), false)?;

@@ -11,16 +11,16 @@ mod stream;
 
 pub use framing::{FrameError, FrameSplitter, HANDSHAKE_HEADER_LEN, STREAM_HEADER_LEN};
 pub use handshake::{
-    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, HandshakeError, IkInitiator, Pattern, PeerInfo, ResponderStep,
-    XxInitiator, XxResponder, MAX_HANDSHAKE_MESSAGE, NOISE_IK, NOISE_XX,
+    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, HandshakeError, IkInitiator, Pattern, PeerInfo,
+    ResponderStep, XxInitiator, XxResponder, MAX_HANDSHAKE_MESSAGE, NOISE_IK, NOISE_XX,
 };
 pub use payload::{
     valid_capabilities, HandshakePayload, PayloadError, MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_PAYLOAD_BYTES,
     PAYLOAD_VERSION,
 };
 pub use stream::{
-    noise_rekey, Flags, Role, Session, REKEY_INTERVAL, SessionError, SessionLimits, StreamEvent, StreamOpener, StreamReader, StreamSealer,
-    StreamWriter, MAX_STREAM_ID,
+    noise_rekey, Flags, Role, Session, SessionError, SessionLimits, StreamEvent, StreamOpener, StreamReader,
+    StreamSealer, StreamWriter, MAX_STREAM_ID, REKEY_INTERVAL,
 };
 
 /// Protocol tag at the start of the Noise prologue.

@@ -201,7 +201,14 @@ impl Drop for Session {
 }
 
 impl Session {
-    pub(crate) fn new(role: Role, send_key: [u8; 32], recv_key: [u8; 32], handshake_hash: [u8; 32], limits: SessionLimits, now: u64) -> Self {
+    pub(crate) fn new(
+        role: Role,
+        send_key: [u8; 32],
+        recv_key: [u8; 32],
+        handshake_hash: [u8; 32],
+        limits: SessionLimits,
+        now: u64,
+    ) -> Self {
         Session {
             role,
             send_key,
@@ -428,14 +435,7 @@ impl Drop for StreamOpener {
 
 impl StreamOpener {
     fn new(raw: &[u8; 32], stream_id: u32) -> Self {
-        StreamOpener {
-            raw: *raw,
-            key: aead_key(raw),
-            stream_id,
-            counter: 0,
-            ended: false,
-            poisoned: false,
-        }
+        StreamOpener { raw: *raw, key: aead_key(raw), stream_id, counter: 0, ended: false, poisoned: false }
     }
 
     /// Authenticates and decrypts one whole frame (header included); returns

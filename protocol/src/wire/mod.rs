@@ -415,7 +415,8 @@ impl Message {
             6 => {
                 expect(5)?;
                 let id = if r.null() { None } else { Some(r.u64("id")?) };
-                let code = u16::try_from(r.u64("code")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("code")))?;
+                let code =
+                    u16::try_from(r.u64("code")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("code")))?;
                 let message = r.text(MAX_ERROR_TEXT, "error message")?.to_owned();
                 Message::Error(ErrorMessage { id, code: ErrorCode::from_u16(code), message })
             }
@@ -423,7 +424,8 @@ impl Message {
                 expect(6)?;
                 let id = r.u64("id")?;
                 let price = r.amount("price")?;
-                let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("currency")))?;
+                let currency = Currency::parse(r.text(64, "currency")?)
+                    .map_err(|_| WireError::Cbor(CborError::InvalidValue("currency")))?;
                 let last_voucher = if r.null() { None } else { Some(SignedVoucher::decode(&mut r)?) };
                 Message::PaymentRequired(PaymentRequired { id, price, currency, last_voucher })
             }
@@ -441,7 +443,8 @@ impl Message {
             }
             10 => {
                 expect(7)?;
-                let contract = AccountId::new(r.text(64, "contract")?).map_err(|_| WireError::Cbor(CborError::InvalidValue("contract")))?;
+                let contract = AccountId::new(r.text(64, "contract")?)
+                    .map_err(|_| WireError::Cbor(CborError::InvalidValue("contract")))?;
                 let channel_id = r.u64("channel_id")?;
                 let epoch = r.u64("epoch")?;
                 let event = match r.u64("event")? {

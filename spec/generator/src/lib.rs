@@ -113,8 +113,16 @@ pub fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let c = (cum << 8).to_be_bytes();
         vec![c[0], c[1], c[2], c[3], price, op]
     };
-    let script: Vec<u8> = [step(1000, 10, 4), step(1000, 10, 4), step(3000, 10, 4), step(2000, 10, 4), step(5000, 10, 0x14), step(4000, 10, 2), step(9000, 10, 3)]
-        .concat();
+    let script: Vec<u8> = [
+        step(1000, 10, 4),
+        step(1000, 10, 4),
+        step(3000, 10, 4),
+        step(2000, 10, 4),
+        step(5000, 10, 0x14),
+        step(4000, 10, 2),
+        step(9000, 10, 3),
+    ]
+    .concat();
     out.push(("payee_ledger", "script".into(), script));
     out
 }

@@ -195,7 +195,10 @@ pub fn messages() -> Value {
             w.array(6).u64(1).u64(1).u64(1).text("Chat").bytes(b"").null();
             w.finish()
         }),
-        message_case("error message with code above 65535", &[0x85, 0x01, 0x06, 0xf6, 0x1a, 0x00, 0x01, 0x11, 0x70, 0x60]),
+        message_case(
+            "error message with code above 65535",
+            &[0x85, 0x01, 0x06, 0xf6, 0x1a, 0x00, 0x01, 0x11, 0x70, 0x60],
+        ),
     ];
     json!({
         "description": "Every message kind (spec §9) with its fields and canonical CBOR; invalid encodings with the error a reader reports.",

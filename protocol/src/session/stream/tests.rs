@@ -187,16 +187,30 @@ fn handshake_with_wrong_static_key_or_binding_fails() {
     let b1 = [1u8; 32];
     let b2 = [2u8; 32];
     // IK to a responder whose static key is not the one in the record.
-    let (_, m1) = initiate_ik(&cfg(&user, &b1, &caps), &brand.noise.public(), brand.identity.public(), &mut testing::rng("a")).unwrap();
-    assert!(matches!(respond(&cfg(&impostor, &b1, &caps), &m1[2..], 0, &mut testing::rng("b")), Err(HandshakeError::Noise)));
+    let (_, m1) =
+        initiate_ik(&cfg(&user, &b1, &caps), &brand.noise.public(), brand.identity.public(), &mut testing::rng("a"))
+            .unwrap();
+    assert!(matches!(
+        respond(&cfg(&impostor, &b1, &caps), &m1[2..], 0, &mut testing::rng("b")),
+        Err(HandshakeError::Noise)
+    ));
     // Different channel bindings (a relayed or man-in-the-middle QUIC connection).
-    assert!(matches!(respond(&cfg(&brand, &b2, &caps), &m1[2..], 0, &mut testing::rng("b")), Err(HandshakeError::Noise)));
+    assert!(matches!(
+        respond(&cfg(&brand, &b2, &caps), &m1[2..], 0, &mut testing::rng("b")),
+        Err(HandshakeError::Noise)
+    ));
     // XX pinned to the brand, answered by an impostor with a valid identity proof of its own.
-    let (init, m1) = initiate_xx(&cfg(&user, &b1, &caps), Some(brand.identity.public()), &mut testing::rng("a")).unwrap();
-    let ResponderStep::AwaitFinal { reply, .. } = respond(&cfg(&impostor, &b1, &caps), &m1[2..], 0, &mut testing::rng("b")).unwrap() else {
+    let (init, m1) =
+        initiate_xx(&cfg(&user, &b1, &caps), Some(brand.identity.public()), &mut testing::rng("a")).unwrap();
+    let ResponderStep::AwaitFinal { reply, .. } =
+        respond(&cfg(&impostor, &b1, &caps), &m1[2..], 0, &mut testing::rng("b")).unwrap()
+    else {
         panic!("XX must await the final message")
     };
-    assert!(matches!(init.read_response(&reply[HANDSHAKE_HEADER_LEN..], 0), Err(HandshakeError::UnexpectedPeer { .. })));
+    assert!(matches!(
+        init.read_response(&reply[HANDSHAKE_HEADER_LEN..], 0),
+        Err(HandshakeError::UnexpectedPeer { .. })
+    ));
 }
 
 #[test]
@@ -206,13 +220,22 @@ fn handshake_refuses_weak_ephemerals_unknown_patterns_and_payload_in_xx1() {
     let b = [1u8; 32];
     let mut msg = vec![1u8];
     msg.extend_from_slice(&[0u8; 96]);
-    assert!(matches!(respond(&cfg(&brand, &b, &caps), &msg, 0, &mut testing::rng("b")), Err(HandshakeError::BadKey(_))));
-    assert!(matches!(respond(&cfg(&brand, &b, &caps), &[9, 1, 2], 0, &mut testing::rng("b")), Err(HandshakeError::UnknownPattern(9))));
+    assert!(matches!(
+        respond(&cfg(&brand, &b, &caps), &msg, 0, &mut testing::rng("b")),
+        Err(HandshakeError::BadKey(_))
+    ));
+    assert!(matches!(
+        respond(&cfg(&brand, &b, &caps), &[9, 1, 2], 0, &mut testing::rng("b")),
+        Err(HandshakeError::UnknownPattern(9))
+    ));
     assert!(matches!(respond(&cfg(&brand, &b, &caps), &[], 0, &mut testing::rng("b")), Err(HandshakeError::BadLength)));
     let mut xx1 = vec![2u8];
     xx1.extend_from_slice(crate::identity::NoiseStaticKeypair::from_secret([3; 32]).public().as_bytes());
     xx1.extend_from_slice(b"smuggled");
-    assert!(matches!(respond(&cfg(&brand, &b, &caps), &xx1, 0, &mut testing::rng("b")), Err(HandshakeError::UnexpectedPayload)));
+    assert!(matches!(
+        respond(&cfg(&brand, &b, &caps), &xx1, 0, &mut testing::rng("b")),
+        Err(HandshakeError::UnexpectedPayload)
+    ));
 }
 
 #[test]
@@ -233,7 +256,10 @@ fn payload_versions_and_capability_limits() {
         Err(HandshakeError::InvalidCapabilities)
     ));
     let too_long = vec!["x".repeat(33)];
-    assert!(matches!(initiate_xx(&cfg(&user, &b, &too_long), None, &mut testing::rng("a")), Err(HandshakeError::InvalidCapabilities)));
+    assert!(matches!(
+        initiate_xx(&cfg(&user, &b, &too_long), None, &mut testing::rng("a")),
+        Err(HandshakeError::InvalidCapabilities)
+    ));
 }
 
 #[test]
@@ -244,6 +270,11 @@ fn forged_identity_proof_is_refused() {
     let brand = testing::identity("brand");
     let caps: Vec<String> = vec![];
     let b = [1u8; 32];
-    let (_, m1) = initiate_ik(&cfg(&user, &b, &caps), &brand.noise.public(), brand.identity.public(), &mut testing::rng("a")).unwrap();
-    assert!(matches!(respond(&cfg(&brand, &b, &caps), &m1[2..], 0, &mut testing::rng("b")), Err(HandshakeError::IdentityProof)));
+    let (_, m1) =
+        initiate_ik(&cfg(&user, &b, &caps), &brand.noise.public(), brand.identity.public(), &mut testing::rng("a"))
+            .unwrap();
+    assert!(matches!(
+        respond(&cfg(&brand, &b, &caps), &m1[2..], 0, &mut testing::rng("b")),
+        Err(HandshakeError::IdentityProof)
+    ));
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test AgentWire has, on a machine with only the Rust toolchain:
+#   bash scripts/test.sh
+# It installs what it needs (the wasm32 target), then:
+#   1. the whole workspace's tests (unit, cross-crate, spec vectors, fuzz-corpus replay);
+#   2. the voucher code built for wasm32 with no default features (what the contract links);
+#   3. a dependency check: protocol/ pulls in no async runtime or network stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  echo "==> installing the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+echo "==> cargo test --workspace"
+cargo test --workspace --locked
+
+echo "==> protocol voucher code for wasm32 (no default features)"
+cargo build --locked -p agentwire-protocol --no-default-features --target wasm32-unknown-unknown
+cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown
+
+echo "==> protocol/ dependency check"
+forbidden=$(cargo tree --locked -p agentwire-protocol -e normal --prefix none | grep -iE '^(tokio|quinn|libp2p |libp2p-(swarm|kad|tcp|quic|core)|mio|socket2) ' || true)
+if [ -n "$forbidden" ]; then
+  echo "protocol/ must stay sans-IO, but depends on:"; echo "$forbidden"; exit 1
+fi
+echo "protocol/ depends on no async runtime or network stack"
