@@ -27,15 +27,16 @@ pub enum CborError {
     Truncated,
     /// Bytes remain after the top-level item.
     TrailingBytes,
-    /// Arrays/maps nested deeper than [`MAX_DEPTH`].
+    /// Arrays nested deeper than [`MAX_DEPTH`].
     TooDeep,
     /// More than [`MAX_ITEMS`] data items.
     TooManyItems,
-    /// Indefinite-length strings, arrays or maps.
+    /// Indefinite-length strings or arrays.
     IndefiniteLength,
     /// A head not in shortest form.
     NonCanonical,
-    /// A major type or simple value outside the subset (tags, floats, negative integers, undefined).
+    /// A major type or simple value outside the subset (maps, tags, floats,
+    /// negative integers, undefined and other simple values).
     UnsupportedType,
     /// A field has the wrong type, count or value.
     Malformed(&'static str),

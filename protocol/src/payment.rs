@@ -53,14 +53,16 @@ impl PaymentError {
             PaymentError::BadSignature
             | PaymentError::WrongContract
             | PaymentError::WrongChannel
-            | PaymentError::WrongEpoch
-            | PaymentError::Overflow => ErrorCode::InvalidVoucher,
+            | PaymentError::WrongEpoch => ErrorCode::InvalidVoucher,
             PaymentError::ExceedsDeposit { .. } => ErrorCode::ExceedsDeposit,
             PaymentError::InsufficientPayment { .. } | PaymentError::InsufficientFunds { .. } => {
                 ErrorCode::InsufficientPayment
             }
             PaymentError::ChannelClosing => ErrorCode::ChannelClosing,
-            PaymentError::DepositDecrease | PaymentError::ClaimAboveVoucher { .. } => ErrorCode::Internal,
+            // Local faults: the payee's own price or stored state.
+            PaymentError::Overflow | PaymentError::DepositDecrease | PaymentError::ClaimAboveVoucher { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 }
@@ -162,8 +164,9 @@ pub struct Receipt {
     /// SHA-256 of the response body (for a stream: of all chunk data, in order).
     pub response_hash: [u8; 32],
     /// Cumulative total paid on the channel including this request: the
-    /// `required` total of the payee's admission (spec §8.2), which may be
-    /// below the voucher's own total when the payer paid ahead.
+    /// `required` total of the payee's admission (spec §8.3): below the
+    /// voucher's own total when the payer paid ahead, above it when a late
+    /// lower voucher rides on earlier credit.
     pub cumulative: u128,
 }
 

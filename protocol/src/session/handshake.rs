@@ -67,6 +67,7 @@ impl HandshakeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             HandshakeError::Payload(PayloadError::UnsupportedVersion(_)) => ErrorCode::UnsupportedVersion,
+            HandshakeError::Local | HandshakeError::InvalidCapabilities => ErrorCode::Internal,
             _ => ErrorCode::HandshakeFailed,
         }
     }

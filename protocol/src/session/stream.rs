@@ -41,7 +41,7 @@ pub enum Role {
 }
 
 /// Limits of one session. A receiver SHOULD accept at least the defaults;
-/// lower values are a local policy (spec §12.8).
+/// lower values are a local policy (spec §12.12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionLimits {
     /// Streams a session may open before a new handshake is needed (default 2^20).
@@ -634,7 +634,9 @@ impl StreamReader {
     /// Call when the transport reports the end of the stream: fails if the
     /// peer did not end it with an end-of-stream frame (truncation).
     pub fn at_eof(&self) -> Result<(), SessionError> {
-        if self.done || self.end_pending {
+        if self.failed {
+            Err(SessionError::Poisoned)
+        } else if self.done || self.end_pending {
             Ok(())
         } else {
             Err(SessionError::Truncated)
