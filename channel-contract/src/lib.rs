@@ -2,8 +2,16 @@
 //!
 //! This crate compiles `agentwire-protocol` without default features, so the
 //! contract verifies vouchers over exactly the bytes that payers sign (spec
-//! §8.1) — the same code, not a copy. The contract itself (near-sdk entry
-//! points, storage, transfers) is built on this in the contract issue.
+//! §8.1) — the same code, not a copy.
+//!
+//! Layout: [`channel`] holds every rule of a channel as plain, natively tested
+//! Rust (who may do what, how much moves); [`weak_keys`] refuses small-order
+//! keys without curve arithmetic. The near-sdk entry points (storage,
+//! transfers with rollback callbacks, events, the endpoint registry) are built
+//! on these in the contract issue.
+
+pub mod channel;
+pub mod weak_keys;
 
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::voucher::{ChannelId, Voucher};
