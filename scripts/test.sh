@@ -3,7 +3,8 @@
 #   bash scripts/test.sh
 # It installs what it needs (the wasm32 target), then:
 #   1. the whole workspace's tests (unit, cross-crate, spec vectors, fuzz-corpus replay);
-#   2. the voucher code built for wasm32 with no default features (what the contract links);
+#   2. the voucher code built for wasm32 with no default features, and the
+#      channel contract built for the chain (what gets deployed);
 #   3. a dependency check: protocol/ pulls in no async runtime or network stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,11 @@ cargo test --workspace --locked
 
 echo "==> protocol voucher code for wasm32 (no default features)"
 cargo build --locked -p agentwire-protocol --no-default-features --target wasm32-unknown-unknown
-cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown
+
+echo "==> channel contract for the chain (wasm32, --cfg near)"
+RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown --profile contract
+wasm="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract/agentwire_channel.wasm"
+echo "contract: $wasm ($(wc -c < "$wasm") bytes)"
 
 echo "==> protocol/ dependency check"
 forbidden=$(cargo tree --locked -p agentwire-protocol -e normal --prefix none | grep -iE '^(tokio|quinn|libp2p |libp2p-(swarm|kad|tcp|quic|core)|mio|socket2) ' || true)

@@ -6,12 +6,19 @@
 //!
 //! Layout: [`channel`] holds every rule of a channel as plain, natively tested
 //! Rust (who may do what, how much moves); [`weak_keys`] refuses small-order
-//! keys without curve arithmetic. The near-sdk entry points (storage,
-//! transfers with rollback callbacks, events, the endpoint registry) are built
-//! on these in the contract issue.
+//! keys without curve arithmetic; [`contract`] is the near-sdk layer (storage,
+//! NEAR and NEP-141 deposits, payouts with rollback callbacks, NEP-297 events,
+//! views, the endpoint registry).
+//!
+//! Build for the chain (NEAR protocol version 88 or later, near-sdk 5.30):
+//! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --release`.
 
 pub mod channel;
+pub mod contract;
 pub mod weak_keys;
+
+#[cfg(test)]
+mod contract_tests;
 
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::voucher::{ChannelId, Voucher};

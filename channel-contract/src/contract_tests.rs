@@ -1,0 +1,210 @@
+//! Native unit tests of the near-sdk layer (near-sdk `unit-testing`).
+//! `#[private]` and deposit checks of the wasm entry points are not enforced
+//! natively; the VM tests cover those.
+
+use near_sdk::json_types::{U128, U64};
+use near_sdk::test_utils::{get_created_receipts, get_logs, VMContextBuilder};
+use near_sdk::{testing_env, AccountId, NearToken, PromiseError};
+
+use agentwire_protocol::identity::Keypair;
+use agentwire_protocol::voucher::Voucher;
+
+use crate::contract::{ChannelContract, Currency, FinalVoucher};
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+
+fn acc(s: &str) -> AccountId {
+    s.parse().unwrap()
+}
+
+fn ctx(predecessor: &str, deposit: u128, now_ns: u64) {
+    let mut b = VMContextBuilder::new();
+    b.current_account_id(acc("channels.near"))
+        .predecessor_account_id(acc(predecessor))
+        .attached_deposit(NearToken::from_yoctonear(deposit))
+        .block_timestamp(now_ns)
+        .block_height(500)
+        .account_balance(NearToken::from_near(1_000));
+    testing_env!(b.build());
+}
+
+fn payer_key() -> Keypair {
+    Keypair::from_seed(&[7; 32])
+}
+
+fn hexs(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sign(id: u64, epoch: u64, cumulative: u128) -> String {
+    let v = Voucher {
+        contract: agentwire_protocol::account::AccountId::new("channels.near").unwrap(),
+        channel_id: id,
+        epoch,
+        cumulative,
+    };
+    hexs(&payer_key().sign_raw(&v.signing_bytes()))
+}
+
+fn deploy() -> ChannelContract {
+    ctx("owner.near", 0, 0);
+    ChannelContract::new(acc("owner.near"), U64(HOUR_NS), vec![acc("usdc.near")])
+}
+
+fn open_near(c: &mut ChannelContract, deposit: u128) -> u64 {
+    ctx("user.near", deposit + NEAR / 10, 0);
+    c.open(acc("brand.near"), hexs(&payer_key().public().to_bytes()), U64(HOUR_NS), U128(deposit)).0
+}
+
+#[test]
+fn open_charges_storage_and_shows_the_channel() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    let v = c.get_channel(U64(id)).unwrap();
+    assert_eq!(v.deposit, U128(5 * NEAR));
+    assert_eq!(v.epoch, U64(500));
+    assert_eq!(v.payee, acc("brand.near"));
+    let left = c.storage_balance_of(acc("user.near")).0;
+    assert!(left < NEAR / 10 && left > 0, "storage charged from the extra attached NEAR: {left}");
+    assert_eq!(c.channels_of(acc("brand.near"), None, None).len(), 1);
+    assert!(get_logs().iter().any(|l| l.contains("\"event\":\"channel_opened\"")));
+}
+
+#[test]
+fn claim_pays_the_payee_and_a_failed_transfer_rolls_back() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, 500, 2 * NEAR));
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(2 * NEAR));
+    assert!(!get_created_receipts().is_empty());
+    ctx("channels.near", 0, 11);
+    let ok = c.on_payout(acc("brand.near"), Currency::Near, U128(2 * NEAR), Some(U64(id)), Err(PromiseError::Failed));
+    assert!(!ok);
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(0), "claim restored");
+    // Success leaves state alone.
+    ctx("brand.near", 0, 12);
+    let _ = c.claim(U64(id), U128(NEAR), sign(id, 500, NEAR));
+    ctx("channels.near", 0, 13);
+    assert!(c.on_payout(acc("brand.near"), Currency::Near, U128(NEAR), Some(U64(id)), Ok(())));
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(NEAR));
+}
+
+#[test]
+#[should_panic(expected = "only the payee may do this")]
+fn claim_by_anyone_else_is_refused() {
+    let mut c = deploy();
+    let id = open_near(&mut c, NEAR);
+    ctx("mallory.near", 0, 10);
+    let _ = c.claim(U64(id), U128(1), sign(id, 500, 1));
+}
+
+#[test]
+#[should_panic(expected = "voucher signature does not verify")]
+fn voucher_for_another_epoch_is_refused() {
+    let mut c = deploy();
+    let id = open_near(&mut c, NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(1), sign(id, 499, 1));
+}
+
+#[test]
+#[should_panic(expected = "voucher exceeds the deposit")]
+fn claim_above_the_deposit_never_touches_other_funds() {
+    let mut c = deploy();
+    let id = open_near(&mut c, NEAR);
+    let _other = open_near(&mut c, 100 * NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(NEAR + 1), sign(id, 500, NEAR + 1));
+}
+
+#[test]
+#[should_panic(expected = "small-order")]
+fn zero_key_is_refused() {
+    let mut c = deploy();
+    ctx("user.near", NEAR, 0);
+    c.open(acc("brand.near"), "00".repeat(32), U64(HOUR_NS), U128(NEAR / 2));
+}
+
+#[test]
+#[should_panic(expected = "token not accepted")]
+fn unexpected_token_is_refused() {
+    let mut c = deploy();
+    ctx("fake-usdc.near", 0, 0);
+    let msg = format!(
+        r#"{{"Open":{{"payee":"brand.near","payer_key":"{}","challenge_period_ns":"{HOUR_NS}"}}}}"#,
+        hexs(&payer_key().public().to_bytes())
+    );
+    let _ = c.ft_on_transfer(acc("user.near"), U128(1_000), msg);
+}
+
+#[test]
+fn token_channel_unilateral_close_with_claim_then_finalize() {
+    let mut c = deploy();
+    ctx("user.near", NEAR / 10, 0);
+    c.storage_deposit(None);
+    ctx("usdc.near", 0, 0);
+    let msg = format!(
+        r#"{{"Open":{{"payee":"brand.near","payer_key":"{}","challenge_period_ns":"{HOUR_NS}"}}}}"#,
+        hexs(&payer_key().public().to_bytes())
+    );
+    let _ = c.ft_on_transfer(acc("user.near"), U128(1_000_000), msg);
+    let id = 0;
+    assert_eq!(c.get_channel(U64(id)).unwrap().currency, Currency::Token(acc("usdc.near")));
+    ctx("usdc.near", 0, 1);
+    let _ = c.ft_on_transfer(acc("user.near"), U128(500_000), format!(r#"{{"TopUp":{{"channel_id":"{id}"}}}}"#));
+    assert_eq!(c.get_channel(U64(id)).unwrap().deposit, U128(1_500_000));
+    ctx("user.near", 0, 100);
+    let ends = c.start_close(U64(id)).0;
+    assert_eq!(ends, 100 + HOUR_NS);
+    // The payee claims inside the challenge period.
+    ctx("brand.near", 0, 200);
+    let _ = c.claim(U64(id), U128(600_000), sign(id, 500, 600_000));
+    ctx("user.near", 0, ends);
+    c.finalize(U64(id));
+    assert!(c.get_channel(U64(id)).is_none(), "channel and its key are gone");
+    assert!(get_logs().iter().any(|l| l.contains("\"refund\":\"900000\"")));
+}
+
+#[test]
+#[should_panic(expected = "channel is closing")]
+fn top_up_while_closing_is_refused() {
+    let mut c = deploy();
+    let id = open_near(&mut c, NEAR);
+    ctx("user.near", 0, 5);
+    c.start_close(U64(id));
+    ctx("user.near", NEAR, 6);
+    c.top_up(U64(id));
+}
+
+#[test]
+fn cooperative_close_settles_and_a_failed_refund_becomes_owed() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 3 * NEAR);
+    ctx("brand.near", 0, 10);
+    c.close(U64(id), Some(FinalVoucher { cumulative: U128(NEAR), signature: sign(id, 500, NEAR) }));
+    assert!(c.get_channel(U64(id)).is_none());
+    ctx("channels.near", 0, 11);
+    c.on_payout(acc("user.near"), Currency::Near, U128(2 * NEAR), None, Err(PromiseError::Failed));
+    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(2 * NEAR));
+    ctx("user.near", 0, 12);
+    let _ = c.withdraw_owed(Currency::Near);
+    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(0));
+}
+
+#[test]
+fn endpoint_registry_charges_and_releases_storage() {
+    let mut c = deploy();
+    ctx("brand.near", NEAR / 10, 0);
+    c.storage_deposit(None);
+    let before = c.storage_balance_of(acc("brand.near")).0;
+    let key = hexs(&Keypair::from_seed(&[3; 32]).public().to_bytes());
+    ctx("brand.near", 0, 1);
+    c.register_endpoint(key.clone());
+    assert!(c.is_endpoint(acc("brand.near"), key.clone()));
+    assert!(!c.is_endpoint(acc("other.near"), key.clone()));
+    assert!(c.storage_balance_of(acc("brand.near")).0 < before);
+    c.revoke_endpoint(key.clone());
+    assert!(!c.is_endpoint(acc("brand.near"), key));
+}
