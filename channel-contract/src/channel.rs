@@ -20,6 +20,8 @@ pub enum ChannelError {
     NotPayer,
     /// Only the payee may do this.
     NotPayee,
+    /// Only the payer or the payee may do this.
+    NotParty,
     /// Payer and payee must differ.
     SelfChannel,
     /// The voucher key is a small-order point (forgeable under non-strict verification).
@@ -28,6 +30,8 @@ pub enum ChannelError {
     ZeroAmount,
     /// The challenge period is below the contract's minimum.
     PeriodTooShort { min_ns: u64 },
+    /// The challenge period is above [`MAX_CHALLENGE_PERIOD_NS`].
+    PeriodTooLong,
     /// A close has started: no top-ups.
     Closing,
     /// `finalize` before a close was started.
@@ -49,10 +53,12 @@ impl core::fmt::Display for ChannelError {
         match self {
             ChannelError::NotPayer => write!(f, "only the payer may do this"),
             ChannelError::NotPayee => write!(f, "only the payee may do this"),
+            ChannelError::NotParty => write!(f, "only the payer or the payee may do this"),
             ChannelError::SelfChannel => write!(f, "payer and payee must differ"),
             ChannelError::WeakKey => write!(f, "voucher key is a small-order point"),
             ChannelError::ZeroAmount => write!(f, "amount must be positive"),
             ChannelError::PeriodTooShort { min_ns } => write!(f, "challenge period below the minimum of {min_ns} ns"),
+            ChannelError::PeriodTooLong => write!(f, "challenge period above the maximum of 30 days"),
             ChannelError::Closing => write!(f, "channel is closing"),
             ChannelError::NotClosing => write!(f, "no close was started"),
             ChannelError::ChallengePeriodRunning { ends_ns } => write!(f, "challenge period runs until {ends_ns}"),
@@ -63,6 +69,10 @@ impl core::fmt::Display for ChannelError {
         }
     }
 }
+
+/// Longest challenge period a channel may ask for (30 days): keeps
+/// `now + period` far from overflow and a payer's refund within reach.
+pub const MAX_CHALLENGE_PERIOD_NS: u64 = 30 * 24 * 3_600 * 1_000_000_000;
 
 /// A unidirectional channel payer → payee.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +130,9 @@ impl Channel {
         }
         if challenge_period_ns < min_period_ns {
             return Err(ChannelError::PeriodTooShort { min_ns: min_period_ns });
+        }
+        if challenge_period_ns > MAX_CHALLENGE_PERIOD_NS {
+            return Err(ChannelError::PeriodTooLong);
         }
         Ok(Channel {
             id,
@@ -214,7 +227,6 @@ impl Channel {
             Some((cumulative, sig)) if cumulative > self.claimed => {
                 self.check_voucher(contract, cumulative, &sig, verify)?
             }
-            Some((cumulative, _)) if cumulative > self.deposit => return Err(ChannelError::VoucherExceedsDeposit),
             _ => 0,
         };
         let claimed = self.claimed.checked_add(payout).ok_or(ChannelError::Overflow)?;
@@ -239,7 +251,7 @@ impl Channel {
     /// payee may call it. The caller removes the channel.
     pub fn finalize(&mut self, caller: &AccountId, now_ns: u64) -> Result<Settlement, ChannelError> {
         if *caller != self.payer && *caller != self.payee {
-            return Err(ChannelError::NotPayer);
+            return Err(ChannelError::NotParty);
         }
         let since = self.closing_since_ns.ok_or(ChannelError::NotClosing)?;
         let ends_ns = since.checked_add(self.challenge_period_ns).ok_or(ChannelError::Overflow)?;
@@ -347,7 +359,7 @@ mod tests {
         assert_eq!(ch.finalize(&payer, ends - 1), Err(ChannelError::ChallengePeriodRunning { ends_ns: ends }));
         let s = sign(&k, &ch, &contract, 700);
         assert_eq!(ch.claim(&contract, &payee, 700, &s, &verify), Ok(700));
-        assert_eq!(ch.finalize(&acct("stranger.near"), ends), Err(ChannelError::NotPayer));
+        assert_eq!(ch.finalize(&acct("stranger.near"), ends), Err(ChannelError::NotParty));
         assert_eq!(ch.finalize(&payer, ends), Ok(Settlement { payout: 0, refund: 300 }));
     }
 

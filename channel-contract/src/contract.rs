@@ -16,7 +16,7 @@ use near_sdk::{
     PromiseError, PromiseOrValue,
 };
 
-use crate::channel::{Channel, ChannelError, Settlement};
+use crate::channel::{Channel, ChannelError, Settlement, MAX_CHALLENGE_PERIOD_NS};
 use crate::weak_keys::is_small_order;
 
 /// Version of the stored layout (`VersionedChannel` variants follow it).
@@ -29,6 +29,11 @@ const GAS_CALLBACK: Gas = Gas::from_tgas(10);
 pub const MAX_ENDPOINT_KEYS: u32 = 16;
 /// Most channels returned by one `channels_of` call.
 pub const MAX_PAGE: u32 = 100;
+/// No deployment may set a minimum challenge period below one hour (Filecoin's
+/// one-epoch period is the cautionary tale).
+pub const MIN_CHALLENGE_PERIOD_FLOOR_NS: u64 = 3_600 * 1_000_000_000;
+/// Smallest `storage_deposit`: enough for the balance entry it creates.
+pub const MIN_STORAGE_DEPOSIT: u128 = 10_000_000_000_000_000_000_000; // 0.01 NEAR
 
 #[ext_contract(ext_ft)]
 #[allow(dead_code)]
@@ -73,7 +78,6 @@ pub struct ChannelV1 {
     claimed: u128,
     challenge_period_ns: u64,
     closing_since_ns: Option<u64>,
-    storage_bytes: u64,
 }
 
 /// Stored channels, tagged by layout version so later layouts can migrate lazily.
@@ -228,9 +232,15 @@ impl ChannelV1 {
 #[near]
 impl ChannelContract {
     /// Deploys the contract. `tokens` are the NEP-141 contracts accepted as channel currency.
+    /// Only the contract account itself may initialise (deploy and init in one batch).
     #[init]
+    #[private]
     pub fn new(owner_id: AccountId, min_challenge_period_ns: U64, tokens: Vec<AccountId>) -> Self {
-        require!(min_challenge_period_ns.0 > 0, "minimum challenge period must be positive");
+        require!(
+            min_challenge_period_ns.0 >= MIN_CHALLENGE_PERIOD_FLOOR_NS,
+            "minimum challenge period must be at least one hour"
+        );
+        require!(min_challenge_period_ns.0 <= MAX_CHALLENGE_PERIOD_NS, "minimum challenge period above the maximum");
         let mut set = IterableSet::new(StorageKey::Tokens);
         for t in tokens {
             set.insert(t);
@@ -259,7 +269,7 @@ impl ChannelContract {
     pub fn storage_deposit(&mut self, account_id: Option<AccountId>) -> U128 {
         let account = account_id.unwrap_or_else(env::predecessor_account_id);
         let amount = env::attached_deposit().as_yoctonear();
-        require!(amount > 0, "attach NEAR to deposit for storage");
+        require!(amount >= MIN_STORAGE_DEPOSIT, "attach at least 0.01 NEAR to deposit for storage");
         U128(self.credit_storage(&account, amount))
     }
 
@@ -428,10 +438,14 @@ impl ChannelContract {
                 self.channels.insert(id.0, VersionedChannel::V1(ch));
             }
         }
+        let currency_json = near_sdk::serde_json::to_string(&currency).unwrap_or_default();
         let key = (receiver.clone(), currency);
         let owed = self.owed.get(&key).copied().unwrap_or(0);
         self.owed.insert(key, owed.saturating_add(amount.0));
-        event("payout_owed", format!(r#"{{"account":"{receiver}","amount":"{}"}}"#, amount.0));
+        event(
+            "payout_owed",
+            format!(r#"{{"account":"{receiver}","currency":{currency_json},"amount":"{}"}}"#, amount.0),
+        );
         false
     }
 
@@ -541,7 +555,7 @@ impl ChannelContract {
     }
 
     /// Charges `account` for storage grown since `before`.
-    fn charge_storage(&mut self, account: &AccountId, before: u64) -> u64 {
+    fn charge_storage(&mut self, account: &AccountId, before: u64) {
         let bytes = env::storage_usage().saturating_sub(before);
         let cost = env::storage_byte_cost().as_yoctonear() * u128::from(bytes);
         let have = self.storage_balances.get(account).copied().unwrap_or(0);
@@ -549,7 +563,6 @@ impl ChannelContract {
             env::panic_str(&format!("storage costs {cost} yoctoNEAR: storage_deposit or attach more"));
         }
         self.storage_balances.insert(account.clone(), have - cost);
-        bytes
     }
 
     /// Credits `account` for storage freed since `before`.
@@ -605,7 +618,7 @@ impl ChannelContract {
         ));
         self.next_channel_id = id.checked_add(1).unwrap_or_else(|| fail(ChannelError::Overflow));
         let before = env::storage_usage();
-        let mut ch = ChannelV1 {
+        let ch = ChannelV1 {
             id,
             epoch: core.epoch,
             payer: payer.clone(),
@@ -616,15 +629,13 @@ impl ChannelContract {
             claimed: 0,
             challenge_period_ns: period_ns,
             closing_since_ns: None,
-            storage_bytes: 0,
         };
         self.channels.insert(id, VersionedChannel::V1(ch.clone()));
         self.index(&payer, id, true);
         self.index(&payee, id, true);
         self.channels.flush();
         self.account_channels.flush();
-        ch.storage_bytes = self.charge_storage(&payer, before);
-        self.channels.insert(id, VersionedChannel::V1(ch.clone()));
+        self.charge_storage(&payer, before);
         event(
             "channel_opened",
             format!(

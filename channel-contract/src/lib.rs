@@ -11,7 +11,8 @@
 //! views, the endpoint registry).
 //!
 //! Build for the chain (NEAR protocol version 88 or later, near-sdk 5.30):
-//! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --release`.
+//! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --profile contract`
+//! (the `contract` profile keeps overflow checks and aborts on panic).
 
 pub mod channel;
 pub mod contract;
