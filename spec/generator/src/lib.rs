@@ -55,9 +55,27 @@ pub fn outcome<T, E: std::fmt::Debug>(r: &Result<T, E>) -> (String, Option<Strin
     }
 }
 
-/// Pretty JSON with a trailing newline, as committed.
+/// Sorts every object's keys, so the output does not depend on whether some
+/// crate in the build enabled serde_json's `preserve_order` feature.
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                out.insert(k.clone(), sorted(&m[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Pretty JSON with keys sorted and a trailing newline, as committed.
 pub fn render(v: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(&sorted(v)).unwrap_or_default();
     s.push('\n');
     s
 }
