@@ -2,10 +2,11 @@
 # Runs every test AgentWire has, on a machine with only the Rust toolchain:
 #   bash scripts/test.sh
 # It installs what it needs (the wasm32 target), then:
-#   1. the whole workspace's tests (unit, cross-crate, spec vectors, fuzz-corpus replay);
-#   2. the voucher code built for wasm32 with no default features, and the
-#      channel contract built for the chain (what gets deployed);
-#   3. a dependency check: protocol/ pulls in no async runtime or network stack.
+#   1. the channel contract built for the chain (what gets deployed);
+#   2. the whole workspace's tests (unit, cross-crate, spec vectors, fuzz-corpus
+#      replay, and the contract wasm from step 1 run in NEAR's VM);
+#   3. the voucher code built for wasm32 with no default features;
+#   4. a dependency check: protocol/ pulls in no async runtime or network stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,16 +15,19 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
+echo "==> channel contract for the chain (wasm32, --cfg near)"
+RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown --profile contract
+wasm="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract/agentwire_channel.wasm"
+echo "contract: $wasm ($(wc -c < "$wasm") bytes)"
+# The VM tests (devnet/tests) run exactly this wasm.
+export AGENTWIRE_CONTRACT_WASM="$(cd "$(dirname "$wasm")" && pwd)/$(basename "$wasm")"
+
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
 
 echo "==> protocol voucher code for wasm32 (no default features)"
 cargo build --locked -p agentwire-protocol --no-default-features --target wasm32-unknown-unknown
 
-echo "==> channel contract for the chain (wasm32, --cfg near)"
-RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown --profile contract
-wasm="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract/agentwire_channel.wasm"
-echo "contract: $wasm ($(wc -c < "$wasm") bytes)"
 
 echo "==> protocol/ dependency check"
 forbidden=$(cargo tree --locked -p agentwire-protocol -e normal --prefix none | grep -iE '^(tokio|quinn|libp2p |libp2p-(swarm|kad|tcp|quic|core)|mio|socket2) ' || true)

@@ -1,0 +1,226 @@
+//! The compiled channel contract in NEAR's VM: a whole channel life with real
+//! gas, the checks only the wasm entry points enforce (`#[private]`, payable),
+//! and the per-method gas and storage table (printed; recorded in spec/contract.md).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use agentwire_devnet::vm::{CallOutcome, ContractVm, PriorResult};
+use agentwire_protocol::identity::Keypair;
+use agentwire_protocol::voucher::Voucher;
+use serde_json::json;
+
+const CONTRACT: &str = "channels.test.near";
+const HOUR_NS: u64 = 3_600_000_000_000;
+const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+
+/// The contract wasm: `AGENTWIRE_CONTRACT_WASM` (set by scripts/test.sh), or
+/// built here with the chain flags into a target dir of its own.
+fn contract_wasm() -> Vec<u8> {
+    if let Ok(path) = std::env::var("AGENTWIRE_CONTRACT_WASM") {
+        return std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target").join("contract-for-tests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-C link-arg=-s --cfg near")
+        .args(["build", "-p", "agentwire-channel", "--target", "wasm32-unknown-unknown", "--profile", "contract"])
+        .status()
+        .expect("run cargo to build the contract");
+    assert!(status.success(), "building the contract wasm failed");
+    std::fs::read(target.join("wasm32-unknown-unknown/contract/agentwire_channel.wasm")).expect("contract wasm")
+}
+
+fn hexs(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn payer() -> Keypair {
+    Keypair::from_seed(&[11; 32])
+}
+
+fn sign(id: u64, epoch: u64, cumulative: u128) -> String {
+    let v = Voucher {
+        contract: agentwire_protocol::account::AccountId::new(CONTRACT).unwrap(),
+        channel_id: id,
+        epoch,
+        cumulative,
+    };
+    hexs(&payer().sign_raw(&v.signing_bytes()))
+}
+
+fn ok(o: CallOutcome) -> CallOutcome {
+    assert!(o.error.is_none(), "call failed: {:?}\nlogs: {:?}", o.error, o.logs);
+    o
+}
+
+fn err(o: CallOutcome, text: &str) {
+    let e = o.error.clone().unwrap_or_default();
+    assert!(e.contains(text), "expected an error containing {text:?}, got {e:?}");
+}
+
+fn tgas(g: u64) -> String {
+    format!("{:.2}", g as f64 / 1e12)
+}
+
+fn deploy() -> ContractVm {
+    let mut vm = ContractVm::deploy(CONTRACT, contract_wasm()).expect("deploy");
+    vm.block_height = 1_000;
+    ok(vm
+        .call("new", &json!({"owner_id": "owner.test.near", "min_challenge_period_ns": HOUR_NS.to_string(), "tokens": ["usdc.test.near"]}), CONTRACT, 0)
+        .expect("vm"));
+    vm
+}
+
+fn open(vm: &mut ContractVm, deposit: u128) -> (CallOutcome, u64) {
+    let o = ok(vm
+        .call(
+            "open",
+            &json!({"payee": "brand.test.near", "payer_key": hexs(&payer().public().to_bytes()),
+                    "challenge_period_ns": HOUR_NS.to_string(), "deposit": deposit.to_string()}),
+            "user.test.near",
+            deposit + NEAR / 100,
+        )
+        .expect("vm"));
+    let id: u64 = o.json().as_str().expect("channel id").parse().expect("u64");
+    (o, id)
+}
+
+#[test]
+fn channel_life_in_the_vm_and_gas_table() {
+    let mut vm = deploy();
+    let mut table = Vec::new();
+
+    let before = vm.storage_usage();
+    let (o, id) = open(&mut vm, 5 * NEAR);
+    let channel_bytes = vm.storage_usage() - before;
+    table.push(("open (first channel of a payer/payee)", o.burnt_gas));
+    let (o2, id2) = open(&mut vm, 2 * NEAR);
+    let channel_bytes_2 = o2.storage_usage - o.storage_usage;
+    table.push(("open", o2.burnt_gas));
+
+    vm.block_timestamp_ns += 10;
+    let o = ok(vm
+        .call(
+            "claim",
+            &json!({"channel_id": id.to_string(), "cumulative": NEAR.to_string(), "signature": sign(id, 1_000, NEAR)}),
+            "brand.test.near",
+            0,
+        )
+        .expect("vm"));
+    assert!(!o.receipts.is_empty(), "claim creates the payout and its callback");
+    table.push(("claim", o.burnt_gas));
+    let view = vm.view("get_channel", &json!({"channel_id": id.to_string()})).expect("vm").json();
+    assert_eq!(view["claimed"], NEAR.to_string());
+
+    // The payout callback, as the runtime would run it after a failed transfer.
+    let o = ok(vm
+        .callback("on_payout", &json!({"receiver": "brand.test.near", "currency": "Near", "amount": NEAR.to_string(), "channel_id": id.to_string()}), vec![PriorResult::Failed])
+        .expect("vm"));
+    table.push(("on_payout (failed transfer, rollback)", o.burnt_gas));
+    let view = vm.view("get_channel", &json!({"channel_id": id.to_string()})).expect("vm").json();
+    assert_eq!(view["claimed"], "0", "rolled back in the VM too");
+
+    let o = ok(vm.call("start_close", &json!({"channel_id": id.to_string()}), "user.test.near", 0).expect("vm"));
+    table.push(("start_close", o.burnt_gas));
+    err(
+        vm.call("top_up", &json!({"channel_id": id.to_string()}), "user.test.near", NEAR).expect("vm"),
+        "channel is closing",
+    );
+    // The payee claims inside the challenge period.
+    ok(vm
+        .call("claim", &json!({"channel_id": id.to_string(), "cumulative": (2 * NEAR).to_string(), "signature": sign(id, 1_000, 2 * NEAR)}), "brand.test.near", 0)
+        .expect("vm"));
+    err(
+        vm.call("finalize", &json!({"channel_id": id.to_string()}), "user.test.near", 0).expect("vm"),
+        "challenge period runs until",
+    );
+    vm.block_timestamp_ns += HOUR_NS;
+    let o = ok(vm.call("finalize", &json!({"channel_id": id.to_string()}), "user.test.near", 0).expect("vm"));
+    table.push(("finalize", o.burnt_gas));
+    assert!(o.logs.iter().any(|l| l.contains(&format!("\"refund\":\"{}\"", 3 * NEAR))), "{:?}", o.logs);
+    assert_eq!(
+        vm.view("get_channel", &json!({"channel_id": id.to_string()})).expect("vm").json(),
+        serde_json::Value::Null
+    );
+
+    let o = ok(vm
+        .call("close", &json!({"channel_id": id2.to_string(), "final_voucher": {"cumulative": NEAR.to_string(), "signature": sign(id2, 1_000, NEAR)}}), "brand.test.near", 0)
+        .expect("vm"));
+    table.push(("close (with final voucher)", o.burnt_gas));
+    err(vm.call("top_up", &json!({"channel_id": "99"}), "user.test.near", NEAR).expect("vm"), "no such channel");
+
+    eprintln!("\n| method | burnt gas (Tgas) |\n|---|---|");
+    for (m, g) in &table {
+        eprintln!("| {m} | {} |", tgas(*g));
+    }
+    eprintln!("storage: first channel {channel_bytes} bytes (incl. index sets and balance entries), another channel {channel_bytes_2} bytes");
+    for (_, g) in &table {
+        assert!(*g < 20_000_000_000_000, "every method stays far below 20 Tgas");
+    }
+}
+
+#[test]
+fn entry_point_checks_only_the_wasm_enforces() {
+    let mut vm = deploy();
+    let (_, id) = open(&mut vm, NEAR);
+    // #[private] callbacks refuse outsiders.
+    err(
+        vm.call(
+            "on_payout",
+            &json!({"receiver": "mallory.test.near", "currency": "Near", "amount": "1", "channel_id": null}),
+            "mallory.test.near",
+            0,
+        )
+        .expect("vm"),
+        "is private",
+    );
+    // Non-payable methods refuse deposits.
+    err(
+        vm.call(
+            "claim",
+            &json!({"channel_id": id.to_string(), "cumulative": "1", "signature": sign(id, 1_000, 1)}),
+            "brand.test.near",
+            1,
+        )
+        .expect("vm"),
+        "doesn't accept deposit",
+    );
+    // Re-initialisation is impossible.
+    err(
+        vm.call(
+            "new",
+            &json!({"owner_id": "mallory.test.near", "min_challenge_period_ns": HOUR_NS.to_string(), "tokens": []}),
+            CONTRACT,
+            0,
+        )
+        .expect("vm"),
+        "already been initialized",
+    );
+    // A forged voucher fails the real ed25519_verify host function.
+    let mut bad = sign(id, 1_000, 1).into_bytes();
+    bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+    err(
+        vm.call(
+            "claim",
+            &json!({"channel_id": id.to_string(), "cumulative": "1", "signature": String::from_utf8(bad).unwrap()}),
+            "brand.test.near",
+            0,
+        )
+        .expect("vm"),
+        "voucher signature does not verify",
+    );
+    // The all-zero key is refused on chain.
+    err(
+        vm.call("open", &json!({"payee": "brand.test.near", "payer_key": "00".repeat(32), "challenge_period_ns": HOUR_NS.to_string(), "deposit": "1"}), "user.test.near", NEAR)
+            .expect("vm"),
+        "small-order",
+    );
+    // A refused call leaves no state behind.
+    assert_eq!(
+        vm.view("get_channel", &json!({"channel_id": (id + 1).to_string()})).expect("vm").json(),
+        serde_json::Value::Null
+    );
+}
