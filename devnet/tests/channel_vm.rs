@@ -145,6 +145,12 @@ fn channel_life_in_the_vm_and_gas_table() {
         vm.view("get_channel", &json!({"channel_id": id.to_string()})).expect("vm").json(),
         serde_json::Value::Null
     );
+    // After finalize nothing can be claimed: the channel and its key are gone.
+    err(
+        vm.call("claim", &json!({"channel_id": id.to_string(), "cumulative": (3 * NEAR).to_string(), "signature": sign(id, 1_000, 3 * NEAR)}), "brand.test.near", 0)
+            .expect("vm"),
+        "no such channel",
+    );
 
     let o = ok(vm
         .call("close", &json!({"channel_id": id2.to_string(), "final_voucher": {"cumulative": NEAR.to_string(), "signature": sign(id2, 1_000, NEAR)}}), "brand.test.near", 0)
@@ -217,6 +223,24 @@ fn entry_point_checks_only_the_wasm_enforces() {
         vm.call("open", &json!({"payee": "brand.test.near", "payer_key": "00".repeat(32), "challenge_period_ns": HOUR_NS.to_string(), "deposit": "1"}), "user.test.near", NEAR)
             .expect("vm"),
         "small-order",
+    );
+    // Storage griefing: a storage balance entry costs at least 0.01 NEAR.
+    err(
+        vm.call("storage_deposit", &json!({"account_id": "nobody.test.near"}), "mallory.test.near", 1).expect("vm"),
+        "at least 0.01 NEAR",
+    );
+    // A voucher burst racing a unilateral close: every claim inside the
+    // period counts once, the highest total wins, a lower one is refused.
+    ok(vm.call("start_close", &json!({"channel_id": id.to_string()}), "user.test.near", 0).expect("vm"));
+    for total in [NEAR / 4, NEAR / 2] {
+        ok(vm
+            .call("claim", &json!({"channel_id": id.to_string(), "cumulative": total.to_string(), "signature": sign(id, 1_000, total)}), "brand.test.near", 0)
+            .expect("vm"));
+    }
+    err(
+        vm.call("claim", &json!({"channel_id": id.to_string(), "cumulative": (NEAR / 4).to_string(), "signature": sign(id, 1_000, NEAR / 4)}), "brand.test.near", 0)
+            .expect("vm"),
+        "not above the claimed total",
     );
     // A refused call leaves no state behind.
     assert_eq!(
