@@ -6,7 +6,8 @@
 #   2. the whole workspace's tests (unit, cross-crate, spec vectors, fuzz-corpus
 #      replay, and the contract wasm from step 1 run in NEAR's VM);
 #   3. the voucher code built for wasm32 with no default features;
-#   4. a dependency check: protocol/ pulls in no async runtime or network stack.
+#   4. clippy over the workspace, warnings as errors;
+#   5. a dependency check: protocol/ pulls in no async runtime or network stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ cargo test --workspace --locked
 echo "==> protocol voucher code for wasm32 (no default features)"
 cargo build --locked -p agentwire-protocol --no-default-features --target wasm32-unknown-unknown
 
+
+echo "==> clippy (warnings are errors)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "==> protocol/ dependency check"
 forbidden=$(cargo tree --locked -p agentwire-protocol -e normal --prefix none | grep -iE '^(tokio|quinn|libp2p |libp2p-(swarm|kad|tcp|quic|core)|mio|socket2) ' || true)

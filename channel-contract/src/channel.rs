@@ -70,6 +70,10 @@ impl core::fmt::Display for ChannelError {
     }
 }
 
+/// Ed25519 verification, injected: `(message, signature, public key) -> valid`
+/// (`env::ed25519_verify` on chain).
+pub type VerifyFn = dyn Fn(&[u8], &[u8; 64], &[u8; 32]) -> bool;
+
 /// Longest challenge period a channel may ask for (30 days): keeps
 /// `now + period` far from overflow and a payer's refund within reach.
 pub const MAX_CHALLENGE_PERIOD_NS: u64 = 30 * 24 * 3_600 * 1_000_000_000;
@@ -173,7 +177,7 @@ impl Channel {
         contract: &AccountId,
         cumulative: u128,
         signature: &[u8; 64],
-        verify: &dyn Fn(&[u8], &[u8; 64], &[u8; 32]) -> bool,
+        verify: &VerifyFn,
     ) -> Result<u128, ChannelError> {
         if cumulative > self.deposit {
             return Err(ChannelError::VoucherExceedsDeposit);
@@ -195,7 +199,7 @@ impl Channel {
         caller: &AccountId,
         cumulative: u128,
         signature: &[u8; 64],
-        verify: &dyn Fn(&[u8], &[u8; 64], &[u8; 32]) -> bool,
+        verify: &VerifyFn,
     ) -> Result<u128, ChannelError> {
         if *caller != self.payee {
             return Err(ChannelError::NotPayee);
@@ -218,7 +222,7 @@ impl Channel {
         contract: &AccountId,
         caller: &AccountId,
         final_voucher: Option<(u128, [u8; 64])>,
-        verify: &dyn Fn(&[u8], &[u8; 64], &[u8; 32]) -> bool,
+        verify: &VerifyFn,
     ) -> Result<Settlement, ChannelError> {
         if *caller != self.payee {
             return Err(ChannelError::NotPayee);

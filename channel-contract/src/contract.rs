@@ -496,10 +496,7 @@ impl ChannelContract {
 
     /// One channel.
     pub fn get_channel(&self, channel_id: U64) -> Option<ChannelView> {
-        match self.channels.get(&channel_id.0) {
-            Some(VersionedChannel::V1(c)) => Some(c.view()),
-            None => None,
-        }
+        self.channels.get(&channel_id.0).map(|VersionedChannel::V1(c)| c.view())
     }
 
     /// Channels where `account_id` is payer or payee, paged.

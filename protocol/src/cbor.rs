@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(scan(&[0x01, 0x01]), Err(CborError::TrailingBytes));
         assert_eq!(scan(&[]), Err(CborError::Truncated));
         let mut many = vec![0x99, 0x04, 0x01];
-        many.extend(std::iter::repeat(0x00).take(1025));
+        many.extend(std::iter::repeat_n(0x00, 1025));
         assert_eq!(scan(&many), Err(CborError::TooManyItems));
     }
 

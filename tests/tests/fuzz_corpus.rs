@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use agentwire_protocol::fuzzing;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz entry point: arbitrary bytes in, panics on a violated property.
+type Target = fn(&[u8]);
+
+const TARGETS: &[(&str, Target)] = &[
     ("frame", fuzzing::frame),
     ("message", fuzzing::message),
     ("record", fuzzing::record),

@@ -33,7 +33,7 @@ fn version_kind_and_shape_errors() {
     w.array(3).u64(1).u64(1).u64(0);
     assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::Malformed("message field count"))));
     let mut deep = vec![0x82, 0x01];
-    deep.extend(std::iter::repeat(0x81).take(50));
+    deep.extend(std::iter::repeat_n(0x81, 50));
     deep.push(0);
     assert_eq!(Message::decode(&deep), Err(WireError::Cbor(CborError::TooDeep)));
     assert_eq!(Message::decode(&vec![0u8; MAX_MESSAGE_BYTES + 1]), Err(WireError::TooLarge));

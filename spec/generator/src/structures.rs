@@ -171,7 +171,7 @@ pub fn messages() -> Value {
         })
         .collect();
     let mut deep = vec![0x82, 0x01];
-    deep.extend(std::iter::repeat(0x81).take(10));
+    deep.extend(std::iter::repeat_n(0x81, 10));
     deep.push(0x00);
     let req = testing::sample_messages()[1].1.encode();
     let mut trailing = req.clone();
