@@ -47,6 +47,14 @@ fn sign(id: u64, epoch: u64, cumulative: u128) -> String {
     hexs(&payer_key().sign_raw(&v.signing_bytes()))
 }
 
+/// `ft_transfer_call` msg opening a channel to brand.near with the fixture key.
+fn token_open_msg() -> String {
+    format!(
+        r#"{{"Open":{{"payee":"brand.near","payer_key":"{}","challenge_period_ns":"{HOUR_NS}"}}}}"#,
+        hexs(&payer_key().public().to_bytes())
+    )
+}
+
 fn deploy() -> ChannelContract {
     ctx("owner.near", 0, 0);
     ChannelContract::new(acc("owner.near"), U64(HOUR_NS), vec![acc("usdc.near")])
@@ -132,10 +140,7 @@ fn zero_key_is_refused() {
 fn unexpected_token_is_refused() {
     let mut c = deploy();
     ctx("fake-usdc.near", 0, 0);
-    let msg = format!(
-        r#"{{"Open":{{"payee":"brand.near","payer_key":"{}","challenge_period_ns":"{HOUR_NS}"}}}}"#,
-        hexs(&payer_key().public().to_bytes())
-    );
+    let msg = token_open_msg();
     let _ = c.ft_on_transfer(acc("user.near"), U128(1_000), msg);
 }
 
@@ -145,10 +150,7 @@ fn token_channel_unilateral_close_with_claim_then_finalize() {
     ctx("user.near", NEAR / 10, 0);
     c.storage_deposit(None);
     ctx("usdc.near", 0, 0);
-    let msg = format!(
-        r#"{{"Open":{{"payee":"brand.near","payer_key":"{}","challenge_period_ns":"{HOUR_NS}"}}}}"#,
-        hexs(&payer_key().public().to_bytes())
-    );
+    let msg = token_open_msg();
     let _ = c.ft_on_transfer(acc("user.near"), U128(1_000_000), msg);
     let id = 0;
     assert_eq!(c.get_channel(U64(id)).unwrap().currency, Currency::Token(acc("usdc.near")));

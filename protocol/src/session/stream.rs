@@ -244,7 +244,18 @@ impl Session {
 
     /// Whether new streams may still be opened at `now`.
     pub fn accepts_streams(&self, now: u64) -> bool {
-        self.opened < self.limits.max_streams && now.saturating_sub(self.established_at) < self.limits.max_age_secs
+        self.check_new_stream(now).is_ok()
+    }
+
+    /// The session-wide limits on opening a stream at `now` (age, then count).
+    fn check_new_stream(&self, now: u64) -> Result<(), SessionError> {
+        if now.saturating_sub(self.established_at) >= self.limits.max_age_secs {
+            return Err(SessionError::SessionExpired);
+        }
+        if self.opened >= self.limits.max_streams {
+            return Err(SessionError::TooManyStreams);
+        }
+        Ok(())
     }
 
     /// Sets up encryption for QUIC stream `stream_id` (locally opened or
@@ -253,12 +264,7 @@ impl Session {
         if stream_id > MAX_STREAM_ID {
             return Err(SessionError::StreamIdTooLarge(stream_id));
         }
-        if now.saturating_sub(self.established_at) >= self.limits.max_age_secs {
-            return Err(SessionError::SessionExpired);
-        }
-        if self.opened >= self.limits.max_streams {
-            return Err(SessionError::TooManyStreams);
-        }
+        self.check_new_stream(now)?;
         let window = &mut self.windows[(stream_id & 3) as usize];
         if !window.insert(stream_id >> 2) {
             return Err(SessionError::StreamReused(stream_id));
