@@ -1,0 +1,415 @@
+//! The agent's NEAR client: the channel contract's methods and the few
+//! account and token queries an agent needs, over NEAR's JSON-RPC with the
+//! official `near-api` client. The same code talks to the local devnet,
+//! testnet or mainnet: only the RPC URL and the contract account change.
+//!
+//! Every transaction reports what it cost (`tokens_burnt` over all its
+//! outcomes), so callers can account for balances to the yoctoNEAR.
+
+use std::sync::Arc;
+
+use agentwire_protocol::identity::PublicKey as VoucherKey;
+use agentwire_protocol::payment::SignedVoucher;
+use near_api::types::transaction::result::{ExecutionSuccess, TransactionResultError};
+use near_api::{AccountId, Contract, NearGas, NearToken, NetworkConfig, SecretKey, Signer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Gas attached to channel calls: the method plus its payout and callback
+/// (spec/contract.md §8 lists what each needs).
+pub const CALL_GAS_TGAS: u64 = 100;
+/// Gas attached to `ft_transfer_call` (token transfer, `ft_on_transfer`, resolve).
+pub const FT_CALL_GAS_TGAS: u64 = 150;
+
+/// What went wrong talking to NEAR, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum NearError {
+    /// The RPC could not be reached or answered with an error: retry later.
+    #[error("NEAR RPC unavailable or refused the request: {0} (retry later; check the RPC URL)")]
+    Rpc(String),
+    /// The transaction ran and the contract refused it: fix the request.
+    /// Gas was still paid (`tokens_burnt`); attached deposits came back.
+    #[error("{method} failed on chain: {reason}")]
+    Failed {
+        /// The contract method.
+        method: String,
+        /// The contract's or runtime's reason.
+        reason: String,
+        /// yoctoNEAR burnt for gas by the failed transaction (0 if it never ran).
+        tokens_burnt: u128,
+    },
+    /// The answer did not have the expected shape: the contract or RPC is not what we expect.
+    #[error("unexpected answer from NEAR: {0}")]
+    BadResponse(String),
+    /// An account id or key was not valid.
+    #[error("invalid {what}: {value}")]
+    Invalid {
+        /// What was being parsed.
+        what: &'static str,
+        /// The offending value.
+        value: String,
+    },
+}
+
+/// A NEAR account we can sign for.
+#[derive(Clone)]
+pub struct NearAccount {
+    /// The account.
+    pub id: AccountId,
+    signer: Arc<Signer>,
+}
+
+impl std::fmt::Debug for NearAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearAccount").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl NearAccount {
+    /// An account and its full-access (or function-call) secret key, `ed25519:...`.
+    pub fn new(id: &str, secret_key: &str) -> Result<Self, NearError> {
+        let id = parse_account(id)?;
+        let key: SecretKey =
+            secret_key.parse().map_err(|_| NearError::Invalid { what: "secret key", value: "<redacted>".into() })?;
+        let signer = Signer::from_secret_key(key).map_err(|e| NearError::Invalid { what: "secret key", value: e.to_string() })?;
+        Ok(NearAccount { id, signer })
+    }
+}
+
+fn parse_account(s: &str) -> Result<AccountId, NearError> {
+    s.parse().map_err(|_| NearError::Invalid { what: "NEAR account id", value: s.to_owned() })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A finished transaction.
+#[derive(Clone, Debug)]
+pub struct TxOutcome {
+    /// yoctoNEAR burnt for gas over all outcomes (what the signer paid beyond deposits).
+    pub tokens_burnt: u128,
+    /// Gas burnt over all outcomes.
+    pub gas_burnt: u64,
+    /// Logs (NEP-297 events among them).
+    pub logs: Vec<String>,
+    /// The JSON the call returned (Null if none).
+    pub value: serde_json::Value,
+}
+
+/// What the contract funds a channel with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Currency {
+    /// yoctoNEAR.
+    Near,
+    /// A NEP-141 token (its contract).
+    Token(AccountId),
+}
+
+/// A channel as the contract's `get_channel` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ChannelView {
+    /// Channel id.
+    #[serde(with = "u64_string")]
+    pub id: u64,
+    /// Epoch bound into vouchers.
+    #[serde(with = "u64_string")]
+    pub epoch: u64,
+    /// Who pays.
+    pub payer: AccountId,
+    /// Who is paid.
+    pub payee: AccountId,
+    /// Hex of the payer's voucher key.
+    pub payer_key: String,
+    /// What it is funded in.
+    pub currency: Currency,
+    /// Total deposited.
+    #[serde(with = "u128_string")]
+    pub deposit: u128,
+    /// Total claimed by the payee.
+    #[serde(with = "u128_string")]
+    pub claimed: u128,
+    /// Challenge period, ns.
+    #[serde(with = "u64_string")]
+    pub challenge_period_ns: u64,
+    /// When a unilateral close started, ns.
+    #[serde(default, with = "opt_u64_string")]
+    pub closing_since_ns: Option<u64>,
+}
+
+mod u64_string {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+mod u128_string {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+mod opt_u64_string {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// Client for one channel contract on one NEAR network.
+#[derive(Clone, Debug)]
+pub struct ChannelClient {
+    network: NetworkConfig,
+    contract: AccountId,
+}
+
+fn outcome_of(method: &str, result: ExecutionSuccess) -> Result<TxOutcome, NearError> {
+    let tokens_burnt = result.outcomes().iter().map(|o| o.tokens_burnt.as_yoctonear()).sum();
+    let gas_burnt = result.outcomes().iter().map(|o| o.gas_burnt.as_gas()).sum();
+    let logs = result.logs().into_iter().map(str::to_owned).collect();
+    let raw = result.raw_bytes().map_err(|e| NearError::BadResponse(format!("{method}: {e}")))?;
+    let value = if raw.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null) };
+    Ok(TxOutcome { tokens_burnt, gas_burnt, logs, value })
+}
+
+impl ChannelClient {
+    /// A client for `contract` through the JSON-RPC at `rpc_url`.
+    pub fn new(rpc_url: &str, contract: &str) -> Result<Self, NearError> {
+        let url: url::Url = rpc_url.parse().map_err(|_| NearError::Invalid { what: "RPC URL", value: rpc_url.to_owned() })?;
+        Ok(ChannelClient { network: NetworkConfig::from_rpc_url("agentwire", url), contract: parse_account(contract)? })
+    }
+
+    /// The channel contract's account.
+    pub fn contract(&self) -> &AccountId {
+        &self.contract
+    }
+
+    /// The network configuration (for other `near-api` calls).
+    pub fn network(&self) -> &NetworkConfig {
+        &self.network
+    }
+
+    /// Calls `method` on `receiver` as `signer`, attaching `deposit` yoctoNEAR.
+    pub async fn call_on(
+        &self,
+        receiver: &AccountId,
+        signer: &NearAccount,
+        method: &str,
+        args: serde_json::Value,
+        deposit: u128,
+        gas_tgas: u64,
+    ) -> Result<TxOutcome, NearError> {
+        let result = Contract(receiver.clone())
+            .call_function(method, args)
+            .transaction()
+            .deposit(NearToken::from_yoctonear(deposit))
+            .gas(NearGas::from_tgas(gas_tgas))
+            .with_signer(signer.id.clone(), signer.signer.clone())
+            .send_to(&self.network)
+            .await
+            .map_err(|e| NearError::Rpc(e.to_string()))?;
+        match result.into_result() {
+            Ok(success) => outcome_of(method, success),
+            Err(TransactionResultError::Failure(failure)) => Err(NearError::Failed {
+                method: method.to_owned(),
+                reason: failure.to_string(),
+                tokens_burnt: failure.outcomes().iter().map(|o| o.tokens_burnt.as_yoctonear()).sum(),
+            }),
+            Err(pending @ TransactionResultError::Pending(_)) => Err(NearError::Rpc(pending.to_string())),
+        }
+    }
+
+    async fn call(&self, signer: &NearAccount, method: &str, args: serde_json::Value, deposit: u128) -> Result<TxOutcome, NearError> {
+        self.call_on(&self.contract.clone(), signer, method, args, deposit, CALL_GAS_TGAS).await
+    }
+
+    /// Runs a view method on `receiver`.
+    pub async fn view_on<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        receiver: &AccountId,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<T, NearError> {
+        Contract(receiver.clone())
+            .call_function(method, args)
+            .read_only::<T>()
+            .fetch_from(&self.network)
+            .await
+            .map(|d| d.data)
+            .map_err(|e| NearError::Rpc(format!("{method}: {e}")))
+    }
+
+    async fn view<T: DeserializeOwned + Send + Sync + 'static>(&self, method: &str, args: serde_json::Value) -> Result<T, NearError> {
+        self.view_on(&self.contract.clone(), method, args).await
+    }
+
+    /// An account's liquid NEAR balance, yoctoNEAR.
+    pub async fn near_balance(&self, account: &AccountId) -> Result<u128, NearError> {
+        near_api::Account(account.clone())
+            .view()
+            .fetch_from(&self.network)
+            .await
+            .map(|d| d.data.amount.as_yoctonear())
+            .map_err(|e| NearError::Rpc(e.to_string()))
+    }
+
+    /// Opens a NEAR channel; `storage` yoctoNEAR beyond `deposit` pays for its storage.
+    /// Returns the channel id.
+    pub async fn open_near(
+        &self,
+        payer: &NearAccount,
+        payee: &AccountId,
+        payer_key: &VoucherKey,
+        challenge_period_ns: u64,
+        deposit: u128,
+        storage: u128,
+    ) -> Result<(u64, TxOutcome), NearError> {
+        let attached = deposit.checked_add(storage).ok_or_else(|| NearError::Invalid { what: "amount", value: "overflow".into() })?;
+        let args = json!({
+            "payee": payee,
+            "payer_key": hex(&payer_key.to_bytes()),
+            "challenge_period_ns": challenge_period_ns.to_string(),
+            "deposit": deposit.to_string(),
+        });
+        let outcome = self.call(payer, "open", args, attached).await?;
+        let id = outcome
+            .value
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| NearError::BadResponse(format!("open returned {}", outcome.value)))?;
+        Ok((id, outcome))
+    }
+
+    /// Pays NEAR into the payer's storage balance on the channel contract
+    /// (needed before a token-funded open).
+    pub async fn storage_deposit(&self, account: &NearAccount, amount: u128) -> Result<TxOutcome, NearError> {
+        self.call(account, "storage_deposit", json!({}), amount).await
+    }
+
+    /// Opens a channel funded with `amount` of `token` (`ft_transfer_call`).
+    /// The channel id is read from the contract's `channels_of` afterwards.
+    pub async fn open_token(
+        &self,
+        payer: &NearAccount,
+        token: &AccountId,
+        payee: &AccountId,
+        payer_key: &VoucherKey,
+        challenge_period_ns: u64,
+        amount: u128,
+    ) -> Result<(u64, TxOutcome), NearError> {
+        let msg = json!({ "Open": {
+            "payee": payee,
+            "payer_key": hex(&payer_key.to_bytes()),
+            "challenge_period_ns": challenge_period_ns.to_string(),
+        }});
+        let outcome = self.ft_transfer_call(payer, token, amount, msg).await?;
+        let channels = self.channels_of(&payer.id).await?;
+        let id = channels
+            .iter()
+            .filter(|c| c.payee == *payee && c.currency == Currency::Token(token.clone()))
+            .map(|c| c.id)
+            .max()
+            .ok_or_else(|| NearError::Failed {
+                method: "ft_transfer_call Open".into(),
+                reason: "no channel was opened (the token refunded the transfer)".into(),
+                tokens_burnt: 0,
+            })?;
+        Ok((id, outcome))
+    }
+
+    /// `ft_transfer_call` of `amount` to the channel contract with `msg`;
+    /// fails if the contract refunded any of it.
+    pub async fn ft_transfer_call(
+        &self,
+        payer: &NearAccount,
+        token: &AccountId,
+        amount: u128,
+        msg: serde_json::Value,
+    ) -> Result<TxOutcome, NearError> {
+        let args = json!({ "receiver_id": self.contract, "amount": amount.to_string(), "msg": msg.to_string() });
+        let outcome = self.call_on(token, payer, "ft_transfer_call", args, 1, FT_CALL_GAS_TGAS).await?;
+        let used: Option<u128> = outcome.value.as_str().and_then(|s| s.parse().ok());
+        if used != Some(amount) {
+            return Err(NearError::Failed {
+                method: "ft_transfer_call".into(),
+                reason: format!("the channel contract accepted {} of {amount}; the rest was refunded", outcome.value),
+                tokens_burnt: outcome.tokens_burnt,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Adds `amount` NEAR to a NEAR channel.
+    pub async fn top_up_near(&self, payer: &NearAccount, channel_id: u64, amount: u128) -> Result<TxOutcome, NearError> {
+        self.call(payer, "top_up", json!({ "channel_id": channel_id.to_string() }), amount).await
+    }
+
+    /// Adds `amount` of `token` to a token channel.
+    pub async fn top_up_token(&self, payer: &NearAccount, token: &AccountId, channel_id: u64, amount: u128) -> Result<TxOutcome, NearError> {
+        self.ft_transfer_call(payer, token, amount, json!({ "TopUp": { "channel_id": channel_id.to_string() } })).await
+    }
+
+    /// The payee claims what `voucher` pays (the channel stays open).
+    pub async fn claim(&self, payee: &NearAccount, voucher: &SignedVoucher) -> Result<TxOutcome, NearError> {
+        let args = json!({
+            "channel_id": voucher.voucher.channel_id.to_string(),
+            "cumulative": voucher.voucher.cumulative.to_string(),
+            "signature": hex(&voucher.signature),
+        });
+        self.call(payee, "claim", args, 0).await
+    }
+
+    /// The payee closes now, claiming `last` if given; the rest goes back to the payer.
+    pub async fn close(&self, payee: &NearAccount, channel_id: u64, last: Option<&SignedVoucher>) -> Result<TxOutcome, NearError> {
+        let final_voucher = last.map(|v| json!({ "cumulative": v.voucher.cumulative.to_string(), "signature": hex(&v.signature) }));
+        self.call(payee, "close", json!({ "channel_id": channel_id.to_string(), "final_voucher": final_voucher }), 0).await
+    }
+
+    /// The payer starts a unilateral close; returns when the challenge period ends (ns).
+    pub async fn start_close(&self, payer: &NearAccount, channel_id: u64) -> Result<(u64, TxOutcome), NearError> {
+        let outcome = self.call(payer, "start_close", json!({ "channel_id": channel_id.to_string() }), 0).await?;
+        let ends = outcome
+            .value
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| NearError::BadResponse(format!("start_close returned {}", outcome.value)))?;
+        Ok((ends, outcome))
+    }
+
+    /// After the challenge period, refunds the unclaimed rest to the payer.
+    pub async fn finalize(&self, caller: &NearAccount, channel_id: u64) -> Result<TxOutcome, NearError> {
+        self.call(caller, "finalize", json!({ "channel_id": channel_id.to_string() }), 0).await
+    }
+
+    /// Registers `key` (hex of an agent's ed25519 key) as speaking for the caller's account.
+    pub async fn register_endpoint(&self, account: &NearAccount, key: &VoucherKey) -> Result<TxOutcome, NearError> {
+        self.call(account, "register_endpoint", json!({ "key": hex(&key.to_bytes()) }), 0).await
+    }
+
+    /// Whether `key` speaks for `account` in the endpoint registry.
+    pub async fn is_endpoint(&self, account: &AccountId, key: &VoucherKey) -> Result<bool, NearError> {
+        self.view("is_endpoint", json!({ "account_id": account, "key": hex(&key.to_bytes()) })).await
+    }
+
+    /// A channel, if it exists.
+    pub async fn get_channel(&self, channel_id: u64) -> Result<Option<ChannelView>, NearError> {
+        self.view("get_channel", json!({ "channel_id": channel_id.to_string() })).await
+    }
+
+    /// An account's channels (as payer or payee), first page.
+    pub async fn channels_of(&self, account: &AccountId) -> Result<Vec<ChannelView>, NearError> {
+        self.view("channels_of", json!({ "account_id": account })).await
+    }
+
+    /// A NEP-141 balance.
+    pub async fn ft_balance_of(&self, token: &AccountId, account: &AccountId) -> Result<u128, NearError> {
+        let s: String = self.view_on(token, "ft_balance_of", json!({ "account_id": account })).await?;
+        s.parse().map_err(|_| NearError::BadResponse(format!("ft_balance_of returned {s:?}")))
+    }
+
+    /// Registers `account` with `token` (NEP-145), paid by `payer`.
+    pub async fn ft_storage_deposit(&self, payer: &NearAccount, token: &AccountId, account: &AccountId, amount: u128) -> Result<TxOutcome, NearError> {
+        self.call_on(token, payer, "storage_deposit", json!({ "account_id": account }), amount, CALL_GAS_TGAS).await
+    }
+}

@@ -1,0 +1,261 @@
+//! The whole life of a NEAR channel and of a NEP-141 channel, through the
+//! devnet's JSON-RPC with the agent's NEAR client (`agentwire_agent::near`,
+//! built on `near-api`): open, vouchers signed with `agentwire-protocol`,
+//! claim, top-up, the payer's unilateral close, the payee's claim inside the
+//! challenge period, finalize. Every balance is checked to the yoctoNEAR
+//! (and to the token's smallest unit): a signer's NEAR balance moves by its
+//! deposits, what it receives, and the `tokens_burnt` its transactions report.
+
+use agentwire_agent::near::{ChannelClient, Currency, NearAccount, NearError, TxOutcome};
+use agentwire_devnet::contracts::Contract as Wasm;
+use agentwire_devnet::{DevAccount, Devnet, DevnetConfig, ONE_NEAR};
+use agentwire_protocol::account::AccountId as ProtoAccount;
+use agentwire_protocol::identity::Keypair;
+use agentwire_protocol::payment::SignedVoucher;
+use agentwire_protocol::voucher::Voucher;
+use near_api::{AccountId, Contract, NearGas, Signer};
+use serde_json::json;
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+const STORAGE: u128 = ONE_NEAR / 100;
+const USDC: u128 = 1_000_000; // 6 decimals
+
+struct World {
+    devnet: Devnet,
+    client: ChannelClient,
+    token: AccountId,
+    payer: NearAccount,
+    payee: NearAccount,
+}
+
+fn near_account(a: &DevAccount) -> NearAccount {
+    NearAccount::new(a.account_id.as_str(), &a.secret_key.to_string()).expect("dev account")
+}
+
+fn signer(a: &DevAccount) -> std::sync::Arc<Signer> {
+    Signer::from_secret_key(a.secret_key.to_string().parse().expect("key")).expect("signer")
+}
+
+async fn deploy(devnet: &Devnet, account: &DevAccount, wasm: Vec<u8>, init: serde_json::Value) {
+    let id: AccountId = account.account_id.as_str().parse().unwrap();
+    let network = near_api::NetworkConfig::from_rpc_url("devnet", devnet.rpc_url().parse().unwrap());
+    Contract::deploy(id)
+        .use_code(wasm)
+        .with_init_call("new", init)
+        .expect("init args")
+        .gas(NearGas::from_tgas(300))
+        .with_signer(signer(account))
+        .send_to(&network)
+        .await
+        .expect("deploy sent")
+        .into_result()
+        .expect("deploy and init succeed");
+}
+
+/// A devnet with the channel contract, a USDC-like token, a payer holding
+/// 1,000 USDC and a payee; both registered with the token.
+async fn world() -> World {
+    let devnet = Devnet::start(DevnetConfig::default()).expect("devnet starts");
+    let channels = devnet.create_account("channels", 50 * ONE_NEAR).unwrap();
+    let usdc = devnet.create_account("usdc", 50 * ONE_NEAR).unwrap();
+    let payer = devnet.create_account("payer", 100 * ONE_NEAR).unwrap();
+    let payee = devnet.create_account("payee", 100 * ONE_NEAR).unwrap();
+    let channel_wasm = Wasm::Channel.wasm().expect("channel contract wasm");
+    let token_wasm = Wasm::Token.wasm().expect("token wasm");
+    deploy(
+        &devnet,
+        &channels,
+        channel_wasm,
+        json!({ "owner_id": "channels.devnet", "min_challenge_period_ns": HOUR_NS.to_string(), "tokens": ["usdc.devnet"] }),
+    )
+    .await;
+    deploy(
+        &devnet,
+        &usdc,
+        token_wasm,
+        json!({ "owner_id": "payer.devnet", "total_supply": (1_000 * USDC).to_string(), "symbol": "USDC", "decimals": 6 }),
+    )
+    .await;
+    let client = ChannelClient::new(&devnet.rpc_url(), "channels.devnet").unwrap();
+    let token: AccountId = "usdc.devnet".parse().unwrap();
+    let (payer, payee) = (near_account(&payer), near_account(&payee));
+    // The channel contract and the payee must hold token storage to receive USDC.
+    for who in ["channels.devnet", "payee.devnet"] {
+        client.ft_storage_deposit(&payer, &token, &who.parse().unwrap(), STORAGE).await.expect("ft storage");
+    }
+    World { devnet, client, token, payer, payee }
+}
+
+fn voucher_key() -> Keypair {
+    Keypair::from_seed(&[42; 32])
+}
+
+fn voucher(channel_id: u64, epoch: u64, cumulative: u128) -> SignedVoucher {
+    let v = Voucher { contract: ProtoAccount::new("channels.devnet").unwrap(), channel_id, epoch, cumulative };
+    SignedVoucher::sign(v, &voucher_key())
+}
+
+/// NEAR balances of the payer and payee, and the contract.
+async fn near_balances(w: &World) -> [u128; 3] {
+    let c = &w.client;
+    [
+        c.near_balance(&w.payer.id).await.unwrap(),
+        c.near_balance(&w.payee.id).await.unwrap(),
+        c.near_balance(c.contract()).await.unwrap(),
+    ]
+}
+
+fn burnt(o: &TxOutcome) -> u128 {
+    assert!(o.tokens_burnt > 0, "every transaction burns gas");
+    o.tokens_burnt
+}
+
+/// A refused call: returns the gas it burnt (its deposits came back).
+fn expect_failure<T: std::fmt::Debug>(r: Result<T, NearError>, text: &str) -> u128 {
+    match r {
+        Err(NearError::Failed { reason, tokens_burnt, .. }) => {
+            assert!(reason.contains(text), "expected {text:?} in {reason:?}");
+            assert!(tokens_burnt > 0, "a refused call still burns gas");
+            tokens_burnt
+        }
+        other => panic!("expected an on-chain failure containing {text:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_channel_life_through_json_rpc_to_the_yocto() {
+    let w = world().await;
+    let c = &w.client;
+    let [payer0, payee0, contract0] = near_balances(&w).await;
+
+    // Open: 5 NEAR deposit plus 0.01 NEAR storage.
+    let (id, o) = c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, 5 * ONE_NEAR, STORAGE).await.unwrap();
+    let ch = c.get_channel(id).await.unwrap().expect("channel exists");
+    assert_eq!((ch.deposit, ch.claimed, ch.currency.clone()), (5 * ONE_NEAR, 0, Currency::Near));
+    let mut payer = payer0 - 5 * ONE_NEAR - STORAGE - burnt(&o);
+    let mut payee = payee0;
+    let mut contract = contract0 + 5 * ONE_NEAR + STORAGE;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+
+    // Claim 1 NEAR: the payout and its callback run as receipts.
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await.unwrap();
+    payee = payee + ONE_NEAR - burnt(&o);
+    contract -= ONE_NEAR;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+    // The same voucher again pays nothing.
+    payee -= expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await, "");
+    assert_eq!(near_balances(&w).await, [payer, payee, contract], "a replayed voucher pays nothing");
+
+    // Top up 2 NEAR.
+    let o = c.top_up_near(&w.payer, id, 2 * ONE_NEAR).await.unwrap();
+    payer -= 2 * ONE_NEAR + burnt(&o);
+    contract += 2 * ONE_NEAR;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+    assert_eq!(c.get_channel(id).await.unwrap().unwrap().deposit, 7 * ONE_NEAR);
+
+    // The payer starts a unilateral close; no more top-ups.
+    let (ends, o) = c.start_close(&w.payer, id).await.unwrap();
+    payer -= burnt(&o);
+    let ch = c.get_channel(id).await.unwrap().unwrap();
+    assert_eq!(ends, ch.closing_since_ns.unwrap() + HOUR_NS);
+    payer -= expect_failure(c.top_up_near(&w.payer, id, ONE_NEAR).await, "clos");
+    assert_eq!(near_balances(&w).await, [payer, payee, contract], "the refused top-up's deposit came back");
+
+    // Inside the challenge period the payee claims its latest voucher (3 NEAR).
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 3 * ONE_NEAR)).await.unwrap();
+    payee = payee + 2 * ONE_NEAR - burnt(&o);
+    contract -= 2 * ONE_NEAR;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+
+    // Finalize is refused until the period ends, then refunds 7 - 3 = 4 NEAR
+    // and the channel's storage.
+    payer -= expect_failure(c.finalize(&w.payer, id).await, "");
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+    w.devnet.fast_forward(3_601).unwrap();
+    let o = c.finalize(&w.payer, id).await.unwrap();
+    payer = payer + 4 * ONE_NEAR - burnt(&o);
+    contract -= 4 * ONE_NEAR;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+    assert_eq!(c.get_channel(id).await.unwrap(), None, "a finalized channel is deleted");
+    let storage: String =
+        c.view_on(c.contract(), "storage_balance_of", json!({ "account_id": w.payer.id })).await.unwrap();
+    assert_eq!(storage, STORAGE.to_string(), "the channel's storage is credited back to the payer");
+    // A late claim finds nothing.
+    payee -= expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR)).await, "");
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nep141_channel_life_through_json_rpc_to_the_unit() {
+    let w = world().await;
+    let c = &w.client;
+    let t = &w.token;
+    let tokens = || async {
+        [
+            c.ft_balance_of(t, &w.payer.id).await.unwrap(),
+            c.ft_balance_of(t, &w.payee.id).await.unwrap(),
+            c.ft_balance_of(t, c.contract()).await.unwrap(),
+        ]
+    };
+    assert_eq!(tokens().await, [1_000 * USDC, 0, 0]);
+    let [payer0, payee0, contract0] = near_balances(&w).await;
+
+    // Storage for the channel comes from the payer's storage balance.
+    let o1 = c.storage_deposit(&w.payer, STORAGE).await.unwrap();
+    let (id, o2) = c.open_token(&w.payer, t, &w.payee.id, &voucher_key().public(), HOUR_NS, 100 * USDC).await.unwrap();
+    let ch = c.get_channel(id).await.unwrap().unwrap();
+    assert_eq!((ch.deposit, ch.currency.clone()), (100 * USDC, Currency::Token(t.clone())));
+    assert_eq!(tokens().await, [900 * USDC, 0, 100 * USDC]);
+    // ft_transfer_call attaches exactly 1 yoctoNEAR.
+    let mut payer = payer0 - STORAGE - burnt(&o1) - 1 - burnt(&o2);
+    let mut payee = payee0;
+    let contract = contract0 + STORAGE;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+
+    // Claim 30 USDC: ft_transfer with 1 yoctoNEAR from the contract, then the callback.
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 30 * USDC)).await.unwrap();
+    payee -= burnt(&o);
+    assert_eq!(tokens().await, [900 * USDC, 30 * USDC, 70 * USDC]);
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
+
+    // Top up 50 USDC.
+    let o = c.top_up_token(&w.payer, t, id, 50 * USDC).await.unwrap();
+    payer -= 1 + burnt(&o);
+    assert_eq!(tokens().await, [850 * USDC, 30 * USDC, 120 * USDC]);
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
+    assert_eq!(c.get_channel(id).await.unwrap().unwrap().deposit, 150 * USDC);
+
+    // Unilateral close; a token top-up is now refused and refunded by the token.
+    let (_, o) = c.start_close(&w.payer, id).await.unwrap();
+    payer -= burnt(&o);
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
+    payer -= 1 + expect_failure(c.top_up_token(&w.payer, t, id, 10 * USDC).await, "refunded");
+    assert_eq!(tokens().await, [850 * USDC, 30 * USDC, 120 * USDC], "the refused top-up was refunded");
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
+
+    // The payee claims 60 in total inside the period.
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 60 * USDC)).await.unwrap();
+    payee -= burnt(&o);
+    assert_eq!(tokens().await, [850 * USDC, 60 * USDC, 90 * USDC]);
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 2]);
+
+    // Finalize after the period: the payer gets 150 - 60 = 90 back.
+    w.devnet.fast_forward(3_601).unwrap();
+    let o = c.finalize(&w.payer, id).await.unwrap();
+    payer -= burnt(&o);
+    assert_eq!(tokens().await, [940 * USDC, 60 * USDC, 0]);
+    assert_eq!(near_balances(&w).await, [payer, payee, contract - 3]);
+    assert_eq!(c.get_channel(id).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_answers_through_json_rpc() {
+    let w = world().await;
+    let c = &w.client;
+    let agent = Keypair::from_seed(&[7; 32]).public();
+    assert!(!c.is_endpoint(&w.payee.id, &agent).await.unwrap());
+    c.storage_deposit(&w.payee, STORAGE).await.unwrap();
+    c.register_endpoint(&w.payee, &agent).await.unwrap();
+    assert!(c.is_endpoint(&w.payee.id, &agent).await.unwrap());
+    assert!(!c.is_endpoint(&w.payer.id, &agent).await.unwrap(), "a key speaks only for the account that registered it");
+}
