@@ -83,7 +83,7 @@ pub enum TokenMessage {
 pub struct ChannelContract;
 
 pub(crate) fn fail(e: ChannelError) -> ! {
-    env::panic_str(&e.to_string())
+    env::panic_str(&e.message())
 }
 
 fn ok<T>(r: Result<T, ChannelError>) -> T {
@@ -386,11 +386,34 @@ impl ChannelContract {
                 }
             }
         }
-        let owed = store::owed(receiver.as_str(), &currency);
-        store::set_owed(receiver.as_str(), &currency, owed.saturating_add(amount.0));
-        events::payout_owed(receiver.as_str(), &currency, amount.0);
+        add_owed(&receiver, &currency, amount.0);
         false
     }
+
+    /// Callback of a settlement that paid both parties: each failed transfer
+    /// becomes owed to its receiver (the channel no longer exists).
+    pub fn on_settle(
+        &mut self,
+        payee: AccountId,
+        payer: AccountId,
+        currency: Currency,
+        payout: U128,
+        refund: U128,
+        results: [Result<(), PromiseError>; 2],
+    ) {
+        if results[0].is_err() {
+            add_owed(&payee, &currency, payout.0);
+        }
+        if results[1].is_err() {
+            add_owed(&payer, &currency, refund.0);
+        }
+    }
+}
+
+fn add_owed(receiver: &AccountId, currency: &Currency, amount: u128) {
+    let owed = store::owed(receiver.as_str(), currency);
+    store::set_owed(receiver.as_str(), currency, owed.saturating_add(amount));
+    events::payout_owed(receiver.as_str(), currency, amount);
 }
 
 /// Creates the `on_*` callback of promise `p` and makes it the call's result.
@@ -408,9 +431,9 @@ fn callback(p: PromiseIndex, method: &str, args: String) -> PromiseIndex {
     cb
 }
 
-/// Sends `amount` to `to` in `currency`, then `on_payout`; returns the callback's promise.
-fn pay(to: &AccountId, currency: &Currency, amount: u128, channel_id: Option<u64>) -> PromiseIndex {
-    let p = match currency {
+/// The transfer of `amount` to `to` in `currency`, without a callback.
+fn transfer(to: &AccountId, currency: &Currency, amount: u128) -> PromiseIndex {
+    match currency {
         Currency::Near => {
             let p = env::promise_batch_create(to);
             env::promise_batch_action_transfer(p, NearToken::from_yoctonear(amount));
@@ -433,7 +456,12 @@ fn pay(to: &AccountId, currency: &Currency, amount: u128, channel_id: Option<u64
             );
             p
         }
-    };
+    }
+}
+
+/// Sends `amount` to `to` in `currency`, then `on_payout`; returns the callback's promise.
+fn pay(to: &AccountId, currency: &Currency, amount: u128, channel_id: Option<u64>) -> PromiseIndex {
+    let p = transfer(to, currency, amount);
     let mut args = String::from("{\"receiver\":");
     push_str(&mut args, to.as_str());
     args.push_str(",\"currency\":");
@@ -536,11 +564,34 @@ fn settle(id: u64, ch: ChannelV1, s: Settlement, name: &str) {
     payer_rec.balance = payer_rec.balance.checked_add(credit).unwrap_or_else(|| fail(ChannelError::Overflow));
     payer_rec.save(ch.payer.as_str());
     events::settled(name, id, s.payout, s.refund);
-    if s.payout > 0 {
-        pay(&ch.payee, &ch.currency, s.payout, None);
-    }
-    if s.refund > 0 {
-        pay(&ch.payer, &ch.currency, s.refund, None);
+    match (s.payout > 0, s.refund > 0) {
+        // Both: one callback for the two transfers (`on_settle`), which saves a
+        // receipt and a function call (about 0.38 Tgas) over two `on_payout`s.
+        (true, true) => {
+            let both = env::promise_and(&[
+                transfer(&ch.payee, &ch.currency, s.payout),
+                transfer(&ch.payer, &ch.currency, s.refund),
+            ]);
+            let mut args = String::from("{\"payee\":");
+            push_str(&mut args, ch.payee.as_str());
+            args.push_str(",\"payer\":");
+            push_str(&mut args, ch.payer.as_str());
+            args.push_str(",\"currency\":");
+            events::push_currency(&mut args, &ch.currency);
+            args.push_str(",\"payout\":");
+            push_dec(&mut args, s.payout);
+            args.push_str(",\"refund\":");
+            push_dec(&mut args, s.refund);
+            args.push('}');
+            callback(both, "on_settle", args);
+        }
+        (true, false) => {
+            pay(&ch.payee, &ch.currency, s.payout, None);
+        }
+        (false, true) => {
+            pay(&ch.payer, &ch.currency, s.refund, None);
+        }
+        (false, false) => {}
     }
 }
 

@@ -96,13 +96,18 @@ fn private(method: &str) {
 /// The result of the one promise a callback waits on. The value itself is
 /// ignored (a NEAR transfer has none, `ft_transfer` returns nothing).
 fn callback_result() -> Result<(), PromiseError> {
-    if env::promise_results_count() != 1 {
-        env::panic_str("Callback expects exactly one promise result");
+    let [r] = callback_results::<1>();
+    r
+}
+
+fn callback_results<const N: usize>() -> [Result<(), PromiseError>; N] {
+    if env::promise_results_count() != N as u64 {
+        env::panic_str("Callback expects another number of promise results");
     }
-    match env::promise_result_checked(0, 0) {
+    core::array::from_fn(|i| match env::promise_result_checked(i as u64, 0) {
         Err(PromiseError::Failed) => Err(PromiseError::Failed),
         _ => Ok(()),
-    }
+    })
 }
 
 fn ret(s: &str) {
@@ -290,6 +295,19 @@ pub mod methods {
         });
     }
 
+    pub fn on_settle() {
+        private("on_settle");
+        no_deposit("on_settle");
+        let i = input();
+        let a = args(&i);
+        let payee = account(req(&a, "payee"), "payee");
+        let payer = account(req(&a, "payer"), "payer");
+        let currency = currency_arg(req(&a, "currency"));
+        let payout = u128_arg(req(&a, "payout"), "payout");
+        let refund = u128_arg(req(&a, "refund"), "refund");
+        ChannelContract.on_settle(payee, payer, currency, payout, refund, callback_results::<2>());
+    }
+
     pub fn register_endpoint() {
         no_deposit("register_endpoint");
         let i = input();
@@ -403,6 +421,7 @@ export!(
     finalize,
     withdraw_owed,
     on_payout,
+    on_settle,
     register_endpoint,
     revoke_endpoint,
     is_endpoint,

@@ -295,19 +295,36 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends an unsigned integer in decimal, without `core::fmt`.
-pub fn push_u128(out: &mut String, mut v: u128) {
-    let mut buf = [0u8; 39];
+/// Appends an unsigned integer in decimal, without `core::fmt`. At most one
+/// 128-bit division (software on wasm, hundreds of instructions each): the
+/// digits are produced in `u64` arithmetic.
+pub fn push_u128(out: &mut String, v: u128) {
+    const E19: u128 = 10_000_000_000_000_000_000;
+    if v < E19 {
+        push_u64(out, v as u64, 0);
+    } else {
+        let (hi, lo) = (v / E19, (v % E19) as u64);
+        if hi < E19 {
+            push_u64(out, hi as u64, 0);
+        } else {
+            push_u64(out, (hi / E19) as u64, 0);
+            push_u64(out, (hi % E19) as u64, 19);
+        }
+        push_u64(out, lo, 19);
+    }
+}
+
+/// `v` in decimal, left-padded with zeros to `width` digits.
+fn push_u64(out: &mut String, mut v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
     let mut i = buf.len();
-    loop {
+    while v > 0 {
         i -= 1;
         buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
-        if v == 0 {
-            break;
-        }
     }
-    out.extend(buf[i..].iter().map(|&b| b as char));
+    let start = i.min(buf.len() - width.max(1));
+    out.extend(buf[start..].iter().map(|&b| b as char));
 }
 
 /// Appends an integer as a JSON string (`U128`, `U64`).
@@ -353,8 +370,11 @@ mod tests {
         let mut s = String::new();
         push_str(&mut s, "a\"\\\u{1}");
         assert_eq!(s, r#""a\"\\\u0001""#);
-        let mut n = String::new();
-        push_dec(&mut n, u128::MAX);
-        assert_eq!(n, format!("\"{}\"", u128::MAX));
+        for v in [0, 9, 10, u64::MAX as u128, 10_000_000_000_000_000_000, 10u128.pow(38) - 1, 10u128.pow(38), u128::MAX]
+        {
+            let mut n = String::new();
+            push_dec(&mut n, v);
+            assert_eq!(n, format!("\"{v}\""));
+        }
     }
 }
