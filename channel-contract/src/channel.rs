@@ -48,25 +48,45 @@ pub enum ChannelError {
     Overflow,
 }
 
+impl ChannelError {
+    /// The panic message, built without `core::fmt` (which would add to the
+    /// contract's wasm, and so to its load gas on every call).
+    pub fn message(&self) -> String {
+        let fixed = match self {
+            ChannelError::NotPayer => "only the payer may do this",
+            ChannelError::NotPayee => "only the payee may do this",
+            ChannelError::NotParty => "only the payer or the payee may do this",
+            ChannelError::SelfChannel => "payer and payee must differ",
+            ChannelError::WeakKey => "voucher key is a small-order point",
+            ChannelError::ZeroAmount => "amount must be positive",
+            ChannelError::PeriodTooShort { min_ns } => {
+                return with_number("challenge period below the minimum of ", *min_ns, " ns")
+            }
+            ChannelError::PeriodTooLong => "challenge period above the maximum of 30 days",
+            ChannelError::Closing => "channel is closing",
+            ChannelError::NotClosing => "no close was started",
+            ChannelError::ChallengePeriodRunning { ends_ns } => {
+                return with_number("challenge period runs until ", *ends_ns, "")
+            }
+            ChannelError::VoucherExceedsDeposit => "voucher exceeds the deposit",
+            ChannelError::NothingToClaim => "voucher total is not above the claimed total",
+            ChannelError::BadSignature => "voucher signature does not verify",
+            ChannelError::Overflow => "amount overflow",
+        };
+        fixed.into()
+    }
+}
+
+fn with_number(before: &str, n: u64, after: &str) -> String {
+    let mut s = String::from(before);
+    crate::json::push_u128(&mut s, n.into());
+    s.push_str(after);
+    s
+}
+
 impl core::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ChannelError::NotPayer => write!(f, "only the payer may do this"),
-            ChannelError::NotPayee => write!(f, "only the payee may do this"),
-            ChannelError::NotParty => write!(f, "only the payer or the payee may do this"),
-            ChannelError::SelfChannel => write!(f, "payer and payee must differ"),
-            ChannelError::WeakKey => write!(f, "voucher key is a small-order point"),
-            ChannelError::ZeroAmount => write!(f, "amount must be positive"),
-            ChannelError::PeriodTooShort { min_ns } => write!(f, "challenge period below the minimum of {min_ns} ns"),
-            ChannelError::PeriodTooLong => write!(f, "challenge period above the maximum of 30 days"),
-            ChannelError::Closing => write!(f, "channel is closing"),
-            ChannelError::NotClosing => write!(f, "no close was started"),
-            ChannelError::ChallengePeriodRunning { ends_ns } => write!(f, "challenge period runs until {ends_ns}"),
-            ChannelError::VoucherExceedsDeposit => write!(f, "voucher exceeds the deposit"),
-            ChannelError::NothingToClaim => write!(f, "voucher total is not above the claimed total"),
-            ChannelError::BadSignature => write!(f, "voucher signature does not verify"),
-            ChannelError::Overflow => write!(f, "amount overflow"),
-        }
+        f.write_str(&self.message())
     }
 }
 

@@ -210,3 +210,52 @@ fn endpoint_registry_charges_and_releases_storage() {
     c.revoke_endpoint(key.clone());
     assert!(!c.is_endpoint(acc("brand.near"), key));
 }
+
+#[test]
+fn close_credits_back_every_byte_the_open_charged_and_unindexes() {
+    let mut c = deploy();
+    ctx("user.near", NEAR, 0);
+    c.storage_deposit(None);
+    // (Native contexts reset storage_usage, so bytes are compared in the VM tests.)
+    let balance0 = c.storage_balance_of(acc("user.near")).0;
+    let id = open_near(&mut c, NEAR);
+    assert!(c.storage_balance_of(acc("user.near")).0 < balance0 + NEAR / 10, "storage charged");
+    assert_eq!(c.channels_of(acc("user.near"), None, None).len(), 1);
+    ctx("brand.near", 0, 10);
+    c.close(U64(id), None);
+    assert_eq!(c.storage_balance_of(acc("user.near")).0, balance0 + NEAR / 10, "all credited back");
+    assert!(c.channels_of(acc("user.near"), None, None).is_empty());
+    assert!(c.channels_of(acc("brand.near"), None, None).is_empty());
+}
+
+#[test]
+fn settlement_with_two_failed_transfers_owes_both_parties() {
+    let mut c = deploy();
+    ctx("channels.near", 0, 0);
+    c.on_settle(
+        acc("brand.near"),
+        acc("user.near"),
+        Currency::Near,
+        U128(3),
+        U128(4),
+        [Err(PromiseError::Failed), Ok(())],
+    );
+    assert_eq!(c.owed_of(acc("brand.near"), Currency::Near), U128(3));
+    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(0));
+    assert!(get_logs().iter().any(|l| l.contains("\"event\":\"payout_owed\"")));
+}
+
+#[test]
+fn the_index_is_bounded_but_unlisted_channels_still_work() {
+    let mut c = deploy();
+    for _ in 0..crate::store::MAX_INDEXED {
+        open_near(&mut c, 1);
+    }
+    let id = open_near(&mut c, 1);
+    let listed = c.channels_of(acc("brand.near"), Some(crate::store::MAX_INDEXED as u32 - 1), None);
+    assert_eq!(listed.len(), 1, "the index is full");
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(1), sign(id, 500, 1));
+    c.close(U64(id), None);
+    assert!(c.get_channel(U64(id)).is_none());
+}

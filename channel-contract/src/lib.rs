@@ -6,9 +6,12 @@
 //!
 //! Layout: [`channel`] holds every rule of a channel as plain, natively tested
 //! Rust (who may do what, how much moves); [`weak_keys`] refuses small-order
-//! keys without curve arithmetic; [`contract`] is the near-sdk layer (storage,
-//! NEAR and NEP-141 deposits, payouts with rollback callbacks, NEP-297 events,
-//! views, the endpoint registry).
+//! keys without curve arithmetic; [`contract`] is the NEAR layer (NEAR and
+//! NEP-141 deposits, payouts with rollback callbacks, views, the endpoint
+//! registry); [`store`] is the stored layout, [`events`] the NEP-297 events,
+//! and [`entry`] the wasm entry points with their hand-written JSON ([`json`]).
+//! near-sdk is used for its host-function wrappers only: its `#[near]` macro
+//! would bring serde_json, which was most of the wasm's size and load gas.
 //!
 //! Build for the chain (NEAR protocol version 88 or later, near-sdk 5.30):
 //! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --profile contract`
@@ -16,6 +19,10 @@
 
 pub mod channel;
 pub mod contract;
+pub mod entry;
+pub mod events;
+pub mod json;
+pub mod store;
 pub mod weak_keys;
 
 #[cfg(test)]

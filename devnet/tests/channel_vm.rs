@@ -158,6 +158,11 @@ fn channel_life_in_the_vm_and_gas_table() {
     table.push(("close (with final voucher)", o.burnt_gas));
     err(vm.call("top_up", &json!({"channel_id": "99"}), "user.test.near", NEAR).expect("vm"), "no such channel");
 
+    let o = ok(vm
+        .callback("on_settle", &json!({"payee": "brand.test.near", "payer": "user.test.near", "currency": "Near", "payout": NEAR.to_string(), "refund": NEAR.to_string()}), vec![PriorResult::Success(vec![]), PriorResult::Success(vec![])])
+        .expect("vm"));
+    table.push(("on_settle (both transfers succeeded)", o.burnt_gas));
+
     eprintln!("\n| method | burnt gas (Tgas) |\n|---|---|");
     for (m, g) in &table {
         eprintln!("| {m} | {} |", tgas(*g));
@@ -247,4 +252,154 @@ fn entry_point_checks_only_the_wasm_enforces() {
         vm.view("get_channel", &json!({"channel_id": (id + 1).to_string()})).expect("vm").json(),
         serde_json::Value::Null
     );
+}
+
+/// Gas of the methods off the main channel path (spec/contract.md §8 rows).
+#[test]
+fn gas_of_the_other_methods() {
+    let mut vm = deploy();
+    let mut table: Vec<(&str, u64)> = Vec::new();
+    let key = hexs(&payer().public().to_bytes());
+    let o = ok(vm.call("storage_deposit", &json!({}), "user.test.near", NEAR / 10).expect("vm"));
+    table.push(("storage_deposit (new balance)", o.burnt_gas));
+    let msg =
+        format!(r#"{{"Open":{{"payee":"brand.test.near","payer_key":"{key}","challenge_period_ns":"{HOUR_NS}"}}}}"#);
+    let o = ok(vm
+        .call(
+            "ft_on_transfer",
+            &json!({"sender_id": "user.test.near", "amount": "1000000", "msg": msg}),
+            "usdc.test.near",
+            0,
+        )
+        .expect("vm"));
+    assert_eq!(o.json(), json!("0"));
+    table.push(("ft_on_transfer Open (first channel)", o.burnt_gas));
+    let o = ok(vm
+        .call(
+            "ft_on_transfer",
+            &json!({"sender_id": "user.test.near", "amount": "1000000", "msg": msg}),
+            "usdc.test.near",
+            0,
+        )
+        .expect("vm"));
+    table.push(("ft_on_transfer Open", o.burnt_gas));
+    let o = ok(vm
+        .call(
+            "ft_on_transfer",
+            &json!({"sender_id": "user.test.near", "amount": "5", "msg": r#"{"TopUp":{"channel_id":"0"}}"#}),
+            "usdc.test.near",
+            0,
+        )
+        .expect("vm"));
+    table.push(("ft_on_transfer TopUp", o.burnt_gas));
+    let (_, id) = open(&mut vm, NEAR);
+    let o = ok(vm.call("top_up", &json!({"channel_id": id.to_string()}), "user.test.near", NEAR).expect("vm"));
+    table.push(("top_up", o.burnt_gas));
+    // A token close with both transfers failing: one on_settle, both amounts owed.
+    let o = ok(vm
+        .call("close", &json!({"channel_id": "1", "final_voucher": {"cumulative": "400000", "signature": sign(1, 1_000, 400_000)}}), "brand.test.near", 0)
+        .expect("vm"));
+    table.push(("close (token, final voucher, two payouts)", o.burnt_gas));
+    let settle = json!({"payee": "brand.test.near", "payer": "user.test.near", "currency": {"Token": "usdc.test.near"}, "payout": "400000", "refund": "600000"});
+    let o = ok(vm.callback("on_settle", &settle, vec![PriorResult::Failed, PriorResult::Failed]).expect("vm"));
+    table.push(("on_settle (both transfers failed: two owed)", o.burnt_gas));
+    let owed = |vm: &mut ContractVm, who: &str| {
+        vm.view("owed_of", &json!({"account_id": who, "currency": {"Token": "usdc.test.near"}})).expect("vm").json()
+    };
+    assert_eq!(owed(&mut vm, "brand.test.near"), json!("400000"));
+    assert_eq!(owed(&mut vm, "user.test.near"), json!("600000"));
+    let o = ok(vm.call("close", &json!({"channel_id": "0", "final_voucher": null}), "brand.test.near", 0).expect("vm"));
+    table.push(("close (no voucher, refund only)", o.burnt_gas));
+    ok(vm
+        .call("close", &json!({"channel_id": id.to_string(), "final_voucher": null}), "brand.test.near", 0)
+        .expect("vm"));
+    // Everything the payer was charged for its channels came back (plus what `open` attached beyond the deposit).
+    assert_eq!(
+        vm.view("storage_balance_of", &json!({"account_id": "user.test.near"})).expect("vm").json(),
+        json!((NEAR / 10 + NEAR / 100).to_string())
+    );
+    let o = ok(vm
+        .callback(
+            "on_payout",
+            &json!({"receiver": "user.test.near", "currency": "Near", "amount": "7", "channel_id": null}),
+            vec![PriorResult::Success(vec![])],
+        )
+        .expect("vm"));
+    table.push(("on_payout (success)", o.burnt_gas));
+    let o = ok(vm
+        .callback("on_payout", &json!({"receiver": "user.test.near", "currency": {"Token": "usdc.test.near"}, "amount": "7", "channel_id": null}), vec![PriorResult::Failed])
+        .expect("vm"));
+    table.push(("on_payout (failed: owed)", o.burnt_gas));
+    let o = ok(vm
+        .call("withdraw_owed", &json!({"currency": {"Token": "usdc.test.near"}}), "user.test.near", 0)
+        .expect("vm"));
+    table.push(("withdraw_owed", o.burnt_gas));
+    let o = ok(vm.call("storage_withdraw", &json!({"amount": "1000"}), "user.test.near", 1).expect("vm"));
+    table.push(("storage_withdraw", o.burnt_gas));
+    let o = ok(vm
+        .callback(
+            "on_storage_withdraw",
+            &json!({"account": "user.test.near", "amount": "1000"}),
+            vec![PriorResult::Failed],
+        )
+        .expect("vm"));
+    table.push(("on_storage_withdraw (failed: restored)", o.burnt_gas));
+    ok(vm.call("storage_deposit", &json!({}), "brand.test.near", NEAR / 10).expect("vm"));
+    let ep = hexs(&Keypair::from_seed(&[3; 32]).public().to_bytes());
+    let before = vm.storage_usage();
+    let o = ok(vm.call("register_endpoint", &json!({"key": ep}), "brand.test.near", 0).expect("vm"));
+    table.push(("register_endpoint (first key)", o.burnt_gas));
+    let key_bytes = vm.storage_usage() - before;
+    assert_eq!(
+        vm.view("is_endpoint", &json!({"account_id": "brand.test.near", "key": ep.to_uppercase()})).expect("vm").json(),
+        json!(true)
+    );
+    let o = ok(vm.call("revoke_endpoint", &json!({"key": ep}), "brand.test.near", 0).expect("vm"));
+    table.push(("revoke_endpoint (last key)", o.burnt_gas));
+    assert_eq!(vm.storage_usage(), before, "revoking the last key frees its record");
+    let o = ok(vm.call("add_token", &json!({"token": "dai.test.near"}), "owner.test.near", 0).expect("vm"));
+    table.push(("add_token", o.burnt_gas));
+    err(vm.call("add_token", &json!({"token": "x.test.near"}), "mallory.test.near", 0).expect("vm"), "owner only");
+    err(vm.callback("on_settle", &settle, vec![PriorResult::Failed]).expect("vm"), "number of promise results");
+    err(vm.call("on_settle", &settle, "mallory.test.near", 0).expect("vm"), "is private");
+    let cfg = vm.view("config", &json!({})).expect("vm").json();
+    assert_eq!(cfg["tokens"], json!(["usdc.test.near", "dai.test.near"]));
+    assert_eq!(cfg["state_version"], json!(1));
+
+    eprintln!("\n| method | burnt gas (Tgas) |\n|---|---|");
+    for (m, g) in &table {
+        eprintln!("| {m} | {} |", tgas(*g));
+    }
+    eprintln!("storage: first endpoint key {key_bytes} bytes");
+}
+
+/// Malformed JSON arguments fail the way near-sdk's generated code did.
+#[test]
+fn malformed_arguments_are_refused() {
+    let mut vm = deploy();
+    let (_, id) = open(&mut vm, NEAR);
+    for bad in [json!({"channel_id": id}), json!({"channel_id": "x"}), json!({})] {
+        err(vm.call("start_close", &bad, "user.test.near", 0).expect("vm"), "Failed to deserialize input from JSON");
+    }
+    err(
+        vm.call("open", &json!({"payee": "Not An Account", "payer_key": "11".repeat(32), "challenge_period_ns": HOUR_NS.to_string(), "deposit": "1"}), "user.test.near", NEAR)
+            .expect("vm"),
+        "Failed to deserialize input from JSON",
+    );
+    err(
+        vm.call(
+            "ft_on_transfer",
+            &json!({"sender_id": "user.test.near", "amount": "1", "msg": "{\"Open\":{}}"}),
+            "usdc.test.near",
+            0,
+        )
+        .expect("vm"),
+        "msg must be",
+    );
+    let v = vm
+        .view("channels_of", &json!({"account_id": "brand.test.near", "from_index": 0, "limit": 5}))
+        .expect("vm")
+        .json();
+    assert_eq!(v[0]["id"], json!(id.to_string()));
+    assert_eq!(v[0]["closing_since_ns"], serde_json::Value::Null);
 }
