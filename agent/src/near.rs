@@ -287,6 +287,19 @@ impl ChannelClient {
         self.call(account, "storage_deposit", json!({}), amount).await
     }
 
+    /// Withdraws `amount` (all if `None`) of the account's unused storage
+    /// balance; withdrawing all with no channels left also returns the
+    /// storage of the account's record. Attaches 1 yoctoNEAR (NEP-145).
+    pub async fn storage_withdraw(&self, account: &NearAccount, amount: Option<u128>) -> Result<TxOutcome, NearError> {
+        self.call(account, "storage_withdraw", json!({ "amount": amount.map(|a| a.to_string()) }), 1).await
+    }
+
+    /// The account's unused storage balance on the channel contract.
+    pub async fn storage_balance_of(&self, account: &AccountId) -> Result<u128, NearError> {
+        let s: String = self.view("storage_balance_of", json!({ "account_id": account })).await?;
+        s.parse().map_err(|_| NearError::BadResponse(format!("storage_balance_of returned {s:?}")))
+    }
+
     /// Opens a channel funded with `amount` of `token` (`ft_transfer_call`).
     /// The channel id is read from the contract's `channels_of` afterwards.
     pub async fn open_token(

@@ -137,7 +137,7 @@ fn core(id: u64, ch: &ChannelV1) -> Channel {
         deposit: ch.deposit,
         claimed: ch.claimed,
         challenge_period_ns: ch.challenge_period_ns,
-        closing_since_ns: ch.closing_since_ns,
+        closing_since_ns: (ch.closing_since_ns != 0).then_some(ch.closing_since_ns),
     }
 }
 
@@ -152,7 +152,7 @@ fn view(id: u64, ch: &ChannelV1) -> ChannelView {
         deposit: U128(ch.deposit),
         claimed: U128(ch.claimed),
         challenge_period_ns: U64(ch.challenge_period_ns),
-        closing_since_ns: ch.closing_since_ns.map(U64),
+        closing_since_ns: (ch.closing_since_ns != 0).then_some(U64(ch.closing_since_ns)),
     }
 }
 
@@ -226,12 +226,19 @@ impl ChannelContract {
         }
         let account = env::predecessor_account_id();
         let mut a = Account::load(account.as_str());
-        let take = amount.map_or(a.balance, |x| x.0);
+        let mut take = amount.map_or(a.balance, |x| x.0);
         if take == 0 || take > a.balance {
             env::panic_str("not that much unused storage balance");
         }
         a.balance -= take;
+        let before = env::storage_usage();
         a.save(account.as_str());
+        // Withdrawing everything deletes the record: the storage it was
+        // charged for comes back too, so an account that leaves leaves nothing.
+        let freed = u128::from(before.saturating_sub(env::storage_usage()));
+        take = take
+            .checked_add(freed.saturating_mul(env::storage_byte_cost().as_yoctonear()))
+            .unwrap_or_else(|| fail(ChannelError::Overflow));
         let p = env::promise_batch_create(&account);
         env::promise_batch_action_transfer(p, NearToken::from_yoctonear(take));
         let mut args = String::from("{\"account\":");
@@ -247,6 +254,13 @@ impl ChannelContract {
         if result.is_err() {
             let mut a = Account::load(account.as_str());
             a.balance = a.balance.checked_add(amount.0).unwrap_or_else(|| fail(ChannelError::Overflow));
+            // A record deleted by the withdrawal comes back: charge its bytes
+            // again (they were part of the amount paid out). Its size does not
+            // depend on the balance, so saving twice measures it.
+            let before = env::storage_usage();
+            a.save(account.as_str());
+            let regrown = u128::from(env::storage_usage().saturating_sub(before));
+            a.balance = a.balance.saturating_sub(regrown.saturating_mul(env::storage_byte_cost().as_yoctonear()));
             a.save(account.as_str());
         }
     }
@@ -336,7 +350,7 @@ impl ChannelContract {
         let mut ch = load_channel(id);
         let mut c = core(id, &ch);
         let ends = ok(c.start_close(&caller, env::block_timestamp()));
-        ch.closing_since_ns = c.closing_since_ns;
+        ch.closing_since_ns = c.closing_since_ns.map_or(0, |t| t.max(1));
         events::close_started(id, ends);
         store::set_channel(id, ch);
         U64(ends)
@@ -517,7 +531,7 @@ fn open_channel(
             deposit,
             claimed: 0,
             challenge_period_ns: period_ns,
-            closing_since_ns: None,
+            closing_since_ns: 0,
             indexed,
         },
     );

@@ -57,7 +57,9 @@ pub struct ChannelV1 {
     pub deposit: u128,
     pub claimed: u128,
     pub challenge_period_ns: u64,
-    pub closing_since_ns: Option<u64>,
+    /// When a unilateral close started, ns; 0 while open. Fixed-size (not an
+    /// `Option`) so starting a close writes no new bytes that nobody paid for.
+    pub closing_since_ns: u64,
     /// Which account indexes list this channel ([`IN_PAYER_INDEX`], [`IN_PAYEE_INDEX`]).
     pub indexed: u8,
 }

@@ -105,6 +105,12 @@ async fn near_balances(w: &World) -> [u128; 3] {
     ]
 }
 
+/// Adds `amount` to a running gas total and returns it.
+fn gas(total: &mut u128, amount: u128) -> u128 {
+    *total += amount;
+    amount
+}
+
 fn burnt(o: &TxOutcome) -> u128 {
     assert!(o.tokens_burnt > 0, "every transaction burns gas");
     o.tokens_burnt
@@ -127,62 +133,76 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     let w = world().await;
     let c = &w.client;
     let [payer0, payee0, contract0] = near_balances(&w).await;
+    let (mut payer_gas, mut payee_gas) = (0u128, 0u128);
 
     // Open: 5 NEAR deposit plus 0.01 NEAR storage.
     let (id, o) = c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, 5 * ONE_NEAR, STORAGE).await.unwrap();
     let ch = c.get_channel(id).await.unwrap().expect("channel exists");
     assert_eq!((ch.deposit, ch.claimed, ch.currency.clone()), (5 * ONE_NEAR, 0, Currency::Near));
-    let mut payer = payer0 - 5 * ONE_NEAR - STORAGE - burnt(&o);
+    let mut payer = payer0 - 5 * ONE_NEAR - STORAGE - gas(&mut payer_gas, burnt(&o));
     let mut payee = payee0;
     let mut contract = contract0 + 5 * ONE_NEAR + STORAGE;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // Claim 1 NEAR: the payout and its callback run as receipts.
     let o = c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await.unwrap();
-    payee = payee + ONE_NEAR - burnt(&o);
+    payee = payee + ONE_NEAR - gas(&mut payee_gas, burnt(&o));
     contract -= ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     // The same voucher again pays nothing.
-    payee -= expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await, "");
+    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract], "a replayed voucher pays nothing");
 
     // Top up 2 NEAR.
     let o = c.top_up_near(&w.payer, id, 2 * ONE_NEAR).await.unwrap();
-    payer -= 2 * ONE_NEAR + burnt(&o);
+    payer -= 2 * ONE_NEAR + gas(&mut payer_gas, burnt(&o));
     contract += 2 * ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     assert_eq!(c.get_channel(id).await.unwrap().unwrap().deposit, 7 * ONE_NEAR);
 
     // The payer starts a unilateral close; no more top-ups.
     let (ends, o) = c.start_close(&w.payer, id).await.unwrap();
-    payer -= burnt(&o);
+    payer -= gas(&mut payer_gas, burnt(&o));
     let ch = c.get_channel(id).await.unwrap().unwrap();
     assert_eq!(ends, ch.closing_since_ns.unwrap() + HOUR_NS);
-    payer -= expect_failure(c.top_up_near(&w.payer, id, ONE_NEAR).await, "clos");
+    payer -= gas(&mut payer_gas, expect_failure(c.top_up_near(&w.payer, id, ONE_NEAR).await, "clos"));
     assert_eq!(near_balances(&w).await, [payer, payee, contract], "the refused top-up's deposit came back");
 
     // Inside the challenge period the payee claims its latest voucher (3 NEAR).
     let o = c.claim(&w.payee, &voucher(id, ch.epoch, 3 * ONE_NEAR)).await.unwrap();
-    payee = payee + 2 * ONE_NEAR - burnt(&o);
+    payee = payee + 2 * ONE_NEAR - gas(&mut payee_gas, burnt(&o));
     contract -= 2 * ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // Finalize is refused until the period ends, then refunds 7 - 3 = 4 NEAR
     // and the channel's storage.
-    payer -= expect_failure(c.finalize(&w.payer, id).await, "");
+    payer -= gas(&mut payer_gas, expect_failure(c.finalize(&w.payer, id).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     w.devnet.fast_forward(3_601).unwrap();
     let o = c.finalize(&w.payer, id).await.unwrap();
-    payer = payer + 4 * ONE_NEAR - burnt(&o);
+    payer = payer + 4 * ONE_NEAR - gas(&mut payer_gas, burnt(&o));
     contract -= 4 * ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     assert_eq!(c.get_channel(id).await.unwrap(), None, "a finalized channel is deleted");
-    let storage: String =
-        c.view_on(c.contract(), "storage_balance_of", json!({ "account_id": w.payer.id })).await.unwrap();
-    assert_eq!(storage, STORAGE.to_string(), "the channel's storage is credited back to the payer");
     // A late claim finds nothing.
-    payee -= expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR)).await, "");
+    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR)).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+
+    // The channel's storage was credited back; the payer's own record (its
+    // storage balance) still holds a little, and withdrawing everything
+    // returns all of the 0.01 NEAR it put in.
+    let left = c.storage_balance_of(&w.payer.id).await.unwrap();
+    assert!(left < STORAGE && left > STORAGE - ONE_NEAR / 1_000, "only the account record stays charged: {left}");
+    let o = c.storage_withdraw(&w.payer, None).await.unwrap();
+    payer = payer + STORAGE - 1 - gas(&mut payer_gas, burnt(&o));
+    contract = contract - STORAGE + 1;
+    assert_eq!(near_balances(&w).await, [payer, payee, contract]);
+    assert_eq!(c.storage_balance_of(&w.payer.id).await.unwrap(), 0);
+    // In sum: the payer paid the payee exactly the 3 NEAR it signed for, plus
+    // gas; the contract keeps nothing but the 1 yoctoNEAR withdrawal fee.
+    assert_eq!(contract, contract0 + 1);
+    assert_eq!(payer0 - payer - payer_gas, 3 * ONE_NEAR + 1);
+    assert_eq!(payee + payee_gas - payee0, 3 * ONE_NEAR);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
