@@ -16,12 +16,15 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
-echo "==> channel contract for the chain (wasm32, --cfg near)"
-RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel --target wasm32-unknown-unknown --profile contract
-wasm="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract/agentwire_channel.wasm"
-echo "contract: $wasm ($(wc -c < "$wasm") bytes)"
-# The VM tests (devnet/tests) run exactly this wasm.
-export AGENTWIRE_CONTRACT_WASM="$(cd "$(dirname "$wasm")" && pwd)/$(basename "$wasm")"
+echo "==> channel contract and the devnet's NEP-141 token for the chain (wasm32, --cfg near)"
+RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel -p agentwire-devnet-token \
+  --target wasm32-unknown-unknown --profile contract
+out="$(cd "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract" && pwd)"
+echo "contract: $out/agentwire_channel.wasm ($(wc -c < "$out/agentwire_channel.wasm") bytes)"
+echo "token:    $out/agentwire_devnet_token.wasm ($(wc -c < "$out/agentwire_devnet_token.wasm") bytes)"
+# The VM and devnet tests run exactly these.
+export AGENTWIRE_CONTRACT_WASM="$out/agentwire_channel.wasm"
+export AGENTWIRE_TOKEN_WASM="$out/agentwire_devnet_token.wasm"
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked

@@ -2,5 +2,7 @@
 //!
 //! - [`near`]: the NEAR client for the channel contract (any RPC: the local
 //!   devnet, testnet, mainnet).
+//! - [`devnet`]: a local devnet with the contracts deployed and funded users.
 
+pub mod devnet;
 pub mod near;

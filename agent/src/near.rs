@@ -67,12 +67,18 @@ impl std::fmt::Debug for NearAccount {
 }
 
 impl NearAccount {
+    /// The `near-api` signer for this account's key.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer.clone()
+    }
+
     /// An account and its full-access (or function-call) secret key, `ed25519:...`.
     pub fn new(id: &str, secret_key: &str) -> Result<Self, NearError> {
         let id = parse_account(id)?;
         let key: SecretKey =
             secret_key.parse().map_err(|_| NearError::Invalid { what: "secret key", value: "<redacted>".into() })?;
-        let signer = Signer::from_secret_key(key).map_err(|e| NearError::Invalid { what: "secret key", value: e.to_string() })?;
+        let signer = Signer::from_secret_key(key)
+            .map_err(|e| NearError::Invalid { what: "secret key", value: e.to_string() })?;
         Ok(NearAccount { id, signer })
     }
 }
@@ -169,14 +175,19 @@ fn outcome_of(method: &str, result: ExecutionSuccess) -> Result<TxOutcome, NearE
     let gas_burnt = result.outcomes().iter().map(|o| o.gas_burnt.as_gas()).sum();
     let logs = result.logs().into_iter().map(str::to_owned).collect();
     let raw = result.raw_bytes().map_err(|e| NearError::BadResponse(format!("{method}: {e}")))?;
-    let value = if raw.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null) };
+    let value = if raw.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null)
+    };
     Ok(TxOutcome { tokens_burnt, gas_burnt, logs, value })
 }
 
 impl ChannelClient {
     /// A client for `contract` through the JSON-RPC at `rpc_url`.
     pub fn new(rpc_url: &str, contract: &str) -> Result<Self, NearError> {
-        let url: url::Url = rpc_url.parse().map_err(|_| NearError::Invalid { what: "RPC URL", value: rpc_url.to_owned() })?;
+        let url: url::Url =
+            rpc_url.parse().map_err(|_| NearError::Invalid { what: "RPC URL", value: rpc_url.to_owned() })?;
         Ok(ChannelClient { network: NetworkConfig::from_rpc_url("agentwire", url), contract: parse_account(contract)? })
     }
 
@@ -220,7 +231,13 @@ impl ChannelClient {
         }
     }
 
-    async fn call(&self, signer: &NearAccount, method: &str, args: serde_json::Value, deposit: u128) -> Result<TxOutcome, NearError> {
+    async fn call(
+        &self,
+        signer: &NearAccount,
+        method: &str,
+        args: serde_json::Value,
+        deposit: u128,
+    ) -> Result<TxOutcome, NearError> {
         self.call_on(&self.contract.clone(), signer, method, args, deposit, CALL_GAS_TGAS).await
     }
 
@@ -240,7 +257,11 @@ impl ChannelClient {
             .map_err(|e| NearError::Rpc(format!("{method}: {e}")))
     }
 
-    async fn view<T: DeserializeOwned + Send + Sync + 'static>(&self, method: &str, args: serde_json::Value) -> Result<T, NearError> {
+    async fn view<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> Result<T, NearError> {
         self.view_on(&self.contract.clone(), method, args).await
     }
 
@@ -265,7 +286,9 @@ impl ChannelClient {
         deposit: u128,
         storage: u128,
     ) -> Result<(u64, TxOutcome), NearError> {
-        let attached = deposit.checked_add(storage).ok_or_else(|| NearError::Invalid { what: "amount", value: "overflow".into() })?;
+        let attached = deposit
+            .checked_add(storage)
+            .ok_or_else(|| NearError::Invalid { what: "amount", value: "overflow".into() })?;
         let args = json!({
             "payee": payee,
             "payer_key": hex(&payer_key.to_bytes()),
@@ -354,12 +377,23 @@ impl ChannelClient {
     }
 
     /// Adds `amount` NEAR to a NEAR channel.
-    pub async fn top_up_near(&self, payer: &NearAccount, channel_id: u64, amount: u128) -> Result<TxOutcome, NearError> {
+    pub async fn top_up_near(
+        &self,
+        payer: &NearAccount,
+        channel_id: u64,
+        amount: u128,
+    ) -> Result<TxOutcome, NearError> {
         self.call(payer, "top_up", json!({ "channel_id": channel_id.to_string() }), amount).await
     }
 
     /// Adds `amount` of `token` to a token channel.
-    pub async fn top_up_token(&self, payer: &NearAccount, token: &AccountId, channel_id: u64, amount: u128) -> Result<TxOutcome, NearError> {
+    pub async fn top_up_token(
+        &self,
+        payer: &NearAccount,
+        token: &AccountId,
+        channel_id: u64,
+        amount: u128,
+    ) -> Result<TxOutcome, NearError> {
         self.ft_transfer_call(payer, token, amount, json!({ "TopUp": { "channel_id": channel_id.to_string() } })).await
     }
 
@@ -374,9 +408,16 @@ impl ChannelClient {
     }
 
     /// The payee closes now, claiming `last` if given; the rest goes back to the payer.
-    pub async fn close(&self, payee: &NearAccount, channel_id: u64, last: Option<&SignedVoucher>) -> Result<TxOutcome, NearError> {
-        let final_voucher = last.map(|v| json!({ "cumulative": v.voucher.cumulative.to_string(), "signature": hex(&v.signature) }));
-        self.call(payee, "close", json!({ "channel_id": channel_id.to_string(), "final_voucher": final_voucher }), 0).await
+    pub async fn close(
+        &self,
+        payee: &NearAccount,
+        channel_id: u64,
+        last: Option<&SignedVoucher>,
+    ) -> Result<TxOutcome, NearError> {
+        let final_voucher =
+            last.map(|v| json!({ "cumulative": v.voucher.cumulative.to_string(), "signature": hex(&v.signature) }));
+        self.call(payee, "close", json!({ "channel_id": channel_id.to_string(), "final_voucher": final_voucher }), 0)
+            .await
     }
 
     /// The payer starts a unilateral close; returns when the challenge period ends (ns).
@@ -422,7 +463,13 @@ impl ChannelClient {
     }
 
     /// Registers `account` with `token` (NEP-145), paid by `payer`.
-    pub async fn ft_storage_deposit(&self, payer: &NearAccount, token: &AccountId, account: &AccountId, amount: u128) -> Result<TxOutcome, NearError> {
+    pub async fn ft_storage_deposit(
+        &self,
+        payer: &NearAccount,
+        token: &AccountId,
+        account: &AccountId,
+        amount: u128,
+    ) -> Result<TxOutcome, NearError> {
         self.call_on(token, payer, "storage_deposit", json!({ "account_id": account }), amount, CALL_GAS_TGAS).await
     }
 }

@@ -113,7 +113,10 @@ impl Chain {
     }
 
     fn insert_account(&mut self, id: &AccountId, key: &PublicKey, amount: u128) {
-        let access = AccessKey { nonce: self.state.head().height.saturating_mul(1_000_000), permission: AccessKeyPermission::FullAccess };
+        let access = AccessKey {
+            nonce: self.state.head().height.saturating_mul(1_000_000),
+            permission: AccessKeyPermission::FullAccess,
+        };
         let mut account = Account { amount, storage_usage: ACCOUNT_RECORD_BYTES, ..Account::default() };
         account.storage_usage += key_storage_bytes(key, &access);
         account.keys.insert(key.clone(), access);
@@ -122,7 +125,12 @@ impl Chain {
 
     /// Creates a funded account directly, paid from the root (a faucet).
     /// Returns false if it exists or the root cannot pay.
-    pub fn create_funded_account(&mut self, id: &AccountId, key: &PublicKey, amount: u128) -> Result<bool, StateFileError> {
+    pub fn create_funded_account(
+        &mut self,
+        id: &AccountId,
+        key: &PublicKey,
+        amount: u128,
+    ) -> Result<bool, StateFileError> {
         let Some(root) = self.state.root.clone() else { return Ok(false) };
         if self.state.accounts.contains_key(id) {
             return Ok(false);
@@ -290,8 +298,7 @@ impl Chain {
         let context =
             vm_context(id, account, &head, id, id, &key, args, 0, VIEW_GAS, Vec::new(), Vec::new(), &head.hash, true);
         let mut data = account.data.clone();
-        let (outcome, _) =
-            self.engine.run(code, &mut data, method, &context).map_err(QueryError::ContractExecution)?;
+        let (outcome, _) = self.engine.run(code, &mut data, method, &context).map_err(QueryError::ContractExecution)?;
         if let Some(error) = outcome.aborted {
             return Err(QueryError::ContractExecution(error.to_string()));
         }
@@ -409,7 +416,17 @@ fn final_outcome(
     );
     let receipts_outcome = outcomes
         .iter()
-        .map(|o| outcome_view(o.id, &o.executor, o.logs.clone(), o.receipt_ids.clone(), o.gas_burnt, o.status.clone(), block_hash))
+        .map(|o| {
+            outcome_view(
+                o.id,
+                &o.executor,
+                o.logs.clone(),
+                o.receipt_ids.clone(),
+                o.gas_burnt,
+                o.status.clone(),
+                block_hash,
+            )
+        })
         .collect();
     FinalExecutionOutcomeView {
         status: final_status(first, outcomes),

@@ -40,7 +40,8 @@ pub struct ActionGas {
 /// Fees for a receipt carrying `actions` (`sir`: sender is receiver).
 pub fn action_gas(fees: &RuntimeFeesConfig, actions: &[Action], sir: bool) -> Option<ActionGas> {
     let receipt = fees.fee(ActionCosts::new_action_receipt);
-    let mut total = ActionGas { send: receipt.send_fee(sir).gas.as_gas(), exec: receipt.exec_fee().gas.as_gas(), attached: 0 };
+    let mut total =
+        ActionGas { send: receipt.send_fee(sir).gas.as_gas(), exec: receipt.exec_fee().gas.as_gas(), attached: 0 };
     let add = |total: &mut ActionGas, cost: ActionCosts, times: u64| -> Option<()> {
         let fee = fees.fee(cost);
         total.send = total.send.checked_add(fee.send_fee(sir).gas.as_gas().checked_mul(times)?)?;

@@ -157,7 +157,8 @@ fn connection(stream: TcpStream, chain: &Mutex<Chain>, stop: &AtomicBool, limits
         let (status, answer) = match (head.method.as_str(), head.path.as_str()) {
             ("POST", _) => (200, crate::rpc::handle(chain, &body)),
             ("GET", "/status") => {
-                let envelope = crate::rpc::handle(chain, br#"{"jsonrpc":"2.0","id":"status","method":"status","params":[]}"#);
+                let envelope =
+                    crate::rpc::handle(chain, br#"{"jsonrpc":"2.0","id":"status","method":"status","params":[]}"#);
                 (200, envelope.get("result").cloned().unwrap_or_default())
             }
             ("GET", "/health") => (200, serde_json::json!({})),

@@ -79,10 +79,14 @@ pub enum DevnetError {
 impl std::fmt::Display for DevnetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DevnetError::Bind(e) => write!(f, "cannot listen for JSON-RPC: {e} (is another devnet running on that port?)"),
+            DevnetError::Bind(e) => {
+                write!(f, "cannot listen for JSON-RPC: {e} (is another devnet running on that port?)")
+            }
             DevnetError::State(e) => write!(f, "{e}"),
             DevnetError::BadAccountId(a) => write!(f, "{a:?} is not a valid NEAR account id"),
-            DevnetError::AccountNotCreated(a) => write!(f, "account {a} was not created: it exists, or the root cannot fund it"),
+            DevnetError::AccountNotCreated(a) => {
+                write!(f, "account {a} was not created: it exists, or the root cannot fund it")
+            }
         }
     }
 }
@@ -122,8 +126,14 @@ impl Devnet {
     pub fn start(config: DevnetConfig) -> Result<Devnet, DevnetError> {
         let root_id = parse_account(&config.root_account)?;
         let fresh = random_secret_key();
-        let mut chain = Chain::open(&config.chain_id, config.state_file.clone(), &root_id, &fresh.public_key(), config.root_balance)
-            .map_err(DevnetError::State)?;
+        let mut chain = Chain::open(
+            &config.chain_id,
+            config.state_file.clone(),
+            &root_id,
+            &fresh.public_key(),
+            config.root_balance,
+        )
+        .map_err(DevnetError::State)?;
         let root_key = match chain.state.dev_keys.get(&root_id).and_then(|k| k.parse::<SecretKey>().ok()) {
             Some(k) => k,
             None => {
@@ -140,7 +150,13 @@ impl Devnet {
             let (chain, stop, limits) = (chain.clone(), stop.clone(), config.http);
             std::thread::spawn(move || http::serve(listener, chain, stop, limits))
         };
-        Ok(Devnet { addr, chain, root: DevAccount { account_id: root_id, secret_key: root_key }, stop, thread: Some(thread) })
+        Ok(Devnet {
+            addr,
+            chain,
+            root: DevAccount { account_id: root_id, secret_key: root_key },
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The JSON-RPC URL, e.g. `http://127.0.0.1:3030`.

@@ -114,8 +114,8 @@ impl Engine {
         ext.fake_trie = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let gas_counter = context.make_gas_counter(&self.config);
         let prepared = near_vm_runner::prepare(&ext, self.config.clone(), Some(&self.cache), gas_counter, method);
-        let outcome =
-            near_vm_runner::run(prepared, &mut ext, context, self.fees.clone()).map_err(|e| format!("VM failure: {e:?}"))?;
+        let outcome = near_vm_runner::run(prepared, &mut ext, context, self.fees.clone())
+            .map_err(|e| format!("VM failure: {e:?}"))?;
         if outcome.aborted.is_none() && context.view_config.is_none() {
             *data = ext.fake_trie.into_iter().collect();
         }
@@ -231,7 +231,9 @@ impl<'a> ReceiptRunner<'a> {
     pub fn run(mut self, first: Receipt) -> Vec<ReceiptOutcome> {
         self.pending.push_back(first);
         let mut executed = 0usize;
-        while let Some(pos) = self.pending.iter().position(|r| r.input_data_ids.iter().all(|d| self.data.contains_key(d))) {
+        while let Some(pos) =
+            self.pending.iter().position(|r| r.input_data_ids.iter().all(|d| self.data.contains_key(d)))
+        {
             let Some(receipt) = self.pending.remove(pos) else { break };
             executed += 1;
             let outcome = if executed > MAX_RECEIPTS_PER_TX {
@@ -275,7 +277,8 @@ impl<'a> ReceiptRunner<'a> {
         if amount == 0 {
             return;
         }
-        let to = if self.state.accounts.contains_key(&receipt.predecessor) { &receipt.predecessor } else { &receipt.signer };
+        let to =
+            if self.state.accounts.contains_key(&receipt.predecessor) { &receipt.predecessor } else { &receipt.signer };
         if let Some(account) = self.state.accounts.get_mut(to) {
             account.amount = account.amount.saturating_add(amount);
         }
@@ -363,7 +366,9 @@ impl<'a> ReceiptRunner<'a> {
                     self.state.accounts.insert(receiver.clone(), account);
                 }
                 _ if creates => {}
-                _ => return Err(action_error(0, ActionErrorKind::AccountDoesNotExist { account_id: receiver.clone() })),
+                _ => {
+                    return Err(action_error(0, ActionErrorKind::AccountDoesNotExist { account_id: receiver.clone() }))
+                }
             }
         }
         let mut produced = Produced::Value(Vec::new());
@@ -377,7 +382,8 @@ impl<'a> ReceiptRunner<'a> {
                     self.state.codes.entry(code_hash).or_insert_with(|| code.clone());
                     let old_len = self.code_len(receiver);
                     let account = self.account_mut(index, receiver)?;
-                    account.storage_usage = account.storage_usage.saturating_sub(old_len).saturating_add(code.len() as u64);
+                    account.storage_usage =
+                        account.storage_usage.saturating_sub(old_len).saturating_add(code.len() as u64);
                     account.code_hash = Some(code_hash);
                 }
                 Action::FunctionCall(call) => {
@@ -427,7 +433,12 @@ impl<'a> ReceiptRunner<'a> {
                     self.require_self(index, receipt)?;
                     let account = self.state.accounts.remove(receiver).unwrap_or_default();
                     let payout = account.amount.saturating_add(account.locked);
-                    created.push(self.new_receipt(receipt, created.len(), beneficiary_id.clone(), vec![transfer(payout)]));
+                    created.push(self.new_receipt(
+                        receipt,
+                        created.len(),
+                        beneficiary_id.clone(),
+                        vec![transfer(payout)],
+                    ));
                 }
                 other => {
                     return Err(call_error(index, format!("the devnet does not support this action: {other:?}")));
@@ -456,7 +467,10 @@ impl<'a> ReceiptRunner<'a> {
         }
         Err(action_error(
             index,
-            ActionErrorKind::ActorNoPermission { account_id: receipt.receiver.clone(), actor_id: receipt.predecessor.clone() },
+            ActionErrorKind::ActorNoPermission {
+                account_id: receipt.receiver.clone(),
+                actor_id: receipt.predecessor.clone(),
+            },
         ))
     }
 
@@ -467,11 +481,15 @@ impl<'a> ReceiptRunner<'a> {
         }
         // A sub-account of the predecessor, or anything the devnet's root (the
         // registrar) creates.
-        let allowed = id.is_sub_account_of(&receipt.predecessor) || self.state.root.as_ref() == Some(&receipt.predecessor);
+        let allowed =
+            id.is_sub_account_of(&receipt.predecessor) || self.state.root.as_ref() == Some(&receipt.predecessor);
         if !allowed {
             return Err(action_error(
                 index,
-                ActionErrorKind::CreateAccountNotAllowed { account_id: id.clone(), predecessor_id: receipt.predecessor.clone() },
+                ActionErrorKind::CreateAccountNotAllowed {
+                    account_id: id.clone(),
+                    predecessor_id: receipt.predecessor.clone(),
+                },
             ));
         }
         self.state.accounts.insert(id.clone(), Account { storage_usage: ACCOUNT_RECORD_BYTES, ..Account::default() });
@@ -511,7 +529,10 @@ impl<'a> ReceiptRunner<'a> {
         if account.amount.checked_add(deposit).is_none() {
             return Err(call_error(index, "balance overflow".into()));
         }
-        let Some(code) = account.code_hash.and_then(|h| self.state.codes.get(&h)).map(|c| Arc::new(ContractCode::new(c.clone(), None)))
+        let Some(code) = account
+            .code_hash
+            .and_then(|h| self.state.codes.get(&h))
+            .map(|c| Arc::new(ContractCode::new(c.clone(), None)))
         else {
             return Err(action_error(
                 index,
@@ -545,10 +566,8 @@ impl<'a> ReceiptRunner<'a> {
             false,
         );
         let mut data = account.data.clone();
-        let (outcome, action_log) = self
-            .engine
-            .run(code, &mut data, &call.method_name, &context)
-            .map_err(|e| call_error(index, e))?;
+        let (outcome, action_log) =
+            self.engine.run(code, &mut data, &call.method_name, &context).map_err(|e| call_error(index, e))?;
         *vm_burnt = vm_burnt.saturating_add(outcome.burnt_gas.as_gas());
         logs.extend(outcome.logs.iter().cloned());
         if let Some(error) = &outcome.aborted {
@@ -566,7 +585,11 @@ impl<'a> ReceiptRunner<'a> {
         Ok(match outcome.return_data {
             ReturnData::Value(v) => Produced::Value(v),
             ReturnData::ReceiptIndex(i) => {
-                let position = action_log.iter().take(i as usize).filter(|a| matches!(a, MockAction::CreateReceipt { .. })).count();
+                let position = action_log
+                    .iter()
+                    .take(i as usize)
+                    .filter(|a| matches!(a, MockAction::CreateReceipt { .. }))
+                    .count();
                 Produced::Receipt(first_new + position)
             }
             ReturnData::None => Produced::Value(Vec::new()),
@@ -585,7 +608,9 @@ impl<'a> ReceiptRunner<'a> {
         // Action-log position of each CreateReceipt → slot in `created`.
         let mut slot_of: HashMap<u64, usize> = HashMap::new();
         for (position, action) in log.iter().enumerate() {
-            let slot = |idx: &u64| slot_of.get(idx).copied().ok_or_else(|| call_error(index, "devnet: unknown receipt index".into()));
+            let slot = |idx: &u64| {
+                slot_of.get(idx).copied().ok_or_else(|| call_error(index, "devnet: unknown receipt index".into()))
+            };
             match action {
                 MockAction::CreateReceipt { receipt_indices, receiver_id } => {
                     let mut receipt = self.new_receipt(parent, created.len(), receiver_id.clone(), Vec::new());
@@ -600,7 +625,14 @@ impl<'a> ReceiptRunner<'a> {
                     slot_of.insert(position as u64, created.len());
                     created.push(receipt);
                 }
-                MockAction::FunctionCallWeight { receipt_index, method_name, args, attached_deposit, prepaid_gas, gas_weight } => {
+                MockAction::FunctionCallWeight {
+                    receipt_index,
+                    method_name,
+                    args,
+                    attached_deposit,
+                    prepaid_gas,
+                    gas_weight,
+                } => {
                     let s = slot(receipt_index)?;
                     created[s].actions.push(Action::FunctionCall(Box::new(FunctionCallAction {
                         method_name: String::from_utf8_lossy(method_name).into_owned(),
@@ -624,18 +656,31 @@ impl<'a> ReceiptRunner<'a> {
                 }
                 MockAction::DeleteAccount { receipt_index, beneficiary_id } => {
                     let s = slot(receipt_index)?;
-                    created[s].actions.push(Action::DeleteAccount(DeleteAccountAction { beneficiary_id: beneficiary_id.clone() }));
+                    created[s]
+                        .actions
+                        .push(Action::DeleteAccount(DeleteAccountAction { beneficiary_id: beneficiary_id.clone() }));
                 }
                 MockAction::DeleteKey { receipt_index, public_key } => {
                     let s = slot(receipt_index)?;
-                    created[s].actions.push(Action::DeleteKey(Box::new(DeleteKeyAction { public_key: public_key.clone() })));
+                    created[s]
+                        .actions
+                        .push(Action::DeleteKey(Box::new(DeleteKeyAction { public_key: public_key.clone() })));
                 }
                 MockAction::AddKeyWithFullAccess { receipt_index, public_key, nonce } => {
                     let s = slot(receipt_index)?;
                     let access_key = AccessKey { nonce: *nonce, permission: AccessKeyPermission::FullAccess };
-                    created[s].actions.push(Action::AddKey(Box::new(AddKeyAction { public_key: public_key.clone(), access_key })));
+                    created[s]
+                        .actions
+                        .push(Action::AddKey(Box::new(AddKeyAction { public_key: public_key.clone(), access_key })));
                 }
-                MockAction::AddKeyWithFunctionCall { receipt_index, public_key, nonce, allowance, receiver_id, method_names } => {
+                MockAction::AddKeyWithFunctionCall {
+                    receipt_index,
+                    public_key,
+                    nonce,
+                    allowance,
+                    receiver_id,
+                    method_names,
+                } => {
                     let s = slot(receipt_index)?;
                     let permission = AccessKeyPermission::FunctionCall(FunctionCallPermission {
                         allowance: *allowance,
@@ -643,10 +688,15 @@ impl<'a> ReceiptRunner<'a> {
                         method_names: method_names.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect(),
                     });
                     let access_key = AccessKey { nonce: *nonce, permission };
-                    created[s].actions.push(Action::AddKey(Box::new(AddKeyAction { public_key: public_key.clone(), access_key })));
+                    created[s]
+                        .actions
+                        .push(Action::AddKey(Box::new(AddKeyAction { public_key: public_key.clone(), access_key })));
                 }
                 other => {
-                    return Err(call_error(index, format!("the devnet does not support this promise action: {other:?}")));
+                    return Err(call_error(
+                        index,
+                        format!("the devnet does not support this promise action: {other:?}"),
+                    ));
                 }
             }
         }

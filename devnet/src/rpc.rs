@@ -112,7 +112,8 @@ fn dispatch(chain: &mut Chain, method: &str, params: &Value) -> Result<Value, Rp
         "broadcast_tx_async" => send_tx(chain, params).map(|(hash, _)| json!(hash.to_string())),
         "tx" | "EXPERIMENTAL_tx_status" => tx_status(chain, params, method != "tx"),
         "sandbox_fast_forward" => {
-            let delta = params.get("delta_height").and_then(Value::as_u64).ok_or_else(|| RpcError::parse("delta_height"))?;
+            let delta =
+                params.get("delta_height").and_then(Value::as_u64).ok_or_else(|| RpcError::parse("delta_height"))?;
             chain.fast_forward(delta).map_err(|e| RpcError::internal(e.to_string()))?;
             Ok(json!({}))
         }

@@ -104,7 +104,9 @@ impl std::fmt::Display for StateFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StateFileError::Io(e) => write!(f, "devnet state file: {e}"),
-            StateFileError::Corrupt(e) => write!(f, "devnet state file is not usable ({e}); move it away to start afresh"),
+            StateFileError::Corrupt(e) => {
+                write!(f, "devnet state file is not usable ({e}); move it away to start afresh")
+            }
         }
     }
 }

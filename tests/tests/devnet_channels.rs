@@ -136,7 +136,8 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     let (mut payer_gas, mut payee_gas) = (0u128, 0u128);
 
     // Open: 5 NEAR deposit plus 0.01 NEAR storage.
-    let (id, o) = c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, 5 * ONE_NEAR, STORAGE).await.unwrap();
+    let (id, o) =
+        c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, 5 * ONE_NEAR, STORAGE).await.unwrap();
     let ch = c.get_channel(id).await.unwrap().expect("channel exists");
     assert_eq!((ch.deposit, ch.claimed, ch.currency.clone()), (5 * ONE_NEAR, 0, Currency::Near));
     let mut payer = payer0 - 5 * ONE_NEAR - STORAGE - gas(&mut payer_gas, burnt(&o));
@@ -278,4 +279,23 @@ async fn the_registry_answers_through_json_rpc() {
     c.register_endpoint(&w.payee, &agent).await.unwrap();
     assert!(c.is_endpoint(&w.payee.id, &agent).await.unwrap());
     assert!(!c.is_endpoint(&w.payer.id, &agent).await.unwrap(), "a key speaks only for the account that registered it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_devnet_is_ready_and_provisioning_again_changes_nothing() {
+    use agentwire_agent::devnet::{provision, ONE_USDC};
+    let devnet = Devnet::start(DevnetConfig::default()).unwrap();
+    let ready = provision(&devnet, &["alice", "bob"], 10 * ONE_NEAR, 500 * ONE_USDC).await.unwrap();
+    let c = ChannelClient::new(&ready.rpc_url, ready.channels.as_str()).unwrap();
+    let config: serde_json::Value = c.view_on(c.contract(), "config", json!({})).await.unwrap();
+    assert_eq!(config["tokens"], json!([ready.token]));
+    for user in &ready.users {
+        let id: AccountId = user.account_id.as_str().parse().unwrap();
+        assert_eq!(c.ft_balance_of(&ready.token, &id).await.unwrap(), 500 * ONE_USDC);
+        assert_eq!(c.near_balance(&id).await.unwrap(), 10 * ONE_NEAR);
+    }
+    let height = devnet.chain().state.head().height;
+    let again = provision(&devnet, &["alice", "bob"], 10 * ONE_NEAR, 500 * ONE_USDC).await.unwrap();
+    assert_eq!(devnet.chain().state.head().height, height, "nothing was sent the second time");
+    assert_eq!(again.users.len(), 2);
 }

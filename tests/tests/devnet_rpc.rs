@@ -176,18 +176,29 @@ fn transactions_near_would_refuse_are_refused_and_change_nothing() {
         actions: transfer(1),
     });
     let sig = other.sign(forged.get_hash_and_size().0.as_ref());
-    let encoded = base64::engine::general_purpose::STANDARD.encode(borsh::to_vec(&SignedTransaction::new(sig, forged)).unwrap());
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(borsh::to_vec(&SignedTransaction::new(sig, forged)).unwrap());
     let (cause, info) = refusal(&send(encoded));
     assert_eq!(cause, "INVALID_TRANSACTION");
     assert!(info.contains("InvalidSignature"), "{info}");
 
     // Unknown signer, unknown key, unknown block, too large a nonce, too little balance.
     let ghost = DevAccount { account_id: "ghost.devnet".parse().unwrap(), secret_key: key.clone() };
-    assert!(refusal(&send(tx(&ghost, &key, "bob.devnet", n + 1, head(&devnet), transfer(1)))).1.contains("SignerDoesNotExist"));
-    assert!(refusal(&send(tx(&alice, &other, "bob.devnet", n + 1, head(&devnet), transfer(1)))).1.contains("AccessKeyNotFound"));
-    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, near_primitives::hash::hash(b"x"), transfer(1)))).1.contains("Expired"));
-    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", u64::MAX, head(&devnet), transfer(1)))).1.contains("NonceTooLarge"));
-    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, head(&devnet), transfer(11 * ONE_NEAR)))).1.contains("NotEnoughBalance"));
+    assert!(refusal(&send(tx(&ghost, &key, "bob.devnet", n + 1, head(&devnet), transfer(1))))
+        .1
+        .contains("SignerDoesNotExist"));
+    assert!(refusal(&send(tx(&alice, &other, "bob.devnet", n + 1, head(&devnet), transfer(1))))
+        .1
+        .contains("AccessKeyNotFound"));
+    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, near_primitives::hash::hash(b"x"), transfer(1))))
+        .1
+        .contains("Expired"));
+    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", u64::MAX, head(&devnet), transfer(1))))
+        .1
+        .contains("NonceTooLarge"));
+    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, head(&devnet), transfer(11 * ONE_NEAR))))
+        .1
+        .contains("NotEnoughBalance"));
     assert_eq!(balances(), start);
     assert_eq!(nonce_of(&devnet, &alice), n, "a refused transaction does not use its nonce");
 
@@ -199,7 +210,9 @@ fn transactions_near_would_refuse_are_refused_and_change_nothing() {
     assert_eq!(again["result"]["transaction"]["hash"], first["result"]["transaction"]["hash"]);
     assert_eq!(devnet.balance("bob.devnet"), start.1 + ONE_NEAR, "a resent transaction runs once");
     let mid = balances();
-    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, head(&devnet), transfer(2)))).1.contains("InvalidNonce"));
+    assert!(refusal(&send(tx(&alice, &key, "bob.devnet", n + 1, head(&devnet), transfer(2))))
+        .1
+        .contains("InvalidNonce"));
     assert_eq!(balances(), mid);
 
     // A function-call key may only call its receiver's methods, without deposit.
@@ -227,10 +240,18 @@ fn transactions_near_would_refuse_are_refused_and_change_nothing() {
         }))]
     };
     let mid = balances();
-    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), transfer(1)))).1.contains("RequiresFullAccess"));
-    assert!(refusal(&send(tx(&alice, &limited, "carol.devnet", ln + 1, head(&devnet), call("ping", 0)))).1.contains("ReceiverMismatch"));
-    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), call("other", 0)))).1.contains("MethodNameMismatch"));
-    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), call("ping", 1)))).1.contains("DepositWithFunctionCall"));
+    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), transfer(1))))
+        .1
+        .contains("RequiresFullAccess"));
+    assert!(refusal(&send(tx(&alice, &limited, "carol.devnet", ln + 1, head(&devnet), call("ping", 0))))
+        .1
+        .contains("ReceiverMismatch"));
+    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), call("other", 0))))
+        .1
+        .contains("MethodNameMismatch"));
+    assert!(refusal(&send(tx(&alice, &limited, "bob.devnet", ln + 1, head(&devnet), call("ping", 1))))
+        .1
+        .contains("DepositWithFunctionCall"));
     assert_eq!(balances(), mid);
 
     // Not a transaction at all.
@@ -239,9 +260,17 @@ fn transactions_near_would_refuse_are_refused_and_change_nothing() {
     let r = send(base64::engine::general_purpose::STANDARD.encode(b"garbage"));
     assert_eq!(r["error"]["cause"]["name"], "PARSE_ERROR");
     assert_eq!(rpc(&devnet, "no_such_method", json!({}))["error"]["cause"]["name"], "METHOD_NOT_FOUND");
-    let r = rpc(&devnet, "query", json!({ "request_type": "view_account", "account_id": "ghost.devnet", "finality": "final" }));
+    let r = rpc(
+        &devnet,
+        "query",
+        json!({ "request_type": "view_account", "account_id": "ghost.devnet", "finality": "final" }),
+    );
     assert_eq!(r["error"]["cause"]["name"], "UNKNOWN_ACCOUNT");
-    let r = rpc(&devnet, "tx", json!({ "tx_hash": CryptoHash::default().to_string(), "sender_account_id": "alice.devnet" }));
+    let r = rpc(
+        &devnet,
+        "tx",
+        json!({ "tx_hash": CryptoHash::default().to_string(), "sender_account_id": "alice.devnet" }),
+    );
     assert_eq!(r["error"]["cause"]["name"], "UNKNOWN_TRANSACTION");
 }
 
@@ -274,7 +303,11 @@ fn state_survives_a_restart_from_its_file() {
         let devnet = Devnet::start(config.clone()).unwrap();
         let alice = devnet.create_account("alice", 5 * ONE_NEAR).unwrap();
         let n = nonce_of(&devnet, &alice);
-        let r = rpc(&devnet, "send_tx", json!({ "signed_tx_base64": tx(&alice, &alice.secret_key, "devnet", n + 1, head(&devnet), transfer(ONE_NEAR)) }));
+        let r = rpc(
+            &devnet,
+            "send_tx",
+            json!({ "signed_tx_base64": tx(&alice, &alice.secret_key, "devnet", n + 1, head(&devnet), transfer(ONE_NEAR)) }),
+        );
         assert!(r.get("result").is_some(), "{r}");
         let height = devnet.chain().state.head().height;
         (devnet.root().secret_key.clone(), alice, height)
@@ -287,7 +320,11 @@ fn state_survives_a_restart_from_its_file() {
     assert!(accounts.iter().any(|a| a.account_id == alice.account_id && a.secret_key == alice.secret_key));
     // The used nonce stays used.
     let n = nonce_of(&devnet, &alice);
-    let r = rpc(&devnet, "send_tx", json!({ "signed_tx_base64": tx(&alice, &alice.secret_key, "devnet", n, head(&devnet), transfer(1)) }));
+    let r = rpc(
+        &devnet,
+        "send_tx",
+        json!({ "signed_tx_base64": tx(&alice, &alice.secret_key, "devnet", n, head(&devnet), transfer(1)) }),
+    );
     assert!(refusal(&r).1.contains("InvalidNonce"));
     drop(devnet);
     std::fs::remove_dir_all(&dir).unwrap();
