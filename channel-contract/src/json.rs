@@ -49,11 +49,20 @@ impl<'a> Parser<'a> {
                     match self.peek()? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
                         b'u' => {
-                            let hex = self.b.get(self.i + 1..self.i + 5)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            let v = self.hex4(self.i + 1)?;
+                            self.i += 5;
+                            // Surrogates only as a high-low pair, as serde_json requires.
+                            if (0xd800..0xdc00).contains(&v) {
+                                if self.b.get(self.i..self.i + 2)? != b"\\u" {
+                                    return None;
+                                }
+                                if !(0xdc00..0xe000).contains(&self.hex4(self.i + 2)?) {
+                                    return None;
+                                }
+                                self.i += 6;
+                            } else if (0xdc00..0xe000).contains(&v) {
                                 return None;
                             }
-                            self.i += 5;
                         }
                         _ => return None,
                     }
@@ -63,8 +72,14 @@ impl<'a> Parser<'a> {
             }
         }
         let s = &self.b[start..self.i];
+        core::str::from_utf8(s).ok()?;
         self.i += 1;
         Some(s)
+    }
+
+    /// Four hex digits at `at`, as a number.
+    fn hex4(&self, at: usize) -> Option<u32> {
+        self.b.get(at..at + 4)?.iter().try_fold(0u32, |v, c| Some(v * 16 + (*c as char).to_digit(16)?))
     }
 
     fn number(&mut self) -> Option<()> {
@@ -171,6 +186,11 @@ impl<'a> Obj<'a> {
         })?;
         p.ws();
         (p.i == text.len()).then_some(Obj { fields })
+    }
+
+    /// All fields: (raw key, raw value), in input order.
+    pub fn fields(&self) -> &[(&'a [u8], &'a [u8])] {
+        &self.fields
     }
 
     /// The raw value of field `name`, if present (keys are compared as written).

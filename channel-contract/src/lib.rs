@@ -21,6 +21,8 @@ pub mod channel;
 pub mod contract;
 pub mod entry;
 pub mod events;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fuzzing;
 pub mod json;
 pub mod store;
 pub mod weak_keys;

@@ -1,6 +1,7 @@
 //! Replays every committed fuzz corpus input (fuzz/corpus/<target>/*) through
 //! the same entry points the cargo-fuzz targets call, on stable Rust, so a
-//! crash found once stays fixed.
+//! crash found once stays fixed. `contract_json` is the channel contract's
+//! argument parser (checked against serde_json).
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("stream_open", fuzzing::stream_open),
     ("voucher_verify", fuzzing::voucher_verify),
     ("payee_ledger", fuzzing::payee_ledger),
+    ("contract_json", agentwire_channel::fuzzing::json_args),
 ];
 
 #[test]

@@ -1,0 +1,412 @@
+//! The responding side (a brand agent): accepts connections within the
+//! limits, runs the Noise handshake under a timeout, then serves each stream:
+//! a request gets a response, a streamed answer or an error; a one-way
+//! message goes to the service. A peer that breaks the session (garbage,
+//! replayed or oversized frames, too many streams, a stalled handshake) is
+//! disconnected with a stable error code; other peers are not affected.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use agentwire_protocol::identity::LocalIdentity;
+use agentwire_protocol::payment::SignedVoucher;
+use agentwire_protocol::session::{
+    respond, FrameSplitter, HandshakeConfig, PeerInfo, ResponderStep, Session, StreamReader, StreamWriter,
+    CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
+};
+use agentwire_protocol::wire::{ErrorCode, ErrorMessage, Message, Response, StreamChunk, StreamEnd};
+use quinn::{RecvStream, SendStream, VarInt};
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+
+use super::io::{read_handshake_frame, read_message, write_message};
+use super::{now_secs, tls, TransportError, TransportLimits};
+
+/// A request as a service sees it.
+#[derive(Clone, Debug)]
+pub struct IncomingRequest {
+    /// The authenticated peer.
+    pub peer: PeerInfo,
+    /// The request id.
+    pub id: u64,
+    /// The service asked for.
+    pub service: String,
+    /// The query.
+    pub body: Vec<u8>,
+    /// The voucher paying for it, if any.
+    pub payment: Option<SignedVoucher>,
+}
+
+/// What a service answers.
+pub enum Answer {
+    /// One whole response.
+    Response(Vec<u8>),
+    /// A streamed answer: each item is one chunk; the stream ends when the sender is dropped.
+    Stream(mpsc::Receiver<Vec<u8>>),
+    /// An error with a stable code.
+    Error(ErrorCode, String),
+}
+
+/// A future answering one request.
+pub type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
+
+/// What a brand puts behind its agent.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, request: IncomingRequest) -> AnswerFuture;
+    /// Receives a one-way message (default: dropped).
+    fn one_way(&self, _peer: &PeerInfo, _topic: &str, _body: Vec<u8>) {}
+}
+
+/// Counters a server keeps (for logs and metrics).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted (handshake started).
+    pub connections: AtomicU64,
+    /// Connections refused by a limit.
+    pub refused: AtomicU64,
+    /// Handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Handshakes failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Peers disconnected for breaking the protocol.
+    pub disconnected: AtomicU64,
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    stats: Arc<ServerStats>,
+}
+
+#[derive(Default)]
+struct Occupancy {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Releases a connection slot when the connection ends.
+struct Slot(Arc<Mutex<Occupancy>>, IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut o) = self.0.lock() {
+            o.total = o.total.saturating_sub(1);
+            if let Some(n) = o.per_ip.get_mut(&self.1) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    o.per_ip.remove(&self.1);
+                }
+            }
+        }
+    }
+}
+
+fn close_with(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    conn.close(VarInt::from_u32(u32::from(code.as_u16())), reason.as_bytes());
+}
+
+impl Server {
+    /// Binds `addr` and serves `service` as `local` until shut down.
+    pub fn bind(
+        addr: SocketAddr,
+        local: Arc<LocalIdentity>,
+        capabilities: Vec<String>,
+        service: Arc<dyn Service>,
+        limits: TransportLimits,
+    ) -> Result<Server, TransportError> {
+        let endpoint = quinn::Endpoint::server(tls::server_config(&limits)?, addr)?;
+        let stats = Arc::new(ServerStats::default());
+        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+        let (ep, st) = (endpoint.clone(), stats.clone());
+        let caps = Arc::new(capabilities);
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let ip = incoming.remote_address().ip();
+                let admitted = occupancy.lock().map(|mut o| {
+                    let per_ip = o.per_ip.get(&ip).copied().unwrap_or(0);
+                    if o.total >= limits.max_connections || per_ip >= limits.max_connections_per_ip {
+                        return false;
+                    }
+                    o.total += 1;
+                    *o.per_ip.entry(ip).or_insert(0) += 1;
+                    true
+                });
+                if !matches!(admitted, Ok(true)) {
+                    st.refused.fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
+                    continue;
+                }
+                let slot = Slot(occupancy.clone(), ip);
+                st.connections.fetch_add(1, Ordering::Relaxed);
+                let (local, service, st, caps) = (local.clone(), service.clone(), st.clone(), caps.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let Ok(conn) = incoming.await else { return };
+                    serve_connection(conn, local, caps, service, limits, st).await;
+                });
+            }
+        });
+        Ok(Server { endpoint, stats })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The endpoint (it can also dial out).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Closes every connection (code 0) and waits until they are gone.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(VarInt::from_u32(0), b"shutting down");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn handshake(
+    conn: &quinn::Connection,
+    local: &LocalIdentity,
+    caps: &[String],
+    limits: &TransportLimits,
+) -> Result<agentwire_protocol::session::Established, TransportError> {
+    let mut binding = [0u8; CHANNEL_BINDING_LEN];
+    conn.export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+        .map_err(|_| TransportError::Connection("TLS exporter unavailable".into()))?;
+    let cfg = HandshakeConfig { local, capabilities: caps, channel_binding: &binding, limits: limits.session };
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| TransportError::Connection(e.to_string()))?;
+    let mut splitter = FrameSplitter::handshake();
+    let mut pending = Vec::new();
+    let m1 = read_handshake_frame(&mut recv, &mut splitter, &mut pending).await?;
+    let now = now_secs();
+    let established = match respond(&cfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut OsRng)? {
+        ResponderStep::Done { established, reply } => {
+            send.write_all(&reply).await.map_err(|e| TransportError::Connection(e.to_string()))?;
+            established
+        }
+        ResponderStep::AwaitFinal { state, reply } => {
+            send.write_all(&reply).await.map_err(|e| TransportError::Connection(e.to_string()))?;
+            let m3 = read_handshake_frame(&mut recv, &mut splitter, &mut pending).await?;
+            state.read_final(&m3[HANDSHAKE_HEADER_LEN..], now)?
+        }
+    };
+    let _ = send.finish();
+    Ok(established)
+}
+
+/// A token bucket: `rate` per second with a burst of `rate`.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Peer {
+    conn: quinn::Connection,
+    session: Mutex<Session>,
+    info: PeerInfo,
+    service: Arc<dyn Service>,
+    limits: TransportLimits,
+    stats: Arc<ServerStats>,
+}
+
+impl Peer {
+    /// Ends the connection for a protocol violation, with its stable code.
+    fn disconnect(&self, e: &TransportError) {
+        self.stats.disconnected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %self.info.agent_id, error = %e, "disconnecting peer");
+        close_with(&self.conn, e.code(), &e.to_string());
+    }
+
+    fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
+        let mut s = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
+        Ok(s.open_stream(VarInt::from(id).into_inner(), now_secs())?)
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    local: Arc<LocalIdentity>,
+    caps: Arc<Vec<String>>,
+    service: Arc<dyn Service>,
+    limits: TransportLimits,
+    stats: Arc<ServerStats>,
+) {
+    let established =
+        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits)).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                close_with(&conn, e.code(), &e.to_string());
+                return;
+            }
+            Err(_) => {
+                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                close_with(&conn, ErrorCode::HandshakeFailed, "handshake timed out");
+                return;
+            }
+        };
+    stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    let peer = Arc::new(Peer {
+        conn: conn.clone(),
+        session: Mutex::new(established.session),
+        info: established.peer,
+        service,
+        limits,
+        stats,
+    });
+    let mut bucket = Bucket {
+        tokens: f64::from(limits.max_requests_per_sec),
+        last: Instant::now(),
+        rate: f64::from(limits.max_requests_per_sec),
+    };
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => {
+                let Ok((send, recv)) = bi else { return };
+                let allowed = bucket.take();
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_request(&peer, send, recv, allowed).await {
+                        if !matches!(e, TransportError::Connection(_)) {
+                            peer.disconnect(&e);
+                        }
+                    }
+                });
+            }
+            uni = conn.accept_uni() => {
+                let Ok(recv) = uni else { return };
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_one_way(&peer, recv).await {
+                        if !matches!(e, TransportError::Connection(_)) {
+                            peer.disconnect(&e);
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn read_one(
+    peer: &Peer,
+    recv: &mut RecvStream,
+    reader: &mut StreamReader,
+) -> Result<Option<Message>, TransportError> {
+    let mut pending = Vec::new();
+    let read = read_message(recv, reader, &mut pending);
+    let bytes = tokio::time::timeout(peer.limits.request_read_timeout, read)
+        .await
+        .map_err(|_| TransportError::Protocol("request not received in time".into()))??;
+    match bytes {
+        Some(b) => Ok(Some(Message::decode_with_limit(&b, peer.limits.session.max_message_bytes)?)),
+        None => Ok(None),
+    }
+}
+
+async fn send_error(
+    send: &mut SendStream,
+    writer: &mut StreamWriter,
+    id: Option<u64>,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), TransportError> {
+    let m = Message::Error(ErrorMessage { id, code, message: message.to_owned() }).encode();
+    write_message(send, writer, &m, true).await
+}
+
+async fn serve_request(
+    peer: &Peer,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    allowed: bool,
+) -> Result<(), TransportError> {
+    let (mut writer, mut reader) = peer.open(recv.id())?;
+    let request = match read_one(peer, &mut recv, &mut reader).await? {
+        Some(Message::Request(r)) => r,
+        Some(other) => {
+            let text = format!("expected a Request, got {:?}", other.kind());
+            return send_error(&mut send, &mut writer, None, ErrorCode::Malformed, &text).await;
+        }
+        None => return Err(TransportError::Protocol("stream ended before a request".into())),
+    };
+    if !allowed {
+        return send_error(
+            &mut send,
+            &mut writer,
+            Some(request.id),
+            ErrorCode::RateLimited,
+            "too many requests; slow down",
+        )
+        .await;
+    }
+    let id = request.id;
+    let incoming = IncomingRequest {
+        peer: peer.info.clone(),
+        id,
+        service: request.service,
+        body: request.body,
+        payment: request.payment,
+    };
+    let answer = peer.service.handle(incoming).await;
+    peer.stats.requests.fetch_add(1, Ordering::Relaxed);
+    match answer {
+        Answer::Response(body) => {
+            let m = Message::Response(Response { id, body, receipt: None }).encode();
+            write_message(&mut send, &mut writer, &m, true).await
+        }
+        Answer::Error(code, text) => send_error(&mut send, &mut writer, Some(id), code, &text).await,
+        Answer::Stream(mut chunks) => {
+            let mut seq = 0u32;
+            while let Some(data) = chunks.recv().await {
+                let m = Message::StreamChunk(StreamChunk { id, seq, data }).encode();
+                write_message(&mut send, &mut writer, &m, false).await?;
+                seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
+            }
+            let m = Message::StreamEnd(StreamEnd { id, chunks: seq, receipt: None }).encode();
+            write_message(&mut send, &mut writer, &m, true).await
+        }
+    }
+}
+
+async fn serve_one_way(peer: &Peer, mut recv: RecvStream) -> Result<(), TransportError> {
+    let (_, mut reader) = peer.open(recv.id())?;
+    match read_one(peer, &mut recv, &mut reader).await? {
+        Some(Message::OneWay(m)) => {
+            peer.service.one_way(&peer.info, &m.topic, m.body);
+            Ok(())
+        }
+        Some(other) => Err(TransportError::Protocol(format!("expected a OneWay message, got {:?}", other.kind()))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,270 @@
+//! Agent sessions over real QUIC on loopback: the Noise handshake bound to
+//! TLS (IK and XX), many requests in flight on one connection, streamed
+//! answers, one-way messages; no plaintext on the wire; and peers that
+//! misbehave (wrong static key, garbage on a stream, a stalled handshake, too
+//! many streams) are cut off with a stable code while others keep being served.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentwire_agent::quic::{
+    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, Target, TransportError,
+    TransportLimits,
+};
+use agentwire_protocol::identity::LocalIdentity;
+use agentwire_protocol::session::PeerInfo;
+use agentwire_protocol::wire::ErrorCode;
+use rand_core::OsRng;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Echoes `echo`, streams `stream` in three chunks, records one-way messages.
+struct Demo {
+    one_way: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl Service for Demo {
+    fn handle(&self, r: IncomingRequest) -> AnswerFuture {
+        Box::pin(async move {
+            match r.service.as_str() {
+                "echo" => Answer::Response(r.body),
+                "stream" => {
+                    let (tx, rx) = mpsc::channel(4);
+                    tokio::spawn(async move {
+                        for part in r.body.chunks(r.body.len().div_ceil(3).max(1)) {
+                            if tx.send(part.to_vec()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    Answer::Stream(rx)
+                }
+                other => Answer::Error(ErrorCode::UnknownService, format!("no service {other:?}")),
+            }
+        })
+    }
+
+    fn one_way(&self, _peer: &PeerInfo, topic: &str, body: Vec<u8>) {
+        self.one_way.lock().unwrap().push((topic.to_owned(), body));
+    }
+}
+
+struct Brand {
+    server: Server,
+    identity: Arc<LocalIdentity>,
+    service: Arc<Demo>,
+}
+
+fn brand(limits: TransportLimits) -> Brand {
+    let identity = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let service = Arc::new(Demo { one_way: Mutex::new(Vec::new()) });
+    let caps = vec!["stream/1".to_string()];
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity.clone(), caps, service.clone(), limits)
+        .expect("server binds");
+    Brand { server, identity, service }
+}
+
+fn ik_target(b: &Brand, addr: SocketAddr) -> Target {
+    Target { addr, identity: Some(b.identity.identity.public()), noise_static: Some(b.identity.noise.public()) }
+}
+
+fn client() -> quinn::Endpoint {
+    quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client endpoint")
+}
+
+fn caps() -> Vec<String> {
+    vec!["stream/1".to_string()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_streams_and_one_way_messages_share_one_connection() {
+    let b = brand(TransportLimits::default());
+    let addr = b.server.local_addr().unwrap();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let ep = client();
+
+    // IK: the record gave the brand's keys.
+    let conn =
+        Arc::new(connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    assert_eq!(conn.peer().identity, b.identity.identity.public());
+    assert_eq!(conn.request("echo", b"hello".to_vec()).await.unwrap(), b"hello");
+
+    // 64 requests in flight at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64u32 {
+        let conn = conn.clone();
+        tasks.spawn(async move {
+            let body = format!("request {i}").into_bytes();
+            assert_eq!(conn.request("echo", body.clone()).await.unwrap(), body);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+
+    // A streamed answer arrives chunk by chunk, in order.
+    let FirstAnswer::Stream(mut s) = conn.call("stream", b"abcdefghi".to_vec(), None).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let mut chunks = Vec::new();
+    while let Some(c) = s.next_chunk().await.unwrap() {
+        chunks.push(c);
+    }
+    assert_eq!(chunks, vec![b"abc".to_vec(), b"def".to_vec(), b"ghi".to_vec()]);
+
+    // Unknown service: a stable error code, the connection stays usable.
+    match conn.request("nope", Vec::new()).await {
+        Err(TransportError::Remote { code, .. }) => assert_eq!(code, ErrorCode::UnknownService),
+        other => panic!("expected UnknownService, got {:?}", other.map(|_| ())),
+    }
+
+    // One-way.
+    conn.one_way("news", b"hi".to_vec()).await.unwrap();
+    for _ in 0..100 {
+        if !b.service.one_way.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.service.one_way.lock().unwrap().as_slice(), &[("news".to_string(), b"hi".to_vec())]);
+
+    // XX: only the address is known; with an identity to pin, a wrong one is refused.
+    let xx = Target { addr, identity: None, noise_static: None };
+    let c2 = connect(&ep, user.clone(), &xx, &caps(), TransportLimits::default()).await.unwrap();
+    assert_eq!(c2.peer().identity, b.identity.identity.public());
+    assert_eq!(c2.request("echo", b"xx".to_vec()).await.unwrap(), b"xx");
+    let impostor = LocalIdentity::generate(&mut OsRng);
+    let pinned = Target { addr, identity: Some(impostor.identity.public()), noise_static: None };
+    assert!(matches!(
+        connect(&ep, user, &pinned, &caps(), TransportLimits::default()).await,
+        Err(TransportError::Handshake(_))
+    ));
+    conn.close();
+    b.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peers_are_cut_off_and_others_keep_being_served() {
+    let limits = TransportLimits { handshake_timeout: Duration::from_millis(500), ..TransportLimits::default() };
+    let b = brand(limits);
+    let addr = b.server.local_addr().unwrap();
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let good = connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), limits).await.unwrap();
+
+    // IK to the wrong static key: the handshake fails on both sides.
+    let wrong = LocalIdentity::generate(&mut OsRng);
+    let t = Target { addr, identity: Some(b.identity.identity.public()), noise_static: Some(wrong.noise.public()) };
+    assert!(connect(&ep, user.clone(), &t, &caps(), limits).await.is_err());
+
+    // Garbage on a stream after a good handshake: that connection is closed with a code.
+    let victim = connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), limits).await.unwrap();
+    let (mut send, _recv) = victim.quic().open_bi().await.unwrap();
+    send.write_all(&[0, 40, 0, 0, 0, 4, 0, 0, 0, 0]).await.unwrap();
+    send.write_all(&[0xAA; 40]).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), victim.quic().closed()).await.expect("closed in time");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_ne!(c.error_code.into_inner(), 0, "closed with a code"),
+        other => panic!("expected an application close, got {other}"),
+    }
+
+    // A stalled handshake (TLS up, no Noise message) is cut off by the timeout.
+    let stalled =
+        ep.connect_with(agentwire_agent::quic::tls::client_config(&limits).unwrap(), addr, "agentwire").unwrap();
+    let stalled = stalled.await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), stalled.closed()).await.expect("cut off in time");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(ErrorCode::HandshakeFailed.as_u16()))
+        }
+        other => panic!("expected HandshakeFailed, got {other}"),
+    }
+
+    // The well-behaved peer never noticed.
+    assert_eq!(good.request("echo", b"still here".to_vec()).await.unwrap(), b"still here");
+    let stats = b.server.stats();
+    assert!(stats.handshake_failures.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(stats.disconnected.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    b.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_too_many_streams_is_disconnected() {
+    let mut limits = TransportLimits::default();
+    limits.session.max_streams = 4;
+    let b = brand(limits);
+    let addr = b.server.local_addr().unwrap();
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    // The client allows more than the server does.
+    let conn = connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
+    for _ in 0..4 {
+        conn.request("echo", b"x".to_vec()).await.unwrap();
+    }
+    assert!(conn.request("echo", b"x".to_vec()).await.is_err());
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.quic().closed()).await.unwrap();
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(ErrorCode::TooManyStreams.as_u16()))
+        }
+        other => panic!("expected TooManyStreams, got {other}"),
+    }
+    b.server.shutdown().await;
+}
+
+/// Forwards UDP datagrams between a client and the server, keeping a copy.
+async fn relay(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = sock.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (s, log) = (sock.clone(), seen.clone());
+    tokio::spawn(async move {
+        let mut client: Option<SocketAddr> = None;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = s.recv_from(&mut buf).await else { return };
+            log.lock().unwrap().push(buf[..n].to_vec());
+            let to = if from == server {
+                match client {
+                    Some(c) => c,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                server
+            };
+            let _ = s.send_to(&buf[..n], to).await;
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_of_the_query_or_the_answer_crosses_the_wire() {
+    let b = brand(TransportLimits::default());
+    let (via, seen) = relay(b.server.local_addr().unwrap()).await;
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let conn = connect(&ep, user, &ik_target(&b, via), &caps(), TransportLimits::default()).await.unwrap();
+    let query = b"SECRET-QUERY-which-shoes-fit-me-7f3a".to_vec();
+    assert_eq!(conn.request("echo", query.clone()).await.unwrap(), query);
+    let FirstAnswer::Stream(mut s) = conn.call("stream", b"SECRET-STREAM-ANSWER-9c1d".to_vec(), None).await.unwrap()
+    else {
+        panic!("expected a stream")
+    };
+    while s.next_chunk().await.unwrap().is_some() {}
+    conn.close();
+    let datagrams = seen.lock().unwrap().clone();
+    assert!(datagrams.len() > 4, "the relay carried the session");
+    for needle in [&b"SECRET"[..], b"which-shoes", b"STREAM-ANSWER", b"echo"] {
+        for d in &datagrams {
+            assert!(
+                !d.windows(needle.len()).any(|w| w == needle),
+                "plaintext {:?} on the wire",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    b.server.shutdown().await;
+}
