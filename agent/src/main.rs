@@ -1,5 +1,6 @@
 //! `agentwire`: the AgentWire command.
 
+mod cmd;
 mod devnet_cmd;
 mod walkthrough;
 
@@ -8,6 +9,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "agentwire", version, about = "Private, pay-per-query messaging between AI agents")]
 struct Cli {
+    /// Machine-readable JSON output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log verbosity (error, warn, info, debug, trace); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,13 +25,32 @@ enum Command {
     Walkthrough,
     /// Run a local NEAR devnet with the channel contract, a USDC-like token and funded accounts.
     Devnet(devnet_cmd::DevnetArgs),
+    /// Create or show an agent identity.
+    #[command(subcommand)]
+    Identity(cmd::identity::IdentityCmd),
+    /// Run a DHT bootstrap node.
+    Bootstrap(cmd::bootstrap::BootstrapArgs),
+    /// Run a brand agent from a TOML configuration.
+    Serve(cmd::serve::ServeArgs),
+    /// Ask a brand agent something (found by NEAR account or service) and print the answer.
+    Query(cmd::query::QueryArgs),
+    /// Show what the DHT holds for an account or a service.
+    Lookup(cmd::lookup::LookupArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log.as_str()));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Walkthrough => walkthrough::run(),
         Command::Devnet(args) => devnet_cmd::run(args).map_err(Into::into),
+        Command::Identity(c) => cmd::identity::run(c, cli.json).map_err(Into::into),
+        Command::Bootstrap(a) => cmd::bootstrap::run(a, cli.json).map_err(Into::into),
+        Command::Serve(a) => cmd::serve::run(a, cli.json).map_err(Into::into),
+        Command::Query(a) => cmd::query::run(a, cli.json).map_err(Into::into),
+        Command::Lookup(a) => cmd::lookup::run(a, cli.json).map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -33,7 +33,7 @@ impl Service for Demo {
                     let (tx, rx) = mpsc::channel(4);
                     tokio::spawn(async move {
                         for part in r.body.chunks(r.body.len().div_ceil(3).max(1)) {
-                            if tx.send(part.to_vec()).await.is_err() {
+                            if tx.send(Ok(part.to_vec())).await.is_err() {
                                 return;
                             }
                         }

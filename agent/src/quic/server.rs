@@ -46,8 +46,10 @@ pub struct IncomingRequest {
 pub enum Answer {
     /// One whole response.
     Response(Vec<u8>),
-    /// A streamed answer: each item is one chunk; the stream ends when the sender is dropped.
-    Stream(mpsc::Receiver<Vec<u8>>),
+    /// A streamed answer: each item is one chunk; the stream ends when the
+    /// sender is dropped, or with an error item (sent to the peer as an
+    /// Error message, so it knows the answer is incomplete).
+    Stream(mpsc::Receiver<Result<Vec<u8>, (ErrorCode, String)>>),
     /// An error with a stable code.
     Error(ErrorCode, String),
 }
@@ -78,6 +80,36 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Peers disconnected for breaking the protocol.
     pub disconnected: AtomicU64,
+    /// Requests answered with an Error message.
+    pub errors: AtomicU64,
+    /// Time from a request's arrival to its last byte written, by bucket.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds of the latency buckets, microseconds (the last bucket is +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 14] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000, 30_000_000];
+
+/// A fixed-bucket histogram of request latencies (Prometheus style).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations at or below each bound of [`LATENCY_BUCKETS_US`] (not cumulative), then above the last.
+    pub buckets: [AtomicU64; 15],
+    /// Sum of observations, microseconds.
+    pub sum_us: AtomicU64,
+    /// Number of observations.
+    pub count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A running server.
@@ -170,6 +202,11 @@ impl Server {
     /// Counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// Shared counters (for the metrics endpoint).
+    pub fn stats_handle(&self) -> Arc<ServerStats> {
+        self.stats.clone()
     }
 
     /// Closes every connection (code 0) and waits until they are gone.
@@ -371,6 +408,19 @@ async fn serve_request(
         .await;
     }
     let id = request.id;
+    let started = Instant::now();
+    let result = answer_request(peer, &mut send, &mut writer, id, request).await;
+    peer.stats.latency.observe(started.elapsed());
+    result
+}
+
+async fn answer_request(
+    peer: &Peer,
+    send: &mut SendStream,
+    writer: &mut StreamWriter,
+    id: u64,
+    request: agentwire_protocol::wire::Request,
+) -> Result<(), TransportError> {
     let incoming = IncomingRequest {
         peer: peer.info.clone(),
         id,
@@ -383,18 +433,25 @@ async fn serve_request(
     match answer {
         Answer::Response(body) => {
             let m = Message::Response(Response { id, body, receipt: None }).encode();
-            write_message(&mut send, &mut writer, &m, true).await
+            write_message(send, writer, &m, true).await
         }
-        Answer::Error(code, text) => send_error(&mut send, &mut writer, Some(id), code, &text).await,
+        Answer::Error(code, text) => {
+            peer.stats.errors.fetch_add(1, Ordering::Relaxed);
+            send_error(send, writer, Some(id), code, &text).await
+        }
         Answer::Stream(mut chunks) => {
             let mut seq = 0u32;
-            while let Some(data) = chunks.recv().await {
+            while let Some(item) = chunks.recv().await {
+                let data = match item {
+                    Ok(data) => data,
+                    Err((code, text)) => return send_error(send, writer, Some(id), code, &text).await,
+                };
                 let m = Message::StreamChunk(StreamChunk { id, seq, data }).encode();
-                write_message(&mut send, &mut writer, &m, false).await?;
+                write_message(send, writer, &m, false).await?;
                 seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
             }
             let m = Message::StreamEnd(StreamEnd { id, chunks: seq, receipt: None }).encode();
-            write_message(&mut send, &mut writer, &m, true).await
+            write_message(send, writer, &m, true).await
         }
     }
 }

@@ -238,7 +238,10 @@ impl Connection {
         let mut send = self.conn.open_uni().await.map_err(conn_err)?;
         let (mut writer, _) = self.open(send.id())?;
         let message = Message::OneWay(OneWay { topic: topic.to_owned(), body }).encode();
-        write_message(&mut send, &mut writer, &message, true).await
+        write_message(&mut send, &mut writer, &message, true).await?;
+        // Returns once the peer has read it all, so closing right after loses nothing.
+        send.stopped().await.map_err(conn_err)?;
+        Ok(())
     }
 
     /// Closes the connection gracefully.

@@ -1,0 +1,178 @@
+//! A brand agent: its services behind a QUIC session server, its signed
+//! record on the DHT (re-signed with a higher sequence number before it
+//! expires), and optional Prometheus metrics. `agentwire serve` runs one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::identity::LocalIdentity;
+use agentwire_protocol::record::{AgentRecord, Currency, Service as Offer, SignedRecord, MAX_P2P_ADDRS};
+use libp2p::Multiaddr;
+
+use crate::config::{BrandConfig, HandlerConfig};
+use crate::dht::{Dht, DhtConfig};
+use crate::quic::{now_secs, Server, Service, TransportLimits};
+use crate::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
+
+/// Why a brand agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrandError {
+    /// The configuration is unusable (the message says what to change).
+    #[error("{0}")]
+    Config(String),
+    /// The key file.
+    #[error(transparent)]
+    Key(#[from] crate::keyfile::KeyFileError),
+    /// The session server.
+    #[error(transparent)]
+    Transport(#[from] crate::quic::TransportError),
+    /// The DHT node.
+    #[error(transparent)]
+    Dht(#[from] crate::dht::DhtError),
+}
+
+/// A running brand agent.
+pub struct RunningBrand {
+    /// Its identity.
+    pub identity: Arc<LocalIdentity>,
+    /// The session server.
+    pub server: Server,
+    /// Its DHT node.
+    pub dht: Dht,
+    /// The record it publishes now.
+    pub record: SignedRecord,
+    /// Where metrics are served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+fn config_err(e: impl std::fmt::Display) -> BrandError {
+    BrandError::Config(e.to_string())
+}
+
+/// Builds the services of a configuration.
+pub fn router(config: &BrandConfig) -> Result<Router, BrandError> {
+    let mut router = Router::new();
+    for s in &config.services {
+        let service: Arc<dyn Service> = match &s.handler {
+            HandlerConfig::Echo => Arc::new(Builtin::Echo),
+            HandlerConfig::Static { text } => Arc::new(Builtin::Static(text.clone().into_bytes())),
+            HandlerConfig::Http { url, headers, stream, timeout_secs } => {
+                let mut c = HttpProxyConfig::new(url);
+                c.headers = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                c.stream = *stream;
+                if let Some(t) = timeout_secs {
+                    c.timeout = Duration::from_secs(*t);
+                }
+                Arc::new(HttpProxy::new(c).map_err(config_err)?)
+            }
+        };
+        router = router.route(&s.name, service);
+    }
+    Ok(router)
+}
+
+fn sign_record(
+    identity: &LocalIdentity,
+    config: &BrandConfig,
+    quic: std::net::SocketAddr,
+    p2p: &[Multiaddr],
+    seq: u64,
+) -> Result<SignedRecord, BrandError> {
+    let services = config
+        .services
+        .iter()
+        .map(|s| {
+            let currency = if s.currency == "NEAR" {
+                Currency::Near
+            } else {
+                Currency::Token(AccountId::new(&s.currency).map_err(config_err)?)
+            };
+            Ok(Offer { name: s.name.clone(), description: s.description.clone(), price: s.price.0, currency })
+        })
+        .collect::<Result<Vec<_>, BrandError>>()?;
+    let now = now_secs();
+    AgentRecord {
+        identity: identity.identity.public(),
+        near_account: AccountId::new(&config.near_account).map_err(config_err)?,
+        noise_static: identity.noise.public(),
+        quic_addrs: vec![quic],
+        p2p_addrs: p2p.iter().take(MAX_P2P_ADDRS).map(|a| a.to_string()).collect(),
+        services,
+        channel_contract: AccountId::new(&config.channel_contract).map_err(config_err)?,
+        min_deposit: config.min_deposit.0,
+        seq,
+        expires_at: now + config.record_lifetime_secs,
+    }
+    .sign(&identity.identity)
+    .map_err(config_err)
+}
+
+/// Starts a brand agent from `config`.
+pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<RunningBrand, BrandError> {
+    if config.listen.ip().is_unspecified() {
+        return Err(BrandError::Config(
+            "listen must be the address users reach (e.g. 127.0.0.1:4433 or a public IP), not 0.0.0.0".into(),
+        ));
+    }
+    if !(60..=7 * 24 * 3600).contains(&config.record_lifetime_secs) {
+        return Err(BrandError::Config("record_lifetime_secs must be between 60 and 604800".into()));
+    }
+    let identity = Arc::new(crate::keyfile::load_or_create(&config.identity)?);
+    let server =
+        Server::bind(config.listen, identity.clone(), vec!["stream/1".into()], Arc::new(router(&config)?), limits)?;
+    let quic = server.local_addr()?;
+    let parse = |v: &Vec<String>| {
+        v.iter()
+            .map(|a| a.parse::<Multiaddr>().map_err(|e| config_err(format!("{a}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut listen = parse(&config.p2p_listen)?;
+    if listen.is_empty() {
+        listen.push("/ip4/127.0.0.1/udp/0/quic-v1".parse().map_err(config_err)?);
+    }
+    let dht_config = DhtConfig { listen, bootstrap: parse(&config.bootstrap)?, server: true, ..DhtConfig::default() };
+    let dht = Dht::start(&identity.identity, dht_config).await?;
+    let p2p = dht.listen_addrs().await?;
+    // Sequence numbers come from the clock, so a restarted brand's record replaces the old one.
+    let record = sign_record(&identity, &config, quic, &p2p, now_secs())?;
+    if let Err(e) = dht.publish(record.clone()).await {
+        tracing::warn!(error = %e, "first publish failed; retrying on the republish timer");
+    }
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, server.stats_handle())
+                .await
+                .map_err(|e| config_err(format!("metrics {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let refresher = {
+        let (dht, identity, config) = (dht.clone(), identity.clone(), config.clone());
+        tokio::spawn(async move {
+            let every = Duration::from_secs((config.record_lifetime_secs / 3).max(20));
+            loop {
+                tokio::time::sleep(every).await;
+                match sign_record(&identity, &config, quic, &p2p, now_secs()) {
+                    Ok(r) => {
+                        if let Err(e) = dht.publish(r).await {
+                            tracing::warn!(error = %e, "republishing the record failed");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot sign the record"),
+                }
+            }
+        })
+    };
+    Ok(RunningBrand { identity, server, dht, record, metrics, refresher })
+}
+
+impl RunningBrand {
+    /// Stops publishing, closes every session gracefully and stops.
+    pub async fn shutdown(self) {
+        self.refresher.abort();
+        let _ = self.dht.unpublish().await;
+        self.server.shutdown().await;
+    }
+}

@@ -1,0 +1,25 @@
+//! The `agentwire` subcommands other than `devnet` and `walkthrough`.
+
+pub mod bootstrap;
+pub mod identity;
+pub mod lookup;
+pub mod query;
+pub mod serve;
+
+use std::path::PathBuf;
+
+/// Where keys live by default.
+pub fn default_key_path(name: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".agentwire").join(format!("{name}.key"))
+}
+
+/// A multi-thread tokio runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
+/// Parses libp2p addresses given on the command line.
+pub fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, String> {
+    list.iter().map(|a| a.parse().map_err(|e| format!("{a:?} is not a libp2p address: {e}"))).collect()
+}

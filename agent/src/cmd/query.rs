@@ -1,0 +1,117 @@
+//! `agentwire query`: find a brand by account or service, connect, ask,
+//! and stream the answer to stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentwire_agent::keyfile;
+use agentwire_agent::near::ChannelClient;
+use agentwire_agent::quic::{FirstAnswer, TransportLimits};
+use agentwire_agent::user::{Lookup, UserAgent};
+use agentwire_protocol::account::AccountId;
+
+/// Options of `agentwire query`.
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    /// The brand's NEAR account (e.g. brand.near).
+    #[arg(long, conflicts_with = "find_service")]
+    pub account: Option<String>,
+    /// Find any agent offering this service (instead of an account).
+    #[arg(long = "find-service")]
+    pub find_service: Option<String>,
+    /// The service to ask (default: the one searched for, or `chat`).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The question; `-` reads it from stdin.
+    pub question: String,
+    /// DHT bootstrap peers.
+    #[arg(long, required = true)]
+    pub bootstrap: Vec<String>,
+    /// Key file (created if missing; default ~/.agentwire/user.key).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// NEAR RPC for the endpoint-registry check.
+    #[arg(long, default_value = "http://127.0.0.1:3030")]
+    pub near_rpc: String,
+    /// The channel contract holding the registry.
+    #[arg(long, default_value = "channels.devnet")]
+    pub contract: String,
+    /// Do not check the registry (pure messaging; the agent's NEAR account is then unverified).
+    #[arg(long)]
+    pub skip_registry_check: bool,
+}
+
+pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
+    let lookup = match (&args.account, &args.find_service) {
+        (Some(a), None) => Lookup::Account(AccountId::new(a).map_err(|_| format!("{a:?} is not a NEAR account id"))?),
+        (None, Some(s)) => Lookup::Service(s.clone()),
+        _ => return Err("give --account or --find-service".into()),
+    };
+    let service = args.service.clone().or(args.find_service.clone()).unwrap_or_else(|| "chat".into());
+    let question = if args.question == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| e.to_string())?;
+        s
+    } else {
+        args.question.clone()
+    };
+    let path = args.key.clone().unwrap_or_else(|| super::default_key_path("user"));
+    let identity = Arc::new(keyfile::load_or_create(&path).map_err(|e| e.to_string())?);
+    let registry = if args.skip_registry_check {
+        None
+    } else {
+        Some(ChannelClient::new(&args.near_rpc, &args.contract).map_err(|e| e.to_string())?)
+    };
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let user =
+            UserAgent::start(identity, super::multiaddrs(&args.bootstrap)?, registry, TransportLimits::default())
+                .await
+                .map_err(|e| e.to_string())?;
+        let mut found = Err("not found".to_string());
+        for _ in 0..10 {
+            found = user.find(&lookup).await.map_err(|e| e.to_string());
+            if found.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let records = found?;
+        let record = &records[0];
+        let conn = user.session(record).await.map_err(|e| e.to_string())?;
+        let answer = conn.call(&service, question.into_bytes(), None).await.map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout().lock();
+        let mut all = Vec::new();
+        match answer {
+            FirstAnswer::Response(r) => all = r.body,
+            FirstAnswer::Stream(mut s) => {
+                while let Some(chunk) = s.next_chunk().await.map_err(|e| e.to_string())? {
+                    if !json {
+                        out.write_all(&chunk).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+                    }
+                    all.extend_from_slice(&chunk);
+                }
+                if !json {
+                    writeln!(out).map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+            }
+        }
+        if json {
+            let r = record.record();
+            let v = serde_json::json!({
+                "agent_id": r.agent_id().to_string(),
+                "near_account": r.near_account.as_str(),
+                "service": service,
+                "answer": String::from_utf8_lossy(&all),
+            });
+            writeln!(out, "{v}").map_err(|e| e.to_string())?;
+        } else {
+            out.write_all(&all).map_err(|e| e.to_string())?;
+            writeln!(out).map_err(|e| e.to_string())?;
+        }
+        conn.close();
+        Ok(())
+    })
+}

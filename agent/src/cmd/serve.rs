@@ -1,0 +1,58 @@
+//! `agentwire serve --config brand.toml`: a brand agent until Ctrl-C.
+
+use std::path::PathBuf;
+
+use agentwire_agent::brand;
+use agentwire_agent::config::BrandConfig;
+use agentwire_agent::quic::TransportLimits;
+
+/// Options of `agentwire serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The brand's TOML configuration (see README).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// More DHT bootstrap peers (added to the configuration's).
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+}
+
+pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
+    let mut config = BrandConfig::load(&args.config).map_err(|e| e.to_string())?;
+    config.bootstrap.extend(args.bootstrap);
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let running = brand::start(config, TransportLimits::default()).await.map_err(|e| e.to_string())?;
+        let r = running.record.record();
+        let p2p = running.dht.listen_addrs().await.map_err(|e| e.to_string())?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "agent_id": r.agent_id().to_string(),
+                    "near_account": r.near_account.as_str(),
+                    "quic": r.quic_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "p2p": p2p.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "services": r.services.iter().map(|s| serde_json::json!({"name": s.name, "price": s.price.to_string()})).collect::<Vec<_>>(),
+                    "metrics": running.metrics.map(|m| m.to_string()),
+                })
+            );
+        } else {
+            println!("brand agent {} for {}", r.agent_id(), r.near_account.as_str());
+            println!("  sessions on {}", r.quic_addrs[0]);
+            for a in &p2p {
+                println!("  DHT on {a}");
+            }
+            for s in &r.services {
+                println!("  service {:<16} price {}", s.name, s.price);
+            }
+            if let Some(m) = running.metrics {
+                println!("  metrics on http://{m}/metrics");
+            }
+            println!("Ctrl-C stops it (sessions close gracefully).");
+        }
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        running.shutdown().await;
+        Ok(())
+    })
+}

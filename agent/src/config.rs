@@ -1,0 +1,230 @@
+//! `agentwire serve`'s TOML configuration: who the brand is, where it
+//! listens, what it offers at what price, and what answers each service.
+//!
+//! ```toml
+//! identity = "brand.key"                 # created on first start
+//! near_account = "brand.near"
+//! channel_contract = "channels.devnet"
+//! listen = "127.0.0.1:4433"              # agent sessions (QUIC)
+//! p2p_listen = ["/ip4/127.0.0.1/udp/4001/quic-v1"]
+//! bootstrap = ["/ip4/127.0.0.1/udp/4000/quic-v1/p2p/12D3KooW..."]
+//! metrics = "127.0.0.1:9464"             # Prometheus, optional
+//! record_lifetime_secs = 3600
+//!
+//! [[service]]
+//! name = "chat"
+//! description = "Ask the brand"
+//! price = "10000000000000000000000"       # smallest unit (yoctoNEAR here)
+//! handler = { kind = "http", url = "http://127.0.0.1:8080/v1/chat/completions", stream = true,
+//!             headers = { Authorization = "Bearer ..." } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a field is missing or wrong (the message says which).
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A brand agent's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandConfig {
+    /// Key file (created if missing), relative to the config file.
+    pub identity: PathBuf,
+    /// The NEAR account this agent speaks for.
+    pub near_account: String,
+    /// The channel contract payments use.
+    #[serde(default = "default_contract")]
+    pub channel_contract: String,
+    /// Address for agent sessions.
+    pub listen: SocketAddr,
+    /// DHT listen addresses.
+    #[serde(default)]
+    pub p2p_listen: Vec<String>,
+    /// DHT bootstrap peers.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Local address for Prometheus metrics.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Lifetime of the published record, seconds (republished well before).
+    #[serde(default = "default_lifetime")]
+    pub record_lifetime_secs: u64,
+    /// Least deposit a payer's channel must hold.
+    #[serde(default)]
+    pub min_deposit: Amount,
+    /// The services offered.
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+fn default_contract() -> String {
+    "channels.devnet".into()
+}
+
+fn default_lifetime() -> u64 {
+    3600
+}
+
+/// An amount in the currency's smallest unit, written as a decimal string (it can exceed 2^64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Amount(pub u128);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => s
+                .parse()
+                .map(Amount)
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an amount in the smallest unit"))),
+            Raw::Int(n) => Ok(Amount(u128::from(n))),
+        }
+    }
+}
+
+/// One offered service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Its name (lowercase letters, digits, `-`, `_`; at most 32).
+    pub name: String,
+    /// A short description shown to users.
+    #[serde(default)]
+    pub description: String,
+    /// Price per query in the smallest unit.
+    #[serde(default)]
+    pub price: Amount,
+    /// `NEAR` or a NEP-141 token's account.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// What answers.
+    pub handler: HandlerConfig,
+}
+
+fn default_currency() -> String {
+    "NEAR".into()
+}
+
+/// What answers a service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HandlerConfig {
+    /// The query back.
+    Echo,
+    /// A fixed answer.
+    Static {
+        /// The answer.
+        text: String,
+    },
+    /// An HTTP upstream.
+    Http {
+        /// Where queries are POSTed.
+        url: String,
+        /// Headers for the upstream.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Relay the answer chunk by chunk.
+        #[serde(default)]
+        stream: bool,
+        /// Seconds the upstream may take to answer (default 60).
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+impl BrandConfig {
+    /// Reads and checks `path`; relative paths inside are resolved against its directory.
+    pub fn load(path: &Path) -> Result<BrandConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
+        let mut config: BrandConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if config.identity.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.identity = dir.join(&config.identity);
+            }
+        }
+        if config.services.is_empty() {
+            return Err(invalid("at least one [[service]] is needed".into()));
+        }
+        for s in &config.services {
+            if !agentwire_protocol::record::valid_service_name(&s.name) {
+                return Err(invalid(format!(
+                    "service name {:?}: lowercase letters, digits, '-' or '_', at most 32",
+                    s.name
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses_and_mistakes_are_named() {
+        let dir = std::env::temp_dir().join(format!("agentwire-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("brand.toml");
+        std::fs::write(
+            &path,
+            r#"
+identity = "brand.key"
+near_account = "brand.near"
+listen = "127.0.0.1:4433"
+p2p_listen = ["/ip4/127.0.0.1/udp/4001/quic-v1"]
+
+[[service]]
+name = "chat"
+price = "10000000000000000000000"
+handler = { kind = "http", url = "http://127.0.0.1:8080/v1", stream = true, headers = { Authorization = "Bearer x" } }
+
+[[service]]
+name = "hello"
+handler = { kind = "static", text = "hi" }
+"#,
+        )
+        .unwrap();
+        let c = BrandConfig::load(&path).unwrap();
+        assert_eq!(c.identity, dir.join("brand.key"));
+        assert_eq!(c.services[0].price, Amount(10_000_000_000_000_000_000_000));
+        assert!(matches!(c.services[1].handler, HandlerConfig::Static { .. }));
+        std::fs::write(
+            &path,
+            "identity = \"k\"\nnear_account = \"b.near\"\nlisten = \"127.0.0.1:1\"\nbogus = 1\nservice = []\n",
+        )
+        .unwrap();
+        let e = BrandConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,78 @@
+//! What a brand can put behind its agent without writing Rust: a built-in
+//! echo/static service for demos and an HTTP upstream proxy (for instance an
+//! OpenAI-compatible chat endpoint). Embedders implement
+//! [`crate::quic::Service`] directly. [`Router`] dispatches by service name.
+
+mod http_proxy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentwire_protocol::session::PeerInfo;
+use agentwire_protocol::wire::ErrorCode;
+
+use crate::quic::{Answer, AnswerFuture, IncomingRequest, Service};
+
+pub use http_proxy::{HttpProxy, HttpProxyConfig};
+
+/// Answers with the request body (`echo`), or with a fixed text (`static`).
+pub enum Builtin {
+    /// The body back.
+    Echo,
+    /// Always this answer.
+    Static(Vec<u8>),
+}
+
+impl Service for Builtin {
+    fn handle(&self, request: IncomingRequest) -> AnswerFuture {
+        let answer = match self {
+            Builtin::Echo => request.body,
+            Builtin::Static(text) => text.clone(),
+        };
+        Box::pin(async move { Answer::Response(answer) })
+    }
+}
+
+/// Dispatches requests to services by name; one-way messages go to every service.
+#[derive(Default, Clone)]
+pub struct Router {
+    routes: HashMap<String, Arc<dyn Service>>,
+}
+
+impl Router {
+    /// An empty router (every request gets `UnknownService`).
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Serves `name` with `service`.
+    pub fn route(mut self, name: &str, service: Arc<dyn Service>) -> Self {
+        self.routes.insert(name.to_owned(), service);
+        self
+    }
+
+    /// The service names served.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.routes.keys().cloned().collect();
+        n.sort();
+        n
+    }
+}
+
+impl Service for Router {
+    fn handle(&self, request: IncomingRequest) -> AnswerFuture {
+        match self.routes.get(&request.service) {
+            Some(s) => s.handle(request),
+            None => {
+                let text = format!("no service {:?} here", request.service);
+                Box::pin(async move { Answer::Error(ErrorCode::UnknownService, text) })
+            }
+        }
+    }
+
+    fn one_way(&self, peer: &PeerInfo, topic: &str, body: Vec<u8>) {
+        for s in self.routes.values() {
+            s.one_way(peer, topic, body.clone());
+        }
+    }
+}

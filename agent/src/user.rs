@@ -1,0 +1,156 @@
+//! A user agent: finds brands on the DHT by NEAR account or service, checks
+//! that an agent claiming a NEAR account is listed in the contract's
+//! endpoint registry (unless told not to), and keeps one session per brand.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::identity::{AgentId, LocalIdentity};
+use agentwire_protocol::record::SignedRecord;
+use libp2p::Multiaddr;
+use tokio::sync::Mutex;
+
+use crate::dht::{Dht, DhtConfig, DhtError};
+use crate::near::{ChannelClient, NearError};
+use crate::quic::{connect, Connection, Target, TransportError, TransportLimits};
+
+/// How long a registry answer is trusted.
+pub const REGISTRY_CACHE: Duration = Duration::from_secs(300);
+
+/// What to look for.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// The agents of a NEAR account.
+    Account(AccountId),
+    /// The agents offering a service.
+    Service(String),
+}
+
+/// What went wrong, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// Discovery failed: check the name, the bootstrap peers, or retry.
+    #[error(transparent)]
+    Dht(#[from] DhtError),
+    /// No agent passed the registry check: the records claim an account that does not list them.
+    #[error("no agent found for {0} is listed in the contract's endpoint registry")]
+    NotRegistered(String),
+    /// The registry could not be asked: check the NEAR RPC, or skip the check for pure messaging.
+    #[error("endpoint registry: {0}")]
+    Registry(#[from] NearError),
+    /// Connecting or talking failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The record has no QUIC address.
+    #[error("the agent's record has no address")]
+    NoAddress,
+}
+
+/// A running user agent.
+pub struct UserAgent {
+    identity: Arc<LocalIdentity>,
+    dht: Dht,
+    endpoint: quinn::Endpoint,
+    registry: Option<ChannelClient>,
+    limits: TransportLimits,
+    verified: Mutex<HashMap<(String, AgentId), (Instant, bool)>>,
+    sessions: Mutex<HashMap<AgentId, Arc<Connection>>>,
+}
+
+impl UserAgent {
+    /// Starts a DHT client node and a QUIC endpoint. `registry`: the channel
+    /// contract to check endpoints against (`None` skips the check).
+    pub async fn start(
+        identity: Arc<LocalIdentity>,
+        bootstrap: Vec<Multiaddr>,
+        registry: Option<ChannelClient>,
+        limits: TransportLimits,
+    ) -> Result<UserAgent, UserError> {
+        let listen =
+            vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().map_err(|_| DhtError::Setup("listen address".into()))?];
+        let dht =
+            Dht::start(&identity.identity, DhtConfig { listen, bootstrap, server: false, ..DhtConfig::default() })
+                .await?;
+        let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|_| DhtError::Setup("bind".into()))?)
+            .map_err(TransportError::Io)?;
+        Ok(UserAgent {
+            identity,
+            dht,
+            endpoint,
+            registry,
+            limits,
+            verified: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The DHT node (for inspection).
+    pub fn dht(&self) -> &Dht {
+        &self.dht
+    }
+
+    async fn listed(&self, record: &SignedRecord) -> Result<bool, UserError> {
+        let Some(registry) = &self.registry else { return Ok(true) };
+        let r = record.record();
+        let key = (r.near_account.as_str().to_owned(), r.agent_id());
+        if let Some((at, ok)) = self.verified.lock().await.get(&key) {
+            if at.elapsed() < REGISTRY_CACHE {
+                return Ok(*ok);
+            }
+        }
+        let account = r
+            .near_account
+            .as_str()
+            .parse()
+            .map_err(|_| NearError::Invalid { what: "account", value: key.0.clone() })?;
+        let ok = registry.is_endpoint(&account, &r.identity).await?;
+        self.verified.lock().await.insert(key, (Instant::now(), ok));
+        Ok(ok)
+    }
+
+    /// Finds agents; with a registry, only those their account lists.
+    pub async fn find(&self, lookup: &Lookup) -> Result<Vec<SignedRecord>, UserError> {
+        let (found, what) = match lookup {
+            Lookup::Account(a) => (self.dht.find_by_account(a).await?, a.as_str().to_owned()),
+            Lookup::Service(s) => (self.dht.find_by_service(s).await?, format!("service {s}")),
+        };
+        let mut ok = Vec::new();
+        for r in found {
+            if self.listed(&r).await? {
+                ok.push(r);
+            }
+        }
+        if ok.is_empty() {
+            return Err(UserError::NotRegistered(what));
+        }
+        Ok(ok)
+    }
+
+    /// A session to the agent of `record`, reused while it lives. IK with the
+    /// record's keys; if that handshake fails, once more with XX (spec §11.13).
+    pub async fn session(&self, record: &SignedRecord) -> Result<Arc<Connection>, UserError> {
+        let r = record.record();
+        let agent = r.agent_id();
+        if let Some(c) = self.sessions.lock().await.get(&agent) {
+            if c.quic().close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = *r.quic_addrs.first().ok_or(UserError::NoAddress)?;
+        let caps = vec!["stream/1".to_string()];
+        let ik = Target { addr, identity: Some(r.identity), noise_static: Some(r.noise_static) };
+        let conn = match connect(&self.endpoint, self.identity.clone(), &ik, &caps, self.limits).await {
+            Ok(c) => c,
+            Err(TransportError::Handshake(_)) => {
+                let xx = Target { addr, identity: Some(r.identity), noise_static: None };
+                connect(&self.endpoint, self.identity.clone(), &xx, &caps, self.limits).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let conn = Arc::new(conn);
+        self.sessions.lock().await.insert(agent, conn.clone());
+        Ok(conn)
+    }
+}

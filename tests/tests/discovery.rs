@@ -1,0 +1,309 @@
+//! Fifty agents on loopback — bootstrap nodes, brands and users — on the
+//! AgentWire DHT: every user finds every brand by NEAR account and by
+//! service, connects over QUIC with the key from the record (IK), and runs
+//! concurrent requests, a streamed answer and one-way messages. A brand that
+//! stops is no longer returned once its record expires, and forged, expired,
+//! oversized and stale-sequence records are refused by every node.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentwire_agent::dht::{Dht, DhtConfig, DhtError};
+use agentwire_agent::quic::{
+    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, Target, TransportLimits,
+};
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::dht::record_key;
+use agentwire_protocol::identity::{Keypair, LocalIdentity};
+use agentwire_protocol::record::{AgentRecord, Currency, Service as Offer, SignedRecord};
+use agentwire_protocol::session::PeerInfo;
+use libp2p::Multiaddr;
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+
+/// The two tests each run dozens of nodes; on a 2-core machine they take
+/// turns rather than starve each other's queries.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const BOOTSTRAP: usize = 3;
+const BRANDS: usize = 12;
+const USERS: usize = 35;
+const SERVICES: [&str; 3] = ["chat", "search", "translate"];
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+struct Echo(Mutex<usize>);
+
+impl Service for Echo {
+    fn handle(&self, r: IncomingRequest) -> AnswerFuture {
+        Box::pin(async move {
+            if r.service == "stream" {
+                let (tx, rx) = mpsc::channel(2);
+                tokio::spawn(async move {
+                    for c in r.body.chunks(2) {
+                        let _ = tx.send(Ok(c.to_vec())).await;
+                    }
+                });
+                Answer::Stream(rx)
+            } else {
+                Answer::Response(r.body)
+            }
+        })
+    }
+
+    fn one_way(&self, _peer: &PeerInfo, _topic: &str, _body: Vec<u8>) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+fn loopback() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]
+}
+
+fn record(
+    id: &LocalIdentity,
+    account: &str,
+    services: &[&str],
+    quic: SocketAddr,
+    seq: u64,
+    expires_at: u64,
+) -> AgentRecord {
+    AgentRecord {
+        identity: id.identity.public(),
+        near_account: AccountId::new(account).unwrap(),
+        noise_static: id.noise.public(),
+        quic_addrs: vec![quic],
+        p2p_addrs: vec![],
+        services: services
+            .iter()
+            .map(|s| Offer { name: (*s).into(), description: String::new(), price: 0, currency: Currency::Near })
+            .collect(),
+        channel_contract: AccountId::new("channels.devnet").unwrap(),
+        min_deposit: 0,
+        seq,
+        expires_at,
+    }
+}
+
+struct Brand {
+    identity: Arc<LocalIdentity>,
+    account: String,
+    services: Vec<&'static str>,
+    server: Server,
+    dht: Dht,
+    echo: Arc<Echo>,
+}
+
+async fn start_brand(i: usize, bootstrap: &[Multiaddr], lifetime: u64) -> Brand {
+    let identity = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let echo = Arc::new(Echo(Mutex::new(0)));
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        identity.clone(),
+        vec!["stream/1".into()],
+        echo.clone(),
+        TransportLimits::default(),
+    )
+    .unwrap();
+    let config = DhtConfig { listen: loopback(), bootstrap: bootstrap.to_vec(), server: true, ..DhtConfig::default() };
+    let dht = Dht::start(&identity.identity, config).await.unwrap();
+    let account = format!("brand{i}.near");
+    let services = vec![SERVICES[i % SERVICES.len()]];
+    let signed = record(&identity, &account, &services, server.local_addr().unwrap(), 1, now() + lifetime)
+        .sign(&identity.identity)
+        .unwrap();
+    publish_with_retry(&dht, signed).await;
+    Brand { identity, account, services, server, dht, echo }
+}
+
+async fn publish_with_retry(dht: &Dht, signed: SignedRecord) {
+    for _ in 0..20 {
+        if dht.publish(signed.clone()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not publish");
+}
+
+/// Retries a lookup while the DHT settles (10 s at most).
+macro_rules! eventually {
+    ($e:expr) => {{
+        let mut r = $e;
+        for _ in 0..40 {
+            if r.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            r = $e;
+        }
+        r.expect("found in time")
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_agents_discover_connect_and_talk() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // Bootstrap nodes.
+    let mut boots = Vec::new();
+    let mut boot_addrs: Vec<Multiaddr> = Vec::new();
+    for _ in 0..BOOTSTRAP {
+        let key = Keypair::generate(&mut OsRng);
+        let config =
+            DhtConfig { listen: loopback(), bootstrap: boot_addrs.clone(), server: true, ..DhtConfig::default() };
+        let dht = Dht::start(&key, config).await.unwrap();
+        boot_addrs.extend(dht.listen_addrs().await.unwrap());
+        boots.push(dht);
+    }
+    let mut brands = Vec::new();
+    for i in 0..BRANDS {
+        brands.push(start_brand(i, &boot_addrs, 600).await);
+    }
+    let brands = Arc::new(brands);
+    let mut users = tokio::task::JoinSet::new();
+    for u in 0..USERS {
+        let (boot_addrs, brands) = (boot_addrs.clone(), brands.clone());
+        users.spawn(async move {
+            let me = Arc::new(LocalIdentity::generate(&mut OsRng));
+            let config = DhtConfig { listen: loopback(), bootstrap: boot_addrs, server: false, ..DhtConfig::default() };
+            let dht = Dht::start(&me.identity, config).await.unwrap();
+            let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            for b in brands.iter() {
+                // By account: exactly this brand.
+                let account = AccountId::new(&b.account).unwrap();
+                let found = eventually!(dht.find_by_account(&account).await);
+                assert_eq!(found.len(), 1, "user {u}: one agent for {}", b.account);
+                let r = found[0].record();
+                assert_eq!(r.identity, b.identity.identity.public());
+                // By service: this brand is among the providers.
+                let by_service = eventually!(dht.find_by_service(b.services[0]).await);
+                assert!(by_service.iter().any(|s| s.record().identity == r.identity));
+                // Connect with the record's keys and talk.
+                let target =
+                    Target { addr: r.quic_addrs[0], identity: Some(r.identity), noise_static: Some(r.noise_static) };
+                let conn = Arc::new(
+                    connect(&ep, me.clone(), &target, &["stream/1".into()], TransportLimits::default()).await.unwrap(),
+                );
+                let mut calls = tokio::task::JoinSet::new();
+                for i in 0..4u8 {
+                    let conn = conn.clone();
+                    calls.spawn(
+                        async move { assert_eq!(conn.request("echo", vec![i; 200]).await.unwrap(), vec![i; 200]) },
+                    );
+                }
+                while let Some(c) = calls.join_next().await {
+                    c.unwrap();
+                }
+                let FirstAnswer::Stream(mut s) = conn.call("stream", b"abcdef".to_vec(), None).await.unwrap() else {
+                    panic!("stream")
+                };
+                let mut n = 0;
+                while s.next_chunk().await.unwrap().is_some() {
+                    n += 1;
+                }
+                assert_eq!(n, 3);
+                conn.one_way("hello", b"hi".to_vec()).await.unwrap();
+                conn.close();
+            }
+        });
+    }
+    while let Some(r) = users.join_next().await {
+        r.unwrap();
+    }
+    // Every user's one-way message reached every brand.
+    for _ in 0..100 {
+        if brands.iter().all(|b| *b.echo.0.lock().unwrap() == USERS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in brands.iter() {
+        assert_eq!(*b.echo.0.lock().unwrap(), USERS, "{} got every one-way message", b.account);
+    }
+    drop(boots);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_refused_everywhere_and_a_stopped_brand_disappears() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut nodes = Vec::new();
+    let mut boot: Vec<Multiaddr> = Vec::new();
+    for _ in 0..6 {
+        let key = Keypair::generate(&mut OsRng);
+        let config = DhtConfig { listen: loopback(), bootstrap: boot.clone(), server: true, ..DhtConfig::default() };
+        let dht = Dht::start(&key, config).await.unwrap();
+        if boot.is_empty() {
+            boot = dht.listen_addrs().await.unwrap();
+        }
+        nodes.push(dht);
+    }
+    // A brand whose record lives 6 s, and a rogue node that pushes bad records.
+    let brand = start_brand(0, &boot, 6).await;
+    let key = record_key(&brand.identity.agent_id());
+    let rogue = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: loopback(), bootstrap: boot.clone(), server: true, ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    let user = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: loopback(), bootstrap: boot.clone(), ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    let account = AccountId::new("brand0.near").unwrap();
+    let good = eventually!(user.find_by_account(&account).await);
+    let good_bytes = good[0].encoded().to_vec();
+    // Every node holds the current record before the rogue strikes: a stale
+    // sequence number is only "stale" to a node that knows a newer one.
+    for node in &nodes {
+        for attempt in 0.. {
+            if node.stored(key.clone()).await.unwrap().as_deref() == Some(&good_bytes[..]) {
+                break;
+            }
+            assert!(attempt < 40, "every node stores the brand's record");
+            if attempt % 8 == 7 {
+                brand.dht.publish(good[0].clone()).await.ok();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let addr = good[0].record().quic_addrs[0];
+
+    // Forged: a valid record with one signature byte flipped.
+    let mut forged = good_bytes.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    // Stale: the same brand, an older sequence number (properly signed).
+    let stale =
+        record(&brand.identity, "brand0.near", &["chat"], addr, 0, now() + 600).sign(&brand.identity.identity).unwrap();
+    // Expired: properly signed, expired a minute ago.
+    let expired = record(&brand.identity, "brand0.near", &["chat"], addr, 9, now() - 60).sign(&brand.identity.identity);
+    // Oversized: more than 2048 bytes.
+    let oversized = vec![0xA5u8; 3000];
+    let mut bad = vec![forged, stale.encoded().to_vec(), oversized];
+    if let Ok(e) = expired {
+        bad.push(e.encoded().to_vec());
+    }
+    for value in &bad {
+        rogue.put_raw(key.clone(), value.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, node) in nodes.iter().enumerate() {
+        if let Some(stored) = node.stored(key.clone()).await.unwrap() {
+            assert_eq!(stored, good_bytes, "node {i} stores only the brand's valid record");
+        }
+    }
+    assert_eq!(eventually!(user.record(brand.identity.agent_id()).await).encoded(), &good_bytes[..]);
+
+    // The brand stops; once its record expires it is no longer returned.
+    brand.dht.unpublish().await.unwrap();
+    brand.server.shutdown().await;
+    drop(brand);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(matches!(user.find_by_account(&account).await, Err(DhtError::NotFound)));
+}
