@@ -13,7 +13,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Log verbosity (error, warn, info, debug, trace); also RUST_LOG.
-    #[arg(long, global = true, default_value = "warn")]
+    #[arg(long, global = true, default_value = "warn,libp2p_kad=error")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -42,7 +42,8 @@ fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log.as_str()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Walkthrough => walkthrough::run(),
         Command::Devnet(args) => devnet_cmd::run(args).map_err(Into::into),

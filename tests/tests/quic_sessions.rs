@@ -213,6 +213,57 @@ async fn a_peer_opening_too_many_streams_is_disconnected() {
     b.server.shutdown().await;
 }
 
+async fn closed_with(conn: &agentwire_agent::quic::Connection) -> u64 {
+    match tokio::time::timeout(Duration::from_secs(5), conn.quic().closed()).await.expect("closed in time") {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("expected an application close, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_frames_and_oversized_messages_end_only_that_connection() {
+    let mut limits = TransportLimits::default();
+    limits.session.max_message_bytes = 64 * 1024;
+    let b = brand(limits);
+    let addr = b.server.local_addr().unwrap();
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let bystander =
+        connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
+
+    // A valid first frame of a request, sent twice: the second is a replay.
+    let replayer = connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
+    let (mut send, _recv, mut writer, _reader) = replayer.raw_stream().await.unwrap();
+    let request = agentwire_protocol::wire::Message::Request(agentwire_protocol::wire::Request {
+        id: 1,
+        service: "echo".into(),
+        body: vec![9; 40_000], // several frames, so the stream is still open after the first
+        payment: None,
+    })
+    .encode();
+    let mut frames = Vec::new();
+    writer.write_message(&request, false, &mut frames).unwrap();
+    let first_len = 10 + usize::from(u16::from_be_bytes([frames[0], frames[1]]));
+    let first = frames[..first_len.min(frames.len())].to_vec();
+    send.write_all(&first).await.unwrap();
+    send.write_all(&first).await.unwrap();
+    let code = closed_with(&replayer).await;
+    assert_eq!(code, u64::from(ErrorCode::ProtocolViolation.as_u16()), "a replayed frame is a protocol violation");
+
+    // A message above the responder's limit (64 KiB here; frames are at
+    // most 65535 bytes by construction, so the limit that bites is the message's).
+    let big = connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
+    assert!(big.request("echo", vec![1; 100_000]).await.is_err());
+    assert_eq!(
+        closed_with(&big).await,
+        u64::from(ErrorCode::TooLarge.as_u16()),
+        "an oversized message ends the connection"
+    );
+
+    assert_eq!(bystander.request("echo", b"unaffected".to_vec()).await.unwrap(), b"unaffected");
+    b.server.shutdown().await;
+}
+
 /// Forwards UDP datagrams between a client and the server, keeping a copy.
 async fn relay(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());

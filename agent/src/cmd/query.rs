@@ -71,7 +71,17 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         let mut found = Err("not found".to_string());
         for _ in 0..10 {
-            found = user.find(&lookup).await.map_err(|e| e.to_string());
+            found = user.find(&lookup).await.map_err(|e| match e {
+                agentwire_agent::user::UserError::Registry(e) => format!(
+                    "{e}\n  the endpoint registry is on NEAR ({}, contract {}): start `agentwire devnet`, \
+                     pass --near-rpc/--contract, or --skip-registry-check for pure messaging",
+                    args.near_rpc, args.contract
+                ),
+                other => other.to_string(),
+            });
+            if matches!(&found, Err(e) if e.contains("endpoint registry")) {
+                break;
+            }
             if found.is_ok() {
                 break;
             }

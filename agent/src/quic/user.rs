@@ -244,6 +244,19 @@ impl Connection {
         Ok(())
     }
 
+    /// Opens a bidirectional stream registered with the session and hands
+    /// out its raw halves and frame writer/reader: for tests that play a
+    /// misbehaving peer (replayed or reordered frames). Not for normal use.
+    #[doc(hidden)]
+    pub async fn raw_stream(
+        &self,
+    ) -> Result<(quinn::SendStream, RecvStream, agentwire_protocol::session::StreamWriter, StreamReader), TransportError>
+    {
+        let (send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
+        let (writer, reader) = self.open(send.id())?;
+        Ok((send, recv, writer, reader))
+    }
+
     /// Closes the connection gracefully.
     pub fn close(&self) {
         self.conn.close(VarInt::from_u32(0), b"bye");
