@@ -307,3 +307,35 @@ async fn bad_records_are_refused_everywhere_and_a_stopped_brand_disappears() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert!(matches!(user.find_by_account(&account).await, Err(DhtError::NotFound)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dht_also_runs_over_tcp_noise_yamux() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let tcp = || vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()];
+    let boot =
+        Dht::start(&Keypair::generate(&mut OsRng), DhtConfig { listen: tcp(), server: true, ..DhtConfig::default() })
+            .await
+            .unwrap();
+    let boot_addrs = boot.listen_addrs().await.unwrap();
+    assert!(boot_addrs.iter().all(|a| a.to_string().contains("/tcp/")));
+    // A brand and a user that know only TCP addresses.
+    let identity = LocalIdentity::generate(&mut OsRng);
+    let brand = Dht::start(
+        &identity.identity,
+        DhtConfig { listen: tcp(), bootstrap: boot_addrs.clone(), server: true, ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    let signed = record(&identity, "tcp-brand.near", &["chat"], "127.0.0.1:9".parse().unwrap(), 1, now() + 600)
+        .sign(&identity.identity)
+        .unwrap();
+    publish_with_retry(&brand, signed.clone()).await;
+    let user = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: tcp(), bootstrap: boot_addrs, ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    let found = eventually!(user.find_by_account(&AccountId::new("tcp-brand.near").unwrap()).await);
+    assert_eq!(found[0].encoded(), signed.encoded());
+}
