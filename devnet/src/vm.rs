@@ -6,10 +6,8 @@
 
 use std::sync::Arc;
 
-use near_parameters::vm::VMKind;
-use near_parameters::{RuntimeConfigStore, RuntimeFeesConfig};
+use near_parameters::RuntimeFeesConfig;
 use near_primitives_core::types::{AccountId, Balance, Gas};
-use near_primitives_core::version::PROTOCOL_VERSION;
 use near_vm_runner::logic::mocks::mock_external::{MockAction, MockedExternal};
 use near_vm_runner::logic::types::{PromiseResult, ReturnData};
 use near_vm_runner::logic::{Config, VMContext};
@@ -92,15 +90,12 @@ fn account(s: &str) -> Result<AccountId, VmError> {
 impl ContractVm {
     /// Deploys `wasm` on `account_id` with the protocol-88 runtime configuration.
     pub fn deploy(account_id: &str, wasm: Vec<u8>) -> Result<Self, VmError> {
-        let store = RuntimeConfigStore::new(None);
-        let runtime_config = store.get_config(PROTOCOL_VERSION);
-        let mut config = Config::clone(&runtime_config.wasm_config);
-        config.vm_kind = VMKind::Wasmtime;
+        let (config, fees, _) = crate::fees::runtime_config();
         let code_len = wasm.len() as u64;
         Ok(ContractVm {
             account: account(account_id)?,
-            config: Arc::new(config),
-            fees: Arc::new(RuntimeFeesConfig::clone(&runtime_config.fees)),
+            config,
+            fees,
             ext: MockedExternal::with_code(ContractCode::new(wasm, None)),
             // An account's record plus its code count toward storage.
             storage_usage: 100 + code_len,

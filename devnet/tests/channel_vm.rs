@@ -2,9 +2,7 @@
 //! gas, the checks only the wasm entry points enforce (`#[private]`, payable),
 //! and the per-method gas and storage table (printed; recorded in spec/contract.md).
 
-use std::path::PathBuf;
-use std::process::Command;
-
+use agentwire_devnet::contracts::Contract as Wasm;
 use agentwire_devnet::vm::{CallOutcome, ContractVm, PriorResult};
 use agentwire_protocol::identity::Keypair;
 use agentwire_protocol::voucher::Voucher;
@@ -15,22 +13,9 @@ const HOUR_NS: u64 = 3_600_000_000_000;
 const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 
 /// The contract wasm: `AGENTWIRE_CONTRACT_WASM` (set by scripts/test.sh), or
-/// built here with the chain flags into a target dir of its own.
+/// built with the chain flags (see [`agentwire_devnet::contracts`]).
 fn contract_wasm() -> Vec<u8> {
-    if let Ok(path) = std::env::var("AGENTWIRE_CONTRACT_WASM") {
-        return std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target").join("contract-for-tests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTFLAGS", "-C link-arg=-s --cfg near")
-        .args(["build", "-p", "agentwire-channel", "--target", "wasm32-unknown-unknown", "--profile", "contract"])
-        .status()
-        .expect("run cargo to build the contract");
-    assert!(status.success(), "building the contract wasm failed");
-    std::fs::read(target.join("wasm32-unknown-unknown/contract/agentwire_channel.wasm")).expect("contract wasm")
+    Wasm::Channel.wasm().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn hexs(b: &[u8]) -> String {
