@@ -20,6 +20,7 @@ use agentwire_protocol::session::{
     CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
 use agentwire_protocol::wire::{ErrorCode, ErrorMessage, Message, Response, StreamChunk, StreamEnd};
+use futures::stream::{FuturesUnordered, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
@@ -313,46 +314,53 @@ async fn serve_connection(
             }
         };
     stats.handshakes.fetch_add(1, Ordering::Relaxed);
-    let peer = Arc::new(Peer {
+    let peer = Peer {
         conn: conn.clone(),
         session: Mutex::new(established.session),
         info: established.peer,
         service,
         limits,
         stats,
-    });
+    };
     let mut bucket = Bucket {
         tokens: f64::from(limits.max_requests_per_sec),
         last: Instant::now(),
         rate: f64::from(limits.max_requests_per_sec),
     };
+    // Streams are served on this connection's own task rather than one
+    // spawned task each: a 200-byte exchange is cheaper than the cross-worker
+    // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). The
+    // set is bounded by QUIC's stream limits. Services must not block.
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = FuturesUnordered::new();
+    let peer = &peer;
     loop {
         tokio::select! {
             bi = conn.accept_bi() => {
-                let Ok((send, recv)) = bi else { return };
+                let Ok((send, recv)) = bi else { break };
                 let allowed = bucket.take();
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_request(&peer, send, recv, allowed).await {
+                streams.push(Box::pin(async move {
+                    if let Err(e) = serve_request(peer, send, recv, allowed).await {
                         if !matches!(e, TransportError::Connection(_)) {
                             peer.disconnect(&e);
                         }
                     }
-                });
+                }));
             }
             uni = conn.accept_uni() => {
-                let Ok(recv) = uni else { return };
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_one_way(&peer, recv).await {
+                let Ok(recv) = uni else { break };
+                streams.push(Box::pin(async move {
+                    if let Err(e) = serve_one_way(peer, recv).await {
                         if !matches!(e, TransportError::Connection(_)) {
                             peer.disconnect(&e);
                         }
                     }
-                });
+                }));
             }
+            Some(()) = streams.next(), if !streams.is_empty() => {}
         }
     }
+    // Let answers already in progress finish (graceful shutdown).
+    while streams.next().await.is_some() {}
 }
 
 async fn read_one(
