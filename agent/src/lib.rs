@@ -17,6 +17,7 @@ pub mod dht;
 pub mod keyfile;
 pub mod metrics;
 pub mod near;
+pub mod pay;
 pub mod quic;
 pub mod services;
 pub mod user;
