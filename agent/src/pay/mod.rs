@@ -3,3 +3,7 @@
 //! payer's side (channels, vouchers, resync, receipt checks).
 
 pub mod store;
+mod codec;
+pub mod payee;
+
+pub use payee::{Payee, PayeeConfig, Price};

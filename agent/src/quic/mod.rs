@@ -11,6 +11,8 @@
 //! - Bounds: [`TransportLimits`].
 
 mod io;
+pub mod meter;
+mod respond;
 pub mod server;
 pub mod tls;
 mod user;
@@ -20,8 +22,9 @@ use std::time::Duration;
 use agentwire_protocol::session::{HandshakeError, SessionError, SessionLimits};
 use agentwire_protocol::wire::{ErrorCode, WireError};
 
+pub use meter::{Increment, Meter, Refusal, Ticket};
 pub use server::{Answer, AnswerFuture, IncomingRequest, Server, ServerStats, Service};
-pub use user::{connect, Connection, FirstAnswer, StreamedAnswer, Target};
+pub use user::{connect, Connection, FirstAnswer, StreamEvent, StreamedAnswer, Target};
 
 /// Bounds with their defaults; every one is enforced per server or per connection.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +43,8 @@ pub struct TransportLimits {
     pub idle_timeout: Duration,
     /// Time a responder waits for a request's bytes on a stream (default 30 s).
     pub request_read_timeout: Duration,
+    /// Time a responder waits for a metered stream's next voucher before it stops the answer (default 10 s).
+    pub payment_timeout: Duration,
     /// Session limits (streams, age, frame and message sizes).
     pub session: SessionLimits,
 }
@@ -54,6 +59,7 @@ impl Default for TransportLimits {
             handshake_timeout: tls::DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: Duration::from_secs(30),
             request_read_timeout: Duration::from_secs(30),
+            payment_timeout: Duration::from_secs(10),
             session: SessionLimits::default(),
         }
     }
@@ -86,6 +92,9 @@ pub enum TransportError {
     /// The peer broke the protocol (wrong message, wrong id).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The payee asks for payment (spec §9.10): pay and retry on a new stream.
+    #[error("payment required: {} in {:?}", .0.price, .0.currency)]
+    PaymentRequired(Box<agentwire_protocol::wire::PaymentRequired>),
     /// The peer answered with an Error message.
     #[error("peer error {code:?}: {message}")]
     Remote {

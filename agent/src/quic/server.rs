@@ -19,13 +19,15 @@ use agentwire_protocol::session::{
     respond, FrameSplitter, HandshakeConfig, PeerInfo, ResponderStep, Session, StreamReader, StreamWriter,
     CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::wire::{ErrorCode, ErrorMessage, Message, Response, StreamChunk, StreamEnd};
+use agentwire_protocol::wire::{ErrorCode, Message};
 use futures::stream::{FuturesUnordered, StreamExt};
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::{RecvStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
 
-use super::io::{read_handshake_frame, read_message, write_message};
+use super::io::read_handshake_frame;
+use super::meter::Meter;
+use super::respond::{read_one, serve_request};
 use super::{now_secs, tls, TransportError, TransportLimits};
 
 /// A request as a service sees it.
@@ -83,6 +85,8 @@ pub struct ServerStats {
     pub disconnected: AtomicU64,
     /// Requests answered with an Error message.
     pub errors: AtomicU64,
+    /// Requests (or stream increments) refused for payment.
+    pub payment_refusals: AtomicU64,
     /// Time from a request's arrival to its last byte written, by bucket.
     pub latency: LatencyHistogram,
 }
@@ -147,12 +151,24 @@ fn close_with(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
 }
 
 impl Server {
-    /// Binds `addr` and serves `service` as `local` until shut down.
+    /// Binds `addr` and serves `service` as `local`, free of charge, until shut down.
     pub fn bind(
         addr: SocketAddr,
         local: Arc<LocalIdentity>,
         capabilities: Vec<String>,
         service: Arc<dyn Service>,
+        limits: TransportLimits,
+    ) -> Result<Server, TransportError> {
+        Self::bind_metered(addr, local, capabilities, service, None, limits)
+    }
+
+    /// Binds `addr` and serves `service` as `local`, charging through `meter` (spec §13.5).
+    pub fn bind_metered(
+        addr: SocketAddr,
+        local: Arc<LocalIdentity>,
+        capabilities: Vec<String>,
+        service: Arc<dyn Service>,
+        meter: Option<Arc<dyn Meter>>,
         limits: TransportLimits,
     ) -> Result<Server, TransportError> {
         let endpoint = quinn::Endpoint::server(tls::server_config(&limits)?, addr)?;
@@ -180,10 +196,11 @@ impl Server {
                 let slot = Slot(occupancy.clone(), ip);
                 st.connections.fetch_add(1, Ordering::Relaxed);
                 let (local, service, st, caps) = (local.clone(), service.clone(), st.clone(), caps.clone());
+                let meter = meter.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Ok(conn) = incoming.await else { return };
-                    serve_connection(conn, local, caps, service, limits, st).await;
+                    serve_connection(conn, local, caps, service, meter, limits, st).await;
                 });
             }
         });
@@ -268,24 +285,26 @@ impl Bucket {
     }
 }
 
-struct Peer {
-    conn: quinn::Connection,
+pub(super) struct Peer {
+    pub(super) conn: quinn::Connection,
+    pub(super) local: Arc<LocalIdentity>,
+    pub(super) meter: Option<Arc<dyn Meter>>,
     session: Mutex<Session>,
-    info: PeerInfo,
-    service: Arc<dyn Service>,
-    limits: TransportLimits,
-    stats: Arc<ServerStats>,
+    pub(super) info: PeerInfo,
+    pub(super) service: Arc<dyn Service>,
+    pub(super) limits: TransportLimits,
+    pub(super) stats: Arc<ServerStats>,
 }
 
 impl Peer {
     /// Ends the connection for a protocol violation, with its stable code.
-    fn disconnect(&self, e: &TransportError) {
+    pub(super) fn disconnect(&self, e: &TransportError) {
         self.stats.disconnected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %self.info.agent_id, error = %e, "disconnecting peer");
         close_with(&self.conn, e.code(), &e.to_string());
     }
 
-    fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
+    pub(super) fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
         let mut s = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
         Ok(s.open_stream(VarInt::from(id).into_inner(), now_secs())?)
     }
@@ -296,6 +315,7 @@ async fn serve_connection(
     local: Arc<LocalIdentity>,
     caps: Arc<Vec<String>>,
     service: Arc<dyn Service>,
+    meter: Option<Arc<dyn Meter>>,
     limits: TransportLimits,
     stats: Arc<ServerStats>,
 ) {
@@ -316,6 +336,8 @@ async fn serve_connection(
     stats.handshakes.fetch_add(1, Ordering::Relaxed);
     let peer = Peer {
         conn: conn.clone(),
+        local,
+        meter,
         session: Mutex::new(established.session),
         info: established.peer,
         service,
@@ -363,110 +385,9 @@ async fn serve_connection(
     while streams.next().await.is_some() {}
 }
 
-async fn read_one(
-    peer: &Peer,
-    recv: &mut RecvStream,
-    reader: &mut StreamReader,
-) -> Result<Option<Message>, TransportError> {
-    let mut pending = Vec::new();
-    let read = read_message(recv, reader, &mut pending);
-    let bytes = tokio::time::timeout(peer.limits.request_read_timeout, read)
-        .await
-        .map_err(|_| TransportError::Protocol("request not received in time".into()))??;
-    match bytes {
-        Some(b) => Ok(Some(Message::decode_with_limit(&b, peer.limits.session.max_message_bytes)?)),
-        None => Ok(None),
-    }
-}
-
-async fn send_error(
-    send: &mut SendStream,
-    writer: &mut StreamWriter,
-    id: Option<u64>,
-    code: ErrorCode,
-    message: &str,
-) -> Result<(), TransportError> {
-    let m = Message::Error(ErrorMessage { id, code, message: message.to_owned() }).encode();
-    write_message(send, writer, &m, true).await
-}
-
-async fn serve_request(
-    peer: &Peer,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    allowed: bool,
-) -> Result<(), TransportError> {
-    let (mut writer, mut reader) = peer.open(recv.id())?;
-    let request = match read_one(peer, &mut recv, &mut reader).await? {
-        Some(Message::Request(r)) => r,
-        Some(other) => {
-            let text = format!("expected a Request, got {:?}", other.kind());
-            return send_error(&mut send, &mut writer, None, ErrorCode::Malformed, &text).await;
-        }
-        None => return Err(TransportError::Protocol("stream ended before a request".into())),
-    };
-    if !allowed {
-        return send_error(
-            &mut send,
-            &mut writer,
-            Some(request.id),
-            ErrorCode::RateLimited,
-            "too many requests; slow down",
-        )
-        .await;
-    }
-    let id = request.id;
-    let started = Instant::now();
-    let result = answer_request(peer, &mut send, &mut writer, id, request).await;
-    peer.stats.latency.observe(started.elapsed());
-    result
-}
-
-async fn answer_request(
-    peer: &Peer,
-    send: &mut SendStream,
-    writer: &mut StreamWriter,
-    id: u64,
-    request: agentwire_protocol::wire::Request,
-) -> Result<(), TransportError> {
-    let incoming = IncomingRequest {
-        peer: peer.info.clone(),
-        id,
-        service: request.service,
-        body: request.body,
-        payment: request.payment,
-    };
-    let answer = peer.service.handle(incoming).await;
-    peer.stats.requests.fetch_add(1, Ordering::Relaxed);
-    match answer {
-        Answer::Response(body) => {
-            let m = Message::Response(Response { id, body, receipt: None }).encode();
-            write_message(send, writer, &m, true).await
-        }
-        Answer::Error(code, text) => {
-            peer.stats.errors.fetch_add(1, Ordering::Relaxed);
-            send_error(send, writer, Some(id), code, &text).await
-        }
-        Answer::Stream(mut chunks) => {
-            let mut seq = 0u32;
-            while let Some(item) = chunks.recv().await {
-                let data = match item {
-                    Ok(data) => data,
-                    Err((code, text)) => return send_error(send, writer, Some(id), code, &text).await,
-                };
-                let m = Message::StreamChunk(StreamChunk { id, seq, data }).encode();
-                write_message(send, writer, &m, false).await?;
-                seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
-            }
-            let m = Message::StreamEnd(StreamEnd { id, chunks: seq, receipt: None }).encode();
-            write_message(send, writer, &m, true).await
-        }
-    }
-}
-
 async fn serve_one_way(peer: &Peer, mut recv: RecvStream) -> Result<(), TransportError> {
     let (_, mut reader) = peer.open(recv.id())?;
-    match read_one(peer, &mut recv, &mut reader).await? {
+    match read_one(peer, &mut recv, &mut reader, peer.limits.request_read_timeout).await?.map(|(_, m)| m) {
         Some(Message::OneWay(m)) => {
             peer.service.one_way(&peer.info, &m.topic, m.body);
             Ok(())

@@ -12,8 +12,11 @@ use agentwire_protocol::session::{
     initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, StreamReader, CHANNEL_BINDING_LABEL,
     CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::wire::{Message, OneWay, Request, Response};
-use quinn::{RecvStream, VarInt};
+use agentwire_protocol::payment::SignedReceipt;
+use agentwire_protocol::session::StreamWriter;
+use agentwire_protocol::wire::{Message, OneWay, PaymentRequired, Request, Response, VoucherMessage};
+use quinn::{RecvStream, SendStream, VarInt};
+use sha2::{Digest, Sha256};
 use rand_core::OsRng;
 
 use super::io::{read_handshake_frame, read_message, write_message};
@@ -98,27 +101,44 @@ pub async fn connect(
     })
 }
 
+/// What a streamed answer delivers next.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// The next chunk's data.
+    Chunk(Vec<u8>),
+    /// A metered stream asks for one more increment (spec §13.7): answer
+    /// with [`StreamedAnswer::pay`] or drop the answer.
+    PaymentRequired(Box<PaymentRequired>),
+    /// The StreamEnd arrived (its chunk count checked).
+    End,
+}
+
 /// A streamed answer being read: chunk data in order, then the end.
 pub struct StreamedAnswer {
     recv: RecvStream,
     reader: StreamReader,
     pending: Vec<u8>,
+    /// Our direction of a paid request's stream, open for mid-stream vouchers.
+    send: Option<(SendStream, StreamWriter)>,
     id: u64,
     next_seq: u32,
     max_message: usize,
     done: bool,
     /// Chunk 0, read while telling a stream from a response.
     first: Option<Vec<u8>>,
+    hash: Sha256,
+    receipt: Option<SignedReceipt>,
 }
 
 impl StreamedAnswer {
-    /// The next chunk's data; `None` after the StreamEnd (whose count is checked).
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+    /// The next event: a chunk, a request for payment, or the end.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, TransportError> {
         if let Some(first) = self.first.take() {
-            return Ok(Some(first));
+            self.hash.update(&first);
+            return Ok(StreamEvent::Chunk(first));
         }
         if self.done {
-            return Ok(None);
+            return Ok(StreamEvent::End);
         }
         let Some(bytes) = read_message(&mut self.recv, &mut self.reader, &mut self.pending).await? else {
             return Err(TransportError::Protocol("streamed answer ended without StreamEnd (truncated)".into()));
@@ -126,15 +146,52 @@ impl StreamedAnswer {
         match Message::decode_with_limit(&bytes, self.max_message)? {
             Message::StreamChunk(c) if c.id == self.id && c.seq == self.next_seq => {
                 self.next_seq += 1;
-                Ok(Some(c.data))
+                self.hash.update(&c.data);
+                Ok(StreamEvent::Chunk(c.data))
             }
             Message::StreamEnd(e) if e.id == self.id && e.chunks == self.next_seq => {
                 self.done = true;
-                Ok(None)
+                self.receipt = e.receipt;
+                if let Some((mut send, _)) = self.send.take() {
+                    let _ = send.finish();
+                }
+                Ok(StreamEvent::End)
+            }
+            Message::PaymentRequired(p) if p.id == self.id && self.send.is_some() => {
+                Ok(StreamEvent::PaymentRequired(Box::new(p)))
             }
             Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
             other => Err(TransportError::Protocol(format!("unexpected {:?} in a streamed answer", other.kind()))),
         }
+    }
+
+    /// The next chunk's data; `None` after the StreamEnd. A request for
+    /// more payment is an error here (use [`next_event`](Self::next_event)).
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        match self.next_event().await? {
+            StreamEvent::Chunk(c) => Ok(Some(c)),
+            StreamEvent::End => Ok(None),
+            StreamEvent::PaymentRequired(p) => Err(TransportError::PaymentRequired(p)),
+        }
+    }
+
+    /// Pays one more increment of a metered stream.
+    pub async fn pay(&mut self, voucher: agentwire_protocol::payment::SignedVoucher) -> Result<(), TransportError> {
+        let Some((send, writer)) = self.send.as_mut() else {
+            return Err(TransportError::Protocol("this answer takes no payment".into()));
+        };
+        let m = Message::Voucher(VoucherMessage { id: self.id, voucher }).encode();
+        write_message(send, writer, &m, false).await
+    }
+
+    /// SHA-256 of all chunk data so far (the receipt's `response_hash` once ended).
+    pub fn response_hash(&self) -> [u8; 32] {
+        self.hash.clone().finalize().into()
+    }
+
+    /// The StreamEnd's receipt, once ended (present if the request was paid).
+    pub fn receipt(&self) -> Option<&SignedReceipt> {
+        self.receipt.as_ref()
     }
 }
 
@@ -165,20 +222,6 @@ impl Connection {
         Ok(session.open_stream(stream_id(id), now_secs())?)
     }
 
-    async fn send_request(
-        &self,
-        service: &str,
-        body: Vec<u8>,
-        payment: Option<SignedVoucher>,
-    ) -> Result<(u64, RecvStream, StreamReader), TransportError> {
-        let (mut send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
-        let (mut writer, reader) = self.open(send.id())?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Message::Request(Request { id, service: service.to_owned(), body, payment }).encode();
-        write_message(&mut send, &mut writer, &request, true).await?;
-        Ok((id, recv, reader))
-    }
-
     /// Sends a request and returns the first answer (a response or a stream).
     pub async fn call(
         &self,
@@ -186,37 +229,60 @@ impl Connection {
         body: Vec<u8>,
         payment: Option<SignedVoucher>,
     ) -> Result<FirstAnswer, TransportError> {
-        let (id, mut recv, mut reader) = self.send_request(service, body, payment).await?;
+        Ok(self.call_hashed(service, body, payment).await?.0)
+    }
+
+    /// Like [`call`](Self::call), and also returns SHA-256 of the Request as
+    /// sent (a receipt's `request_hash`). A paid request keeps our direction
+    /// of the stream open until the answer ends, for mid-stream vouchers.
+    pub async fn call_hashed(
+        &self,
+        service: &str,
+        body: Vec<u8>,
+        payment: Option<SignedVoucher>,
+    ) -> Result<(FirstAnswer, [u8; 32]), TransportError> {
+        let paid = payment.is_some();
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(conn_err)?;
+        let (mut writer, mut reader) = self.open(send.id())?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Message::Request(Request { id, service: service.to_owned(), body, payment }).encode();
+        let request_hash: [u8; 32] = Sha256::digest(&request).into();
+        write_message(&mut send, &mut writer, &request, !paid).await?;
+        let mut send = paid.then_some((send, writer));
         let mut pending = Vec::new();
         let max = self.limits.session.max_message_bytes;
         let Some(bytes) = read_message(&mut recv, &mut reader, &mut pending).await? else {
             return Err(TransportError::Protocol("stream ended without an answer".into()));
         };
-        match Message::decode_with_limit(&bytes, max)? {
-            Message::Response(r) if r.id == id => Ok(FirstAnswer::Response(Box::new(r))),
-            Message::StreamChunk(c) if c.id == id && c.seq == 0 => Ok(FirstAnswer::Stream(Box::new(StreamedAnswer {
-                recv,
-                reader,
-                pending,
-                id,
-                next_seq: 1,
-                max_message: max,
-                done: false,
-                first: Some(c.data),
-            }))),
-            Message::StreamEnd(e) if e.id == id && e.chunks == 0 => Ok(FirstAnswer::Stream(Box::new(StreamedAnswer {
-                recv,
-                reader,
-                pending,
-                id,
-                next_seq: 0,
-                max_message: max,
-                done: true,
-                first: None,
-            }))),
-            Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
-            other => Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
+        let stream = |send, pending, next_seq, done, first, receipt| StreamedAnswer {
+            recv,
+            reader,
+            pending,
+            send,
+            id,
+            next_seq,
+            max_message: max,
+            done,
+            first,
+            hash: Sha256::new(),
+            receipt,
+        };
+        let first = match Message::decode_with_limit(&bytes, max)? {
+            Message::Response(r) if r.id == id => FirstAnswer::Response(Box::new(r)),
+            Message::StreamChunk(c) if c.id == id && c.seq == 0 => {
+                FirstAnswer::Stream(Box::new(stream(send.take(), pending, 1, false, Some(c.data), None)))
+            }
+            Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
+                FirstAnswer::Stream(Box::new(stream(None, pending, 0, true, None, e.receipt)))
+            }
+            Message::PaymentRequired(p) if p.id == id => return Err(TransportError::PaymentRequired(Box::new(p))),
+            Message::Error(e) => return Err(TransportError::Remote { code: e.code, message: e.message }),
+            other => return Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
+        };
+        if let Some((mut s, _)) = send {
+            let _ = s.finish();
         }
+        Ok((first, request_hash))
     }
 
     /// Sends a request and waits for a whole response body.
