@@ -10,8 +10,14 @@ use agentwire_protocol::identity::LocalIdentity;
 use agentwire_protocol::record::{AgentRecord, Currency, Service as Offer, SignedRecord, MAX_P2P_ADDRS};
 use libp2p::Multiaddr;
 
-use crate::config::{BrandConfig, HandlerConfig};
+use std::collections::HashMap;
+
+use crate::config::{BrandConfig, HandlerConfig, PaymentsConfig};
 use crate::dht::{Dht, DhtConfig};
+use crate::near::{ChannelClient, NearAccount};
+use crate::pay::store::{Store, StoreConfig};
+use crate::pay::{Payee, PayeeConfig, Price};
+use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
 use crate::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
 
@@ -44,7 +50,10 @@ pub struct RunningBrand {
     pub record: SignedRecord,
     /// Where metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The payee, when services are priced.
+    pub payee: Option<Arc<Payee>>,
     refresher: tokio::task::JoinHandle<()>,
+    payee_task: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 fn config_err(e: impl std::fmt::Display) -> BrandError {
@@ -84,11 +93,7 @@ fn sign_record(
         .services
         .iter()
         .map(|s| {
-            let currency = if s.currency == "NEAR" {
-                Currency::Near
-            } else {
-                Currency::Token(AccountId::new(&s.currency).map_err(config_err)?)
-            };
+            let currency = currency_of(&s.currency)?;
             Ok(Offer { name: s.name.clone(), description: s.description.clone(), price: s.price.0, currency })
         })
         .collect::<Result<Vec<_>, BrandError>>()?;
@@ -120,8 +125,18 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
         return Err(BrandError::Config("record_lifetime_secs must be between 60 and 604800".into()));
     }
     let identity = Arc::new(crate::keyfile::load_or_create(&config.identity)?);
+    let payee = match &config.payments {
+        Some(p) => Some(Arc::new(payee(&config, p)?)),
+        None => None,
+    };
+    let meter = payee.clone().map(|p| p as Arc<dyn crate::quic::Meter>);
+    let caps = vec!["stream/1".into()];
     let server =
-        Server::bind(config.listen, identity.clone(), vec!["stream/1".into()], Arc::new(router(&config)?), limits)?;
+        Server::bind_metered(config.listen, identity.clone(), caps, Arc::new(router(&config)?), meter, limits)?;
+    let payee_task = payee.clone().map(|p| {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        (stop, tokio::spawn(p.run(rx)))
+    });
     let quic = server.local_addr()?;
     let parse = |v: &Vec<String>| {
         v.iter()
@@ -165,7 +180,39 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
             }
         })
     };
-    Ok(RunningBrand { identity, server, dht, record, metrics, refresher })
+    Ok(RunningBrand { identity, server, dht, record, metrics, payee, refresher, payee_task })
+}
+
+/// The payee of a configuration: its chain client, claiming account, prices and store.
+fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> {
+    let key = std::fs::read_to_string(&p.near_key_file)
+        .map_err(|e| config_err(format!("payments.near_key_file {}: {e}", p.near_key_file.display())))?;
+    let account = NearAccount::new(&config.near_account, key.trim()).map_err(config_err)?;
+    let chain = ChannelClient::new(&p.near_rpc, &config.channel_contract).map_err(config_err)?;
+    let mut prices = HashMap::new();
+    for s in &config.services {
+        let currency = currency_of(&s.currency)?;
+        let increment =
+            s.increment.as_ref().map(|i| Increment { chunks: i.chunks, price: i.price.0, currency: currency.clone() });
+        prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment });
+    }
+    let store = Store::open(&p.store, StoreConfig::default())
+        .map_err(|e| config_err(format!("payments.store {}: {e}", p.store.display())))?;
+    let policy = PayeeConfig {
+        claim_above: p.claim_above.0,
+        claim_every: Duration::from_secs(p.claim_every_secs.max(1)),
+        watch_every: Duration::from_secs(p.watch_every_secs.max(1)),
+        ..PayeeConfig::default()
+    };
+    Ok(Payee::new(chain, account, prices, store, policy))
+}
+
+fn currency_of(text: &str) -> Result<Currency, BrandError> {
+    if text == "NEAR" {
+        Ok(Currency::Near)
+    } else {
+        Ok(Currency::Token(AccountId::new(text).map_err(config_err)?))
+    }
 }
 
 impl RunningBrand {
@@ -174,5 +221,10 @@ impl RunningBrand {
         self.refresher.abort();
         let _ = self.dht.unpublish().await;
         self.server.shutdown().await;
+        // Claim everything durable before leaving.
+        if let Some((stop, task)) = self.payee_task {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 }

@@ -77,6 +77,54 @@ pub struct BrandConfig {
     /// The services offered.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// How the brand is paid; required when any service has a price.
+    #[serde(default)]
+    pub payments: Option<PaymentsConfig>,
+}
+
+/// The `[payments]` section: the chain, the NEAR key that claims, where
+/// vouchers are kept, and the claim policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// NEAR JSON-RPC.
+    #[serde(default = "default_rpc")]
+    pub near_rpc: String,
+    /// File holding the secret key (`ed25519:...`) of `near_account`, which signs claims.
+    pub near_key_file: PathBuf,
+    /// Directory of the durable voucher store (created if missing).
+    pub store: PathBuf,
+    /// Claim a channel once this much is unclaimed (default 0: by time only).
+    #[serde(default)]
+    pub claim_above: Amount,
+    /// Claim whatever is unclaimed at least this often (default 3600).
+    #[serde(default = "default_claim_every")]
+    pub claim_every_secs: u64,
+    /// How often channels are read on chain for closes and top-ups (default 30).
+    #[serde(default = "default_watch_every")]
+    pub watch_every_secs: u64,
+}
+
+fn default_rpc() -> String {
+    "http://127.0.0.1:3030".into()
+}
+
+fn default_claim_every() -> u64 {
+    3600
+}
+
+fn default_watch_every() -> u64 {
+    30
+}
+
+/// A metered stream's price per further group of chunks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementConfig {
+    /// Chunks each payment buys (the request's price buys the first ones).
+    pub chunks: u32,
+    /// Price of each further group.
+    pub price: Amount,
 }
 
 fn default_contract() -> String {
@@ -124,6 +172,9 @@ pub struct ServiceConfig {
     /// `NEAR` or a NEP-141 token's account.
     #[serde(default = "default_currency")]
     pub currency: String,
+    /// For a streamed answer: charge per group of chunks beyond the first (spec §13.7).
+    #[serde(default)]
+    pub increment: Option<IncrementConfig>,
     /// What answers.
     pub handler: HandlerConfig,
 }
@@ -166,10 +217,16 @@ impl BrandConfig {
             .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
         let mut config: BrandConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        if config.identity.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.identity = dir.join(&config.identity);
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
             }
+        };
+        resolve(&mut config.identity);
+        if let Some(pay) = config.payments.as_mut() {
+            resolve(&mut pay.near_key_file);
+            resolve(&mut pay.store);
         }
         if config.services.is_empty() {
             return Err(invalid("at least one [[service]] is needed".into()));
@@ -178,6 +235,16 @@ impl BrandConfig {
             if !agentwire_protocol::record::valid_service_name(&s.name) {
                 return Err(invalid(format!(
                     "service name {:?}: lowercase letters, digits, '-' or '_', at most 32",
+                    s.name
+                )));
+            }
+            if matches!(&s.increment, Some(i) if i.chunks == 0) {
+                return Err(invalid(format!("service {}: increment.chunks must be at least 1", s.name)));
+            }
+            let priced = s.price.0 > 0 || s.increment.is_some();
+            if priced && config.payments.is_none() {
+                return Err(invalid(format!(
+                    "service {} has a price: add a [payments] section (near_key_file, store) or make it free",
                     s.name
                 )));
             }

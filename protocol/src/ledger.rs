@@ -142,6 +142,11 @@ impl PayerLedger {
     pub fn mark_closing(&mut self) {
         self.closing = true;
     }
+
+    /// Whether the payer stopped signing on this channel (a close started).
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
 }
 
 /// The payee's view of one channel.

@@ -2,8 +2,20 @@
 //! the payee's side (admit, persist before serve, receipts, claims) and the
 //! payer's side (channels, vouchers, resync, receipt checks).
 
-pub mod store;
 mod codec;
 pub mod payee;
+pub mod store;
 
 pub use payee::{Payee, PayeeConfig, Price};
+pub mod payer;
+
+pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};
+
+/// Serialises a u128 amount as a decimal string (JSON numbers cannot hold it).
+pub(crate) mod amount {
+    pub fn serialize<S: serde::Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+}
+pub mod client;
+pub use client::{query, QueryError, QueryOutcome};

@@ -133,7 +133,9 @@ impl Payee {
             .get_channel(channel_id)
             .await
             .map_err(|_| refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later"))?
-            .ok_or_else(|| refuse(ErrorCode::UnknownChannel, format!("channel {channel_id} does not exist on chain")))?;
+            .ok_or_else(|| {
+                refuse(ErrorCode::UnknownChannel, format!("channel {channel_id} does not exist on chain"))
+            })?;
         self.load(view)
     }
 
@@ -156,9 +158,9 @@ impl Payee {
         // The contract may have paid out more than the store recorded (a claim whose
         // outcome we did not see): the chain's total is authoritative for `claimed`.
         let mut ledger = PayeeLedger::restore(channel, key, view.deposit, stored, claimed).map_err(|e| {
-                tracing::error!(channel = view.id, error = %e, "stored channel state refused");
-                refuse(ErrorCode::Internal, "internal error")
-            })?;
+            tracing::error!(channel = view.id, error = %e, "stored channel state refused");
+            refuse(ErrorCode::Internal, "internal error")
+        })?;
         if view.closing_since_ns.is_some() {
             ledger.start_close();
         }
@@ -211,11 +213,8 @@ impl Payee {
             Err(e) => return Err(payment_refusal(&e)),
         };
         if let Some(v) = &admission.persist {
-            let entry = Entry {
-                key: payee_voucher_key(&channel),
-                value: v.voucher.cumulative,
-                payload: encode_voucher(v),
-            };
+            let entry =
+                Entry { key: payee_voucher_key(&channel), value: v.voucher.cumulative, payload: encode_voucher(v) };
             if let Err(e) = self.store.persist(entry).await {
                 tracing::error!(error = %e, "could not persist a voucher; the request is not served");
                 return Err(refuse(ErrorCode::Internal, "could not record the payment; retry later"));
@@ -234,9 +233,7 @@ impl Payee {
         }
         // Another request's voucher may cover this one: wait until it is durable.
         let mut rx = slot.durable.subscribe();
-        rx.wait_for(|d| *d >= admission.required)
-            .await
-            .map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
+        rx.wait_for(|d| *d >= admission.required).await.map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
         Ok(Ticket { channel, cumulative: admission.required, increment: None })
     }
 
@@ -339,7 +336,11 @@ impl Payee {
 }
 
 impl Meter for Payee {
-    fn admit<'a>(&'a self, _peer: &'a PeerInfo, request: &'a Request) -> BoxFuture<'a, Result<Option<Ticket>, Refusal>> {
+    fn admit<'a>(
+        &'a self,
+        _peer: &'a PeerInfo,
+        request: &'a Request,
+    ) -> BoxFuture<'a, Result<Option<Ticket>, Refusal>> {
         Box::pin(async move {
             let Some(price) = self.prices.get(&request.service) else { return Ok(None) };
             if price.price == 0 && price.increment.is_none() {

@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agentwire_protocol::identity::{LocalIdentity, NoiseStaticKey, PublicKey};
+use agentwire_protocol::payment::SignedReceipt;
 use agentwire_protocol::payment::SignedVoucher;
+use agentwire_protocol::session::StreamWriter;
 use agentwire_protocol::session::{
     initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, StreamReader, CHANNEL_BINDING_LABEL,
     CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::payment::SignedReceipt;
-use agentwire_protocol::session::StreamWriter;
 use agentwire_protocol::wire::{Message, OneWay, PaymentRequired, Request, Response, VoucherMessage};
 use quinn::{RecvStream, SendStream, VarInt};
-use sha2::{Digest, Sha256};
 use rand_core::OsRng;
+use sha2::{Digest, Sha256};
 
 use super::io::{read_handshake_frame, read_message, write_message};
 use super::{now_secs, tls, TransportError, TransportLimits};

@@ -41,10 +41,7 @@ impl Log {
             shared.batches.fetch_add(1, Ordering::Relaxed);
             shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
-        let mut durable = shared
-            .durable
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut durable = shared.durable.write().unwrap_or_else(PoisonError::into_inner);
         durable.extend(winners);
         shared.entries.fetch_add(count, Ordering::Relaxed);
         Ok(())
@@ -95,12 +92,7 @@ pub(super) fn header(generation: u64) -> Vec<u8> {
 
 /// Writes `bytes` to `log-<gen>.bin.tmp`, fsyncs, renames to `log-<gen>.bin`. Returns the
 /// handle (positioned at the end, ready for appends) and final path. Caller syncs the dir.
-fn stage_generation(
-    dir: &Path,
-    generation: u64,
-    bytes: &[u8],
-    sync: SyncMode,
-) -> io::Result<(File, PathBuf)> {
+fn stage_generation(dir: &Path, generation: u64, bytes: &[u8], sync: SyncMode) -> io::Result<(File, PathBuf)> {
     let tmp = dir.join(format!("log-{generation}.bin.tmp"));
     let dst = dir.join(format!("log-{generation}.bin"));
     let result = write_and_rename(&tmp, &dst, bytes, sync);
@@ -111,12 +103,7 @@ fn stage_generation(
 }
 
 fn write_and_rename(tmp: &Path, dst: &Path, bytes: &[u8], sync: SyncMode) -> io::Result<File> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp)?;
     f.write_all(bytes)?;
     if sync == SyncMode::Full {
         f.sync_data()?;
@@ -181,16 +168,10 @@ pub(super) fn recover(dir: &Path, cfg: &StoreConfig, lock: Arc<File>) -> Result<
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
     if data.len() < HEADER_LEN || data[..8] != MAGIC[..] {
-        return Err(StoreError::Corrupt {
-            offset: 0,
-            reason: "bad log header",
-        });
+        return Err(StoreError::Corrupt { offset: 0, reason: "bad log header" });
     }
     if data[8..HEADER_LEN] != generation.to_le_bytes() {
-        return Err(StoreError::Corrupt {
-            offset: 8,
-            reason: "generation does not match file name",
-        });
+        return Err(StoreError::Corrupt { offset: 8, reason: "generation does not match file name" });
     }
     let mut pos = HEADER_LEN;
     while let Some((e, used)) = data.get(pos..).and_then(decode_record) {
@@ -254,14 +235,7 @@ fn decode_record(data: &[u8]) -> Option<(Entry, usize)> {
         return None;
     }
     let payload = body.get(22 + klen..)?.to_vec();
-    Some((
-        Entry {
-            key,
-            value,
-            payload,
-        },
-        8 + len,
-    ))
+    Some((Entry { key, value, payload }, 8 + len))
 }
 
 /// CRC-32C (Castagnoli, reflected poly 0x82F63B78), table built at compile time.
@@ -272,11 +246,7 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
             k += 1;
         }
         table[i] = c;
@@ -292,4 +262,3 @@ pub(super) fn crc32c(data: &[u8]) -> u32 {
     }
     !c
 }
-

@@ -83,12 +83,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            max_batch: 1024,
-            compact_after_bytes: 64 << 20,
-            sync: SyncMode::Full,
-            max_pending: 65_536,
-        }
+        StoreConfig { max_batch: 1024, compact_after_bytes: 64 << 20, sync: SyncMode::Full, max_pending: 65_536 }
     }
 }
 
@@ -113,10 +108,7 @@ impl Clone for StoreError {
         match self {
             StoreError::Io(e) => StoreError::Io(io::Error::new(e.kind(), e.to_string())),
             StoreError::Locked => StoreError::Locked,
-            StoreError::Corrupt { offset, reason } => StoreError::Corrupt {
-                offset: *offset,
-                reason,
-            },
+            StoreError::Corrupt { offset, reason } => StoreError::Corrupt { offset: *offset, reason },
             StoreError::TooLarge => StoreError::TooLarge,
             StoreError::Busy => StoreError::Busy,
             StoreError::Closed => StoreError::Closed,
@@ -219,12 +211,8 @@ impl Store {
     /// `dir/LOCK` (released by the OS even if the process dies) and recovering the log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
         fs::create_dir_all(dir)?;
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))?;
+        let lock_file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("LOCK"))?;
         match lock_file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked),
@@ -235,10 +223,7 @@ impl Store {
         let shared = Arc::new(Shared {
             config,
             durable: RwLock::new(map),
-            queue: Mutex::new(Queue {
-                items: VecDeque::new(),
-                closed: false,
-            }),
+            queue: Mutex::new(Queue { items: VecDeque::new(), closed: false }),
             wake: Condvar::new(),
             batches: AtomicU64::new(0),
             entries: AtomicU64::new(0),
@@ -247,17 +232,10 @@ impl Store {
             truncated,
         });
         let writer_shared = Arc::clone(&shared);
-        let handle = thread::Builder::new()
-            .name("vstore-writer".into())
-            .spawn(move || run_writer(writer_shared, log))?;
-        let inner = Inner {
-            shared,
-            writer: Mutex::new(Some(handle)),
-            _lock: lock_file,
-        };
-        Ok(Store {
-            inner: Arc::new(inner),
-        })
+        let handle =
+            thread::Builder::new().name("vstore-writer".into()).spawn(move || run_writer(writer_shared, log))?;
+        let inner = Inner { shared, writer: Mutex::new(Some(handle)), _lock: lock_file };
+        Ok(Store { inner: Arc::new(inner) })
     }
 
     /// Highest durable entry for `key`.
@@ -284,9 +262,8 @@ impl Store {
         let shared = &self.inner.shared;
         let covered = {
             let map = shared.durable();
-            map.get(&entry.key).is_some_and(|d| {
-                d.value > entry.value || (d.value == entry.value && d.payload == entry.payload)
-            })
+            map.get(&entry.key)
+                .is_some_and(|d| d.value > entry.value || (d.value == entry.value && d.payload == entry.payload))
         };
         if covered {
             return done(Ok(()));
@@ -403,7 +380,6 @@ fn run_writer(shared: Arc<Shared>, mut log: Log) {
 }
 
 /// The open log file; owned by the writer thread after `open`.
-
 mod log;
 #[cfg(test)]
 mod tests;

@@ -34,18 +34,11 @@ impl Rng {
 }
 
 fn cfg(sync: SyncMode) -> StoreConfig {
-    StoreConfig {
-        sync,
-        ..StoreConfig::default()
-    }
+    StoreConfig { sync, ..StoreConfig::default() }
 }
 
 fn ent(key: &str, value: u128, payload: &[u8]) -> Entry {
-    Entry {
-        key: key.as_bytes().to_vec(),
-        value,
-        payload: payload.to_vec(),
-    }
+    Entry { key: key.as_bytes().to_vec(), value, payload: payload.to_vec() }
 }
 
 fn log_files(dir: &Path) -> Vec<String> {
@@ -85,23 +78,11 @@ fn roundtrip_monotonic_and_reopen() {
     s.put(ent("a", 7, b"seven-b")).unwrap(); // equal: later wins
     assert_eq!(s.get(b"a"), Some(ent("a", 7, b"seven-b")));
     assert!(matches!(s.put(ent("", 1, b"")), Err(StoreError::TooLarge)));
-    let long = Entry {
-        key: vec![1; MAX_KEY + 1],
-        value: 1,
-        payload: vec![],
-    };
+    let long = Entry { key: vec![1; MAX_KEY + 1], value: 1, payload: vec![] };
     assert!(matches!(s.put(long), Err(StoreError::TooLarge)));
-    let big = Entry {
-        key: vec![1; MAX_KEY],
-        value: 1,
-        payload: vec![0; MAX_PAYLOAD + 1],
-    };
+    let big = Entry { key: vec![1; MAX_KEY], value: 1, payload: vec![0; MAX_PAYLOAD + 1] };
     assert!(matches!(s.put(big), Err(StoreError::TooLarge)));
-    let max = Entry {
-        key: vec![2; MAX_KEY],
-        value: u128::MAX,
-        payload: vec![9; MAX_PAYLOAD],
-    };
+    let max = Entry { key: vec![2; MAX_KEY], value: u128::MAX, payload: vec![9; MAX_PAYLOAD] };
     s.put(max.clone()).unwrap();
     let before = s.entries();
     s.close();
@@ -133,12 +114,7 @@ fn torn_tail_is_truncated_and_store_keeps_working() {
     drop(s);
     // Cut the last record in the middle.
     let len = fs::metadata(&path).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
     let s = Store::open(&d.0, cfg(SyncMode::Full)).unwrap();
     assert_eq!(s.entries().len(), 3);
     assert_eq!(s.get(b"k3"), None);
@@ -147,15 +123,7 @@ fn torn_tail_is_truncated_and_store_keeps_working() {
     drop(s);
     let s = Store::open(&d.0, cfg(SyncMode::Full)).unwrap();
     let keys: Vec<Vec<u8>> = s.entries().into_iter().map(|e| e.key).collect();
-    assert_eq!(
-        keys,
-        vec![
-            b"k0".to_vec(),
-            b"k1".to_vec(),
-            b"k2".to_vec(),
-            b"k4".to_vec()
-        ]
-    );
+    assert_eq!(keys, vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"k4".to_vec()]);
     assert_eq!(s.stats().truncated_bytes, 0);
 }
 
@@ -164,24 +132,15 @@ fn bad_header_is_corrupt_not_panic() {
     let d = TempDir::new();
     fs::create_dir_all(&d.0).unwrap();
     fs::write(d.0.join("log-0.bin"), b"NOTMAGIC\0\0\0\0\0\0\0\0").unwrap();
-    assert!(matches!(
-        Store::open(&d.0, cfg(SyncMode::None)),
-        Err(StoreError::Corrupt { offset: 0, .. })
-    ));
+    assert!(matches!(Store::open(&d.0, cfg(SyncMode::None)), Err(StoreError::Corrupt { offset: 0, .. })));
     fs::write(d.0.join("log-0.bin"), header(9)).unwrap();
-    assert!(matches!(
-        Store::open(&d.0, cfg(SyncMode::None)),
-        Err(StoreError::Corrupt { offset: 8, .. })
-    ));
+    assert!(matches!(Store::open(&d.0, cfg(SyncMode::None)), Err(StoreError::Corrupt { offset: 8, .. })));
 }
 
 #[test]
 fn compaction_keeps_max_per_key_and_one_file() {
     let d = TempDir::new();
-    let c = StoreConfig {
-        compact_after_bytes: 2048,
-        ..cfg(SyncMode::None)
-    };
+    let c = StoreConfig { compact_after_bytes: 2048, ..cfg(SyncMode::None) };
     let s = Store::open(&d.0, c).unwrap();
     let mut rng = Rng(0x1234_5678);
     let mut expected: HashMap<Vec<u8>, u128> = HashMap::new();
@@ -198,8 +157,7 @@ fn compaction_keeps_max_per_key_and_one_file() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_ne!(files[0], "log-0.bin");
     let s = Store::open(&d.0, c).unwrap();
-    let got: HashMap<Vec<u8>, u128> =
-        s.entries().into_iter().map(|e| (e.key, e.value)).collect();
+    let got: HashMap<Vec<u8>, u128> = s.entries().into_iter().map(|e| (e.key, e.value)).collect();
     assert_eq!(got, expected);
     // Leftover tmp and older generation are cleaned up at open.
     drop(s);
@@ -227,11 +185,7 @@ fn concurrent_submits_group_commit() {
                     let m = max.entry(key.clone()).or_insert(0);
                     *m = (*m).max(v);
                     let tx = tx.clone();
-                    let e = Entry {
-                        key,
-                        value: v,
-                        payload: v.to_le_bytes().to_vec(),
-                    };
+                    let e = Entry { key, value: v, payload: v.to_le_bytes().to_vec() };
                     s.submit(
                         e,
                         Box::new(move |r| {
@@ -254,13 +208,11 @@ fn concurrent_submits_group_commit() {
     }
     let st = s.stats();
     assert!(st.batches >= 1 && st.batches < st.entries, "{st:?}");
-    let got: HashMap<Vec<u8>, u128> =
-        s.entries().into_iter().map(|e| (e.key, e.value)).collect();
+    let got: HashMap<Vec<u8>, u128> = s.entries().into_iter().map(|e| (e.key, e.value)).collect();
     assert_eq!(got, expected);
     drop(s);
     let s = Store::open(&d.0, cfg(SyncMode::Full)).unwrap();
-    let got: HashMap<Vec<u8>, u128> =
-        s.entries().into_iter().map(|e| (e.key, e.value)).collect();
+    let got: HashMap<Vec<u8>, u128> = s.entries().into_iter().map(|e| (e.key, e.value)).collect();
     assert_eq!(got, expected);
 }
 
@@ -273,12 +225,7 @@ fn blocking_puts_share_fsyncs() {
             let s = s.clone();
             thread::spawn(move || {
                 for v in 1..=50u128 {
-                    s.put(Entry {
-                        key: vec![t],
-                        value: v,
-                        payload: vec![],
-                    })
-                    .unwrap();
+                    s.put(Entry { key: vec![t], value: v, payload: vec![] }).unwrap();
                 }
             })
         })
@@ -297,15 +244,9 @@ fn second_open_is_locked_until_drop() {
     let d = TempDir::new();
     let s = Store::open(&d.0, cfg(SyncMode::None)).unwrap();
     let s2 = s.clone();
-    assert!(matches!(
-        Store::open(&d.0, cfg(SyncMode::None)),
-        Err(StoreError::Locked)
-    ));
+    assert!(matches!(Store::open(&d.0, cfg(SyncMode::None)), Err(StoreError::Locked)));
     drop(s);
-    assert!(matches!(
-        Store::open(&d.0, cfg(SyncMode::None)),
-        Err(StoreError::Locked)
-    ));
+    assert!(matches!(Store::open(&d.0, cfg(SyncMode::None)), Err(StoreError::Locked)));
     drop(s2);
     let s = Store::open(&d.0, cfg(SyncMode::None)).unwrap();
     s.put(ent("x", 1, b"")).unwrap();
@@ -319,14 +260,7 @@ fn close_rejects_other_clones_and_busy_backpressure() {
     s.close();
     assert!(matches!(s2.put(ent("x", 1, b"")), Err(StoreError::Closed)));
     drop(s2);
-    let s = Store::open(
-        &d.0,
-        StoreConfig {
-            max_pending: 0,
-            ..cfg(SyncMode::None)
-        },
-    )
-    .unwrap();
+    let s = Store::open(&d.0, StoreConfig { max_pending: 0, ..cfg(SyncMode::None) }).unwrap();
     assert!(matches!(s.put(ent("x", 1, b"")), Err(StoreError::Busy)));
 }
 
@@ -334,9 +268,7 @@ fn close_rejects_other_clones_and_busy_backpressure() {
 fn crash_at_every_offset_of_last_record() {
     let src = TempDir::new();
     let s = Store::open(&src.0, cfg(SyncMode::Full)).unwrap();
-    let all: Vec<Entry> = (0..5)
-        .map(|i| ent(&format!("key-{i}"), 100 + i, b"payload!"))
-        .collect();
+    let all: Vec<Entry> = (0..5).map(|i| ent(&format!("key-{i}"), 100 + i, b"payload!")).collect();
     for e in &all {
         s.put(e.clone()).unwrap();
     }
@@ -392,12 +324,7 @@ fn fuzz_random_log_bodies_never_panic() {
             }
             let p = HEADER_LEN + (rng.next() as usize % (bytes.len() - HEADER_LEN));
             bytes[p] ^= 1 + (rng.next() % 255) as u8;
-            expected = recs
-                .into_iter()
-                .zip(&ends)
-                .filter(|(_, &end)| end <= p)
-                .map(|(e, _)| e)
-                .collect();
+            expected = recs.into_iter().zip(&ends).filter(|(_, &end)| end <= p).map(|(e, _)| e).collect();
         }
         fs::write(d.0.join("log-0.bin"), &bytes).unwrap();
         let s = Store::open(&d.0, cfg(SyncMode::None)).unwrap();

@@ -1,0 +1,408 @@
+//! The payer's side (spec §8.4, §13.5): a user agent opens a channel to a
+//! brand on its first paid query (deposit policy from config), signs one
+//! voucher per query and persists the new total before the voucher leaves,
+//! tops up below a threshold, resyncs from the brand's last voucher, and
+//! checks every receipt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::identity::{Keypair, PublicKey};
+use agentwire_protocol::ledger::{ChannelRef, PayerLedger, Resync};
+use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
+use agentwire_protocol::record::Currency;
+
+use super::codec::{decode_voucher, encode_voucher, payer_key};
+use super::store::{Entry, Store, StoreError};
+use crate::near::{self, ChannelClient, NearAccount, NearError};
+
+/// Deposit and spending policy, with defaults for NEAR amounts.
+#[derive(Clone, Debug)]
+pub struct PayerConfig {
+    /// Deposit of a new channel (default 1 NEAR); raised to the brand's `min_deposit` and the price.
+    pub deposit: u128,
+    /// Top up when less than this is left (default 0.1 NEAR).
+    pub top_up_below: u128,
+    /// How much a top-up adds (default 1 NEAR).
+    pub top_up_amount: u128,
+    /// Top up automatically when a query needs it (default true).
+    pub auto_top_up: bool,
+    /// yoctoNEAR attached to an open beyond the deposit, for the channel's storage (default 0.01 NEAR).
+    pub storage: u128,
+    /// Challenge period asked for at open (default 1 h, the contract's minimum).
+    pub challenge_period_ns: u64,
+    /// Most a single request or stream increment may cost; a brand asking more is refused (default 1 NEAR).
+    pub max_price: u128,
+}
+
+const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+
+impl Default for PayerConfig {
+    fn default() -> Self {
+        PayerConfig {
+            deposit: ONE_NEAR,
+            top_up_below: ONE_NEAR / 10,
+            top_up_amount: ONE_NEAR,
+            auto_top_up: true,
+            storage: ONE_NEAR / 100,
+            challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
+            max_price: ONE_NEAR,
+        }
+    }
+}
+
+/// What went wrong paying, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    /// The chain refused or could not be reached: check the account's balance and the RPC.
+    #[error("chain: {0}")]
+    Chain(#[from] NearError),
+    /// The ledger refused (funds, closing channel, a resync that does not verify).
+    #[error("payment: {0}")]
+    Payment(#[from] PaymentError),
+    /// The signed total could not be made durable, so the voucher was not sent.
+    #[error("payment state store: {0}")]
+    Store(#[from] StoreError),
+    /// The brand asks more than the configured maximum, or in another currency than its record says.
+    #[error("refused price: {0}")]
+    Price(String),
+    /// A receipt did not verify: keep it and the request as evidence; stop using this brand.
+    #[error("bad receipt: {0}")]
+    Receipt(&'static str),
+}
+
+/// The payer's channel with one brand.
+#[derive(Debug)]
+struct Channel {
+    ledger: PayerLedger,
+    currency: near::Currency,
+}
+
+/// A user agent's wallet for queries.
+pub struct Payer {
+    chain: ChannelClient,
+    account: NearAccount,
+    voucher_key: Keypair,
+    store: Store,
+    config: PayerConfig,
+    /// Per payee account; the async mutex serialises opening and topping up.
+    channels: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
+}
+
+/// A channel's state for display.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChannelStatus {
+    /// The brand's account.
+    pub payee: String,
+    /// Channel id in the contract.
+    pub channel_id: u64,
+    /// Epoch of this channel instance.
+    pub epoch: u64,
+    /// Deposited.
+    #[serde(with = "crate::pay::amount")]
+    pub deposit: u128,
+    /// Signed away so far.
+    #[serde(with = "crate::pay::amount")]
+    pub signed: u128,
+}
+
+fn lock(c: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, PayError> {
+    c.lock().map_err(|_| PayError::Store(StoreError::Closed))
+}
+
+/// Stored payload: the channel instance and its currency ("" for NEAR), then the voucher last signed.
+fn payload(c: &Channel, last: Option<&SignedVoucher>) -> Vec<u8> {
+    let ch = c.ledger.channel();
+    let currency = match &c.currency {
+        near::Currency::Near => String::new(),
+        near::Currency::Token(t) => t.to_string(),
+    };
+    let mut out = format!("{}\n{}\n{currency}\n", ch.channel_id, ch.epoch).into_bytes();
+    if let Some(v) = last {
+        out.extend_from_slice(&encode_voucher(v));
+    }
+    out
+}
+
+fn parse_payload(p: &[u8]) -> Option<(u64, u64, near::Currency)> {
+    let mut parts = p.splitn(4, |b| *b == b'\n');
+    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let epoch = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let currency = std::str::from_utf8(parts.next()?).ok()?;
+    let currency =
+        if currency.is_empty() { near::Currency::Near } else { near::Currency::Token(currency.parse().ok()?) };
+    Some((id, epoch, currency))
+}
+
+impl Payer {
+    /// A payer spending from `account`, signing vouchers with `voucher_key`.
+    pub fn new(
+        chain: ChannelClient,
+        account: NearAccount,
+        voucher_key: Keypair,
+        store: Store,
+        config: PayerConfig,
+    ) -> Payer {
+        Payer { chain, account, voucher_key, store, config, channels: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The channel contract payments go through.
+    pub fn contract(&self) -> &near_api::AccountId {
+        self.chain.contract()
+    }
+
+    /// The payer's NEAR account.
+    pub fn account(&self) -> &NearAccount {
+        &self.account
+    }
+
+    fn contract_id(&self) -> Result<AccountId, PayError> {
+        AccountId::new(self.chain.contract().as_str())
+            .map_err(|_| PayError::Price("the channel contract's account id is not valid".into()))
+    }
+
+    async fn persist(&self, payee: &str, c: &Channel, last: Option<&SignedVoucher>) -> Result<(), PayError> {
+        let entry = Entry {
+            key: payer_key(self.chain.contract().as_str(), payee),
+            value: c.ledger.signed(),
+            payload: payload(c, last),
+        };
+        Ok(self.store.persist(entry).await?)
+    }
+
+    /// The channel to `payee`: from memory, from the store (confirmed on chain), or opened now.
+    async fn channel(
+        &self,
+        payee: &str,
+        currency: &Currency,
+        min_deposit: u128,
+        price: u128,
+    ) -> Result<Arc<Mutex<Channel>>, PayError> {
+        let mut map = self.channels.lock().await;
+        if let Some(c) = map.get(payee) {
+            if !lock(c)?.ledger.is_closing() {
+                return Ok(c.clone());
+            }
+        }
+        let contract = self.contract_id()?;
+        if let Some(e) = self.store.get(&payer_key(self.chain.contract().as_str(), payee)) {
+            if let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) {
+                if let Some(view) = self.chain.get_channel(id).await? {
+                    if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
+                        let ledger = PayerLedger::new(
+                            ChannelRef { contract: contract.clone(), channel_id: id, epoch },
+                            view.deposit,
+                            e.value,
+                        )?;
+                        let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency }));
+                        map.insert(payee.to_owned(), c.clone());
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+        let deposit = self.config.deposit.max(min_deposit).max(price);
+        let payee_id: near_api::AccountId =
+            payee.parse().map_err(|_| PayError::Price(format!("{payee} is not a NEAR account id")))?;
+        let (id, chain_currency) = match currency {
+            Currency::Near => {
+                let (id, _) = self
+                    .chain
+                    .open_near(
+                        &self.account,
+                        &payee_id,
+                        &self.voucher_key.public(),
+                        self.config.challenge_period_ns,
+                        deposit,
+                        self.config.storage,
+                    )
+                    .await?;
+                (id, near::Currency::Near)
+            }
+            Currency::Token(t) => {
+                let token: near_api::AccountId = t
+                    .as_str()
+                    .parse()
+                    .map_err(|_| PayError::Price(format!("{} is not a token account", t.as_str())))?;
+                if self.chain.storage_balance_of(&self.account.id).await? < self.config.storage {
+                    self.chain.storage_deposit(&self.account, self.config.storage).await?;
+                }
+                let (id, _) = self
+                    .chain
+                    .open_token(
+                        &self.account,
+                        &token,
+                        &payee_id,
+                        &self.voucher_key.public(),
+                        self.config.challenge_period_ns,
+                        deposit,
+                    )
+                    .await?;
+                (id, near::Currency::Token(token))
+            }
+        };
+        let view = self
+            .chain
+            .get_channel(id)
+            .await?
+            .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
+        let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
+        let c = Channel { ledger, currency: chain_currency };
+        self.persist(payee, &c, None).await?;
+        tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
+        let c = Arc::new(Mutex::new(c));
+        map.insert(payee.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Signs and durably records a voucher paying `price` more to `payee`
+    /// (opening or topping up the channel first if needed).
+    pub async fn pay(
+        &self,
+        payee: &str,
+        currency: &Currency,
+        min_deposit: u128,
+        price: u128,
+    ) -> Result<SignedVoucher, PayError> {
+        if price > self.config.max_price {
+            return Err(PayError::Price(format!("{price} is above the configured maximum {}", self.config.max_price)));
+        }
+        let slot = self.channel(payee, currency, min_deposit, price).await?;
+        let spendable = lock(&slot)?.ledger.spendable();
+        if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < self.config.top_up_below)
+        {
+            self.top_up(payee, self.config.top_up_amount.max(price)).await?;
+        }
+        let (voucher, snapshot) = {
+            let mut c = lock(&slot)?;
+            let v = c.ledger.pay(&self.voucher_key, price)?;
+            (v, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
+        };
+        // Persist the new total before the voucher leaves (spec §8.4).
+        self.persist(payee, &snapshot, Some(&voucher)).await?;
+        Ok(voucher)
+    }
+
+    /// Adds `amount` to the channel with `payee` on chain and to the ledger.
+    pub async fn top_up(&self, payee: &str, amount: u128) -> Result<u128, PayError> {
+        let slot = self.channels.lock().await.get(payee).cloned().ok_or(PaymentError::ChannelClosing)?;
+        let (id, currency) = {
+            let c = lock(&slot)?;
+            (c.ledger.channel().channel_id, c.currency.clone())
+        };
+        match &currency {
+            near::Currency::Near => self.chain.top_up_near(&self.account, id, amount).await?,
+            near::Currency::Token(t) => self.chain.top_up_token(&self.account, t, id, amount).await?,
+        };
+        let view = self
+            .chain
+            .get_channel(id)
+            .await?
+            .ok_or_else(|| NearError::BadResponse(format!("channel {id} vanished")))?;
+        lock(&slot)?.ledger.top_up(view.deposit)?;
+        tracing::info!(payee, channel = id, deposit = %view.deposit, "topped up");
+        Ok(view.deposit)
+    }
+
+    /// Adopts the brand's last accepted voucher if it is ours and higher (spec §8.4 resync).
+    pub async fn resync(&self, payee: &str, last: &SignedVoucher) -> Result<Resync, PayError> {
+        let Some(slot) = self.channels.lock().await.get(payee).cloned() else { return Ok(Resync::UpToDate) };
+        let (r, snapshot) = {
+            let mut c = lock(&slot)?;
+            let r = c.ledger.resync(&self.voucher_key.public(), last)?;
+            (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
+        };
+        if let Resync::Adopted { .. } = r {
+            self.persist(payee, &snapshot, Some(last)).await?;
+        }
+        Ok(r)
+    }
+
+    /// Checks a receipt against what we sent and received (spec §8.2 payer checks).
+    pub async fn check_receipt(
+        &self,
+        payee: &str,
+        brand_identity: &PublicKey,
+        receipt: &SignedReceipt,
+        paid_with: &SignedVoucher,
+        request_hash: &[u8; 32],
+        response_hash: &[u8; 32],
+    ) -> Result<(), PayError> {
+        receipt
+            .verify(brand_identity)
+            .map_err(|_| PayError::Receipt("signature does not verify under the brand's key"))?;
+        let r = &receipt.receipt;
+        let v = &paid_with.voucher;
+        if r.contract != v.contract || r.channel_id != v.channel_id || r.epoch != v.epoch {
+            return Err(PayError::Receipt("names another channel than the one that paid"));
+        }
+        if &r.request_hash != request_hash {
+            return Err(PayError::Receipt("request hash is not that of the request sent"));
+        }
+        if &r.response_hash != response_hash {
+            return Err(PayError::Receipt("response hash is not that of the answer received"));
+        }
+        let signed = self.status_of(payee).await.map_or(0, |s| s.signed);
+        if r.cumulative > signed {
+            return Err(PayError::Receipt("states a total above what we signed"));
+        }
+        Ok(())
+    }
+
+    async fn status_of(&self, payee: &str) -> Option<ChannelStatus> {
+        let map = self.channels.lock().await;
+        let c = map.get(payee)?.lock().ok()?;
+        Some(status(payee, &c))
+    }
+
+    /// Every channel this payer knows (loaded or stored).
+    pub async fn status(&self) -> Vec<ChannelStatus> {
+        let map = self.channels.lock().await;
+        let mut out: Vec<ChannelStatus> =
+            map.iter().filter_map(|(p, c)| c.lock().ok().map(|c| status(p, &c))).collect();
+        let prefix = format!("payer/{}/", self.chain.contract().as_str());
+        for e in self.store.entries() {
+            let Some(payee) = std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)) else { continue };
+            if map.contains_key(payee) {
+                continue;
+            }
+            if let Some((id, epoch, _)) = parse_payload(&e.payload) {
+                out.push(ChannelStatus { payee: payee.to_owned(), channel_id: id, epoch, deposit: 0, signed: e.value });
+            }
+        }
+        out.sort_by(|a, b| a.payee.cmp(&b.payee));
+        out
+    }
+
+    /// The last voucher signed to `payee` (from the store), e.g. for a dispute.
+    pub fn last_voucher(&self, payee: &str) -> Option<SignedVoucher> {
+        let e = self.store.get(&payer_key(self.chain.contract().as_str(), payee))?;
+        let p = &e.payload;
+        let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
+        decode_voucher(p.get(at..)?)
+    }
+
+    /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
+    pub async fn start_close(&self, payee: &str) -> Result<u64, PayError> {
+        let slot = self.channels.lock().await.get(payee).cloned().ok_or(PaymentError::ChannelClosing)?;
+        let id = {
+            let mut c = lock(&slot)?;
+            c.ledger.mark_closing();
+            c.ledger.channel().channel_id
+        };
+        let (ends, _) = self.chain.start_close(&self.account, id).await?;
+        Ok(ends)
+    }
+}
+
+fn status(payee: &str, c: &Channel) -> ChannelStatus {
+    let ch = c.ledger.channel();
+    ChannelStatus {
+        payee: payee.to_owned(),
+        channel_id: ch.channel_id,
+        epoch: ch.epoch,
+        deposit: c.ledger.deposit(),
+        signed: c.ledger.signed(),
+    }
+}
