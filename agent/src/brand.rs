@@ -66,6 +66,7 @@ pub fn router(config: &BrandConfig) -> Result<Router, BrandError> {
     for s in &config.services {
         let service: Arc<dyn Service> = match &s.handler {
             HandlerConfig::Echo => Arc::new(Builtin::Echo),
+            HandlerConfig::Words => Arc::new(Builtin::Words),
             HandlerConfig::Static { text } => Arc::new(Builtin::Static(text.clone().into_bytes())),
             HandlerConfig::Http { url, headers, stream, timeout_secs } => {
                 let mut c = HttpProxyConfig::new(url);

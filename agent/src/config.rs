@@ -189,6 +189,8 @@ fn default_currency() -> String {
 pub enum HandlerConfig {
     /// The query back.
     Echo,
+    /// The query streamed back word by word (a stand-in for a model).
+    Words,
     /// A fixed answer.
     Static {
         /// The answer.

@@ -67,6 +67,8 @@ pub async fn query(
     let payee = r.near_account.as_str().to_owned();
     let offer = r.services.iter().find(|s| s.name == service);
     let mut price = offer.map_or(0, |s| s.price);
+    // No single payment may exceed what the record advertises.
+    let cap = price;
     let currency = offer.map_or(Currency::Near, |s| s.currency.clone());
     let mut attempts = 0;
     loop {
@@ -78,7 +80,7 @@ pub async fn query(
         let paid_now = if voucher.is_some() { price } else { 0 };
         match conn.call_hashed(service, body.clone(), voucher.clone()).await {
             Ok((first, request_hash)) => {
-                let outcome = finish(first, &payee, &currency, payer, paid_now, &mut on_chunk).await?;
+                let outcome = finish(first, &payee, &currency, payer, paid_now, cap, &mut on_chunk).await?;
                 if let (Some(payer), Some(v)) = (payer, &voucher) {
                     let receipt =
                         outcome.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
@@ -92,10 +94,12 @@ pub async fn query(
                 let Some(p) = payer else {
                     return Err(QueryError::NoPayer { price: pr.price, currency: currency_text(&pr.currency) });
                 };
-                if pr.currency != currency {
+                if pr.currency != currency || pr.price > cap {
                     return Err(PayError::Price(format!(
-                        "asked in {} instead of the record's currency",
-                        currency_text(&pr.currency)
+                        "asked {} {} for a service the record prices at {cap} {}",
+                        pr.price,
+                        currency_text(&pr.currency),
+                        currency_text(&currency)
                     ))
                     .into());
                 }
@@ -130,8 +134,10 @@ async fn finish(
     currency: &Currency,
     payer: Option<&Payer>,
     mut paid: u128,
+    cap: u128,
     on_chunk: &mut impl FnMut(&[u8]),
 ) -> Result<Finished, QueryError> {
+    let mut increments = 0u32;
     match first {
         FirstAnswer::Response(r) => {
             let response_hash = Sha256::digest(&r.body).into();
@@ -153,8 +159,15 @@ async fn finish(
                             }
                             .into());
                         };
-                        if &pr.currency != currency {
-                            return Err(PayError::Price("increment asked in another currency".into()).into());
+                        if &pr.currency != currency || pr.price > cap {
+                            let e = "increment above the record's price or in another currency";
+                            return Err(PayError::Price(e.into()).into());
+                        }
+                        increments += 1;
+                        if increments > payer.config().max_increments {
+                            return Err(
+                                PayError::Price("the stream asks for more increments than allowed".into()).into()
+                            );
                         }
                         let v: SignedVoucher = payer.pay(payee, currency, 0, pr.price).await?;
                         paid = paid.checked_add(pr.price).ok_or(PayError::Price("overflow".into()))?;

@@ -77,6 +77,8 @@ pub struct Payee {
     store: Store,
     config: PayeeConfig,
     channels: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// yoctoNEAR burnt for gas by this payee's claims (for accounting).
+    gas_burnt: Mutex<u128>,
 }
 
 fn refuse(code: ErrorCode, text: impl Into<String>) -> Refusal {
@@ -110,7 +112,7 @@ impl Payee {
         store: Store,
         config: PayeeConfig,
     ) -> Payee {
-        Payee { chain, account, prices, store, config, channels: Mutex::new(HashMap::new()) }
+        Payee { chain, account, prices, store, config, channels: Mutex::new(HashMap::new()), gas_burnt: Mutex::new(0) }
     }
 
     /// The contract, as vouchers name it.
@@ -260,7 +262,16 @@ impl Payee {
             else {
                 continue;
             };
-            match self.chain.claim(&self.account, &voucher).await {
+            let claimed = self.chain.claim(&self.account, &voucher).await;
+            let burnt = match &claimed {
+                Ok(o) => o.tokens_burnt,
+                Err(NearError::Failed { tokens_burnt, .. }) => *tokens_burnt,
+                Err(_) => 0,
+            };
+            if let Ok(mut g) = self.gas_burnt.lock() {
+                *g = g.saturating_add(burnt);
+            }
+            match claimed {
                 Ok(_) => {
                     let c = voucher.voucher.cumulative;
                     let _ = with_ledger(&slot, |l| l.record_claim(c));
@@ -323,6 +334,11 @@ impl Payee {
             }
         }
         self.claim_due(true).await;
+    }
+
+    /// yoctoNEAR this payee's claims burnt for gas so far.
+    pub fn gas_burnt(&self) -> u128 {
+        self.gas_burnt.lock().map_or(0, |g| *g)
     }
 
     /// Per channel: (id, durable total, unclaimed part of it).

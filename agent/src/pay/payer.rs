@@ -17,23 +17,24 @@ use super::codec::{decode_voucher, encode_voucher, payer_key};
 use super::store::{Entry, Store, StoreError};
 use crate::near::{self, ChannelClient, NearAccount, NearError};
 
-/// Deposit and spending policy, with defaults for NEAR amounts.
+/// Deposit and top-up policy, in queries of the price being paid (so it
+/// reads the same in any currency), with defaults.
 #[derive(Clone, Debug)]
 pub struct PayerConfig {
-    /// Deposit of a new channel (default 1 NEAR); raised to the brand's `min_deposit` and the price.
-    pub deposit: u128,
-    /// Top up when less than this is left (default 0.1 NEAR).
-    pub top_up_below: u128,
-    /// How much a top-up adds (default 1 NEAR).
-    pub top_up_amount: u128,
+    /// A new channel's deposit pays this many queries (default 100), and at least the brand's `min_deposit`.
+    pub deposit_queries: u128,
+    /// Top up when fewer than this many queries are left (default 10).
+    pub top_up_below_queries: u128,
+    /// A top-up adds this many queries (default 100).
+    pub top_up_queries: u128,
     /// Top up automatically when a query needs it (default true).
     pub auto_top_up: bool,
     /// yoctoNEAR attached to an open beyond the deposit, for the channel's storage (default 0.01 NEAR).
     pub storage: u128,
     /// Challenge period asked for at open (default 1 h, the contract's minimum).
     pub challenge_period_ns: u64,
-    /// Most a single request or stream increment may cost; a brand asking more is refused (default 1 NEAR).
-    pub max_price: u128,
+    /// Most increments one metered stream may charge (default 64).
+    pub max_increments: u32,
 }
 
 const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
@@ -41,13 +42,13 @@ const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 impl Default for PayerConfig {
     fn default() -> Self {
         PayerConfig {
-            deposit: ONE_NEAR,
-            top_up_below: ONE_NEAR / 10,
-            top_up_amount: ONE_NEAR,
+            deposit_queries: 100,
+            top_up_below_queries: 10,
+            top_up_queries: 100,
             auto_top_up: true,
             storage: ONE_NEAR / 100,
             challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
-            max_price: ONE_NEAR,
+            max_increments: 64,
         }
     }
 }
@@ -152,6 +153,11 @@ impl Payer {
         self.chain.contract()
     }
 
+    /// The policy.
+    pub fn config(&self) -> &PayerConfig {
+        &self.config
+    }
+
     /// The payer's NEAR account.
     pub fn account(&self) -> &NearAccount {
         &self.account
@@ -202,7 +208,7 @@ impl Payer {
                 }
             }
         }
-        let deposit = self.config.deposit.max(min_deposit).max(price);
+        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
         let payee_id: near_api::AccountId =
             payee.parse().map_err(|_| PayError::Price(format!("{payee} is not a NEAR account id")))?;
         let (id, chain_currency) = match currency {
@@ -265,14 +271,12 @@ impl Payer {
         min_deposit: u128,
         price: u128,
     ) -> Result<SignedVoucher, PayError> {
-        if price > self.config.max_price {
-            return Err(PayError::Price(format!("{price} is above the configured maximum {}", self.config.max_price)));
-        }
         let slot = self.channel(payee, currency, min_deposit, price).await?;
         let spendable = lock(&slot)?.ledger.spendable();
-        if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < self.config.top_up_below)
-        {
-            self.top_up(payee, self.config.top_up_amount.max(price)).await?;
+        let below = price.saturating_mul(self.config.top_up_below_queries);
+        if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < below) {
+            let amount = price.saturating_mul(self.config.top_up_queries.max(1));
+            self.top_up(payee, amount).await?;
         }
         let (voucher, snapshot) = {
             let mut c = lock(&slot)?;

@@ -21,6 +21,9 @@ pub enum Builtin {
     Echo,
     /// Always this answer.
     Static(Vec<u8>),
+    /// The body back as a streamed answer, one word (with its trailing
+    /// whitespace) per chunk: a stand-in for a model producing tokens.
+    Words,
 }
 
 impl Service for Builtin {
@@ -28,9 +31,34 @@ impl Service for Builtin {
         let answer = match self {
             Builtin::Echo => request.body,
             Builtin::Static(text) => text.clone(),
+            Builtin::Words => {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                tokio::spawn(async move {
+                    for word in words(&request.body) {
+                        if tx.send(Ok(word.to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                return Box::pin(async move { Answer::Stream(rx) });
+            }
         };
         Box::pin(async move { Answer::Response(answer) })
     }
+}
+
+/// Splits `text` after each run of whitespace, keeping it with the word before.
+fn words(text: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=text.len() {
+        let boundary = i == text.len() || (text[i - 1].is_ascii_whitespace() && !text[i].is_ascii_whitespace());
+        if boundary {
+            out.push(&text[start..i]);
+            start = i;
+        }
+    }
+    out
 }
 
 /// Dispatches requests to services by name; one-way messages go to every service.
