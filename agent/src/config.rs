@@ -280,11 +280,21 @@ handler = { kind = "http", url = "http://127.0.0.1:8080/v1", stream = true, head
 [[service]]
 name = "hello"
 handler = { kind = "static", text = "hi" }
+
+[payments]
+near_key_file = "brand.near-key"
+store = "vouchers"
 "#,
         )
         .unwrap();
         let c = BrandConfig::load(&path).unwrap();
         assert_eq!(c.identity, dir.join("brand.key"));
+        assert_eq!(c.payments.as_ref().unwrap().store, dir.join("vouchers"));
+        // A priced service without [payments] would be served for free: refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.find("[payments]").unwrap()]).unwrap();
+        let e = BrandConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("service chat has a price"), "{e}");
         assert_eq!(c.services[0].price, Amount(10_000_000_000_000_000_000_000));
         assert!(matches!(c.services[1].handler, HandlerConfig::Static { .. }));
         std::fs::write(

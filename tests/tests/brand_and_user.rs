@@ -32,7 +32,6 @@ bootstrap = ["{bootstrap}"]
 [[service]]
 name = "chat"
 description = "Ask {name}"
-price = "1000"
 handler = {{ kind = "echo" }}
 
 [[service]]

@@ -85,7 +85,9 @@ pub async fn query(
                     let receipt =
                         outcome.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
                     let response_hash = outcome.response_hash;
-                    payer.check_receipt(&payee, &r.identity, receipt, v, &request_hash, &response_hash).await?;
+                    payer
+                        .check_receipt(&payee, &currency, &r.identity, receipt, v, &request_hash, &response_hash)
+                        .await?;
                 }
                 return Ok(outcome.into_outcome());
             }
@@ -104,7 +106,7 @@ pub async fn query(
                     .into());
                 }
                 if let Some(last) = &pr.last_voucher {
-                    p.resync(&payee, last).await?;
+                    p.resync(&payee, &currency, last).await?;
                 }
                 tracing::debug!(price = %pr.price, "payment required; paying and retrying");
                 price = pr.price;

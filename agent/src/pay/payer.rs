@@ -96,6 +96,8 @@ pub struct Payer {
 pub struct ChannelStatus {
     /// The brand's account.
     pub payee: String,
+    /// `NEAR` or the token's account.
+    pub currency: String,
     /// Channel id in the contract.
     pub channel_id: u64,
     /// Epoch of this channel instance.
@@ -168,9 +170,9 @@ impl Payer {
             .map_err(|_| PayError::Price("the channel contract's account id is not valid".into()))
     }
 
-    async fn persist(&self, payee: &str, c: &Channel, last: Option<&SignedVoucher>) -> Result<(), PayError> {
+    async fn persist(&self, key: &str, c: &Channel, last: Option<&SignedVoucher>) -> Result<(), PayError> {
         let entry = Entry {
-            key: payer_key(self.chain.contract().as_str(), payee),
+            key: payer_key(self.chain.contract().as_str(), key),
             value: c.ledger.signed(),
             payload: payload(c, last),
         };
@@ -185,14 +187,15 @@ impl Payer {
         min_deposit: u128,
         price: u128,
     ) -> Result<Arc<Mutex<Channel>>, PayError> {
+        let key = name(payee, currency);
         let mut map = self.channels.lock().await;
-        if let Some(c) = map.get(payee) {
+        if let Some(c) = map.get(&key) {
             if !lock(c)?.ledger.is_closing() {
                 return Ok(c.clone());
             }
         }
         let contract = self.contract_id()?;
-        if let Some(e) = self.store.get(&payer_key(self.chain.contract().as_str(), payee)) {
+        if let Some(e) = self.store.get(&payer_key(self.chain.contract().as_str(), &key)) {
             if let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) {
                 if let Some(view) = self.chain.get_channel(id).await? {
                     if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
@@ -202,7 +205,7 @@ impl Payer {
                             e.value,
                         )?;
                         let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency }));
-                        map.insert(payee.to_owned(), c.clone());
+                        map.insert(key.clone(), c.clone());
                         return Ok(c);
                     }
                 }
@@ -255,10 +258,10 @@ impl Payer {
             .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
         let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
         let c = Channel { ledger, currency: chain_currency };
-        self.persist(payee, &c, None).await?;
+        self.persist(&key, &c, None).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
         let c = Arc::new(Mutex::new(c));
-        map.insert(payee.to_owned(), c.clone());
+        map.insert(key.clone(), c.clone());
         Ok(c)
     }
 
@@ -276,7 +279,7 @@ impl Payer {
         let below = price.saturating_mul(self.config.top_up_below_queries);
         if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < below) {
             let amount = price.saturating_mul(self.config.top_up_queries.max(1));
-            self.top_up(payee, amount).await?;
+            self.top_up(payee, currency, amount).await?;
         }
         let (voucher, snapshot) = {
             let mut c = lock(&slot)?;
@@ -284,18 +287,19 @@ impl Payer {
             (v, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
         };
         // Persist the new total before the voucher leaves (spec §8.4).
-        self.persist(payee, &snapshot, Some(&voucher)).await?;
+        self.persist(&name(payee, currency), &snapshot, Some(&voucher)).await?;
         Ok(voucher)
     }
 
     /// Adds `amount` to the channel with `payee` on chain and to the ledger.
-    pub async fn top_up(&self, payee: &str, amount: u128) -> Result<u128, PayError> {
-        let slot = self.channels.lock().await.get(payee).cloned().ok_or(PaymentError::ChannelClosing)?;
-        let (id, currency) = {
+    pub async fn top_up(&self, payee: &str, currency: &Currency, amount: u128) -> Result<u128, PayError> {
+        let slot =
+            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PaymentError::ChannelClosing)?;
+        let (id, chain_currency) = {
             let c = lock(&slot)?;
             (c.ledger.channel().channel_id, c.currency.clone())
         };
-        match &currency {
+        match &chain_currency {
             near::Currency::Near => self.chain.top_up_near(&self.account, id, amount).await?,
             near::Currency::Token(t) => self.chain.top_up_token(&self.account, t, id, amount).await?,
         };
@@ -310,23 +314,26 @@ impl Payer {
     }
 
     /// Adopts the brand's last accepted voucher if it is ours and higher (spec §8.4 resync).
-    pub async fn resync(&self, payee: &str, last: &SignedVoucher) -> Result<Resync, PayError> {
-        let Some(slot) = self.channels.lock().await.get(payee).cloned() else { return Ok(Resync::UpToDate) };
+    pub async fn resync(&self, payee: &str, currency: &Currency, last: &SignedVoucher) -> Result<Resync, PayError> {
+        let key = name(payee, currency);
+        let Some(slot) = self.channels.lock().await.get(&key).cloned() else { return Ok(Resync::UpToDate) };
         let (r, snapshot) = {
             let mut c = lock(&slot)?;
             let r = c.ledger.resync(&self.voucher_key.public(), last)?;
             (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
         };
         if let Resync::Adopted { .. } = r {
-            self.persist(payee, &snapshot, Some(last)).await?;
+            self.persist(&key, &snapshot, Some(last)).await?;
         }
         Ok(r)
     }
 
     /// Checks a receipt against what we sent and received (spec §8.2 payer checks).
+    #[allow(clippy::too_many_arguments)]
     pub async fn check_receipt(
         &self,
         payee: &str,
+        currency: &Currency,
         brand_identity: &PublicKey,
         receipt: &SignedReceipt,
         paid_with: &SignedVoucher,
@@ -347,17 +354,17 @@ impl Payer {
         if &r.response_hash != response_hash {
             return Err(PayError::Receipt("response hash is not that of the answer received"));
         }
-        let signed = self.status_of(payee).await.map_or(0, |s| s.signed);
+        let signed = self.status_of(&name(payee, currency)).await.map_or(0, |s| s.signed);
         if r.cumulative > signed {
             return Err(PayError::Receipt("states a total above what we signed"));
         }
         Ok(())
     }
 
-    async fn status_of(&self, payee: &str) -> Option<ChannelStatus> {
+    async fn status_of(&self, key: &str) -> Option<ChannelStatus> {
         let map = self.channels.lock().await;
-        let c = map.get(payee)?.lock().ok()?;
-        Some(status(payee, &c))
+        let c = map.get(key)?.lock().ok()?;
+        Some(status(key, &c))
     }
 
     /// Every channel this payer knows (loaded or stored).
@@ -367,12 +374,13 @@ impl Payer {
             map.iter().filter_map(|(p, c)| c.lock().ok().map(|c| status(p, &c))).collect();
         let prefix = format!("payer/{}/", self.chain.contract().as_str());
         for e in self.store.entries() {
-            let Some(payee) = std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)) else { continue };
-            if map.contains_key(payee) {
+            let Some(key) = std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)) else { continue };
+            if map.contains_key(key) {
                 continue;
             }
             if let Some((id, epoch, _)) = parse_payload(&e.payload) {
-                out.push(ChannelStatus { payee: payee.to_owned(), channel_id: id, epoch, deposit: 0, signed: e.value });
+                let (payee, currency) = split_name(key);
+                out.push(ChannelStatus { payee, currency, channel_id: id, epoch, deposit: 0, signed: e.value });
             }
         }
         out.sort_by(|a, b| a.payee.cmp(&b.payee));
@@ -380,16 +388,17 @@ impl Payer {
     }
 
     /// The last voucher signed to `payee` (from the store), e.g. for a dispute.
-    pub fn last_voucher(&self, payee: &str) -> Option<SignedVoucher> {
-        let e = self.store.get(&payer_key(self.chain.contract().as_str(), payee))?;
+    pub fn last_voucher(&self, payee: &str, currency: &Currency) -> Option<SignedVoucher> {
+        let e = self.store.get(&payer_key(self.chain.contract().as_str(), &name(payee, currency)))?;
         let p = &e.payload;
         let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
         decode_voucher(p.get(at..)?)
     }
 
     /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
-    pub async fn start_close(&self, payee: &str) -> Result<u64, PayError> {
-        let slot = self.channels.lock().await.get(payee).cloned().ok_or(PaymentError::ChannelClosing)?;
+    pub async fn start_close(&self, payee: &str, currency: &Currency) -> Result<u64, PayError> {
+        let slot =
+            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PaymentError::ChannelClosing)?;
         let id = {
             let mut c = lock(&slot)?;
             c.ledger.mark_closing();
@@ -400,10 +409,29 @@ impl Payer {
     }
 }
 
-fn status(payee: &str, c: &Channel) -> ChannelStatus {
+/// The map and store name of the channel with `payee` in `currency`
+/// (account ids never contain '/').
+fn name(payee: &str, currency: &Currency) -> String {
+    match currency {
+        Currency::Near => payee.to_owned(),
+        Currency::Token(t) => format!("{payee}/{}", t.as_str()),
+    }
+}
+
+/// (payee, currency text) of a name.
+fn split_name(name: &str) -> (String, String) {
+    match name.split_once('/') {
+        Some((p, t)) => (p.to_owned(), t.to_owned()),
+        None => (name.to_owned(), "NEAR".to_owned()),
+    }
+}
+
+fn status(key: &str, c: &Channel) -> ChannelStatus {
     let ch = c.ledger.channel();
+    let (payee, currency) = split_name(key);
     ChannelStatus {
-        payee: payee.to_owned(),
+        payee,
+        currency,
         channel_id: ch.channel_id,
         epoch: ch.epoch,
         deposit: c.ledger.deposit(),

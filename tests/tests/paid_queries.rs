@@ -1,0 +1,384 @@
+//! Pay-per-query end to end through the devnet: several users pay several
+//! brands per query (whole answers, metered streams, a NEP-141 channel,
+//! automatic top-ups); the brands claim on shutdown, and the chain pays each
+//! brand exactly the sum of the prices of the answers delivered, to the
+//! yocto. A payer's unilateral close is claimed inside the challenge period.
+//! Bad payments (underpaying, replayed, forged, other channel, after a close
+//! started, unknown channel, a receipt that does not verify) are refused
+//! with a clear error, nothing is served and nothing is persisted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_agent::brand::{self, RunningBrand};
+use agentwire_agent::config::BrandConfig;
+use agentwire_agent::devnet::{provision, Provisioned};
+use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::near::{ChannelClient, NearAccount};
+use agentwire_agent::pay::store::{Store, StoreConfig};
+use agentwire_agent::pay::{query, PayError, Payer, PayerConfig};
+use agentwire_agent::quic::{TransportError, TransportLimits};
+use agentwire_agent::user::{Lookup, UserAgent};
+use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::identity::{Keypair, LocalIdentity};
+use agentwire_protocol::payment::SignedVoucher;
+use agentwire_protocol::record::{Currency, SignedRecord};
+use agentwire_protocol::voucher::Voucher;
+use agentwire_protocol::wire::ErrorCode;
+use rand_core::OsRng;
+
+const MILLI: u128 = ONE_NEAR / 1000;
+const USDC_CENT: u128 = 10_000;
+
+struct Net {
+    devnet: Devnet,
+    ready: Provisioned,
+    boot: Dht,
+    boot_addr: String,
+    dir: PathBuf,
+}
+
+async fn net(name: &str, accounts: &[&str]) -> Net {
+    let devnet = Devnet::start(DevnetConfig::default()).unwrap();
+    let ready = provision(&devnet, accounts, 100 * ONE_NEAR, 1_000 * 1_000_000).await.unwrap();
+    let boot = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+            server: true,
+            ..DhtConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let boot_addr = boot.listen_addrs().await.unwrap()[0].to_string();
+    let dir = std::env::temp_dir().join(format!("agentwire-paid-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Net { devnet, ready, boot, boot_addr, dir }
+}
+
+impl Net {
+    fn secret(&self, account: &str) -> String {
+        self.ready.users.iter().find(|u| u.account_id.as_str() == account).unwrap().secret_key.to_string()
+    }
+
+    fn near(&self, account: &str) -> NearAccount {
+        NearAccount::new(account, &self.secret(account)).unwrap()
+    }
+
+    fn chain(&self) -> ChannelClient {
+        ChannelClient::new(&self.ready.rpc_url, self.ready.channels.as_str()).unwrap()
+    }
+
+    async fn brand(&self, name: &str, services: &str) -> RunningBrand {
+        let account = format!("{name}.devnet");
+        std::fs::write(self.dir.join(format!("{name}.near-key")), self.secret(&account)).unwrap();
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"identity = "{name}.key"
+near_account = "{account}"
+listen = "127.0.0.1:0"
+p2p_listen = ["/ip4/127.0.0.1/udp/0/quic-v1"]
+bootstrap = ["{boot}"]
+
+[payments]
+near_rpc = "{rpc}"
+near_key_file = "{name}.near-key"
+store = "{name}-vouchers"
+watch_every_secs = 1
+
+{services}
+"#,
+                boot = self.boot_addr,
+                rpc = self.ready.rpc_url
+            ),
+        )
+        .unwrap();
+        brand::start(BrandConfig::load(&path).unwrap(), TransportLimits::default()).await.unwrap()
+    }
+
+    async fn user(&self, name: &str, key: Keypair, config: PayerConfig) -> (UserAgent, Payer) {
+        let me = Arc::new(LocalIdentity::generate(&mut OsRng));
+        let user = UserAgent::start(me, vec![self.boot_addr.parse().unwrap()], None, TransportLimits::default())
+            .await
+            .unwrap();
+        let store = Store::open(&self.dir.join(format!("{name}-payer")), StoreConfig::default()).unwrap();
+        let payer = Payer::new(self.chain(), self.near(&format!("{name}.devnet")), key, store, config);
+        (user, payer)
+    }
+}
+
+async fn find(user: &UserAgent, account: &str) -> SignedRecord {
+    let lookup = Lookup::Account(AccountId::new(account).unwrap());
+    for _ in 0..50 {
+        if let Ok(found) = user.find(&lookup).await {
+            return found[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{account} not found");
+}
+
+const ACME: &str = r#"
+[[service]]
+name = "chat"
+price = "1000000000000000000000"
+handler = { kind = "echo" }
+
+[[service]]
+name = "story"
+price = "2000000000000000000000"
+increment = { chunks = 3, price = "500000000000000000000" }
+handler = { kind = "words" }
+
+[[service]]
+name = "hours"
+handler = { kind = "static", text = "9-5" }
+"#;
+
+const GLOBEX: &str = r#"
+[[service]]
+name = "chat"
+price = "3000000000000000000000"
+handler = { kind = "echo" }
+
+[[service]]
+name = "ask"
+price = "10000"
+currency = "usdc.devnet"
+handler = { kind = "echo" }
+"#;
+
+fn small_deposits() -> PayerConfig {
+    // Deposits of 4 queries, topped up by 4 when fewer than 2 are left: every user tops up.
+    PayerConfig { deposit_queries: 4, top_up_below_queries: 2, top_up_queries: 4, ..PayerConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivered() {
+    let users = ["u1", "u2", "u3"];
+    let n = net("e2e", &["acme", "globex", "u1", "u2", "u3"]).await;
+    let acme = n.brand("acme", ACME).await;
+    let globex = n.brand("globex", GLOBEX).await;
+    let (acme_payee, globex_payee) = (acme.payee.clone().unwrap(), globex.payee.clone().unwrap());
+    let before: HashMap<&str, u128> =
+        [("acme.devnet", n.devnet.balance("acme.devnet")), ("globex.devnet", n.devnet.balance("globex.devnet"))].into();
+    let token: near_api::AccountId = "usdc.devnet".parse().unwrap();
+    let chain = n.chain();
+    let usdc_before = chain.ft_balance_of(&token, &"globex.devnet".parse().unwrap()).await.unwrap();
+
+    // What each brand delivered, per currency.
+    let mut delivered: HashMap<(&str, bool), u128> = HashMap::new();
+    let mut payers = Vec::new();
+    for name in users {
+        let (user, payer) = n.user(name, Keypair::generate(&mut OsRng), small_deposits()).await;
+        for brand in ["acme.devnet", "globex.devnet"] {
+            let record = find(&user, brand).await;
+            let conn = user.session(&record).await.unwrap();
+            for i in 0..6 {
+                let q = format!("{name} asks {brand} #{i}");
+                let out = query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| {}).await.unwrap();
+                assert_eq!(out.body, q.as_bytes());
+                assert!(out.receipt.is_some(), "a paid answer carries a checked receipt");
+                *delivered.entry((brand, false)).or_default() += out.paid;
+            }
+            let free = query(&conn, &record, "hours", Vec::new(), Some(&payer), |_| {}).await;
+            if brand == "acme.devnet" {
+                let free = free.unwrap();
+                assert_eq!((free.body.as_slice(), free.paid, free.receipt.is_none()), (&b"9-5"[..], 0, true));
+                // 8 words: the price buys chunks 0-2, two increments buy 3-5 and 6-7.
+                let mut chunks = 0;
+                let story = b"one two three four five six seven eight".to_vec();
+                let out = query(&conn, &record, "story", story.clone(), Some(&payer), |_| chunks += 1).await.unwrap();
+                assert_eq!((out.body, out.streamed, chunks), (story, true, 8));
+                assert_eq!(out.paid, 2 * MILLI + 2 * MILLI / 2);
+                *delivered.entry((brand, false)).or_default() += out.paid;
+            } else {
+                for i in 0..3 {
+                    let q = format!("{name} in usdc #{i}").into_bytes();
+                    let out = query(&conn, &record, "ask", q, Some(&payer), |_| {}).await.unwrap();
+                    assert_eq!(out.paid, USDC_CENT);
+                    *delivered.entry((brand, true)).or_default() += out.paid;
+                }
+            }
+        }
+        // Every channel was topped up: its deposit grew beyond the first 4 queries' worth.
+        let first_deposit = |s: &agentwire_agent::pay::ChannelStatus| match (s.payee.as_str(), s.currency.as_str()) {
+            ("acme.devnet", _) => 4 * MILLI,
+            (_, "NEAR") => 4 * 3 * MILLI,
+            _ => 4 * USDC_CENT,
+        };
+        let status = payer.status().await;
+        assert_eq!(status.len(), 3, "{status:?}");
+        for s in status {
+            assert!(s.deposit > first_deposit(&s) && s.deposit >= s.signed, "{s:?}");
+        }
+        payers.push((user, payer));
+    }
+    let per_user_acme = 6 * MILLI + 3 * MILLI;
+    assert_eq!(delivered[&("acme.devnet", false)], 3 * per_user_acme);
+    assert_eq!(delivered[&("globex.devnet", false)], 3 * 6 * 3 * MILLI);
+    assert_eq!(delivered[&("globex.devnet", true)], 3 * 3 * USDC_CENT);
+
+    // Shutdown claims everything durable.
+    acme.shutdown().await;
+    globex.shutdown().await;
+    let mut claimed: HashMap<(String, bool), u128> = HashMap::new();
+    for (_, payer) in &payers {
+        for s in payer.status().await {
+            let view = chain.get_channel(s.channel_id).await.unwrap().unwrap();
+            assert_eq!(view.claimed, s.signed, "the brand claimed exactly what this payer signed: {s:?}");
+            let token = !matches!(view.currency, agentwire_agent::near::Currency::Near);
+            *claimed.entry((view.payee.to_string(), token)).or_default() += view.claimed;
+        }
+    }
+    for ((brand, token), sum) in &delivered {
+        assert_eq!(claimed[&(brand.to_string(), *token)], *sum, "{brand} token={token}");
+    }
+    let acme_after = n.devnet.balance("acme.devnet");
+    assert_eq!(acme_after, before["acme.devnet"] + delivered[&("acme.devnet", false)] - acme_payee.gas_burnt());
+    let globex_after = n.devnet.balance("globex.devnet");
+    assert_eq!(globex_after, before["globex.devnet"] + delivered[&("globex.devnet", false)] - globex_payee.gas_burnt());
+    let usdc_after = chain.ft_balance_of(&token, &"globex.devnet".parse().unwrap()).await.unwrap();
+    assert_eq!(usdc_after, usdc_before + delivered[&("globex.devnet", true)]);
+    drop(n.boot);
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payers_unilateral_close_is_claimed_inside_the_challenge_period() {
+    let n = net("close", &["acme", "u1"]).await;
+    let acme = n.brand("acme", ACME).await;
+    let (user, payer) = n.user("u1", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
+    let record = find(&user, "acme.devnet").await;
+    let conn = user.session(&record).await.unwrap();
+    for _ in 0..3 {
+        query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    }
+    let id = payer.status().await[0].channel_id;
+    let chain = n.chain();
+    assert_eq!(chain.get_channel(id).await.unwrap().unwrap().claimed, 0, "claims wait for the policy");
+    payer.start_close("acme.devnet", &Currency::Near).await.unwrap();
+    // The brand's watcher sees the close and claims at once, with no time passing on chain.
+    let mut claimed = 0;
+    for _ in 0..100 {
+        claimed = chain.get_channel(id).await.unwrap().unwrap().claimed;
+        if claimed == 3 * MILLI {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(claimed, 3 * MILLI, "claimed inside the challenge period");
+    n.devnet.fast_forward(3_601).unwrap();
+    let payer_before = n.devnet.balance("u1.devnet");
+    let view = chain.get_channel(id).await.unwrap().unwrap();
+    let o = chain.finalize(&n.near("u1.devnet"), id).await.unwrap();
+    assert_eq!(n.devnet.balance("u1.devnet"), payer_before + view.deposit - 3 * MILLI - o.tokens_burnt);
+    acme.shutdown().await;
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
+
+fn sign(key: &Keypair, channel_id: u64, epoch: u64, cumulative: u128) -> SignedVoucher {
+    let v = Voucher { contract: AccountId::new("channels.devnet").unwrap(), channel_id, epoch, cumulative };
+    SignedVoucher::sign(v, key)
+}
+
+fn code(r: Result<agentwire_agent::quic::FirstAnswer, TransportError>) -> String {
+    match r {
+        Ok(_) => "answered".into(),
+        Err(TransportError::PaymentRequired(p)) => {
+            format!("PaymentRequired(last={:?})", p.last_voucher.map(|v| v.voucher.cumulative))
+        }
+        Err(TransportError::Remote { code, .. }) => format!("{code:?}"),
+        Err(e) => format!("other: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
+    let n = net("bad", &["acme", "globex", "u1", "u2"]).await;
+    let acme = n.brand("acme", ACME).await;
+    let globex = n.brand("globex", GLOBEX).await;
+    let seed = [7u8; 32];
+    let (user, payer) = n.user("u1", Keypair::from_seed(&seed), PayerConfig::default()).await;
+    let key = Keypair::from_seed(&seed);
+    let record = find(&user, "acme.devnet").await;
+    let conn = user.session(&record).await.unwrap();
+    // One honest query opens the channel (deposit 100 queries).
+    let out = query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    let s = payer.status().await[0].clone();
+    let (id, epoch) = (s.channel_id, s.epoch);
+    let payee = acme.payee.clone().unwrap();
+    let served = || acme.server.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
+    let durable = || payee.channels().iter().find(|c| c.0 == id).map(|c| c.1);
+    let (served0, durable0) = (served(), durable());
+    assert_eq!(durable0, Some(MILLI));
+
+    let call = |v: Option<SignedVoucher>| conn.call("chat", b"x".to_vec(), v);
+    // Underpaying: the total does not cover this request.
+    assert_eq!(
+        code(call(Some(sign(&key, id, epoch, MILLI + MILLI / 2))).await),
+        format!("PaymentRequired(last=Some({MILLI}))")
+    );
+    // Replayed: the voucher already used buys nothing.
+    let used = sign(&key, id, epoch, MILLI);
+    assert_eq!(code(call(Some(used)).await), format!("PaymentRequired(last=Some({MILLI}))"));
+    // Forged: signed by another key.
+    let forger = Keypair::generate(&mut OsRng);
+    assert_eq!(code(call(Some(sign(&forger, id, epoch, 2 * MILLI))).await), "InvalidVoucher");
+    // Wrong epoch, wrong contract.
+    assert_eq!(code(call(Some(sign(&key, id, epoch + 1, 2 * MILLI))).await), "InvalidVoucher");
+    let other =
+        Voucher { contract: AccountId::new("other.devnet").unwrap(), channel_id: id, epoch, cumulative: 2 * MILLI };
+    assert_eq!(code(call(Some(SignedVoucher::sign(other, &key))).await), "InvalidVoucher");
+    // A channel that does not exist, and one that pays another brand.
+    assert_eq!(code(call(Some(sign(&key, 999_999, 0, 2 * MILLI))).await), "UnknownChannel");
+    let g = find(&user, "globex.devnet").await;
+    let gconn = user.session(&g).await.unwrap();
+    query(&gconn, &g, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    let gid = payer.status().await.iter().find(|c| c.payee == "globex.devnet").unwrap().channel_id;
+    assert_eq!(code(call(Some(sign(&key, gid, 0, 100 * MILLI))).await), "UnknownChannel");
+    // Another payer's channel with acme: the voucher is not signed by its payer key.
+    let (_, payer2) = n.user("u2", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
+    payer2.pay("acme.devnet", &Currency::Near, 0, MILLI).await.unwrap();
+    let id2 = payer2.status().await[0].channel_id;
+    assert_eq!(code(call(Some(sign(&key, id2, 0, 2 * MILLI))).await), "InvalidVoucher");
+    // Above the deposit.
+    assert_eq!(code(call(Some(sign(&key, id, epoch, 1_000 * MILLI))).await), "ExceedsDeposit");
+    // No voucher at all on a priced service.
+    assert_eq!(code(call(None).await), "PaymentRequired(last=None)");
+    assert_eq!((served(), durable()), (served0, durable0), "nothing served, nothing persisted");
+
+    // A receipt that does not verify is refused by the payer.
+    let mut bad = out.receipt.clone().unwrap();
+    bad.receipt.cumulative += 1;
+    let paid_with = payer.last_voucher("acme.devnet", &Currency::Near).unwrap();
+    let who = record.record().identity;
+    let r = payer.check_receipt("acme.devnet", &Currency::Near, &who, &bad, &paid_with, &[0; 32], &[0; 32]).await;
+    assert!(matches!(r, Err(PayError::Receipt(_))), "{r:?}");
+
+    // After the payer starts a close, vouchers are refused once the brand has seen it.
+    payer.start_close("acme.devnet", &Currency::Near).await.unwrap();
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = code(call(Some(sign(&key, id, epoch, 5 * MILLI))).await);
+        if last == "ChannelClosing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, "ChannelClosing");
+    // The honest payer does not pay on a closing channel: it opens a new one.
+    let again = query(&conn, &record, "chat", b"again".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    assert_eq!(again.paid, MILLI);
+    assert_ne!(payer.status().await.iter().find(|c| c.payee == "acme.devnet").unwrap().channel_id, id);
+    acme.shutdown().await;
+    globex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
