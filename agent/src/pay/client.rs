@@ -80,7 +80,16 @@ pub async fn query(
         let paid_now = if voucher.is_some() { price } else { 0 };
         match conn.call_hashed(service, body.clone(), voucher.clone()).await {
             Ok((first, request_hash)) => {
-                let outcome = finish(first, &payee, &currency, payer, paid_now, cap, &mut on_chunk).await?;
+                let outcome = match finish(first, &payee, &currency, payer, paid_now, cap, &mut on_chunk).await {
+                    Ok(o) => o,
+                    Err(QueryError::Transport(e)) => {
+                        if let (Some(p), Some(_), true) = (payer, &voucher, unanswered(&e)) {
+                            p.unanswered(&payee, &currency).await;
+                        }
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let (Some(payer), Some(v)) = (payer, &voucher) {
                     let receipt =
                         outcome.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
@@ -111,8 +120,28 @@ pub async fn query(
                 tracing::debug!(price = %pr.price, "payment required; paying and retrying");
                 price = pr.price;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if let (Some(p), Some(_)) = (payer, &voucher) {
+                    if unanswered(&e) {
+                        p.unanswered(&payee, &currency).await;
+                    }
+                }
+                return Err(e.into());
+            }
         }
+    }
+}
+
+/// Whether a paid request's failure means no answer was delivered (so the
+/// brand may hold its payment as credit), rather than a refusal.
+fn unanswered(e: &TransportError) -> bool {
+    match e {
+        TransportError::Remote { code, .. } => matches!(
+            code,
+            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::UpstreamFailed | ErrorCode::UpstreamTimeout
+        ),
+        TransportError::PaymentRequired(_) => false,
+        _ => true,
     }
 }
 

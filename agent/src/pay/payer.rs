@@ -12,6 +12,7 @@ use agentwire_protocol::identity::{Keypair, PublicKey};
 use agentwire_protocol::ledger::{ChannelRef, PayerLedger, Resync};
 use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
 use agentwire_protocol::record::Currency;
+use agentwire_protocol::voucher::Voucher;
 
 use super::codec::{decode_voucher, encode_voucher, payer_key};
 use super::store::{Entry, Store, StoreError};
@@ -74,10 +75,16 @@ pub enum PayError {
 }
 
 /// The payer's channel with one brand.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Channel {
     ledger: PayerLedger,
     currency: near::Currency,
+    /// The brand may hold credit: vouchers we signed for requests that got
+    /// no answer (a crash on either side). The next payment first offers
+    /// the current total again; a brand that counted them answers
+    /// PaymentRequired and we pay afresh, so an unanswered request is
+    /// never paid twice.
+    probe: bool,
 }
 
 /// A user agent's wallet for queries.
@@ -204,7 +211,7 @@ impl Payer {
                             view.deposit,
                             e.value,
                         )?;
-                        let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency }));
+                        let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency, probe: e.value > 0 }));
                         map.insert(key.clone(), c.clone());
                         return Ok(c);
                     }
@@ -257,7 +264,7 @@ impl Payer {
             .await?
             .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
         let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
-        let c = Channel { ledger, currency: chain_currency };
+        let c = Channel { ledger, currency: chain_currency, probe: false };
         self.persist(&key, &c, None).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
         let c = Arc::new(Mutex::new(c));
@@ -283,12 +290,34 @@ impl Payer {
         }
         let (voucher, snapshot) = {
             let mut c = lock(&slot)?;
+            if c.probe && !c.ledger.is_closing() && c.ledger.signed() >= price {
+                c.probe = false;
+                // The same total again: nothing new to persist.
+                let ch = c.ledger.channel().clone();
+                let v = Voucher {
+                    contract: ch.contract,
+                    channel_id: ch.channel_id,
+                    epoch: ch.epoch,
+                    cumulative: c.ledger.signed(),
+                };
+                return Ok(SignedVoucher::sign(v, &self.voucher_key));
+            }
             let v = c.ledger.pay(&self.voucher_key, price)?;
-            (v, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
+            (v, c.clone())
         };
         // Persist the new total before the voucher leaves (spec §8.4).
         self.persist(&name(payee, currency), &snapshot, Some(&voucher)).await?;
         Ok(voucher)
+    }
+
+    /// A paid request got no answer (the connection or the brand failed):
+    /// the next payment offers the current total first (see `Channel::probe`).
+    pub async fn unanswered(&self, payee: &str, currency: &Currency) {
+        if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
+            if let Ok(mut c) = slot.lock() {
+                c.probe = true;
+            }
+        }
     }
 
     /// Adds `amount` to the channel with `payee` on chain and to the ledger.
@@ -320,7 +349,7 @@ impl Payer {
         let (r, snapshot) = {
             let mut c = lock(&slot)?;
             let r = c.ledger.resync(&self.voucher_key.public(), last)?;
-            (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
+            (r, c.clone())
         };
         if let Resync::Adopted { .. } = r {
             self.persist(&key, &snapshot, Some(last)).await?;
