@@ -14,6 +14,7 @@ pub mod brand;
 pub mod config;
 pub mod devnet;
 pub mod dht;
+pub mod gateway;
 pub mod keyfile;
 pub mod metrics;
 pub mod near;

@@ -36,6 +36,11 @@ enum Command {
     Query(cmd::query::QueryArgs),
     /// Show what the DHT holds for an account or a service.
     Lookup(cmd::lookup::LookupArgs),
+    /// The payer's payment channels: open, status, top-up, close, finalize.
+    #[command(subcommand)]
+    Channel(cmd::channel::ChannelCmd),
+    /// A localhost HTTP API for agents in any language (discovery, encryption, payment behind it).
+    Gateway(cmd::gateway::GatewayArgs),
 }
 
 fn main() {
@@ -52,6 +57,8 @@ fn main() {
         Command::Serve(a) => cmd::serve::run(a, cli.json).map_err(Into::into),
         Command::Query(a) => cmd::query::run(a, cli.json).map_err(Into::into),
         Command::Lookup(a) => cmd::lookup::run(a, cli.json).map_err(Into::into),
+        Command::Channel(c) => cmd::channel::run(c, cli.json).map_err(Into::into),
+        Command::Gateway(a) => cmd::gateway::run(a, cli.json).map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

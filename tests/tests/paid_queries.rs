@@ -183,26 +183,29 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
             let conn = user.session(&record).await.unwrap();
             for i in 0..6 {
                 let q = format!("{name} asks {brand} #{i}");
-                let out = query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| {}).await.unwrap();
+                let out = query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| async {}).await.unwrap();
                 assert_eq!(out.body, q.as_bytes());
                 assert!(out.receipt.is_some(), "a paid answer carries a checked receipt");
                 *delivered.entry((brand, false)).or_default() += out.paid;
             }
-            let free = query(&conn, &record, "hours", Vec::new(), Some(&payer), |_| {}).await;
+            let free = query(&conn, &record, "hours", Vec::new(), Some(&payer), |_| async {}).await;
             if brand == "acme.devnet" {
                 let free = free.unwrap();
                 assert_eq!((free.body.as_slice(), free.paid, free.receipt.is_none()), (&b"9-5"[..], 0, true));
                 // 8 words: the price buys chunks 0-2, two increments buy 3-5 and 6-7.
                 let mut chunks = 0;
                 let story = b"one two three four five six seven eight".to_vec();
-                let out = query(&conn, &record, "story", story.clone(), Some(&payer), |_| chunks += 1).await.unwrap();
+                let out = query(&conn, &record, "story", story.clone(), Some(&payer), |_| {
+                    chunks += 1;
+                    async {}
+                }).await.unwrap();
                 assert_eq!((out.body, out.streamed, chunks), (story, true, 8));
                 assert_eq!(out.paid, 2 * MILLI + 2 * MILLI / 2);
                 *delivered.entry((brand, false)).or_default() += out.paid;
             } else {
                 for i in 0..3 {
                     let q = format!("{name} in usdc #{i}").into_bytes();
-                    let out = query(&conn, &record, "ask", q, Some(&payer), |_| {}).await.unwrap();
+                    let out = query(&conn, &record, "ask", q, Some(&payer), |_| async {}).await.unwrap();
                     assert_eq!(out.paid, USDC_CENT);
                     *delivered.entry((brand, true)).or_default() += out.paid;
                 }
@@ -259,7 +262,7 @@ async fn a_payers_unilateral_close_is_claimed_inside_the_challenge_period() {
     let record = find(&user, "acme.devnet").await;
     let conn = user.session(&record).await.unwrap();
     for _ in 0..3 {
-        query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+        query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| async {}).await.unwrap();
     }
     let id = payer.status().await[0].channel_id;
     let chain = n.chain();
@@ -311,7 +314,7 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     let record = find(&user, "acme.devnet").await;
     let conn = user.session(&record).await.unwrap();
     // One honest query opens the channel (deposit 100 queries).
-    let out = query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    let out = query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| async {}).await.unwrap();
     let s = payer.status().await[0].clone();
     let (id, epoch) = (s.channel_id, s.epoch);
     let payee = acme.payee.clone().unwrap();
@@ -341,7 +344,7 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     assert_eq!(code(call(Some(sign(&key, 999_999, 0, 2 * MILLI))).await), "UnknownChannel");
     let g = find(&user, "globex.devnet").await;
     let gconn = user.session(&g).await.unwrap();
-    query(&gconn, &g, "chat", b"hi".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    query(&gconn, &g, "chat", b"hi".to_vec(), Some(&payer), |_| async {}).await.unwrap();
     let gid = payer.status().await.iter().find(|c| c.payee == "globex.devnet").unwrap().channel_id;
     assert_eq!(code(call(Some(sign(&key, gid, 0, 100 * MILLI))).await), "UnknownChannel");
     // Another payer's channel with acme: the voucher is not signed by its payer key.
@@ -375,7 +378,7 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     }
     assert_eq!(last, "ChannelClosing");
     // The honest payer does not pay on a closing channel: it opens a new one.
-    let again = query(&conn, &record, "chat", b"again".to_vec(), Some(&payer), |_| {}).await.unwrap();
+    let again = query(&conn, &record, "chat", b"again".to_vec(), Some(&payer), |_| async {}).await.unwrap();
     assert_eq!(again.paid, MILLI);
     assert_ne!(payer.status().await.iter().find(|c| c.payee == "acme.devnet").unwrap().channel_id, id);
     acme.shutdown().await;

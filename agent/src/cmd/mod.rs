@@ -1,8 +1,11 @@
 //! The `agentwire` subcommands other than `devnet` and `walkthrough`.
 
 pub mod bootstrap;
+pub mod channel;
+pub mod gateway;
 pub mod identity;
 pub mod lookup;
+pub mod payer_args;
 pub mod query;
 pub mod serve;
 
@@ -22,4 +25,26 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Parses libp2p addresses given on the command line.
 pub fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, String> {
     list.iter().map(|a| a.parse().map_err(|e| format!("{a:?} is not a libp2p address: {e}"))).collect()
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what service managers send).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -51,7 +51,8 @@ pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
             }
             println!("Ctrl-C stops it (sessions close gracefully).");
         }
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        super::shutdown_signal().await;
+        // Closes sessions, then claims everything durable on chain.
         running.shutdown().await;
         Ok(())
     })

@@ -3,6 +3,8 @@
 //! PaymentRequired by resyncing and paying again on a new stream, pay a
 //! metered stream's increments, and check the receipt of what arrived.
 
+use std::future::Future;
+
 use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
 use agentwire_protocol::record::{Currency, SignedRecord};
 use agentwire_protocol::wire::ErrorCode;
@@ -54,14 +56,15 @@ fn currency_text(c: &Currency) -> String {
 }
 
 /// Asks `service` of the brand behind `record` over `conn`, paying with
-/// `payer` if it is priced; `on_chunk` sees each streamed chunk as it arrives.
-pub async fn query(
+/// `payer` if it is priced; `on_chunk` gets each streamed chunk as it
+/// arrives (and is awaited, so a slow consumer slows the stream down).
+pub async fn query<F: Future<Output = ()>>(
     conn: &Connection,
     record: &SignedRecord,
     service: &str,
     body: Vec<u8>,
     payer: Option<&Payer>,
-    mut on_chunk: impl FnMut(&[u8]),
+    mut on_chunk: impl FnMut(&[u8]) -> F,
 ) -> Result<QueryOutcome, QueryError> {
     let r = record.record();
     let payee = r.near_account.as_str().to_owned();
@@ -159,14 +162,15 @@ impl Finished {
     }
 }
 
-async fn finish(
+#[allow(clippy::too_many_arguments)]
+async fn finish<F: Future<Output = ()>>(
     first: FirstAnswer,
     payee: &str,
     currency: &Currency,
     payer: Option<&Payer>,
     mut paid: u128,
     cap: u128,
-    on_chunk: &mut impl FnMut(&[u8]),
+    on_chunk: &mut impl FnMut(&[u8]) -> F,
 ) -> Result<Finished, QueryError> {
     let mut increments = 0u32;
     match first {
@@ -179,7 +183,7 @@ async fn finish(
             loop {
                 match s.next_event().await? {
                     StreamEvent::Chunk(c) => {
-                        on_chunk(&c);
+                        on_chunk(&c).await;
                         all.extend_from_slice(&c);
                     }
                     StreamEvent::PaymentRequired(pr) => {

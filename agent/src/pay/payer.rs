@@ -69,6 +69,9 @@ pub enum PayError {
     /// The brand asks more than the configured maximum, or in another currency than its record says.
     #[error("refused price: {0}")]
     Price(String),
+    /// There is no open channel with this brand in this currency: open one (or query, which opens it).
+    #[error("no open channel with this brand in this currency")]
+    NoChannel,
     /// A receipt did not verify: keep it and the request as evidence; stop using this brand.
     #[error("bad receipt: {0}")]
     Receipt(&'static str),
@@ -191,8 +194,7 @@ impl Payer {
         &self,
         payee: &str,
         currency: &Currency,
-        min_deposit: u128,
-        price: u128,
+        deposit_if_new: Option<u128>,
     ) -> Result<Arc<Mutex<Channel>>, PayError> {
         let key = name(payee, currency);
         let mut map = self.channels.lock().await;
@@ -218,7 +220,7 @@ impl Payer {
                 }
             }
         }
-        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
+        let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
         let payee_id: near_api::AccountId =
             payee.parse().map_err(|_| PayError::Price(format!("{payee} is not a NEAR account id")))?;
         let (id, chain_currency) = match currency {
@@ -281,7 +283,8 @@ impl Payer {
         min_deposit: u128,
         price: u128,
     ) -> Result<SignedVoucher, PayError> {
-        let slot = self.channel(payee, currency, min_deposit, price).await?;
+        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
+        let slot = self.channel(payee, currency, Some(deposit)).await?;
         let spendable = lock(&slot)?.ledger.spendable();
         let below = price.saturating_mul(self.config.top_up_below_queries);
         if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < below) {
@@ -310,6 +313,28 @@ impl Payer {
         Ok(voucher)
     }
 
+    /// Opens a channel to `payee` with `deposit` now (or returns the open one).
+    pub async fn open(&self, payee: &str, currency: &Currency, deposit: u128) -> Result<ChannelStatus, PayError> {
+        let key = name(payee, currency);
+        let slot = self.channel(payee, currency, Some(deposit)).await?;
+        let c = lock(&slot)?;
+        Ok(status(&key, &c))
+    }
+
+    /// The open channel with `payee` (from memory or the store, confirmed on chain).
+    pub async fn load(&self, payee: &str, currency: &Currency) -> Result<ChannelStatus, PayError> {
+        let key = name(payee, currency);
+        let slot = self.channel(payee, currency, None).await?;
+        let c = lock(&slot)?;
+        Ok(status(&key, &c))
+    }
+
+    /// Finalizes a closed channel after its challenge period: the unclaimed rest comes back.
+    pub async fn finalize(&self, channel_id: u64) -> Result<u128, PayError> {
+        let outcome = self.chain.finalize(&self.account, channel_id).await?;
+        Ok(outcome.tokens_burnt)
+    }
+
     /// A paid request got no answer (the connection or the brand failed):
     /// the next payment offers the current total first (see `Channel::probe`).
     pub async fn unanswered(&self, payee: &str, currency: &Currency) {
@@ -323,7 +348,7 @@ impl Payer {
     /// Adds `amount` to the channel with `payee` on chain and to the ledger.
     pub async fn top_up(&self, payee: &str, currency: &Currency, amount: u128) -> Result<u128, PayError> {
         let slot =
-            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PaymentError::ChannelClosing)?;
+            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
         let (id, chain_currency) = {
             let c = lock(&slot)?;
             (c.ledger.channel().channel_id, c.currency.clone())
@@ -427,7 +452,7 @@ impl Payer {
     /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
     pub async fn start_close(&self, payee: &str, currency: &Currency) -> Result<u64, PayError> {
         let slot =
-            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PaymentError::ChannelClosing)?;
+            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
         let id = {
             let mut c = lock(&slot)?;
             c.ledger.mark_closing();
