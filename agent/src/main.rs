@@ -1,6 +1,7 @@
 //! `agentwire`: the AgentWire command.
 
 mod cmd;
+mod demo;
 mod devnet_cmd;
 mod walkthrough;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything on this machine, no set-up: devnet, DHT, a brand, a user; paid queries, claim, close.
+    Demo(demo::DemoArgs),
     /// Walk through the protocol in-process: record, handshake, encrypted paid query, receipt.
     Walkthrough,
     /// Run a local NEAR devnet with the channel contract, a USDC-like token and funded accounts.
@@ -50,6 +53,7 @@ fn main() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Walkthrough => walkthrough::run(),
         Command::Devnet(args) => devnet_cmd::run(args).map_err(Into::into),
         Command::Identity(c) => cmd::identity::run(c, cli.json).map_err(Into::into),

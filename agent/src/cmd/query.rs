@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use agentwire_agent::keyfile;
 use agentwire_agent::near::ChannelClient;
-use agentwire_agent::quic::{FirstAnswer, TransportLimits};
+use agentwire_agent::pay::query;
+use agentwire_agent::quic::TransportLimits;
 use agentwire_agent::user::{Lookup, UserAgent};
 use agentwire_protocol::account::AccountId;
 
@@ -40,6 +41,8 @@ pub struct QueryArgs {
     /// Do not check the registry (pure messaging; the agent's NEAR account is then unverified).
     #[arg(long)]
     pub skip_registry_check: bool,
+    #[command(flatten)]
+    pub payer: super::payer_args::PayerArgs,
 }
 
 pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
@@ -90,36 +93,39 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
         let records = found?;
         let record = &records[0];
         let conn = user.session(record).await.map_err(|e| e.to_string())?;
-        let answer = conn.call(&service, question.into_bytes(), None).await.map_err(|e| e.to_string())?;
-        let mut out = std::io::stdout().lock();
-        let mut all = Vec::new();
-        match answer {
-            FirstAnswer::Response(r) => all = r.body,
-            FirstAnswer::Stream(mut s) => {
-                while let Some(chunk) = s.next_chunk().await.map_err(|e| e.to_string())? {
-                    if !json {
-                        out.write_all(&chunk).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
-                    }
-                    all.extend_from_slice(&chunk);
-                }
-                if !json {
-                    writeln!(out).map_err(|e| e.to_string())?;
-                    return Ok(());
-                }
+        let payer = args.payer.build(&args.near_rpc, &args.contract)?;
+        let outcome = query(&conn, record, &service, question.into_bytes(), payer.as_ref(), |chunk| {
+            if !json {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(chunk).and_then(|_| out.flush());
             }
-        }
+            async {}
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout().lock();
         if json {
             let r = record.record();
             let v = serde_json::json!({
                 "agent_id": r.agent_id().to_string(),
                 "near_account": r.near_account.as_str(),
                 "service": service,
-                "answer": String::from_utf8_lossy(&all),
+                "answer": String::from_utf8_lossy(&outcome.body),
+                "paid": outcome.paid.to_string(),
+                "receipt_cumulative": outcome.receipt.as_ref().map(|r| r.receipt.cumulative.to_string()),
             });
             writeln!(out, "{v}").map_err(|e| e.to_string())?;
         } else {
-            out.write_all(&all).map_err(|e| e.to_string())?;
+            if !outcome.streamed {
+                out.write_all(&outcome.body).map_err(|e| e.to_string())?;
+            }
             writeln!(out).map_err(|e| e.to_string())?;
+            if let Some(r) = &outcome.receipt {
+                eprintln!(
+                    "paid {} (receipt verified; cumulative {} on channel {})",
+                    outcome.paid, r.receipt.cumulative, r.receipt.channel_id
+                );
+            }
         }
         conn.close();
         Ok(())

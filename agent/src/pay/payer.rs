@@ -347,8 +347,7 @@ impl Payer {
 
     /// Adds `amount` to the channel with `payee` on chain and to the ledger.
     pub async fn top_up(&self, payee: &str, currency: &Currency, amount: u128) -> Result<u128, PayError> {
-        let slot =
-            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
+        let slot = self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
         let (id, chain_currency) = {
             let c = lock(&slot)?;
             (c.ledger.channel().channel_id, c.currency.clone())
@@ -451,8 +450,7 @@ impl Payer {
 
     /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
     pub async fn start_close(&self, payee: &str, currency: &Currency) -> Result<u64, PayError> {
-        let slot =
-            self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
+        let slot = self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
         let id = {
             let mut c = lock(&slot)?;
             c.ledger.mark_closing();

@@ -1,0 +1,263 @@
+//! `agentwire demo`: the whole protocol on this machine with no set-up. A
+//! local NEAR devnet with the channel contract, a DHT bootstrap node, a
+//! brand agent with priced services and a user agent. The user discovers the
+//! brand, checks it in the endpoint registry, opens a channel, runs paid
+//! queries (one a metered stream), and verifies every receipt. The brand
+//! claims, the user closes the channel, and the balances before and after
+//! show where every yoctoNEAR went. `--serve` then keeps the network running
+//! with a gateway for the README's Python example.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentwire_agent::brand;
+use agentwire_agent::config::BrandConfig;
+use agentwire_agent::devnet::provision;
+use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::gateway::{self, Gateway};
+use agentwire_agent::near::{ChannelClient, NearAccount};
+use agentwire_agent::pay::store::{Store, StoreConfig};
+use agentwire_agent::pay::{query, Payer, PayerConfig, QueryOutcome};
+use agentwire_agent::quic::TransportLimits;
+use agentwire_agent::user::{Lookup, UserAgent};
+use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
+use agentwire_protocol::account::AccountId;
+use agentwire_protocol::identity::{Keypair, LocalIdentity};
+use agentwire_protocol::record::Currency;
+use rand_core::OsRng;
+
+type Error = Box<dyn std::error::Error>;
+
+/// Options of `agentwire demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// After the demo, keep the network running with a gateway on this address (for the Python example).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8402")]
+    pub serve: Option<SocketAddr>,
+}
+
+fn near(yocto: u128) -> String {
+    let milli = yocto / (ONE_NEAR / 1_000_000);
+    format!("{}.{:06} NEAR", milli / 1_000_000, milli % 1_000_000)
+}
+
+fn short(h: &[u8; 32]) -> String {
+    hex::encode(&h[..6])
+}
+
+const BRAND_TOML: &str = r#"identity = "brand.key"
+near_account = "brand.devnet"
+listen = "127.0.0.1:0"
+p2p_listen = ["/ip4/127.0.0.1/udp/0/quic-v1"]
+bootstrap = ["BOOT"]
+
+[payments]
+near_rpc = "RPC"
+near_key_file = "brand.near-key"
+store = "brand-vouchers"
+watch_every_secs = 1
+
+[[service]]
+name = "chat"
+description = "Ask the brand (echo)"
+price = "10000000000000000000000"
+handler = { kind = "echo" }
+
+[[service]]
+name = "story"
+description = "A story, word by word (metered: 0.005 NEAR per 3 more words)"
+price = "20000000000000000000000"
+increment = { chunks = 3, price = "5000000000000000000000" }
+handler = { kind = "words" }
+
+[[service]]
+name = "hours"
+description = "Opening hours (free)"
+handler = { kind = "static", text = "Mon-Fri 9:00-18:00" }
+"#;
+
+fn print_receipt(o: &QueryOutcome) {
+    if let Some(r) = &o.receipt {
+        let c = &r.receipt;
+        println!(
+            "     receipt: request {}…  response {}…  cumulative {}  channel {}  signed by the brand, verified",
+            short(&c.request_hash),
+            short(&c.response_hash),
+            near(c.cumulative),
+            c.channel_id
+        );
+    }
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> Result<(), Error> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("agentwire-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    println!("AgentWire demo: a local NEAR devnet, a DHT bootstrap node, a brand agent and a user agent\n");
+    let devnet = Devnet::start(DevnetConfig::default())?;
+    let ready = provision(&devnet, &["brand", "alice"], 10 * ONE_NEAR, 0).await?;
+    let secret = |who: &str| {
+        ready.users.iter().find(|u| u.account_id.as_str() == who).map(|u| u.secret_key.to_string()).ok_or("account")
+    };
+    let chain = ChannelClient::new(&ready.rpc_url, ready.channels.as_str())?;
+    println!("1. Chain: devnet JSON-RPC on {}", ready.rpc_url);
+    println!("   channel contract {}, accounts brand.devnet and alice.devnet (10 NEAR each)", ready.channels);
+
+    let boot = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?], server: true, ..DhtConfig::default() },
+    )
+    .await?;
+    let boot_addr = boot.listen_addrs().await?.first().ok_or("bootstrap address")?.to_string();
+    println!("2. DHT bootstrap node on {boot_addr}");
+
+    std::fs::write(dir.join("brand.near-key"), secret("brand.devnet")?)?;
+    let toml = BRAND_TOML.replace("BOOT", &boot_addr).replace("RPC", &ready.rpc_url);
+    std::fs::write(dir.join("brand.toml"), toml)?;
+    let running = brand::start(BrandConfig::load(&dir.join("brand.toml"))?, TransportLimits::default()).await?;
+    let brand_signer = NearAccount::new("brand.devnet", &secret("brand.devnet")?)?;
+    chain.storage_deposit(&brand_signer, ONE_NEAR / 100).await?;
+    chain.register_endpoint(&brand_signer, &running.identity.identity.public()).await?;
+    println!("3. Brand agent {} for brand.devnet ({})", running.identity.agent_id(), dir.join("brand.toml").display());
+    for s in &running.record.record().services {
+        let price = if s.price == 0 { "free".to_string() } else { near(s.price) };
+        println!("   {:<6} {:<12} {}", s.name, price, s.description);
+    }
+    println!("   its agent key is registered for brand.devnet in the contract's endpoint registry");
+
+    let alice_before = devnet.balance("alice.devnet");
+    let brand_before = devnet.balance("brand.devnet");
+    println!("4. Balances before: alice {}, brand {}", near(alice_before), near(brand_before));
+
+    let user = UserAgent::start(
+        Arc::new(LocalIdentity::generate(&mut OsRng)),
+        vec![boot_addr.parse()?],
+        Some(chain.clone()),
+        TransportLimits::default(),
+    )
+    .await?;
+    let store = Store::open(&dir.join("alice-payer"), StoreConfig::default())?;
+    let payer = Payer::new(
+        chain.clone(),
+        NearAccount::new("alice.devnet", &secret("alice.devnet")?)?,
+        Keypair::generate(&mut OsRng),
+        store,
+        PayerConfig::default(),
+    );
+    let lookup = Lookup::Account(AccountId::new("brand.devnet")?);
+    let t = Instant::now();
+    let mut found = user.find(&lookup).await;
+    for _ in 0..50 {
+        if found.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        found = user.find(&lookup).await;
+    }
+    let record = found?.into_iter().next().ok_or("no record")?;
+    println!(
+        "5. Alice's agent found brand.devnet on the DHT in {} ms: agent {}, record signature valid, listed in the registry",
+        t.elapsed().as_millis(),
+        record.record().agent_id()
+    );
+    let t = Instant::now();
+    let conn = user.session(&record).await?;
+    println!("6. Session: QUIC + TLS 1.3, Noise IK bound to it, in {} ms", t.elapsed().as_millis());
+
+    let status = payer.open("brand.devnet", &Currency::Near, ONE_NEAR).await?;
+    println!(
+        "7. Channel {} opened on chain: deposit {} from alice to brand.devnet",
+        status.channel_id,
+        near(status.deposit)
+    );
+
+    println!("8. Paid queries (a voucher per query, persisted by the brand before it answers):");
+    let mut paid = 0u128;
+    for q in ["What's new?", "Do you ship to Lisbon?", "Thanks!"] {
+        let o = query(&conn, &record, "chat", q.as_bytes().to_vec(), Some(&payer), |_| async {}).await?;
+        println!("   chat {q:?} -> {:?}  paid {}", String::from_utf8_lossy(&o.body), near(o.paid));
+        print_receipt(&o);
+        paid += o.paid;
+    }
+    let free = query(&conn, &record, "hours", Vec::new(), Some(&payer), |_| async {}).await?;
+    println!("   hours -> {:?}  (free: no voucher, no receipt)", String::from_utf8_lossy(&free.body));
+    print!("   story (streamed, 0.005 NEAR per 3 more words): ");
+    let story = b"Once upon a time two agents met on a DHT and paid each other by the word".to_vec();
+    let o = query(&conn, &record, "story", story, Some(&payer), |c| {
+        use std::io::Write;
+        print!("{}", String::from_utf8_lossy(c));
+        let _ = std::io::stdout().flush();
+        async {}
+    })
+    .await?;
+    println!("\n     paid {} (price plus the increments the brand asked for mid-stream)", near(o.paid));
+    print_receipt(&o);
+    paid += o.paid;
+
+    let payee = running.payee.clone().ok_or("brand has no payee")?;
+    let claims = payee.claim_due(true).await;
+    let claimed: u128 = claims.iter().map(|c| c.1).sum();
+    println!("9. The brand claims its highest voucher on chain: {} (gas {})", near(claimed), near(payee.gas_burnt()));
+
+    payer.start_close("brand.devnet", &Currency::Near).await?;
+    devnet.fast_forward(3_601)?;
+    payer.finalize(status.channel_id).await?;
+    chain.storage_withdraw(payer.account(), None).await?;
+    println!("10. Alice closes the channel: start_close, the devnet skips the 1 h challenge period, finalize");
+    println!("    returns the unspent deposit; storage_withdraw returns the channel's storage deposit");
+
+    let alice_after = devnet.balance("alice.devnet");
+    let brand_after = devnet.balance("brand.devnet");
+    let alice_gas = alice_before - alice_after - paid;
+    println!("11. Balances after: alice {}, brand {}", near(alice_after), near(brand_after));
+    println!("    alice paid {} for answers + {} gas", near(paid), near(alice_gas));
+    println!(
+        "    brand received {} − {} gas for the claim = {}",
+        near(claimed),
+        near(brand_before + claimed - brand_after),
+        near(brand_after - brand_before)
+    );
+    if claimed != paid {
+        return Err(format!("claimed {claimed} but alice paid {paid}").into());
+    }
+    println!("    the chain paid the brand exactly what alice's receipts add up to ({paid} yoctoNEAR)");
+    println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64());
+
+    if let Some(addr) = args.serve {
+        let gw_payer = Payer::new(
+            chain.clone(),
+            NearAccount::new("alice.devnet", &secret("alice.devnet")?)?,
+            Keypair::generate(&mut OsRng),
+            Store::open(&dir.join("gateway-payer"), StoreConfig::default())?,
+            PayerConfig::default(),
+        );
+        let gw_user = UserAgent::start(
+            Arc::new(LocalIdentity::generate(&mut OsRng)),
+            vec![boot_addr.parse()?],
+            Some(chain.clone()),
+            TransportLimits::default(),
+        )
+        .await?;
+        let local = gateway::start(Arc::new(Gateway::new(gw_user, Some(gw_payer), None)), addr, false).await?;
+        println!("\nStill running: gateway on http://{local} paying from alice.devnet. Try:");
+        println!("  curl -s -X POST http://{local}/v1/query/brand.devnet/chat -d 'hello'");
+        println!("  curl -N -X POST -H 'Accept: text/event-stream' http://{local}/v1/query/brand.devnet/story -d 'one two three four'");
+        println!("  python3 examples/gateway.py");
+        println!("Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    conn.close();
+    running.shutdown().await;
+    drop(boot);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
