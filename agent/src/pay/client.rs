@@ -117,6 +117,7 @@ pub async fn query<F: Future<Output = ()>>(
                     ))
                     .into());
                 }
+                p.credit_used_up(&payee, &currency).await;
                 if let Some(last) = &pr.last_voucher {
                     p.resync(&payee, &currency, last).await?;
                 }

@@ -15,9 +15,22 @@ pub(crate) fn payee_claimed_key(c: &ChannelRef) -> Vec<u8> {
     format!("payee/claimed/{}/{}/{}", c.contract.as_str(), c.channel_id, c.epoch).into_bytes()
 }
 
-/// Key of the payer's channel state with one payee through one contract.
-pub(crate) fn payer_key(contract: &str, payee: &str) -> Vec<u8> {
-    format!("payer/{contract}/{payee}").into_bytes()
+/// Key of the payer's state of one channel (`name`: the payee, and the token
+/// if any). Per channel, so a new channel's small totals are never shadowed
+/// by an old channel's larger ones in the monotonic store.
+pub(crate) fn payer_key(contract: &str, channel_id: u64, name: &str) -> Vec<u8> {
+    format!("{}{channel_id:020}/{name}", payer_prefix(contract)).into_bytes()
+}
+
+/// Prefix of every payer key through `contract`.
+pub(crate) fn payer_prefix(contract: &str) -> String {
+    format!("payer/{contract}/")
+}
+
+/// (channel id, name) of a payer key's part after [`payer_prefix`].
+pub(crate) fn parse_payer_key(rest: &str) -> Option<(u64, &str)> {
+    let (id, name) = rest.split_once('/')?;
+    Some((id.parse().ok()?, name))
 }
 
 /// A voucher in its wire form.

@@ -14,7 +14,8 @@ use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
 use agentwire_protocol::record::Currency;
 use agentwire_protocol::voucher::Voucher;
 
-use super::codec::{decode_voucher, encode_voucher, payer_key};
+use super::codec::{decode_voucher, encode_voucher, parse_payer_key, payer_key, payer_prefix};
+use super::store::Entry as StoredEntry;
 use super::store::{Entry, Store, StoreError};
 use crate::near::{self, ChannelClient, NearAccount, NearError};
 
@@ -83,9 +84,9 @@ struct Channel {
     ledger: PayerLedger,
     currency: near::Currency,
     /// The brand may hold credit: vouchers we signed for requests that got
-    /// no answer (a crash on either side). The next payment first offers
-    /// the current total again; a brand that counted them answers
-    /// PaymentRequired and we pay afresh, so an unanswered request is
+    /// no answer (a crash on either side). Payments then offer the current
+    /// total again until the brand answers PaymentRequired (its credit is
+    /// used up) and we pay afresh, so a request the brand never counted is
     /// never paid twice.
     probe: bool,
 }
@@ -182,11 +183,28 @@ impl Payer {
 
     async fn persist(&self, key: &str, c: &Channel, last: Option<&SignedVoucher>) -> Result<(), PayError> {
         let entry = Entry {
-            key: payer_key(self.chain.contract().as_str(), key),
+            key: payer_key(self.chain.contract().as_str(), c.ledger.channel().channel_id, key),
             value: c.ledger.signed(),
             payload: payload(c, last),
         };
         Ok(self.store.persist(entry).await?)
+    }
+
+    /// The recorded channels named `key`, newest first.
+    fn stored(&self, key: &str) -> Vec<StoredEntry> {
+        let prefix = payer_prefix(self.chain.contract().as_str());
+        let mut found: Vec<(u64, StoredEntry)> = self
+            .store
+            .entries()
+            .into_iter()
+            .filter_map(|e| {
+                let rest = std::str::from_utf8(&e.key).ok()?.strip_prefix(&prefix)?;
+                let (id, name) = parse_payer_key(rest)?;
+                (name == key).then_some((id, e))
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.into_iter().map(|(_, e)| e).collect()
     }
 
     /// The channel to `payee`: from memory, from the store (confirmed on chain), or opened now.
@@ -204,21 +222,40 @@ impl Payer {
             }
         }
         let contract = self.contract_id()?;
-        if let Some(e) = self.store.get(&payer_key(self.chain.contract().as_str(), &key)) {
-            if let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) {
-                if let Some(view) = self.chain.get_channel(id).await? {
-                    if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
-                        let ledger = PayerLedger::new(
-                            ChannelRef { contract: contract.clone(), channel_id: id, epoch },
-                            view.deposit,
-                            e.value,
-                        )?;
-                        let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency, probe: e.value > 0 }));
-                        map.insert(key.clone(), c.clone());
-                        return Ok(c);
-                    }
-                }
+        // The newest recorded channel that is still open on chain.
+        for e in self.stored(&key) {
+            let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) else { continue };
+            let Some(view) = self.chain.get_channel(id).await? else { continue };
+            if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
+                let ledger = PayerLedger::new(
+                    ChannelRef { contract: contract.clone(), channel_id: id, epoch },
+                    view.deposit,
+                    e.value,
+                )?;
+                let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency, probe: e.value > 0 }));
+                map.insert(key.clone(), c.clone());
+                return Ok(c);
             }
+        }
+        // A channel we opened but never recorded (a crash between the open and
+        // its record): no voucher can have been signed on it, so adopt it at 0.
+        let my_key = hex::encode(self.voucher_key.public().to_bytes());
+        let mine = self.chain.channels_of(&self.account.id).await?;
+        let orphan = mine
+            .into_iter()
+            .filter(|v| v.payer == self.account.id && v.payee.as_str() == payee && v.payer_key == my_key)
+            .filter(|v| v.closing_since_ns.is_none() && same_currency(&v.currency, currency))
+            .filter(|v| self.stored(&key).iter().all(|e| parse_payload(&e.payload).map(|p| p.0) != Some(v.id)))
+            .max_by_key(|v| v.id);
+        if let Some(view) = orphan {
+            let ledger =
+                PayerLedger::new(ChannelRef { contract, channel_id: view.id, epoch: view.epoch }, view.deposit, 0)?;
+            let c = Channel { ledger, currency: view.currency.clone(), probe: false };
+            self.persist(&key, &c, None).await?;
+            tracing::info!(payee, channel = view.id, "adopted a channel opened before a crash");
+            let c = Arc::new(Mutex::new(c));
+            map.insert(key.clone(), c.clone());
+            return Ok(c);
         }
         let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
         let payee_id: near_api::AccountId =
@@ -294,8 +331,8 @@ impl Payer {
         let (voucher, snapshot) = {
             let mut c = lock(&slot)?;
             if c.probe && !c.ledger.is_closing() && c.ledger.signed() >= price {
-                c.probe = false;
-                // The same total again: nothing new to persist.
+                // The same total again (nothing new to persist), until the brand
+                // answers PaymentRequired: then its credit is used up.
                 let ch = c.ledger.channel().clone();
                 let v = Voucher {
                     contract: ch.contract,
@@ -333,6 +370,15 @@ impl Payer {
     pub async fn finalize(&self, channel_id: u64) -> Result<u128, PayError> {
         let outcome = self.chain.finalize(&self.account, channel_id).await?;
         Ok(outcome.tokens_burnt)
+    }
+
+    /// The brand refused a probe: it holds no more credit; pay afresh from now on.
+    pub async fn credit_used_up(&self, payee: &str, currency: &Currency) {
+        if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
+            if let Ok(mut c) = slot.lock() {
+                c.probe = false;
+            }
+        }
     }
 
     /// A paid request got no answer (the connection or the brand failed):
@@ -427,7 +473,11 @@ impl Payer {
             map.iter().filter_map(|(p, c)| c.lock().ok().map(|c| status(p, &c))).collect();
         let prefix = format!("payer/{}/", self.chain.contract().as_str());
         for e in self.store.entries() {
-            let Some(key) = std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)) else { continue };
+            let Some((_, key)) =
+                std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)).and_then(parse_payer_key)
+            else {
+                continue;
+            };
             if map.contains_key(key) {
                 continue;
             }
@@ -442,7 +492,7 @@ impl Payer {
 
     /// The last voucher signed to `payee` (from the store), e.g. for a dispute.
     pub fn last_voucher(&self, payee: &str, currency: &Currency) -> Option<SignedVoucher> {
-        let e = self.store.get(&payer_key(self.chain.contract().as_str(), &name(payee, currency)))?;
+        let e = self.stored(&name(payee, currency)).into_iter().next()?;
         let p = &e.payload;
         let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
         decode_voucher(p.get(at..)?)
@@ -475,6 +525,14 @@ fn split_name(name: &str) -> (String, String) {
     match name.split_once('/') {
         Some((p, t)) => (p.to_owned(), t.to_owned()),
         None => (name.to_owned(), "NEAR".to_owned()),
+    }
+}
+
+fn same_currency(chain: &near::Currency, wanted: &Currency) -> bool {
+    match (chain, wanted) {
+        (near::Currency::Near, Currency::Near) => true,
+        (near::Currency::Token(a), Currency::Token(b)) => a.as_str() == b.as_str(),
+        _ => false,
     }
 }
 

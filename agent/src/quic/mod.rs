@@ -43,6 +43,8 @@ pub struct TransportLimits {
     pub idle_timeout: Duration,
     /// Time a responder waits for a request's bytes on a stream (default 30 s).
     pub request_read_timeout: Duration,
+    /// Time a requester waits for an answer's first message, and between a stream's messages (default 60 s).
+    pub answer_timeout: Duration,
     /// Time a responder waits for a metered stream's next voucher before it stops the answer (default 10 s).
     pub payment_timeout: Duration,
     /// Session limits (streams, age, frame and message sizes).
@@ -60,6 +62,7 @@ impl Default for TransportLimits {
             idle_timeout: Duration::from_secs(30),
             request_read_timeout: Duration::from_secs(30),
             payment_timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(60),
             session: SessionLimits::default(),
         }
     }
@@ -92,6 +95,9 @@ pub enum TransportError {
     /// The peer broke the protocol (wrong message, wrong id).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// No answer (or no next chunk) arrived in time: the peer may be gone; retry, on a new session if it persists.
+    #[error("no answer in time")]
+    AnswerTimeout,
     /// The payee asks for payment (spec §9.10): pay and retry on a new stream.
     #[error("payment required: {} in {:?}", .0.price, .0.currency)]
     PaymentRequired(Box<agentwire_protocol::wire::PaymentRequired>),

@@ -123,6 +123,7 @@ pub struct StreamedAnswer {
     id: u64,
     next_seq: u32,
     max_message: usize,
+    answer_timeout: std::time::Duration,
     done: bool,
     /// Chunk 0, read while telling a stream from a response.
     first: Option<Vec<u8>>,
@@ -140,7 +141,10 @@ impl StreamedAnswer {
         if self.done {
             return Ok(StreamEvent::End);
         }
-        let Some(bytes) = read_message(&mut self.recv, &mut self.reader, &mut self.pending).await? else {
+        let read = read_message(&mut self.recv, &mut self.reader, &mut self.pending);
+        let Some(bytes) =
+            tokio::time::timeout(self.answer_timeout, read).await.map_err(|_| TransportError::AnswerTimeout)??
+        else {
             return Err(TransportError::Protocol("streamed answer ended without StreamEnd (truncated)".into()));
         };
         match Message::decode_with_limit(&bytes, self.max_message)? {
@@ -251,7 +255,11 @@ impl Connection {
         let mut send = paid.then_some((send, writer));
         let mut pending = Vec::new();
         let max = self.limits.session.max_message_bytes;
-        let Some(bytes) = read_message(&mut recv, &mut reader, &mut pending).await? else {
+        let read = read_message(&mut recv, &mut reader, &mut pending);
+        let Some(bytes) = tokio::time::timeout(self.limits.answer_timeout, read)
+            .await
+            .map_err(|_| TransportError::AnswerTimeout)??
+        else {
             return Err(TransportError::Protocol("stream ended without an answer".into()));
         };
         let stream = |send, pending, next_seq, done, first, receipt| StreamedAnswer {
@@ -262,6 +270,7 @@ impl Connection {
             id,
             next_seq,
             max_message: max,
+            answer_timeout: self.limits.answer_timeout,
             done,
             first,
             hash: Sha256::new(),
