@@ -134,6 +134,9 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
     let caps = vec!["stream/1".into()];
     let server =
         Server::bind_metered(config.listen, identity.clone(), caps, Arc::new(router(&config)?), meter, limits)?;
+    if let Some(p) = &config.payments {
+        register(&config, p, &identity).await?;
+    }
     let payee_task = payee.clone().map(|p| {
         let (stop, rx) = tokio::sync::watch::channel(false);
         (stop, tokio::spawn(p.run(rx)))
@@ -206,6 +209,28 @@ fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> 
         ..PayeeConfig::default()
     };
     Ok(Payee::new(chain, account, prices, store, policy))
+}
+
+/// Lists this agent's key for the brand's account in the contract's endpoint
+/// registry (once; users check it before they trust the record).
+async fn register(config: &BrandConfig, p: &PaymentsConfig, identity: &LocalIdentity) -> Result<(), BrandError> {
+    let key = std::fs::read_to_string(&p.near_key_file)
+        .map_err(|e| config_err(format!("payments.near_key_file {}: {e}", p.near_key_file.display())))?;
+    let account = NearAccount::new(&config.near_account, key.trim()).map_err(config_err)?;
+    let chain = ChannelClient::new(&p.near_rpc, &config.channel_contract).map_err(config_err)?;
+    let unreachable =
+        |e: crate::near::NearError| config_err(format!("registering the agent key on {}: {e}", p.near_rpc));
+    let me = identity.identity.public();
+    if chain.is_endpoint(&account.id, &me).await.map_err(unreachable)? {
+        return Ok(());
+    }
+    const REGISTRY_STORAGE: u128 = 10_000_000_000_000_000_000_000; // 0.01 NEAR
+    if chain.storage_balance_of(&account.id).await.map_err(unreachable)? < REGISTRY_STORAGE {
+        chain.storage_deposit(&account, REGISTRY_STORAGE).await.map_err(unreachable)?;
+    }
+    chain.register_endpoint(&account, &me).await.map_err(unreachable)?;
+    tracing::info!(account = %account.id, "registered the agent key in the endpoint registry");
+    Ok(())
 }
 
 fn currency_of(text: &str) -> Result<Currency, BrandError> {

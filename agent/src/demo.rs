@@ -124,15 +124,12 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     let toml = BRAND_TOML.replace("BOOT", &boot_addr).replace("RPC", &ready.rpc_url);
     std::fs::write(dir.join("brand.toml"), toml)?;
     let running = brand::start(BrandConfig::load(&dir.join("brand.toml"))?, TransportLimits::default()).await?;
-    let brand_signer = NearAccount::new("brand.devnet", &secret("brand.devnet")?)?;
-    chain.storage_deposit(&brand_signer, ONE_NEAR / 100).await?;
-    chain.register_endpoint(&brand_signer, &running.identity.identity.public()).await?;
     println!("3. Brand agent {} for brand.devnet ({})", running.identity.agent_id(), dir.join("brand.toml").display());
     for s in &running.record.record().services {
         let price = if s.price == 0 { "free".to_string() } else { near(s.price) };
         println!("   {:<6} {:<12} {}", s.name, price, s.description);
     }
-    println!("   its agent key is registered for brand.devnet in the contract's endpoint registry");
+    println!("   on start it registered its agent key for brand.devnet in the contract's endpoint registry");
 
     let alice_before = devnet.balance("alice.devnet");
     let brand_before = devnet.balance("brand.devnet");

@@ -28,6 +28,9 @@ pub struct DevnetArgs {
     /// Print the set-up as JSON (one object) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write each account's secret key to `DIR/<account>.near-key` (for `--near-key-file`).
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<PathBuf>,
 }
 
 pub fn run(args: DevnetArgs) -> Result<(), String> {
@@ -41,6 +44,13 @@ pub fn run(args: DevnetArgs) -> Result<(), String> {
         .block_on(provision(&devnet, &names, near_each, usdc_each))
         .map_err(|e| format!("setting up the devnet: {e}"))?;
     let root = devnet.root();
+    if let Some(dir) = &args.keys_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for u in &ready.users {
+            let path = dir.join(format!("{}.near-key", u.account_id));
+            std::fs::write(&path, u.secret_key.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
     if args.json {
         let users: Vec<_> = ready
             .users

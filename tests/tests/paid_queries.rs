@@ -75,6 +75,10 @@ impl Net {
     }
 
     async fn brand(&self, name: &str, services: &str) -> RunningBrand {
+        self.brand_with(name, services, TransportLimits::default()).await
+    }
+
+    async fn brand_with(&self, name: &str, services: &str, limits: TransportLimits) -> RunningBrand {
         let account = format!("{name}.devnet");
         std::fs::write(self.dir.join(format!("{name}.near-key")), self.secret(&account)).unwrap();
         let path = self.dir.join(format!("{name}.toml"));
@@ -100,7 +104,7 @@ watch_every_secs = 1
             ),
         )
         .unwrap();
-        brand::start(BrandConfig::load(&path).unwrap(), TransportLimits::default()).await.unwrap()
+        brand::start(BrandConfig::load(&path).unwrap(), limits).await.unwrap()
     }
 
     async fn user(&self, name: &str, key: Keypair, config: PayerConfig) -> (UserAgent, Payer) {
@@ -183,7 +187,8 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
             let conn = user.session(&record).await.unwrap();
             for i in 0..6 {
                 let q = format!("{name} asks {brand} #{i}");
-                let out = query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| async {}).await.unwrap();
+                let out =
+                    query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| async {}).await.unwrap();
                 assert_eq!(out.body, q.as_bytes());
                 assert!(out.receipt.is_some(), "a paid answer carries a checked receipt");
                 *delivered.entry((brand, false)).or_default() += out.paid;
@@ -198,7 +203,9 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
                 let out = query(&conn, &record, "story", story.clone(), Some(&payer), |_| {
                     chunks += 1;
                     async {}
-                }).await.unwrap();
+                })
+                .await
+                .unwrap();
                 assert_eq!((out.body, out.streamed, chunks), (story, true, 8));
                 assert_eq!(out.paid, 2 * MILLI + 2 * MILLI / 2);
                 *delivered.entry((brand, false)).or_default() += out.paid;
@@ -383,5 +390,108 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     assert_ne!(payer.status().await.iter().find(|c| c.payee == "acme.devnet").unwrap().channel_id, id);
     acme.shutdown().await;
     globex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metered_stream_stops_when_the_next_increment_is_not_paid() {
+    use agentwire_agent::quic::{FirstAnswer, StreamEvent};
+    let n = net("metered", &["acme", "u1"]).await;
+    let limits = TransportLimits { payment_timeout: Duration::from_millis(800), ..TransportLimits::default() };
+    let acme = n.brand_with("acme", ACME, limits).await;
+    let (user, payer) = n.user("u1", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
+    let record = find(&user, "acme.devnet").await;
+    let conn = user.session(&record).await.unwrap();
+    let story = b"one two three four five six seven".to_vec();
+
+    // Not paid: three chunks, the request for more, then an Error and nothing else.
+    let v = payer.pay("acme.devnet", &Currency::Near, 0, 2 * MILLI).await.unwrap();
+    let (first, _) = conn.call_hashed("story", story.clone(), Some(v)).await.unwrap();
+    let FirstAnswer::Stream(mut s) = first else { panic!("a stream") };
+    let mut chunks = 0;
+    let end = loop {
+        match s.next_event().await {
+            Ok(StreamEvent::Chunk(_)) => chunks += 1,
+            Ok(StreamEvent::PaymentRequired(p)) => assert_eq!((p.price, chunks), (MILLI / 2, 3)),
+            Ok(StreamEvent::End) => panic!("the stream must not end as if complete"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(chunks, 3, "no chunk beyond what was paid");
+    assert!(matches!(end, TransportError::Remote { code: ErrorCode::PaymentRequired, .. }), "{end:?}");
+
+    // Paid with a forged voucher: the stream stops with the voucher's error.
+    let v = payer.pay("acme.devnet", &Currency::Near, 0, 2 * MILLI).await.unwrap();
+    let (first, _) = conn.call_hashed("story", story.clone(), Some(v)).await.unwrap();
+    let FirstAnswer::Stream(mut s) = first else { panic!("a stream") };
+    let forger = Keypair::generate(&mut OsRng);
+    let end = loop {
+        match s.next_event().await {
+            Ok(StreamEvent::Chunk(_)) => {}
+            Ok(StreamEvent::PaymentRequired(p)) => {
+                let s2 = payer.status().await[0].clone();
+                s.pay(sign(&forger, s2.channel_id, s2.epoch, s2.signed + p.price)).await.unwrap();
+            }
+            Ok(StreamEvent::End) => panic!("the stream must not end as if complete"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, TransportError::Remote { code: ErrorCode::InvalidVoucher, .. }), "{end:?}");
+
+    // Paid honestly, through the query flow: the whole story and a receipt.
+    let out = query(&conn, &record, "story", story.clone(), Some(&payer), |_| async {}).await.unwrap();
+    assert_eq!((out.body, out.paid), (story, 2 * MILLI + 2 * MILLI / 2));
+    acme.shutdown().await;
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_json_and_server_sent_events_and_explains_errors() {
+    use agentwire_agent::gateway::{self, Gateway};
+    let n = net("gateway", &["acme", "u1"]).await;
+    let acme = n.brand("acme", ACME).await;
+    let (user, payer) = n.user("u1", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
+    find(&user, "acme.devnet").await;
+    let gw = Arc::new(Gateway::new(user, Some(payer), Some("s3cret".into())));
+    let addr = gateway::start(gw.clone(), "127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+    assert!(gateway::start(gw.clone(), "0.0.0.0:0".parse().unwrap(), false).await.is_err(), "loopback only");
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let post = |p: &str, body: &str| http.post(url(p)).bearer_auth("s3cret").body(body.to_owned());
+
+    let r = http.post(url("/v1/query/acme.devnet/chat")).body("hi").send().await.unwrap();
+    assert_eq!(r.status(), 401, "the bearer token is required");
+
+    let v: serde_json::Value = post("/v1/query/acme.devnet/chat", "hello").send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["answer"], "hello");
+    assert_eq!(v["paid"], MILLI.to_string());
+    assert_eq!(v["receipt"]["cumulative"], MILLI.to_string());
+
+    let sse = post("/v1/query/acme.devnet/story", "one two three four five")
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let text = sse.text().await.unwrap();
+    let chunks: Vec<&str> = text.lines().filter(|l| l.starts_with("event: chunk")).collect();
+    assert_eq!(chunks.len(), 5, "{text}");
+    assert!(text.contains("event: end"), "{text}");
+    assert!(text.contains(&format!("\"paid\":\"{}\"", 2 * MILLI + MILLI / 2)), "{text}");
+
+    let r = post("/v1/query/acme.devnet/nope", "x").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "UnknownService");
+    assert_eq!(post("/v1/query/bad..name/chat", "x").send().await.unwrap().status(), 400);
+    assert_eq!(post("/v1/query/nobody.devnet/chat", "x").send().await.unwrap().status(), 404);
+    let big = "x".repeat(gateway::MAX_BODY + 1);
+    assert_eq!(post("/v1/query/acme.devnet/chat", &big).send().await.unwrap().status(), 413);
+
+    let v: serde_json::Value =
+        http.get(url("/v1/channels")).bearer_auth("s3cret").send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["channels"][0]["payee"], "acme.devnet");
+    assert_eq!(v["channels"][0]["signed"], (MILLI + 2 * MILLI + MILLI / 2).to_string());
+    acme.shutdown().await;
     let _ = std::fs::remove_dir_all(&n.dir);
 }

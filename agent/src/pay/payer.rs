@@ -37,6 +37,10 @@ pub struct PayerConfig {
     pub challenge_period_ns: u64,
     /// Most increments one metered stream may charge (default 64).
     pub max_increments: u32,
+    /// Persist the signed total this many queries ahead (default 64), so one
+    /// fsync covers many payments; after a crash the unused part is credit
+    /// the brand gives back (see `Channel::probe`). 0 persists every total.
+    pub reserve_queries: u128,
 }
 
 const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
@@ -51,6 +55,7 @@ impl Default for PayerConfig {
             storage: ONE_NEAR / 100,
             challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
             max_increments: 64,
+            reserve_queries: 64,
         }
     }
 }
@@ -89,6 +94,9 @@ struct Channel {
     /// used up) and we pay afresh, so a request the brand never counted is
     /// never paid twice.
     probe: bool,
+    /// A durable upper bound on `signed` (spec §8.4 reservation): totals up
+    /// to it leave without another fsync.
+    reserved: u128,
 }
 
 /// A user agent's wallet for queries.
@@ -181,10 +189,11 @@ impl Payer {
             .map_err(|_| PayError::Price("the channel contract's account id is not valid".into()))
     }
 
-    async fn persist(&self, key: &str, c: &Channel, last: Option<&SignedVoucher>) -> Result<(), PayError> {
+    /// Makes `value` (at least the channel's signed total) durable as its reservation.
+    async fn persist(&self, key: &str, c: &Channel, last: Option<&SignedVoucher>, value: u128) -> Result<(), PayError> {
         let entry = Entry {
             key: payer_key(self.chain.contract().as_str(), c.ledger.channel().channel_id, key),
-            value: c.ledger.signed(),
+            value: value.max(c.ledger.signed()),
             payload: payload(c, last),
         };
         Ok(self.store.persist(entry).await?)
@@ -232,7 +241,12 @@ impl Payer {
                     view.deposit,
                     e.value,
                 )?;
-                let c = Arc::new(Mutex::new(Channel { ledger, currency: stored_currency, probe: e.value > 0 }));
+                let c = Arc::new(Mutex::new(Channel {
+                    ledger,
+                    currency: stored_currency,
+                    probe: e.value > 0,
+                    reserved: e.value,
+                }));
                 map.insert(key.clone(), c.clone());
                 return Ok(c);
             }
@@ -250,8 +264,8 @@ impl Payer {
         if let Some(view) = orphan {
             let ledger =
                 PayerLedger::new(ChannelRef { contract, channel_id: view.id, epoch: view.epoch }, view.deposit, 0)?;
-            let c = Channel { ledger, currency: view.currency.clone(), probe: false };
-            self.persist(&key, &c, None).await?;
+            let c = Channel { ledger, currency: view.currency.clone(), probe: false, reserved: 0 };
+            self.persist(&key, &c, None, 0).await?;
             tracing::info!(payee, channel = view.id, "adopted a channel opened before a crash");
             let c = Arc::new(Mutex::new(c));
             map.insert(key.clone(), c.clone());
@@ -303,8 +317,8 @@ impl Payer {
             .await?
             .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
         let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
-        let c = Channel { ledger, currency: chain_currency, probe: false };
-        self.persist(&key, &c, None).await?;
+        let c = Channel { ledger, currency: chain_currency, probe: false, reserved: 0 };
+        self.persist(&key, &c, None, 0).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
         let c = Arc::new(Mutex::new(c));
         map.insert(key.clone(), c.clone());
@@ -328,7 +342,7 @@ impl Payer {
             let amount = price.saturating_mul(self.config.top_up_queries.max(1));
             self.top_up(payee, currency, amount).await?;
         }
-        let (voucher, snapshot) = {
+        let (voucher, snapshot, target) = {
             let mut c = lock(&slot)?;
             if c.probe && !c.ledger.is_closing() && c.ledger.signed() >= price {
                 // The same total again (nothing new to persist), until the brand
@@ -343,10 +357,18 @@ impl Payer {
                 return Ok(SignedVoucher::sign(v, &self.voucher_key));
             }
             let v = c.ledger.pay(&self.voucher_key, price)?;
-            (v, c.clone())
+            if v.voucher.cumulative <= c.reserved {
+                return Ok(v); // already covered by a durable reservation
+            }
+            let ahead = price.saturating_mul(self.config.reserve_queries);
+            let target = v.voucher.cumulative.saturating_add(ahead).min(c.ledger.deposit()).max(v.voucher.cumulative);
+            (v, c.clone(), target)
         };
-        // Persist the new total before the voucher leaves (spec §8.4).
-        self.persist(&name(payee, currency), &snapshot, Some(&voucher)).await?;
+        // A reservation at least the new total is durable before the voucher
+        // leaves (spec §8.4); concurrent payments share its fsync.
+        self.persist(&name(payee, currency), &snapshot, Some(&voucher), target).await?;
+        let mut c = lock(&slot)?;
+        c.reserved = c.reserved.max(target);
         Ok(voucher)
     }
 
@@ -422,7 +444,10 @@ impl Payer {
             (r, c.clone())
         };
         if let Resync::Adopted { .. } = r {
-            self.persist(&key, &snapshot, Some(last)).await?;
+            self.persist(&key, &snapshot, Some(last), snapshot.reserved).await?;
+            if let Ok(mut c) = slot.lock() {
+                c.reserved = c.reserved.max(snapshot.ledger.signed());
+            }
         }
         Ok(r)
     }

@@ -171,7 +171,25 @@ impl Server {
         meter: Option<Arc<dyn Meter>>,
         limits: TransportLimits,
     ) -> Result<Server, TransportError> {
-        let endpoint = quinn::Endpoint::server(tls::server_config(&limits)?, addr)?;
+        // The stateless-reset key derives from the identity, so a brand that
+        // restarts on the same address resets its old connections at once
+        // (clients reconnect instead of waiting for an idle timeout). It is
+        // as secret as the identity key.
+        let reset_key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &local.identity.seed()),
+                b"agentwire:quic-stateless-reset:v1",
+            )
+            .as_ref(),
+        );
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(reset_key)),
+            Some(tls::server_config(&limits)?),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let stats = Arc::new(ServerStats::default());
         let occupancy = Arc::new(Mutex::new(Occupancy::default()));
         let (ep, st) = (endpoint.clone(), stats.clone());

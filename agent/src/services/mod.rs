@@ -104,3 +104,18 @@ impl Service for Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::words;
+
+    #[test]
+    fn words_keep_their_trailing_whitespace_and_lose_nothing() {
+        let text = b"one two  three\nfour ";
+        let parts = words(text);
+        assert_eq!(parts, vec![&b"one "[..], b"two  ", b"three\n", b"four "]);
+        assert_eq!(parts.concat(), text);
+        assert!(words(b"").is_empty());
+        assert_eq!(words(b"  lead"), vec![&b"  "[..], b"lead"]);
+    }
+}

@@ -1,0 +1,49 @@
+//! The README's run command, `agentwire demo`, and its `--serve` mode with
+//! the Python gateway example (`examples/gateway.py`), run as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_demo_runs_paid_queries_and_the_chain_pays_exactly_the_receipts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentwire")).arg("demo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for step in ["found brand.devnet on the DHT", "opened on chain", "receipt: request", "claims its highest voucher"] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
+    assert!(text.contains("the chain paid the brand exactly what alice's receipts add up to"), "{text}");
+}
+
+#[test]
+fn the_python_gateway_example_runs_against_the_demo() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 is not installed: skipping the Python example (the gateway is tested in Rust too)");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["demo", "--serve", &addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Still running") => break,
+            Some(_) => {}
+            None => panic!("the demo exited before serving"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/gateway.py");
+    let out = Command::new("python3").arg(example).arg(format!("http://{addr}")).output().unwrap();
+    let _ = demo.kill();
+    let _ = demo.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("chat: Do you ship to Lisbon? | paid 10000000000000000000000 yoctoNEAR"), "{text}");
+    assert!(text.contains("story: a tale told one word at a time by a brand agent"), "{text}");
+    assert!(text.contains("channel "), "{text}");
+}
