@@ -6,6 +6,7 @@
 //! period.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,9 +65,19 @@ struct Slot {
     /// What the channel is funded in.
     currency: near::Currency,
     ledger: Mutex<PayeeLedger>,
-    /// The highest durable total; admissions wait on it before they serve.
-    durable: watch::Sender<u128>,
+    /// The highest durable total (or a failed store); admissions wait on it before they serve.
+    durable: watch::Sender<Durable>,
+    /// A task is writing this channel's highest voucher: later vouchers ride on its next write.
+    persisting: AtomicBool,
     last_claim: Mutex<Instant>,
+}
+
+/// What admissions wait for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Durable {
+    total: u128,
+    /// The store failed: nothing more becomes durable on this channel until a restart.
+    failed: bool,
 }
 
 /// The payee: implements [`Meter`] for the session server.
@@ -170,7 +181,8 @@ impl Payee {
         let slot = Arc::new(Slot {
             currency: view.currency.clone(),
             ledger: Mutex::new(ledger),
-            durable: watch::Sender::new(durable),
+            durable: watch::Sender::new(Durable { total: durable, failed: false }),
+            persisting: AtomicBool::new(false),
             last_claim: Mutex::new(Instant::now()),
         });
         let mut map = self.channels.lock().map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
@@ -209,34 +221,68 @@ impl Payee {
         let (admission, channel) = match admitted {
             Ok(a) => (a, with_ledger(&slot, |l| l.channel().clone())?),
             Err(PaymentError::InsufficientPayment { .. }) => {
-                let last_voucher = with_ledger(&slot, |l| l.highest().cloned())?;
+                let last_voucher = with_ledger(&slot, |l| l.highest().cloned().map(Box::new))?;
                 return Err(Refusal::PaymentRequired { price, currency: currency.clone(), last_voucher });
             }
             Err(e) => return Err(payment_refusal(&e)),
         };
-        if let Some(v) = &admission.persist {
-            let entry =
-                Entry { key: payee_voucher_key(&channel), value: v.voucher.cumulative, payload: encode_voucher(v) };
-            if let Err(e) = self.store.persist(entry).await {
-                tracing::error!(error = %e, "could not persist a voucher; the request is not served");
-                return Err(refuse(ErrorCode::Internal, "could not record the payment; retry later"));
-            }
-            let durable = with_ledger(&slot, |l| {
-                l.mark_durable(v.voucher.cumulative);
-                l.durable()
-            })?;
-            slot.durable.send_if_modified(|d| {
-                let raise = durable > *d;
-                if raise {
-                    *d = durable;
-                }
-                raise
-            });
+        if admission.persist.is_some() {
+            self.flush(&slot, &channel);
         }
-        // Another request's voucher may cover this one: wait until it is durable.
+        // This voucher, or a higher one, becomes durable: wait for it.
         let mut rx = slot.durable.subscribe();
-        rx.wait_for(|d| *d >= admission.required).await.map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
+        let d = *rx
+            .wait_for(|d| d.total >= admission.required || d.failed)
+            .await
+            .map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
+        if d.total < admission.required {
+            return Err(refuse(ErrorCode::Internal, "could not record the payment; retry later"));
+        }
         Ok(Ticket { channel, cumulative: admission.required, increment: None })
+    }
+
+    /// Makes the channel's highest accepted voucher durable. One task per
+    /// channel writes at a time; vouchers accepted meanwhile ride on its next
+    /// write, so 64 concurrent admissions cost one or two store writes, not 64.
+    fn flush(&self, slot: &Arc<Slot>, channel: &ChannelRef) {
+        if slot.persisting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (slot, store, key) = (slot.clone(), self.store.clone(), payee_voucher_key(channel));
+        tokio::spawn(async move {
+            loop {
+                let next = with_ledger(&slot, |l| (l.accepted_total() > l.durable()).then(|| l.highest().cloned()))
+                    .ok()
+                    .flatten()
+                    .flatten();
+                let Some(v) = next else {
+                    slot.persisting.store(false, Ordering::Release);
+                    // A voucher accepted between the check and the release would wait forever: look again.
+                    let again = with_ledger(&slot, |l| l.accepted_total() > l.durable()).unwrap_or(false);
+                    if again && !slot.persisting.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    return;
+                };
+                let c = v.voucher.cumulative;
+                let entry = Entry { key: key.clone(), value: c, payload: encode_voucher(&v) };
+                if let Err(e) = store.persist(entry).await {
+                    tracing::error!(error = %e, "could not persist a voucher; requests on this channel are refused");
+                    slot.durable.send_modify(|d| d.failed = true);
+                    return;
+                }
+                let total = with_ledger(&slot, |l| {
+                    l.mark_durable(c);
+                    l.durable()
+                })
+                .unwrap_or(0);
+                slot.durable.send_if_modified(|d| {
+                    let raise = total > d.total;
+                    d.total = d.total.max(total);
+                    raise
+                });
+            }
+        });
     }
 
     /// Claims on chain what is durable and unclaimed: every channel when
@@ -390,6 +436,10 @@ impl Meter for Payee {
             }
             Ok(self.pay(voucher, inc.price, &inc.currency).await?.cumulative)
         })
+    }
+
+    fn is_priced(&self, service: &str) -> bool {
+        self.prices.get(service).is_some_and(|p| p.price > 0 || p.increment.is_some())
     }
 
     fn last_voucher(&self, ticket: &Ticket) -> Option<SignedVoucher> {

@@ -212,7 +212,7 @@ impl Payer {
                 (name == key).then_some((id, e))
             })
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|e| std::cmp::Reverse(e.0));
         found.into_iter().map(|(_, e)| e).collect()
     }
 

@@ -21,7 +21,7 @@ pub enum Refusal {
         /// Its currency.
         currency: Currency,
         /// The highest voucher accepted on the payer's channel.
-        last_voucher: Option<SignedVoucher>,
+        last_voucher: Option<Box<SignedVoucher>>,
     },
     /// A payment error with its stable code (spec §8.6); the text is for the payer.
     Error(ErrorCode, String),
@@ -65,4 +65,10 @@ pub trait Meter: Send + Sync + 'static {
 
     /// The highest voucher accepted on `ticket`'s channel (sent when asking for more).
     fn last_voucher(&self, ticket: &Ticket) -> Option<SignedVoucher>;
+
+    /// Whether `service` is charged for (such requests are served on their own task).
+    fn is_priced(&self, service: &str) -> bool {
+        let _ = service;
+        true
+    }
 }

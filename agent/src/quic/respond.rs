@@ -5,6 +5,7 @@
 //! the server's identity key (spec §8.2). A metered stream asks for more
 //! payment between chunks and stops when it is not paid (spec §13.7).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use agentwire_protocol::payment::{Receipt, SignedReceipt};
@@ -61,7 +62,7 @@ impl Out<'_> {
     async fn refuse(&mut self, refusal: Refusal) -> Result<(), TransportError> {
         match refusal {
             Refusal::PaymentRequired { price, currency, last_voucher } => {
-                let m = PaymentRequired { id: self.id, price, currency, last_voucher };
+                let m = PaymentRequired { id: self.id, price, currency, last_voucher: last_voucher.map(|v| *v) };
                 self.message(Message::PaymentRequired(m), true).await
             }
             Refusal::Error(code, text) => self.error(code, &text).await,
@@ -71,13 +72,13 @@ impl Out<'_> {
 
 /// Answers a stream that should carry one Request.
 pub(super) async fn serve_request(
-    peer: &Peer,
+    peer: Arc<Peer>,
     mut send: SendStream,
     mut recv: RecvStream,
     allowed: bool,
 ) -> Result<(), TransportError> {
     let (mut writer, mut reader) = peer.open(recv.id())?;
-    let (bytes, request) = match read_one(peer, &mut recv, &mut reader, peer.limits.request_read_timeout).await? {
+    let (bytes, request) = match read_one(&peer, &mut recv, &mut reader, peer.limits.request_read_timeout).await? {
         Some((bytes, Message::Request(r))) => (bytes, r),
         Some((_, other)) => {
             let text = format!("expected a Request, got {:?}", other.kind());
@@ -86,10 +87,35 @@ pub(super) async fn serve_request(
         }
         None => return Err(TransportError::Protocol("stream ended before a request".into())),
     };
-    let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
     if !allowed {
+        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
         return out.error(ErrorCode::RateLimited, "too many requests; slow down").await;
     }
+    let priced = peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
+    if !priced {
+        return charge_and_answer(&peer, send, recv, writer, reader, bytes, request).await;
+    }
+    // Signature work (verify the voucher, sign the receipt) on its own task.
+    tokio::spawn(async move {
+        if let Err(e) = charge_and_answer(&peer, send, recv, writer, reader, bytes, request).await {
+            if !matches!(e, TransportError::Connection(_)) {
+                peer.disconnect(&e);
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn charge_and_answer(
+    peer: &Peer,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut writer: StreamWriter,
+    mut reader: StreamReader,
+    bytes: Vec<u8>,
+    request: Request,
+) -> Result<(), TransportError> {
+    let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
     let started = Instant::now();
     let ticket = match &peer.meter {
         None => None,
@@ -190,7 +216,7 @@ async fn next_increment(
     seq: u32,
 ) -> Result<bool, TransportError> {
     let (Some(meter), Some(inc)) = (&peer.meter, paid.ticket.increment.clone()) else { return Ok(true) };
-    if seq == 0 || seq % inc.chunks.max(1) != 0 {
+    if seq == 0 || !seq.is_multiple_of(inc.chunks.max(1)) {
         return Ok(true);
     }
     let last_voucher = meter.last_voucher(&paid.ticket);

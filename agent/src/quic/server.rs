@@ -352,7 +352,7 @@ async fn serve_connection(
             }
         };
     stats.handshakes.fetch_add(1, Ordering::Relaxed);
-    let peer = Peer {
+    let peer = Arc::new(Peer {
         conn: conn.clone(),
         local,
         meter,
@@ -361,7 +361,7 @@ async fn serve_connection(
         service,
         limits,
         stats,
-    };
+    });
     let mut bucket = Bucket {
         tokens: f64::from(limits.max_requests_per_sec),
         last: Instant::now(),
@@ -369,17 +369,19 @@ async fn serve_connection(
     };
     // Streams are served on this connection's own task rather than one
     // spawned task each: a 200-byte exchange is cheaper than the cross-worker
-    // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). The
-    // set is bounded by QUIC's stream limits. Services must not block.
-    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = FuturesUnordered::new();
-    let peer = &peer;
+    // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). A paid
+    // request moves to its own task once read (`respond.rs`): its signature
+    // work is worth spreading over the cores. The set is bounded by QUIC's
+    // stream limits. Services must not block.
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> = FuturesUnordered::new();
     loop {
         tokio::select! {
             bi = conn.accept_bi() => {
                 let Ok((send, recv)) = bi else { break };
                 let allowed = bucket.take();
+                let peer = peer.clone();
                 streams.push(Box::pin(async move {
-                    if let Err(e) = serve_request(peer, send, recv, allowed).await {
+                    if let Err(e) = serve_request(peer.clone(), send, recv, allowed).await {
                         if !matches!(e, TransportError::Connection(_)) {
                             peer.disconnect(&e);
                         }
@@ -388,8 +390,9 @@ async fn serve_connection(
             }
             uni = conn.accept_uni() => {
                 let Ok(recv) = uni else { break };
+                let peer = peer.clone();
                 streams.push(Box::pin(async move {
-                    if let Err(e) = serve_one_way(peer, recv).await {
+                    if let Err(e) = serve_one_way(&peer, recv).await {
                         if !matches!(e, TransportError::Connection(_)) {
                             peer.disconnect(&e);
                         }

@@ -392,7 +392,7 @@ impl StreamSealer {
         if self.counter == u32::MAX {
             return Err(SessionError::StreamExhausted);
         }
-        if self.counter != 0 && self.counter % REKEY_INTERVAL == 0 {
+        if self.counter != 0 && self.counter.is_multiple_of(REKEY_INTERVAL) {
             rekey(&mut self.raw);
             self.key = aead_key(&self.raw);
         }
