@@ -67,7 +67,11 @@ impl Gateway {
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             drop(stream); // over the bound: refuse rather than queue
             continue;

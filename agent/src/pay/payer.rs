@@ -124,7 +124,7 @@ pub struct ChannelStatus {
     /// Deposited.
     #[serde(with = "crate::pay::amount")]
     pub deposit: u128,
-    /// Signed away so far.
+    /// Signed away so far; after a restart, the durable reservation (an upper bound).
     #[serde(with = "crate::pay::amount")]
     pub signed: u128,
 }
@@ -493,25 +493,39 @@ impl Payer {
 
     /// Every channel this payer knows (loaded or stored).
     pub async fn status(&self) -> Vec<ChannelStatus> {
+        // Recorded channels not loaded yet are loaded (and confirmed on chain);
+        // closed ones are left out.
+        let prefix = payer_prefix(self.chain.contract().as_str());
+        let mut names: Vec<String> = self
+            .store
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                let rest = std::str::from_utf8(&e.key).ok()?.strip_prefix(&prefix)?;
+                Some(parse_payer_key(rest)?.1.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        for key in names {
+            if self.channels.lock().await.contains_key(&key) {
+                continue;
+            }
+            let (payee, currency) = split_name(&key);
+            let currency = if currency == "NEAR" {
+                Currency::Near
+            } else {
+                match AccountId::new(&currency) {
+                    Ok(t) => Currency::Token(t),
+                    Err(_) => continue,
+                }
+            };
+            let _ = self.channel(&payee, &currency, None).await;
+        }
         let map = self.channels.lock().await;
         let mut out: Vec<ChannelStatus> =
             map.iter().filter_map(|(p, c)| c.lock().ok().map(|c| status(p, &c))).collect();
-        let prefix = format!("payer/{}/", self.chain.contract().as_str());
-        for e in self.store.entries() {
-            let Some((_, key)) =
-                std::str::from_utf8(&e.key).ok().and_then(|k| k.strip_prefix(&prefix)).and_then(parse_payer_key)
-            else {
-                continue;
-            };
-            if map.contains_key(key) {
-                continue;
-            }
-            if let Some((id, epoch, _)) = parse_payload(&e.payload) {
-                let (payee, currency) = split_name(key);
-                out.push(ChannelStatus { payee, currency, channel_id: id, epoch, deposit: 0, signed: e.value });
-            }
-        }
-        out.sort_by(|a, b| a.payee.cmp(&b.payee));
+        out.sort_by(|a, b| (&a.payee, &a.currency).cmp(&(&b.payee, &b.currency)));
         out
     }
 
