@@ -252,15 +252,23 @@ async fn run_query(gw: &Arc<Gateway>, req: Request<Incoming>, lookup: Lookup, se
     let gw = gw.clone();
     tokio::spawn(async move {
         let chunks = tx.clone();
-        let result = query(&conn, &record, &service, body, gw.payer.as_ref(), move |c| {
+        let asked = query(&conn, &record, &service, body, gw.payer.as_ref(), move |c| {
             let event =
                 Bytes::from(format!("event: chunk\ndata: {}\n\n", json!({ "data": String::from_utf8_lossy(c) })));
             let chunks = chunks.clone();
             async move {
                 let _ = chunks.send(event).await;
             }
-        })
-        .await;
+        });
+        // If the HTTP client goes away, stop reading the answer, and so stop
+        // paying a metered stream's increments for nobody.
+        let result = tokio::select! {
+            r = asked => r,
+            _ = tx.closed() => {
+                tracing::debug!("the HTTP client left; the query is abandoned");
+                return;
+            }
+        };
         let last = match result {
             Ok(o) => format!("event: end\ndata: {}\n\n", outcome_json(&o, !o.streamed)),
             Err(e) => {
