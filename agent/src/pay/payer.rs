@@ -106,8 +106,11 @@ pub struct Payer {
     voucher_key: Keypair,
     store: Store,
     config: PayerConfig,
-    /// Per payee account; the async mutex serialises opening and topping up.
+    /// Per payee (and token): the loaded channels. Held only briefly.
     channels: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
+    /// Per payee (and token): held while a channel is loaded or opened on
+    /// chain, so one brand's slow open does not hold up payments to others.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A channel's state for display.
@@ -166,7 +169,15 @@ impl Payer {
         store: Store,
         config: PayerConfig,
     ) -> Payer {
-        Payer { chain, account, voucher_key, store, config, channels: tokio::sync::Mutex::new(HashMap::new()) }
+        Payer {
+            chain,
+            account,
+            voucher_key,
+            store,
+            config,
+            channels: tokio::sync::Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The channel contract payments go through.
@@ -199,6 +210,15 @@ impl Payer {
         Ok(self.store.persist(entry).await?)
     }
 
+    /// The loaded channel named `key`, unless it is closing.
+    async fn loaded(&self, key: &str) -> Result<Option<Arc<Mutex<Channel>>>, PayError> {
+        let map = self.channels.lock().await;
+        match map.get(key) {
+            Some(c) if !lock(c)?.ledger.is_closing() => Ok(Some(c.clone())),
+            _ => Ok(None),
+        }
+    }
+
     /// The recorded channels named `key`, newest first.
     fn stored(&self, key: &str) -> Vec<StoredEntry> {
         let prefix = payer_prefix(self.chain.contract().as_str());
@@ -224,11 +244,17 @@ impl Payer {
         deposit_if_new: Option<u128>,
     ) -> Result<Arc<Mutex<Channel>>, PayError> {
         let key = name(payee, currency);
-        let mut map = self.channels.lock().await;
-        if let Some(c) = map.get(&key) {
-            if !lock(c)?.ledger.is_closing() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.loaded(&key).await? {
+            return Ok(c);
+        }
+        let gate = {
+            let mut opening = self.opening.lock().map_err(|_| PayError::Store(StoreError::Closed))?;
+            opening.entry(key.clone()).or_default().clone()
+        };
+        let _opening = gate.lock().await;
+        // Someone else may have loaded or opened it while we waited.
+        if let Some(c) = self.loaded(&key).await? {
+            return Ok(c);
         }
         let contract = self.contract_id()?;
         // The newest recorded channel that is still open on chain.
@@ -247,7 +273,7 @@ impl Payer {
                     probe: e.value > 0,
                     reserved: e.value,
                 }));
-                map.insert(key.clone(), c.clone());
+                self.channels.lock().await.insert(key.clone(), c.clone());
                 return Ok(c);
             }
         }
@@ -268,7 +294,7 @@ impl Payer {
             self.persist(&key, &c, None, 0).await?;
             tracing::info!(payee, channel = view.id, "adopted a channel opened before a crash");
             let c = Arc::new(Mutex::new(c));
-            map.insert(key.clone(), c.clone());
+            self.channels.lock().await.insert(key.clone(), c.clone());
             return Ok(c);
         }
         let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
@@ -321,7 +347,7 @@ impl Payer {
         self.persist(&key, &c, None, 0).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
         let c = Arc::new(Mutex::new(c));
-        map.insert(key.clone(), c.clone());
+        self.channels.lock().await.insert(key.clone(), c.clone());
         Ok(c)
     }
 
