@@ -8,6 +8,7 @@ pub mod lookup;
 pub mod payer_args;
 pub mod query;
 pub mod serve;
+pub mod user_args;
 
 use std::path::PathBuf;
 

@@ -2,14 +2,9 @@
 //! and stream the answer to stdout.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use agentwire_agent::keyfile;
-use agentwire_agent::near::ChannelClient;
 use agentwire_agent::pay::query;
-use agentwire_agent::quic::TransportLimits;
-use agentwire_agent::user::{Lookup, UserAgent};
+use agentwire_agent::user::Lookup;
 use agentwire_protocol::account::AccountId;
 
 /// Options of `agentwire query`.
@@ -26,23 +21,8 @@ pub struct QueryArgs {
     pub service: Option<String>,
     /// The question; `-` reads it from stdin.
     pub question: String,
-    /// DHT bootstrap peers.
-    #[arg(long, required = true)]
-    pub bootstrap: Vec<String>,
-    /// Key file (created if missing; default ~/.agentwire/user.key).
-    #[arg(long)]
-    pub key: Option<PathBuf>,
-    /// NEAR RPC for the endpoint-registry check.
-    #[arg(long, default_value = "http://127.0.0.1:3030")]
-    pub near_rpc: String,
-    /// The channel contract holding the registry.
-    #[arg(long, default_value = "channels.devnet")]
-    pub contract: String,
-    /// Do not check the registry (pure messaging; the agent's NEAR account is then unverified).
-    #[arg(long)]
-    pub skip_registry_check: bool,
     #[command(flatten)]
-    pub payer: super::payer_args::PayerArgs,
+    pub user: super::user_args::UserArgs,
 }
 
 pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
@@ -59,26 +39,16 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
     } else {
         args.question.clone()
     };
-    let path = args.key.clone().unwrap_or_else(|| super::default_key_path("user"));
-    let identity = Arc::new(keyfile::load_or_create(&path).map_err(|e| e.to_string())?);
-    let registry = if args.skip_registry_check {
-        None
-    } else {
-        Some(ChannelClient::new(&args.near_rpc, &args.contract).map_err(|e| e.to_string())?)
-    };
     let rt = super::runtime()?;
     rt.block_on(async {
-        let user =
-            UserAgent::start(identity, super::multiaddrs(&args.bootstrap)?, registry, TransportLimits::default())
-                .await
-                .map_err(|e| e.to_string())?;
+        let (user, payer) = args.user.start().await?;
         let mut found = Err("not found".to_string());
         for _ in 0..10 {
             found = user.find(&lookup).await.map_err(|e| match e {
                 agentwire_agent::user::UserError::Registry(e) => format!(
                     "{e}\n  the endpoint registry is on NEAR ({}, contract {}): start `agentwire devnet`, \
                      pass --near-rpc/--contract, or --skip-registry-check for pure messaging",
-                    args.near_rpc, args.contract
+                    args.user.near_rpc, args.user.contract
                 ),
                 other => other.to_string(),
             });
@@ -93,7 +63,6 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
         let records = found?;
         let record = &records[0];
         let conn = user.session(record).await.map_err(|e| e.to_string())?;
-        let payer = args.payer.build(&args.near_rpc, &args.contract)?;
         let outcome = query(&conn, record, &service, question.into_bytes(), payer.as_ref(), |chunk| {
             if !json {
                 let mut out = std::io::stdout().lock();

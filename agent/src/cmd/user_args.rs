@@ -1,0 +1,55 @@
+//! Options every user-side command shares (`query`, `gateway`): the DHT
+//! bootstrap peers, the agent's key, the NEAR RPC and contract (endpoint
+//! registry and payments), and the payer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentwire_agent::keyfile;
+use agentwire_agent::near::ChannelClient;
+use agentwire_agent::pay::Payer;
+use agentwire_agent::quic::TransportLimits;
+use agentwire_agent::user::UserAgent;
+
+use super::payer_args::PayerArgs;
+
+/// User-agent options.
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    /// DHT bootstrap peers.
+    #[arg(long, required = true)]
+    pub bootstrap: Vec<String>,
+    /// The user agent's key file (created if missing; default ~/.agentwire/user.key).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// NEAR RPC (endpoint registry and payments).
+    #[arg(long, default_value = "http://127.0.0.1:3030")]
+    pub near_rpc: String,
+    /// The channel contract (endpoint registry and payments).
+    #[arg(long, default_value = "channels.devnet")]
+    pub contract: String,
+    /// Do not check the endpoint registry (pure messaging; the brands' NEAR accounts are then unverified).
+    #[arg(long)]
+    pub skip_registry_check: bool,
+    #[command(flatten)]
+    pub payer: PayerArgs,
+}
+
+impl UserArgs {
+    /// Starts the user agent and builds the payer (if an account is given).
+    pub async fn start(&self) -> Result<(UserAgent, Option<Payer>), String> {
+        let path = self.key.clone().unwrap_or_else(|| super::default_key_path("user"));
+        let identity = Arc::new(keyfile::load_or_create(&path).map_err(|e| e.to_string())?);
+        let registry = if self.skip_registry_check {
+            None
+        } else {
+            Some(ChannelClient::new(&self.near_rpc, &self.contract).map_err(|e| e.to_string())?)
+        };
+        let payer = self.payer.build(&self.near_rpc, &self.contract)?;
+        let bootstrap = super::multiaddrs(&self.bootstrap)?;
+        let user = UserAgent::start(identity, bootstrap, registry, TransportLimits::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((user, payer))
+    }
+}
