@@ -27,6 +27,8 @@ use agentwire_protocol::identity::{Keypair, LocalIdentity};
 use agentwire_protocol::record::Currency;
 use rand_core::OsRng;
 
+use crate::walkthrough::near;
+
 type Error = Box<dyn std::error::Error>;
 
 /// Options of `agentwire demo`.
@@ -35,11 +37,6 @@ pub struct DemoArgs {
     /// After the demo, keep the network running with a gateway on this address (for the Python example).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8402")]
     pub serve: Option<SocketAddr>,
-}
-
-fn near(yocto: u128) -> String {
-    let milli = yocto / (ONE_NEAR / 1_000_000);
-    format!("{}.{:06} NEAR", milli / 1_000_000, milli % 1_000_000)
 }
 
 fn short(h: &[u8; 32]) -> String {

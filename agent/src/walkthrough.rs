@@ -23,7 +23,8 @@ type Error = Box<dyn std::error::Error>;
 
 const YOCTO_PER_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 
-fn near(yocto: u128) -> String {
+/// An amount in NEAR with six decimals (truncated), for display.
+pub(crate) fn near(yocto: u128) -> String {
     format!("{}.{:06} NEAR", yocto / YOCTO_PER_NEAR, (yocto % YOCTO_PER_NEAR) / 1_000_000_000_000_000_000)
 }
 

@@ -19,3 +19,14 @@ pub(crate) mod amount {
 }
 pub mod client;
 pub use client::{query, QueryError, QueryOutcome};
+
+/// Whether a channel funded in `chain` (as the contract reports it) is in
+/// the currency a record prices in.
+pub(crate) fn same_currency(chain: &crate::near::Currency, priced: &agentwire_protocol::record::Currency) -> bool {
+    use agentwire_protocol::record::Currency;
+    match (chain, priced) {
+        (crate::near::Currency::Near, Currency::Near) => true,
+        (crate::near::Currency::Token(a), Currency::Token(b)) => a.as_str() == b.as_str(),
+        _ => false,
+    }
+}

@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::codec::{decode_voucher, encode_voucher, payee_claimed_key, payee_voucher_key};
+use super::same_currency;
 use super::store::{Entry, Store};
 use crate::near::{self, ChannelClient, ChannelView, NearAccount, NearError};
 use crate::quic::{Increment, Meter, Refusal, Ticket};
@@ -104,14 +105,6 @@ fn payment_refusal(e: &PaymentError) -> Refusal {
 fn with_ledger<T>(slot: &Slot, f: impl FnOnce(&mut PayeeLedger) -> T) -> Result<T, Refusal> {
     let mut l = slot.ledger.lock().map_err(|_| refuse(ErrorCode::Internal, "internal error"))?;
     Ok(f(&mut l))
-}
-
-fn same_currency(chain: &near::Currency, offered: &Currency) -> bool {
-    match (chain, offered) {
-        (near::Currency::Near, Currency::Near) => true,
-        (near::Currency::Token(a), Currency::Token(b)) => a.as_str() == b.as_str(),
-        _ => false,
-    }
 }
 
 impl Payee {

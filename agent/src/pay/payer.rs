@@ -15,6 +15,7 @@ use agentwire_protocol::record::Currency;
 use agentwire_protocol::voucher::Voucher;
 
 use super::codec::{decode_voucher, encode_voucher, parse_payer_key, payer_key, payer_prefix};
+use super::same_currency;
 use super::store::Entry as StoredEntry;
 use super::store::{Entry, Store, StoreError};
 use crate::near::{self, ChannelClient, NearAccount, NearError};
@@ -590,14 +591,6 @@ fn split_name(name: &str) -> (String, String) {
     match name.split_once('/') {
         Some((p, t)) => (p.to_owned(), t.to_owned()),
         None => (name.to_owned(), "NEAR".to_owned()),
-    }
-}
-
-fn same_currency(chain: &near::Currency, wanted: &Currency) -> bool {
-    match (chain, wanted) {
-        (near::Currency::Near, Currency::Near) => true,
-        (near::Currency::Token(a), Currency::Token(b)) => a.as_str() == b.as_str(),
-        _ => false,
     }
 }
 
