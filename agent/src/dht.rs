@@ -45,7 +45,9 @@ pub struct DhtConfig {
     pub republish_interval: Duration,
     /// How often the routing table is refreshed (default 5 min).
     pub bootstrap_interval: Duration,
-    /// How long lookup answers are cached (default 30 s).
+    /// How long lookup answers are cached (default 30 s). Only answers from
+    /// a walk that finished are cached: one cut short by the query timeout
+    /// may have missed providers, and the next lookup should walk again.
     pub cache_ttl: Duration,
     /// Records this node stores for others (default 1024).
     pub max_records: usize,
@@ -99,12 +101,20 @@ struct Behaviour {
 enum Command {
     Publish(Box<SignedRecord>, oneshot::Sender<Result<(), DhtError>>),
     Unpublish(oneshot::Sender<()>),
-    Providers(Vec<u8>, oneshot::Sender<Result<HashSet<PeerId>, DhtError>>),
+    Providers(Vec<u8>, oneshot::Sender<Result<Providers, DhtError>>),
     Record(AgentId, oneshot::Sender<Result<SignedRecord, DhtError>>),
     Stored(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<()>),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<usize>),
+}
+
+/// The providers a walk found for a key.
+struct Providers {
+    peers: HashSet<PeerId>,
+    /// The walk reached the closest peers; `false` when the query timeout cut
+    /// it short, so some providers may be missing.
+    complete: bool,
 }
 
 /// Lookup answers by key, with when they were found.
@@ -269,17 +279,21 @@ impl Dht {
             }
         }
         let providers = self.ask(|tx| Command::Providers(key.clone(), tx)).await??;
-        let mut found = Vec::new();
-        for peer in providers.into_iter().take(self.config.max_lookup_results) {
-            let Ok(agent) = AgentId::from_bytes(&peer.to_bytes()) else { continue };
-            if let Ok(record) = self.record(agent).await {
-                if wanted(&record) {
-                    found.push(record);
-                }
-            }
-        }
+        // The candidates' records are fetched at once: one slow or departed
+        // provider costs one query timeout, not one per candidate.
+        let agents = providers
+            .peers
+            .into_iter()
+            .filter_map(|peer| AgentId::from_bytes(&peer.to_bytes()).ok())
+            .take(self.config.max_lookup_results);
+        let records = futures::future::join_all(agents.map(|agent| self.record(agent))).await;
+        let found: Vec<SignedRecord> = records.into_iter().filter_map(Result::ok).filter(|r| wanted(r)).collect();
         if found.is_empty() {
             return Err(DhtError::NotFound);
+        }
+        if !providers.complete {
+            tracing::debug!(found = found.len(), "provider walk cut short by the query timeout; answer not cached");
+            return Ok(found);
         }
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= 1024 {
@@ -306,7 +320,7 @@ impl Dht {
 
 enum Pending {
     Publish(oneshot::Sender<Result<(), DhtError>>),
-    Providers(HashSet<PeerId>, oneshot::Sender<Result<HashSet<PeerId>, DhtError>>),
+    Providers(Providers, oneshot::Sender<Result<Providers, DhtError>>),
     Record(Option<Box<SignedRecord>>, oneshot::Sender<Result<SignedRecord, DhtError>>),
 }
 
@@ -382,7 +396,8 @@ impl Node {
             }
             Command::Providers(key, reply) => {
                 let q = self.swarm.behaviour_mut().kad.get_providers(key.into());
-                self.pending.insert(q, Pending::Providers(HashSet::new(), reply));
+                let walk = Providers { peers: HashSet::new(), complete: true };
+                self.pending.insert(q, Pending::Providers(walk, reply));
             }
             Command::Record(agent, reply) => {
                 let q = self.swarm.behaviour_mut().kad.get_record(record_key(&agent).into());
@@ -474,11 +489,11 @@ impl Node {
             // useful one ends it, so a lookup costs a round trip or two, not
             // the whole walk. Records from stale nodes lose to the validation
             // every storing node applies (a newer sequence always wins there).
-            (Pending::Providers(found, _), QueryResult::GetProviders(r)) => {
-                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
-                    found.extend(providers);
-                }
-            }
+            (Pending::Providers(found, _), QueryResult::GetProviders(r)) => match r {
+                Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.peers.extend(providers),
+                Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                Err(_) => found.complete = false,
+            },
             (Pending::Record(best, _), QueryResult::GetRecord(r)) => {
                 if let Ok(GetRecordOk::FoundRecord(peer_record)) = r {
                     if let Some(signed) = valid_for_store(&peer_record.record, None, now_secs()) {
@@ -503,7 +518,7 @@ impl Node {
                 let _ = reply.send(Err(DhtError::Publish("query ended unexpectedly".into())));
             }
             Pending::Providers(found, reply) => {
-                let _ = reply.send(if found.is_empty() { Err(DhtError::NotFound) } else { Ok(found) });
+                let _ = reply.send(if found.peers.is_empty() { Err(DhtError::NotFound) } else { Ok(found) });
             }
             Pending::Record(best, reply) => {
                 let _ = reply.send(best.map(|b| *b).ok_or(DhtError::NotFound));

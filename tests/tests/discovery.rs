@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_agent::dht::{Dht, DhtConfig, DhtError};
+use agentwire_agent::dht::{libp2p_keypair, Dht, DhtConfig, DhtError};
 use agentwire_agent::quic::{
     connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, Target, TransportLimits,
 };
@@ -130,12 +130,28 @@ async fn publish_with_retry(dht: &Dht, signed: SignedRecord) {
     panic!("could not publish");
 }
 
-/// Retries a lookup while the DHT settles (10 s at most).
+/// Retries a lookup while the DHT settles (10 s at most), until it answers
+/// and, with a second argument, until its answer satisfies that predicate. A
+/// lookup whose walk the query timeout cut short may miss providers; it is
+/// not cached, so the retry walks again (a finished walk's answer is cached
+/// and a retry sees it unchanged).
 macro_rules! eventually {
     ($e:expr) => {{
         let mut r = $e;
         for _ in 0..40 {
             if r.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            r = $e;
+        }
+        r.expect("found in time")
+    }};
+    ($e:expr, $ok:expr) => {{
+        let ok = $ok;
+        let mut r = $e;
+        for _ in 0..40 {
+            if r.as_ref().is_ok_and(&ok) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -180,8 +196,9 @@ async fn fifty_agents_discover_connect_and_talk() {
                 let r = found[0].record();
                 assert_eq!(r.identity, b.identity.identity.public());
                 // By service: this brand is among the providers.
-                let by_service = eventually!(dht.find_by_service(b.services[0]).await);
-                assert!(by_service.iter().any(|s| s.record().identity == r.identity));
+                let offers = |found: &Vec<SignedRecord>| found.iter().any(|s| s.record().identity == r.identity);
+                let by_service = eventually!(dht.find_by_service(b.services[0]).await, offers);
+                assert!(offers(&by_service), "user {u}: {} among the providers of {}", b.account, b.services[0]);
                 // Connect with the record's keys and talk.
                 let target =
                     Target { addr: r.quic_addrs[0], identity: Some(r.identity), noise_static: Some(r.noise_static) };
@@ -364,4 +381,44 @@ async fn the_dht_also_runs_over_tcp_noise_yamux() {
     .unwrap();
     let found = eventually!(user.find_by_account(&AccountId::new("tcp-brand.near").unwrap()).await);
     assert_eq!(found[0].encoded(), signed.encoded());
+}
+
+/// A lookup that the query timeout cuts short (here because a peer never
+/// answers) still returns what it found, but its answer is not cached: the
+/// next lookup walks again and sees a provider that joined since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_cut_short_by_the_query_timeout_is_not_cached() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let boot = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: loopback(), server: true, ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    let boot_addrs = boot.listen_addrs().await.unwrap();
+    let chat = SERVICES[0];
+    let _first = start_brand(0, &boot_addrs, 600).await;
+    // A peer that never answers: a UDP socket nobody reads. Dialing it waits
+    // for QUIC's 5 s handshake timeout, longer than the user's 2 s queries.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_peer = libp2p_keypair(&Keypair::generate(&mut OsRng)).unwrap().public().to_peer_id();
+    let silent_addr: Multiaddr =
+        format!("/ip4/127.0.0.1/udp/{}/quic-v1/p2p/{silent_peer}", silent.local_addr().unwrap().port())
+            .parse()
+            .unwrap();
+    let mut bootstrap = boot_addrs.clone();
+    bootstrap.push(silent_addr);
+    let user = Dht::start(
+        &Keypair::generate(&mut OsRng),
+        DhtConfig { listen: loopback(), bootstrap, query_timeout: Duration::from_secs(2), ..DhtConfig::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(eventually!(user.find_by_service(chat).await).len(), 1);
+    // A second brand offering the same service joins; had the first, cut-short
+    // answer been cached, lookups would miss it for the cache's 30 s.
+    let _second = start_brand(SERVICES.len(), &boot_addrs, 600).await;
+    let both = |found: &Vec<SignedRecord>| found.len() == 2;
+    let found = eventually!(user.find_by_service(chat).await, both);
+    assert!(both(&found), "a cut-short answer was cached");
 }
