@@ -14,6 +14,8 @@ pub mod brand;
 pub mod config;
 pub mod devnet;
 pub mod dht;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod keyfile;
 pub mod metrics;

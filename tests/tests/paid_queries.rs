@@ -17,7 +17,7 @@ use agentwire_agent::config::BrandConfig;
 use agentwire_agent::devnet::{provision, Provisioned};
 use agentwire_agent::dht::{Dht, DhtConfig};
 use agentwire_agent::near::{ChannelClient, NearAccount};
-use agentwire_agent::pay::store::{Store, StoreConfig};
+use agentwire_agent::pay::store::{Store, StoreConfig, StoreError};
 use agentwire_agent::pay::{query, PayError, Payer, PayerConfig};
 use agentwire_agent::quic::{TransportError, TransportLimits};
 use agentwire_agent::user::{Lookup, UserAgent};
@@ -180,8 +180,11 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
     // What each brand delivered, per currency.
     let mut delivered: HashMap<(&str, bool), u128> = HashMap::new();
     let mut payers = Vec::new();
+    let mut seeds = Vec::new();
     for name in users {
-        let (user, payer) = n.user(name, Keypair::generate(&mut OsRng), small_deposits()).await;
+        let key = Keypair::generate(&mut OsRng);
+        seeds.push(key.seed());
+        let (user, payer) = n.user(name, key, small_deposits()).await;
         for brand in ["acme.devnet", "globex.devnet"] {
             let record = find(&user, brand).await;
             let conn = user.session(&record).await.unwrap();
@@ -228,6 +231,7 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
         assert_eq!(status.len(), 3, "{status:?}");
         for s in status {
             assert!(s.deposit > first_deposit(&s) && s.deposit >= s.signed, "{s:?}");
+            assert!(!s.signed_is_upper_bound, "a running payer knows what it signed: {s:?}");
         }
         payers.push((user, payer));
     }
@@ -257,6 +261,29 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
     assert_eq!(globex_after, before["globex.devnet"] + delivered[&("globex.devnet", false)] - globex_payee.gas_burnt());
     let usdc_after = chain.ft_balance_of(&token, &"globex.devnet".parse().unwrap()).await.unwrap();
     assert_eq!(usdc_after, usdc_before + delivered[&("globex.devnet", true)]);
+
+    // A payer restarted on its store knows only its durable reservations: its
+    // status says so, and each bound covers what the brand claimed.
+    let (user, payer) = payers.pop().unwrap();
+    drop((user, payer));
+    let dir = n.dir.join(format!("{}-payer", users[2]));
+    let mut store = Store::open(&dir, StoreConfig::default());
+    for _ in 0..50 {
+        if !matches!(store, Err(StoreError::Locked)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // the old writer thread lets go
+        store = Store::open(&dir, StoreConfig::default());
+    }
+    let key = Keypair::from_seed(&seeds[2]);
+    let restarted =
+        Payer::new(chain.clone(), n.near(&format!("{}.devnet", users[2])), key, store.unwrap(), small_deposits());
+    let status = restarted.status().await;
+    assert_eq!(status.len(), 3, "{status:?}");
+    for s in status {
+        let view = chain.get_channel(s.channel_id).await.unwrap().unwrap();
+        assert!(s.signed_is_upper_bound && s.signed >= view.claimed, "{s:?} claimed {}", view.claimed);
+    }
     drop(n.boot);
     let _ = std::fs::remove_dir_all(&n.dir);
 }

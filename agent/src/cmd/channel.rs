@@ -98,8 +98,14 @@ fn print(list: &[ChannelStatus], json: bool) {
     }
     for s in list {
         println!(
-            "channel {:>4}  epoch {}  payee {:<24} {:<12} deposit {:>28}  signed {:>28}",
-            s.channel_id, s.epoch, s.payee, s.currency, s.deposit, s.signed
+            "channel {:>4}  epoch {}  payee {:<24} {:<12} deposit {:>28}  signed {}{:>28}",
+            s.channel_id,
+            s.epoch,
+            s.payee,
+            s.currency,
+            s.deposit,
+            if s.signed_is_upper_bound { "at most " } else { "" },
+            s.signed
         );
     }
 }

@@ -128,9 +128,13 @@ pub struct ChannelStatus {
     /// Deposited.
     #[serde(with = "crate::pay::amount")]
     pub deposit: u128,
-    /// Signed away so far; after a restart, the durable reservation (an upper bound).
+    /// Signed away so far; after a restart or an unanswered request, the
+    /// durable reservation instead (see `signed_is_upper_bound`).
     #[serde(with = "crate::pay::amount")]
     pub signed: u128,
+    /// `signed` is only an upper bound: the exact total is learnt from the
+    /// brand's last voucher at the next payment to it.
+    pub signed_is_upper_bound: bool,
 }
 
 fn lock(c: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, PayError> {
@@ -149,6 +153,39 @@ fn payload(c: &Channel, last: Option<&SignedVoucher>) -> Vec<u8> {
         out.extend_from_slice(&encode_voucher(v));
     }
     out
+}
+
+/// The voucher after a payload's three lines, if one was stored.
+fn payload_voucher(p: &[u8]) -> Option<SignedVoucher> {
+    let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
+    decode_voucher(p.get(at..)?)
+}
+
+/// Fuzz entry point: the payer's decoders of its own store (payload, voucher,
+/// key, channel name) on arbitrary bytes. A parsed payload written back
+/// parses to the same values; a stored voucher re-encodes to its bytes.
+#[doc(hidden)]
+pub fn fuzz_state(data: &[u8]) {
+    if let Some((id, epoch, currency)) = parse_payload(data) {
+        let token = match &currency {
+            near::Currency::Near => String::new(),
+            near::Currency::Token(t) => t.to_string(),
+        };
+        let again = format!("{id}\n{epoch}\n{token}\n").into_bytes();
+        assert_eq!(parse_payload(&again), Some((id, epoch, currency)), "payload does not round-trip");
+    }
+    if let Some(v) = payload_voucher(data) {
+        let at = data.len() - encode_voucher(&v).len();
+        assert_eq!(&data[at..], &encode_voucher(&v)[..], "stored voucher is not canonical");
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some((id, name)) = parse_payer_key(text) {
+            assert!(text.ends_with(name) && id.to_string().len() <= text.len());
+        }
+        let (payee, currency) = split_name(text);
+        let whole = if text.contains('/') { format!("{payee}/{currency}") } else { payee };
+        assert_eq!(whole, text, "a channel name does not split into its parts");
+    }
 }
 
 fn parse_payload(p: &[u8]) -> Option<(u64, u64, near::Currency)> {
@@ -559,9 +596,7 @@ impl Payer {
     /// The last voucher signed to `payee` (from the store), e.g. for a dispute.
     pub fn last_voucher(&self, payee: &str, currency: &Currency) -> Option<SignedVoucher> {
         let e = self.stored(&name(payee, currency)).into_iter().next()?;
-        let p = &e.payload;
-        let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
-        decode_voucher(p.get(at..)?)
+        payload_voucher(&e.payload)
     }
 
     /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
@@ -604,5 +639,6 @@ fn status(key: &str, c: &Channel) -> ChannelStatus {
         epoch: ch.epoch,
         deposit: c.ledger.deposit(),
         signed: c.ledger.signed(),
+        signed_is_upper_bound: c.probe,
     }
 }

@@ -146,7 +146,6 @@ pub(super) fn recover(dir: &Path, cfg: &StoreConfig, lock: Arc<File>) -> Result<
         }
     }
     logs.sort();
-    let mut map: HashMap<Vec<u8>, Entry> = HashMap::new();
     let make_log = |file, path, generation, len: u64| Log {
         dir: dir.to_path_buf(),
         path,
@@ -162,24 +161,12 @@ pub(super) fn recover(dir: &Path, cfg: &StoreConfig, lock: Arc<File>) -> Result<
         if cfg.sync == SyncMode::Full {
             sync_dir(dir)?;
         }
-        return Ok((make_log(file, path, 0, HEADER_LEN as u64), map, 0));
+        return Ok((make_log(file, path, 0, HEADER_LEN as u64), HashMap::new(), 0));
     };
     let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
-    if data.len() < HEADER_LEN || data[..8] != MAGIC[..] {
-        return Err(StoreError::Corrupt { offset: 0, reason: "bad log header" });
-    }
-    if data[8..HEADER_LEN] != generation.to_le_bytes() {
-        return Err(StoreError::Corrupt { offset: 8, reason: "generation does not match file name" });
-    }
-    let mut pos = HEADER_LEN;
-    while let Some((e, used)) = data.get(pos..).and_then(decode_record) {
-        pos += used;
-        if map.get(&e.key).is_none_or(|c| e.value >= c.value) {
-            map.insert(e.key.clone(), e);
-        }
-    }
+    let (map, pos) = scan(&data, generation)?;
     let truncated = (data.len() - pos) as u64;
     if truncated > 0 {
         file.set_len(pos as u64)?;
@@ -191,6 +178,27 @@ pub(super) fn recover(dir: &Path, cfg: &StoreConfig, lock: Arc<File>) -> Result<
         let _ = fs::remove_file(old); // newest generation is complete; older ones are garbage
     }
     Ok((make_log(file, path, generation, pos as u64), map, truncated))
+}
+
+/// Reads a whole log file of generation `generation`: each key's highest
+/// value, and where the valid records end (a torn or corrupt tail starts
+/// there and is cut off by the caller). Pure, so it can be fuzzed.
+pub(super) fn scan(data: &[u8], generation: u64) -> Result<(HashMap<Vec<u8>, Entry>, usize), StoreError> {
+    if data.len() < HEADER_LEN || data[..8] != MAGIC[..] {
+        return Err(StoreError::Corrupt { offset: 0, reason: "bad log header" });
+    }
+    if data[8..HEADER_LEN] != generation.to_le_bytes() {
+        return Err(StoreError::Corrupt { offset: 8, reason: "generation does not match file name" });
+    }
+    let mut map: HashMap<Vec<u8>, Entry> = HashMap::new();
+    let mut pos = HEADER_LEN;
+    while let Some((e, used)) = data.get(pos..).and_then(decode_record) {
+        pos += used;
+        if map.get(&e.key).is_none_or(|c| e.value >= c.value) {
+            map.insert(e.key.clone(), e);
+        }
+    }
+    Ok((map, pos))
 }
 
 pub(super) fn encode_record(buf: &mut Vec<u8>, e: &Entry) {
@@ -214,7 +222,7 @@ fn take<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
 }
 
 /// Decodes one record at the start of `data`; `None` = torn/corrupt. Never panics.
-fn decode_record(data: &[u8]) -> Option<(Entry, usize)> {
+pub(super) fn decode_record(data: &[u8]) -> Option<(Entry, usize)> {
     let len = u32::from_le_bytes(take(data, 0)?) as usize;
     let crc = u32::from_le_bytes(take(data, 4)?);
     if !(MIN_BODY..=MAX_BODY).contains(&len) {

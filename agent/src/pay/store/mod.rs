@@ -386,6 +386,27 @@ mod tests;
 
 use log::{recover, Log};
 
+/// Fuzz entry point: recovery's parser on arbitrary file bytes, as a whole
+/// file and after a valid header. Checks that the valid prefix re-encodes
+/// to the same bytes and that each key keeps its highest value.
+#[doc(hidden)]
+pub fn fuzz_log(data: &[u8]) {
+    let _ = log::scan(data, 0);
+    let mut file = log::header(7);
+    file.extend_from_slice(data);
+    let Ok((map, end)) = log::scan(&file, 7) else { panic!("a valid header was refused") };
+    assert!((HEADER_LEN..=file.len()).contains(&end));
+    let mut again = log::header(7);
+    let mut pos = HEADER_LEN;
+    while pos < end {
+        let Some((e, used)) = log::decode_record(&file[pos..end]) else { panic!("the valid prefix does not decode") };
+        assert!(map.get(&e.key).is_some_and(|kept| kept.value >= e.value), "a key lost its highest value");
+        log::encode_record(&mut again, &e);
+        pos += used;
+    }
+    assert_eq!(again, file[..end], "records are not canonical");
+}
+
 impl Store {
     /// Submits `entry` and waits, without blocking the async runtime, until
     /// it is durable (or already superseded by a durable higher value).

@@ -1,0 +1,7 @@
+//! Fuzz entry points for the agent's own decoders of what it reads back from
+//! disk: the payment store's log and the payer's state in it. The cargo-fuzz
+//! targets in `fuzz/` call these, and `tests/tests/fuzz_corpus.rs` replays
+//! their committed corpora on stable Rust. Each panics on a violated property.
+
+pub use crate::pay::payer::fuzz_state as payer_state;
+pub use crate::pay::store::fuzz_log as store_log;
