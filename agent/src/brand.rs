@@ -53,7 +53,22 @@ pub struct RunningBrand {
     /// The payee, when services are priced.
     pub payee: Option<Arc<Payee>>,
     refresher: tokio::task::JoinHandle<()>,
-    payee_task: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    payee_task: Option<PayeeTask>,
+}
+
+/// The payee's watcher: its stop signal, and the task, which returns the
+/// (channel, total) its last claim made.
+type PayeeTask = (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Vec<(u64, u128)>>);
+
+/// What a brand's shutdown did with the money it holds vouchers for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// (channel, total now claimed on chain) for each claim made on the way out.
+    pub claimed: Vec<(u64, u128)>,
+    /// (channel, durable amount not claimed): its claim failed (chain
+    /// unreachable, say). The voucher is kept; the watcher claims it after
+    /// the next start, so start again before the channel could be closed.
+    pub unclaimed: Vec<(u64, u128)>,
 }
 
 fn config_err(e: impl std::fmt::Display) -> BrandError {
@@ -242,15 +257,21 @@ fn currency_of(text: &str) -> Result<Currency, BrandError> {
 }
 
 impl RunningBrand {
-    /// Stops publishing, closes every session gracefully and stops.
-    pub async fn shutdown(self) {
+    /// Stops publishing, closes every session gracefully, claims everything
+    /// durable on chain and stops; says what was and was not claimed.
+    pub async fn shutdown(self) -> ShutdownReport {
         self.refresher.abort();
         let _ = self.dht.unpublish().await;
         self.server.shutdown().await;
-        // Claim everything durable before leaving.
+        let mut report = ShutdownReport::default();
         if let Some((stop, task)) = self.payee_task {
             let _ = stop.send(true);
-            let _ = task.await;
+            report.claimed = task.await.unwrap_or_default();
         }
+        if let Some(payee) = &self.payee {
+            report.unclaimed =
+                payee.channels().into_iter().filter(|c| c.2 > 0).map(|(id, _, unclaimed)| (id, unclaimed)).collect();
+        }
+        report
     }
 }

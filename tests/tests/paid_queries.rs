@@ -8,7 +8,7 @@
 //! with a clear error, nothing is served and nothing is persisted.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,12 +108,25 @@ watch_every_secs = 1
     }
 
     async fn user(&self, name: &str, key: Keypair, config: PayerConfig) -> (UserAgent, Payer) {
+        self.user_on(&self.dir.join(format!("{name}-payer")), name, key, config).await
+    }
+
+    /// A user agent whose payer keeps its state in `store_dir` (reopened after
+    /// an earlier payer there was dropped: its writer thread lets go of the lock).
+    async fn user_on(&self, store_dir: &Path, name: &str, key: Keypair, config: PayerConfig) -> (UserAgent, Payer) {
         let me = Arc::new(LocalIdentity::generate(&mut OsRng));
         let user = UserAgent::start(me, vec![self.boot_addr.parse().unwrap()], None, TransportLimits::default())
             .await
             .unwrap();
-        let store = Store::open(&self.dir.join(format!("{name}-payer")), StoreConfig::default()).unwrap();
-        let payer = Payer::new(self.chain(), self.near(&format!("{name}.devnet")), key, store, config);
+        let mut store = Store::open(store_dir, StoreConfig::default());
+        for _ in 0..50 {
+            if !matches!(store, Err(StoreError::Locked)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store = Store::open(store_dir, StoreConfig::default());
+        }
+        let payer = Payer::new(self.chain(), self.near(&format!("{name}.devnet")), key, store.unwrap(), config);
         (user, payer)
     }
 }
@@ -180,11 +193,8 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
     // What each brand delivered, per currency.
     let mut delivered: HashMap<(&str, bool), u128> = HashMap::new();
     let mut payers = Vec::new();
-    let mut seeds = Vec::new();
     for name in users {
-        let key = Keypair::generate(&mut OsRng);
-        seeds.push(key.seed());
-        let (user, payer) = n.user(name, key, small_deposits()).await;
+        let (user, payer) = n.user(name, Keypair::generate(&mut OsRng), small_deposits()).await;
         for brand in ["acme.devnet", "globex.devnet"] {
             let record = find(&user, brand).await;
             let conn = user.session(&record).await.unwrap();
@@ -231,7 +241,7 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
         assert_eq!(status.len(), 3, "{status:?}");
         for s in status {
             assert!(s.deposit > first_deposit(&s) && s.deposit >= s.signed, "{s:?}");
-            assert!(!s.signed_is_upper_bound, "a running payer knows what it signed: {s:?}");
+            assert!(!s.signed_unconfirmed, "a running payer knows what it signed: {s:?}");
         }
         payers.push((user, payer));
     }
@@ -240,13 +250,16 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
     assert_eq!(delivered[&("globex.devnet", false)], 3 * 6 * 3 * MILLI);
     assert_eq!(delivered[&("globex.devnet", true)], 3 * 3 * USDC_CENT);
 
-    // Shutdown claims everything durable.
-    acme.shutdown().await;
-    globex.shutdown().await;
+    // Shutdown claims everything durable, and says what it claimed.
+    let reports = [acme.shutdown().await, globex.shutdown().await];
+    assert!(reports.iter().all(|r| r.unclaimed.is_empty() && !r.claimed.is_empty()), "{reports:?}");
     let mut claimed: HashMap<(String, bool), u128> = HashMap::new();
     for (_, payer) in &payers {
         for s in payer.status().await {
             let view = chain.get_channel(s.channel_id).await.unwrap().unwrap();
+            for (id, total) in reports.iter().flat_map(|r| &r.claimed) {
+                assert!(*id != s.channel_id || *total == view.claimed, "shutdown reported {total} on {id}: {view:?}");
+            }
             assert_eq!(view.claimed, s.signed, "the brand claimed exactly what this payer signed: {s:?}");
             let token = !matches!(view.currency, agentwire_agent::near::Currency::Near);
             *claimed.entry((view.payee.to_string(), token)).or_default() += view.claimed;
@@ -262,29 +275,45 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
     let usdc_after = chain.ft_balance_of(&token, &"globex.devnet".parse().unwrap()).await.unwrap();
     assert_eq!(usdc_after, usdc_before + delivered[&("globex.devnet", true)]);
 
-    // A payer restarted on its store knows only its durable reservations: its
-    // status says so, and each bound covers what the brand claimed.
-    let (user, payer) = payers.pop().unwrap();
-    drop((user, payer));
-    let dir = n.dir.join(format!("{}-payer", users[2]));
-    let mut store = Store::open(&dir, StoreConfig::default());
-    for _ in 0..50 {
-        if !matches!(store, Err(StoreError::Locked)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // the old writer thread lets go
-        store = Store::open(&dir, StoreConfig::default());
-    }
-    let key = Keypair::from_seed(&seeds[2]);
-    let restarted =
-        Payer::new(chain.clone(), n.near(&format!("{}.devnet", users[2])), key, store.unwrap(), small_deposits());
-    let status = restarted.status().await;
-    assert_eq!(status.len(), 3, "{status:?}");
-    for s in status {
-        let view = chain.get_channel(s.channel_id).await.unwrap().unwrap();
-        assert!(s.signed_is_upper_bound && s.signed >= view.claimed, "{s:?} claimed {}", view.claimed);
-    }
     drop(n.boot);
+    let _ = std::fs::remove_dir_all(&n.dir);
+}
+
+/// A payer process that restarts knows only the last total it recorded and
+/// its reservation (up to 64 queries ahead). It asks the brand for its last
+/// voucher before paying again, so each query still costs exactly its price:
+/// the brand claims what was delivered, never the reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_payer_pays_the_price_not_its_reservation() {
+    let n = net("restart", &["acme", "u1"]).await;
+    let acme = n.brand("acme", ACME).await;
+    let seed = Keypair::generate(&mut OsRng).seed();
+    let dir = n.dir.join("u1-payer");
+    let mut delivered = 0;
+    let mut channel = None;
+    for run in 0..3 {
+        // Each run is a payer process: 2 queries, then it goes away.
+        let (user, payer) = n.user_on(&dir, "u1", Keypair::from_seed(&seed), PayerConfig::default()).await;
+        if run > 0 {
+            let s = payer.status().await;
+            assert!(s.len() == 1 && s[0].signed_unconfirmed && s[0].signed <= delivered, "{s:?}");
+        }
+        let record = find(&user, "acme.devnet").await;
+        let conn = user.session(&record).await.unwrap();
+        for _ in 0..2 {
+            let out = query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| async {}).await.unwrap();
+            assert_eq!(out.paid, MILLI);
+            delivered += out.paid;
+            assert_eq!(out.receipt.unwrap().receipt.cumulative, delivered, "one channel, exactly what was delivered");
+        }
+        let s = payer.status().await;
+        assert!(s.len() == 1 && !s[0].signed_unconfirmed && s[0].signed == delivered, "{s:?}");
+        assert_eq!(*channel.get_or_insert(s[0].channel_id), s[0].channel_id, "the same channel across restarts");
+    }
+    let report = acme.shutdown().await;
+    let id = channel.unwrap();
+    assert_eq!(report.claimed, vec![(id, delivered)], "{report:?}");
+    assert_eq!(n.chain().get_channel(id).await.unwrap().unwrap().claimed, 6 * MILLI);
     let _ = std::fs::remove_dir_all(&n.dir);
 }
 

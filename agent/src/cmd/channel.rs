@@ -104,7 +104,7 @@ fn print(list: &[ChannelStatus], json: bool) {
             s.payee,
             s.currency,
             s.deposit,
-            if s.signed_is_upper_bound { "at most " } else { "" },
+            if s.signed_unconfirmed { "at least " } else { "" },
             s.signed
         );
     }

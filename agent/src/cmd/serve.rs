@@ -53,7 +53,24 @@ pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
         }
         super::shutdown_signal().await;
         // Closes sessions, then claims everything durable on chain.
-        running.shutdown().await;
+        let report = running.shutdown().await;
+        if json {
+            let pairs = |v: &[(u64, u128)]| {
+                v.iter().map(|(id, a)| serde_json::json!({"channel": id, "amount": a.to_string()})).collect::<Vec<_>>()
+            };
+            println!(
+                "{}",
+                serde_json::json!({"stopped": true, "claimed": pairs(&report.claimed), "unclaimed": pairs(&report.unclaimed)})
+            );
+        } else {
+            for (id, total) in &report.claimed {
+                println!("claimed channel {id} on chain: {total} in total");
+            }
+            for (id, amount) in &report.unclaimed {
+                println!("channel {id}: {amount} not claimed (the claim failed); the voucher is kept and claimed after the next start");
+            }
+            println!("stopped");
+        }
         Ok(())
     })
 }

@@ -77,7 +77,7 @@ pub async fn query<F: Future<Output = ()>>(
     loop {
         let voucher = match (price, payer) {
             (0, _) => None,
-            (p, Some(payer)) => Some(payer.pay(&payee, &currency, r.min_deposit, p).await?),
+            (p, Some(payer)) => payer.pay_or_ask(&payee, &currency, r.min_deposit, p).await?,
             (p, None) => return Err(QueryError::NoPayer { price: p, currency: currency_text(&currency) }),
         };
         let paid_now = if voucher.is_some() { price } else { 0 };

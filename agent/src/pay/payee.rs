@@ -359,8 +359,9 @@ impl Payee {
         Ok(self.claim_due(closing).await)
     }
 
-    /// Watches and claims by policy until `stop` fires, then claims everything.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Watches and claims by policy until `stop` fires, then claims
+    /// everything; returns the (channel, total) that last claim made.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Vec<(u64, u128)> {
         let mut tick = tokio::time::interval(self.config.watch_every);
         loop {
             tokio::select! {
@@ -372,7 +373,7 @@ impl Payee {
                 _ = stop.changed() => break,
             }
         }
-        self.claim_due(true).await;
+        self.claim_due(true).await
     }
 
     /// yoctoNEAR this payee's claims burnt for gas so far.

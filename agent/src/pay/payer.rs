@@ -95,6 +95,11 @@ struct Channel {
     /// used up) and we pay afresh, so a request the brand never counted is
     /// never paid twice.
     probe: bool,
+    /// Loaded after a restart: `signed` is the last total recorded durably,
+    /// but totals up to `reserved` may have been signed since. The brand is
+    /// asked for its last voucher (a request with none) before anything is
+    /// signed, so a restart never hands the brand the whole reservation.
+    unconfirmed: bool,
     /// A durable upper bound on `signed` (spec §8.4 reservation): totals up
     /// to it leave without another fsync.
     reserved: u128,
@@ -128,13 +133,13 @@ pub struct ChannelStatus {
     /// Deposited.
     #[serde(with = "crate::pay::amount")]
     pub deposit: u128,
-    /// Signed away so far; after a restart or an unanswered request, the
-    /// durable reservation instead (see `signed_is_upper_bound`).
+    /// Signed away so far (see `signed_unconfirmed`).
     #[serde(with = "crate::pay::amount")]
     pub signed: u128,
-    /// `signed` is only an upper bound: the exact total is learnt from the
-    /// brand's last voucher at the next payment to it.
-    pub signed_is_upper_bound: bool,
+    /// After a restart: `signed` is the last total recorded durably, and more
+    /// may have been signed (up to the reservation); the brand's last voucher
+    /// settles it at the next query to that brand.
+    pub signed_unconfirmed: bool,
 }
 
 fn lock(c: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, PayError> {
@@ -300,15 +305,23 @@ impl Payer {
             let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) else { continue };
             let Some(view) = self.chain.get_channel(id).await? else { continue };
             if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
+                // The last voucher recorded is a floor of what was signed; the
+                // reservation a ceiling. Start from the floor, learn the rest
+                // from the brand (`unconfirmed`).
+                let floor = payload_voucher(&e.payload)
+                    .filter(|v| v.voucher.channel_id == id && v.voucher.epoch == epoch)
+                    .map_or(0, |v| v.voucher.cumulative)
+                    .min(e.value);
                 let ledger = PayerLedger::new(
                     ChannelRef { contract: contract.clone(), channel_id: id, epoch },
                     view.deposit,
-                    e.value,
+                    floor,
                 )?;
                 let c = Arc::new(Mutex::new(Channel {
                     ledger,
                     currency: stored_currency,
-                    probe: e.value > 0,
+                    probe: false,
+                    unconfirmed: e.value > 0,
                     reserved: e.value,
                 }));
                 self.channels.lock().await.insert(key.clone(), c.clone());
@@ -328,7 +341,7 @@ impl Payer {
         if let Some(view) = orphan {
             let ledger =
                 PayerLedger::new(ChannelRef { contract, channel_id: view.id, epoch: view.epoch }, view.deposit, 0)?;
-            let c = Channel { ledger, currency: view.currency.clone(), probe: false, reserved: 0 };
+            let c = Channel { ledger, currency: view.currency.clone(), probe: false, unconfirmed: false, reserved: 0 };
             self.persist(&key, &c, None, 0).await?;
             tracing::info!(payee, channel = view.id, "adopted a channel opened before a crash");
             let c = Arc::new(Mutex::new(c));
@@ -381,7 +394,7 @@ impl Payer {
             .await?
             .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
         let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
-        let c = Channel { ledger, currency: chain_currency, probe: false, reserved: 0 };
+        let c = Channel { ledger, currency: chain_currency, probe: false, unconfirmed: false, reserved: 0 };
         self.persist(&key, &c, None, 0).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
         let c = Arc::new(Mutex::new(c));
@@ -458,13 +471,35 @@ impl Payer {
         Ok(outcome.tokens_burnt)
     }
 
-    /// The brand refused a probe: it holds no more credit; pay afresh from now on.
+    /// The brand answered PaymentRequired: it holds no more credit, and the
+    /// last voucher it showed (resynced by the caller) is what it holds; pay
+    /// afresh from now on.
     pub async fn credit_used_up(&self, payee: &str, currency: &Currency) {
         if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
             if let Ok(mut c) = slot.lock() {
                 c.probe = false;
+                c.unconfirmed = false;
             }
         }
+    }
+
+    /// A voucher for `price`, or `None` when the channel was loaded after a
+    /// restart and the brand must first be asked (send the request without a
+    /// voucher: its PaymentRequired carries its last voucher, see
+    /// [`Payer::resync`] and [`Payer::credit_used_up`]). [`crate::pay::query`] does this.
+    pub async fn pay_or_ask(
+        &self,
+        payee: &str,
+        currency: &Currency,
+        min_deposit: u128,
+        price: u128,
+    ) -> Result<Option<SignedVoucher>, PayError> {
+        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
+        let slot = self.channel(payee, currency, Some(deposit)).await?;
+        if lock(&slot)?.unconfirmed {
+            return Ok(None);
+        }
+        self.pay(payee, currency, min_deposit, price).await.map(Some)
     }
 
     /// A paid request got no answer (the connection or the brand failed):
@@ -639,6 +674,6 @@ fn status(key: &str, c: &Channel) -> ChannelStatus {
         epoch: ch.epoch,
         deposit: c.ledger.deposit(),
         signed: c.ledger.signed(),
-        signed_is_upper_bound: c.probe,
+        signed_unconfirmed: c.unconfirmed,
     }
 }
