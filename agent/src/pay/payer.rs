@@ -411,8 +411,7 @@ impl Payer {
         min_deposit: u128,
         price: u128,
     ) -> Result<SignedVoucher, PayError> {
-        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
-        let slot = self.channel(payee, currency, Some(deposit)).await?;
+        let slot = self.channel(payee, currency, Some(self.first_deposit(price, min_deposit))).await?;
         let spendable = lock(&slot)?.ledger.spendable();
         let below = price.saturating_mul(self.config.top_up_below_queries);
         if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < below) {
@@ -483,6 +482,12 @@ impl Payer {
         }
     }
 
+    /// The deposit a new channel opens with: `deposit_queries` at `price`, at
+    /// least the record's `min_deposit`.
+    fn first_deposit(&self, price: u128, min_deposit: u128) -> u128 {
+        price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit)
+    }
+
     /// A voucher for `price`, or `None` when the channel was loaded after a
     /// restart and the brand must first be asked (send the request without a
     /// voucher: its PaymentRequired carries its last voucher, see
@@ -494,8 +499,7 @@ impl Payer {
         min_deposit: u128,
         price: u128,
     ) -> Result<Option<SignedVoucher>, PayError> {
-        let deposit = price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit);
-        let slot = self.channel(payee, currency, Some(deposit)).await?;
+        let slot = self.channel(payee, currency, Some(self.first_deposit(price, min_deposit))).await?;
         if lock(&slot)?.unconfirmed {
             return Ok(None);
         }
