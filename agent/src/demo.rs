@@ -14,7 +14,7 @@ use std::time::Instant;
 use agentwire_agent::brand;
 use agentwire_agent::config::BrandConfig;
 use agentwire_agent::devnet::provision;
-use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::dht::Dht;
 use agentwire_agent::gateway::{self, Gateway};
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig};
@@ -109,12 +109,8 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     println!("1. Chain: devnet JSON-RPC on {}", ready.rpc_url);
     println!("   channel contract {}, accounts brand.devnet and alice.devnet (10 NEAR each)", ready.channels);
 
-    let boot = Dht::start(
-        &Keypair::generate(&mut OsRng),
-        DhtConfig { listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?], server: true, ..DhtConfig::default() },
-    )
-    .await?;
-    let boot_addr = boot.listen_addrs().await?.first().ok_or("bootstrap address")?.to_string();
+    let (boot, boot_addr) = Dht::loopback_bootstrap().await?;
+    let boot_addr = boot_addr.to_string();
     println!("2. DHT bootstrap node on {boot_addr}");
 
     std::fs::write(dir.join("brand.near-key"), secret("brand.devnet")?)?;

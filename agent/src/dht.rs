@@ -214,6 +214,17 @@ impl Dht {
         Ok(Dht { peer_id, commands: tx, config, cache: Default::default() })
     }
 
+    /// A bootstrap node for a network on this machine (the demo, tests): a
+    /// fresh key, server mode, one loopback QUIC port. Returns the node and
+    /// the address other nodes bootstrap from (with `/p2p/<id>`).
+    pub async fn loopback_bootstrap() -> Result<(Dht, Multiaddr), DhtError> {
+        let listen = "/ip4/127.0.0.1/udp/0/quic-v1".parse().map_err(|e| DhtError::Setup(format!("{e}")))?;
+        let config = DhtConfig { listen: vec![listen], server: true, ..DhtConfig::default() };
+        let node = Dht::start(&AgentKeypair::generate(&mut rand_core::OsRng), config).await?;
+        let addr = node.listen_addrs().await?.into_iter().next().ok_or(DhtError::Setup("no listen address".into()))?;
+        Ok((node, addr))
+    }
+
     /// This node's peer id (the agent id).
     pub fn peer_id(&self) -> PeerId {
         self.peer_id

@@ -16,7 +16,7 @@ use std::time::Duration;
 use agentwire_agent::brand;
 use agentwire_agent::config::BrandConfig;
 use agentwire_agent::devnet::{provision, Provisioned};
-use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::dht::Dht;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig};
 use agentwire_agent::pay::{query, Payer, PayerConfig};
@@ -50,17 +50,8 @@ struct World {
 async fn world(name: &str) -> World {
     let devnet = Devnet::start(DevnetConfig::default()).unwrap();
     let ready = provision(&devnet, &["brand", "alice"], 100 * ONE_NEAR, 0).await.unwrap();
-    let boot = Dht::start(
-        &Keypair::generate(&mut OsRng),
-        DhtConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-            server: true,
-            ..DhtConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let boot_addr = boot.listen_addrs().await.unwrap()[0].to_string();
+    let (boot, boot_addr) = Dht::loopback_bootstrap().await.unwrap();
+    let boot_addr = boot_addr.to_string();
     let dir = std::env::temp_dir().join(format!("agentwire-crash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -154,6 +145,31 @@ fn jitter(min_ms: u64, max_ms: u64) -> Duration {
 /// What the user received: (price paid, the receipt's channel and cumulative) per answer.
 type Received = Arc<Mutex<Vec<(u128, u64, u128)>>>;
 
+/// After the last restart: waits until the user is served again (10 more
+/// answers), stops the workers and returns every answer received.
+async fn served_again_then_stop(
+    received: &Received,
+    stop: &AtomicBool,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<(u128, u64, u128)> {
+    let before = received.lock().unwrap().len();
+    // Sessions to the killed process end by idle timeout, answer timeout or
+    // stateless reset; give the user up to 30 s to be served again.
+    for _ in 0..300 {
+        if received.lock().unwrap().len() > before + 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for wk in workers {
+        wk.await.unwrap();
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(received.len() > before + 10, "served after the last restart: {} then {}", before, received.len());
+    received
+}
+
 /// The highest receipt total per channel.
 fn highest_receipts(received: &[(u128, u64, u128)]) -> std::collections::BTreeMap<u64, u128> {
     let mut m = std::collections::BTreeMap::new();
@@ -234,21 +250,7 @@ async fn killing_the_brand_20_times_loses_no_money() {
         brand = serve(&config);
     }
     // After the last restart the user keeps being served.
-    let before = received.lock().unwrap().len();
-    // Sessions to the killed process end by idle timeout, answer timeout or
-    // stateless reset; give the user up to 30 s to be served again.
-    for _ in 0..300 {
-        if received.lock().unwrap().len() > before + 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for wk in workers {
-        wk.await.unwrap();
-    }
-    let received = received.lock().unwrap().clone();
-    assert!(received.len() > before + 10, "served after the last restart: {} then {}", before, received.len());
+    let received = served_again_then_stop(&received, &stop, workers).await;
 
     // A graceful stop claims everything the brand persisted.
     terminate(&mut brand);
@@ -346,21 +348,7 @@ async fn killing_the_user_20_times_loses_no_money() {
         kill(&mut gateway);
         gateway = spawn(&args, &log, "gateway on");
     }
-    let before = received.lock().unwrap().len();
-    // Sessions to the killed process end by idle timeout, answer timeout or
-    // stateless reset; give the user up to 30 s to be served again.
-    for _ in 0..300 {
-        if received.lock().unwrap().len() > before + 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for wk in workers {
-        wk.await.unwrap();
-    }
-    let received = received.lock().unwrap().clone();
-    assert!(received.len() > before + 10, "served after the last restart: {} then {}", before, received.len());
+    let received = served_again_then_stop(&received, &stop, workers).await;
     terminate(&mut gateway);
 
     // The payer's reservations per channel (at least what it signed), from its store (the gateway is gone).

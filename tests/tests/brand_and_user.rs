@@ -8,13 +8,13 @@ use std::sync::Arc;
 use agentwire_agent::brand;
 use agentwire_agent::config::BrandConfig;
 use agentwire_agent::devnet::provision;
-use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::dht::Dht;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::quic::{FirstAnswer, TransportLimits};
 use agentwire_agent::user::{Lookup, UserAgent, UserError};
 use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
 use agentwire_protocol::account::AccountId;
-use agentwire_protocol::identity::{Keypair, LocalIdentity};
+use agentwire_protocol::identity::LocalIdentity;
 use rand_core::OsRng;
 
 fn write_config(dir: &std::path::Path, name: &str, account: &str, bootstrap: &str, metrics: bool) -> BrandConfig {
@@ -62,17 +62,8 @@ async fn a_registered_brand_is_found_and_answers_an_unregistered_one_is_refused(
     let ready = provision(&devnet, &["alice", "bob"], 10 * ONE_NEAR, 0).await.unwrap();
     let registry = ChannelClient::new(&ready.rpc_url, ready.channels.as_str()).unwrap();
 
-    let boot = Dht::start(
-        &Keypair::generate(&mut OsRng),
-        DhtConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-            server: true,
-            ..DhtConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let boot_addr = boot.listen_addrs().await.unwrap()[0].to_string();
+    let (_boot, boot_addr) = Dht::loopback_bootstrap().await.unwrap();
+    let boot_addr = boot_addr.to_string();
     let dir = std::env::temp_dir().join(format!("agentwire-brand-user-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

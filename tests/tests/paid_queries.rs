@@ -15,7 +15,7 @@ use std::time::Duration;
 use agentwire_agent::brand::{self, RunningBrand};
 use agentwire_agent::config::BrandConfig;
 use agentwire_agent::devnet::{provision, Provisioned};
-use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_agent::dht::Dht;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig, StoreError};
 use agentwire_agent::pay::{query, PayError, Payer, PayerConfig};
@@ -44,17 +44,8 @@ struct Net {
 async fn net(name: &str, accounts: &[&str]) -> Net {
     let devnet = Devnet::start(DevnetConfig::default()).unwrap();
     let ready = provision(&devnet, accounts, 100 * ONE_NEAR, 1_000 * 1_000_000).await.unwrap();
-    let boot = Dht::start(
-        &Keypair::generate(&mut OsRng),
-        DhtConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-            server: true,
-            ..DhtConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let boot_addr = boot.listen_addrs().await.unwrap()[0].to_string();
+    let (boot, boot_addr) = Dht::loopback_bootstrap().await.unwrap();
+    let boot_addr = boot_addr.to_string();
     let dir = std::env::temp_dir().join(format!("agentwire-paid-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
