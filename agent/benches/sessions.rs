@@ -9,7 +9,8 @@
 //! Per runtime and stack: sequential request/response of 200-byte messages
 //! over one connection (throughput, p50, p99), 64 requests in flight over one
 //! connection (throughput), and connect + handshake + first answer (median
-//! over fresh connections).
+//! over fresh connections). The process uses the allocator the `agentwire`
+//! binary ships with (mimalloc).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,11 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
+
+/// The allocator the `agentwire` binary ships with, for both stacks alike
+/// (BENCHMARKS.md has figures with glibc's too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: usize = 200;
 const IN_FLIGHT: usize = 64;
@@ -268,7 +274,7 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
-    let requests: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(20_000);
+    let requests: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(100_000);
     println!("AgentWire sessions vs libp2p request-response (QUIC), {requests} requests of {BODY} B, {IN_FLIGHT} in flight\n");
     println!("| runtime | stack | sequential req/s | p50 | p99 | {IN_FLIGHT} in flight req/s | connect + handshake + first answer (p50) |");
     println!("|---|---|---|---|---|---|---|");

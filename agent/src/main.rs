@@ -7,6 +7,12 @@ mod walkthrough;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: under a multi-thread runtime, buffers
+/// freed on another worker than the one that allocated them made glibc's
+/// arena locks the largest cost of a busy session (BENCHMARKS.md, sessions).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "agentwire", version, about = "Private, pay-per-query messaging between AI agents")]
 struct Cli {

@@ -295,7 +295,11 @@ impl Default for Writer {
 impl Writer {
     /// A writer with an empty buffer.
     pub fn new() -> Self {
-        Writer { e: Encoder::new(Vec::with_capacity(128)) }
+        Self::with_capacity(128)
+    }
+    /// A writer whose buffer holds `n` bytes before it grows.
+    pub fn with_capacity(n: usize) -> Self {
+        Writer { e: Encoder::new(Vec::with_capacity(n)) }
     }
     /// Array head.
     pub fn array(&mut self, n: u64) -> &mut Self {

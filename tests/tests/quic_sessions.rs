@@ -19,7 +19,8 @@ use rand_core::OsRng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-/// Echoes `echo`, streams `stream` in three chunks, records one-way messages.
+/// Echoes `echo`, streams `stream` in three chunks, never answers `hang`,
+/// records one-way messages.
 struct Demo {
     one_way: Mutex<Vec<(String, Vec<u8>)>>,
 }
@@ -40,6 +41,7 @@ impl Service for Demo {
                     });
                     Answer::Stream(rx)
                 }
+                "hang" => std::future::pending().await,
                 other => Answer::Error(ErrorCode::UnknownService, format!("no service {other:?}")),
             }
         })
@@ -142,6 +144,74 @@ async fn requests_streams_and_one_way_messages_share_one_connection() {
     ));
     conn.close();
     b.server.shutdown().await;
+}
+
+/// Answered requests end their streams cleanly: each side reads the other's
+/// end of stream when it is already there, rather than dropping the stream
+/// unread (a STOP_SENDING frame and a wake-up per request). Some FINs may
+/// arrive a packet late, so a few are allowed; the old behaviour sent one
+/// per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_requests_end_their_streams_without_stop_sending() {
+    let b = brand(TransportLimits::default());
+    let addr = b.server.local_addr().unwrap();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let ep = client();
+    let conn = Arc::new(connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    for _ in 0..100 {
+        conn.request("echo", vec![1; 200]).await.unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let conn = conn.clone();
+        tasks.spawn(async move {
+            for _ in 0..25 {
+                conn.request("echo", vec![2; 200]).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(conn.request("stream", b"abcdef".to_vec()).await.unwrap(), b"abcdef");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = conn.quic().stats();
+    assert!(stats.frame_tx.stop_sending <= 20, "we stopped {} of 201 request streams", stats.frame_tx.stop_sending);
+    assert!(
+        stats.frame_rx.stop_sending <= 20,
+        "the brand stopped {} of 201 request streams",
+        stats.frame_rx.stop_sending
+    );
+}
+
+/// A request whose caller stops waiting is abandoned on the wire, whether it
+/// ran on the caller's task (alone) or on the connection's (one of many);
+/// the connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_given_up_on_is_abandoned_and_the_connection_serves_on() {
+    let b = brand(TransportLimits::default());
+    let addr = b.server.local_addr().unwrap();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let ep = client();
+    let conn = Arc::new(connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    let stopped_before = conn.quic().stats().frame_tx.stop_sending;
+    let (alone, queued) = {
+        let first = conn.request("hang", b"a".to_vec());
+        let second = conn.request("hang", b"b".to_vec());
+        let wait = Duration::from_millis(300);
+        tokio::join!(tokio::time::timeout(wait, first), tokio::time::timeout(wait, second))
+    };
+    assert!(alone.is_err() && queued.is_err(), "neither hung request can have an answer");
+    let mut stopped = 0;
+    for _ in 0..100 {
+        stopped = conn.quic().stats().frame_tx.stop_sending - stopped_before;
+        if stopped >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stopped, 2, "both abandoned streams are stopped");
+    assert_eq!(conn.request("echo", b"still here".to_vec()).await.unwrap(), b"still here");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! handshake stream, and whole messages on encrypted streams.
 
 use agentwire_protocol::session::{FrameSplitter, StreamEvent, StreamReader, StreamWriter};
+use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
 
 use super::TransportError;
@@ -35,29 +36,64 @@ pub(crate) async fn read_handshake_frame(
     }
 }
 
-/// Reads the next whole message of a stream; `None` once the peer ended it.
-pub(crate) async fn read_message(
-    recv: &mut RecvStream,
-    reader: &mut StreamReader,
-    pending: &mut Vec<u8>,
-) -> Result<Option<Vec<u8>>, TransportError> {
-    loop {
-        let mut input = &pending[..];
-        let event = reader.poll(&mut input)?;
-        let consumed = pending.len() - input.len();
-        pending.drain(..consumed);
-        match event {
-            Some(StreamEvent::Message(m)) => return Ok(Some(m)),
-            Some(StreamEvent::End) => return Ok(None),
-            None => {}
-        }
-        match recv.read_chunk(READ_CHUNK, true).await.map_err(conn_err)? {
-            Some(chunk) => pending.extend_from_slice(&chunk.bytes),
-            None => {
-                // FIN without END_STREAM is a truncated stream (spec §12.9).
-                reader.at_eof()?;
-                return Ok(None);
+/// The receiving half of an encrypted stream: quinn's stream, the
+/// session's reader for it, and the bytes read past the last whole message
+/// (kept for the next read: a chunk may hold more than one message).
+pub(crate) struct Inbound {
+    recv: RecvStream,
+    reader: StreamReader,
+    pending: Vec<u8>,
+}
+
+impl Inbound {
+    pub(crate) fn new(recv: RecvStream, reader: StreamReader) -> Inbound {
+        Inbound { recv, reader, pending: Vec::new() }
+    }
+
+    /// Reads the next whole message; `None` once the peer ended the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        let mut event = self.parse_pending()?;
+        loop {
+            match event {
+                Some(StreamEvent::Message(m)) => return Ok(Some(m)),
+                Some(StreamEvent::End) => return Ok(None),
+                None => {}
             }
+            let Some(chunk) = self.recv.read_chunk(READ_CHUNK, true).await.map_err(conn_err)? else {
+                // FIN without END_STREAM is a truncated stream (spec §12.9).
+                self.reader.at_eof()?;
+                return Ok(None);
+            };
+            event = if self.pending.is_empty() {
+                // The usual case: parse straight from quinn's buffer and
+                // keep only what follows the event.
+                let mut input = &chunk.bytes[..];
+                let event = self.reader.poll(&mut input)?;
+                self.pending.extend_from_slice(input);
+                event
+            } else {
+                self.pending.extend_from_slice(&chunk.bytes);
+                self.parse_pending()?
+            };
+        }
+    }
+
+    fn parse_pending(&mut self) -> Result<Option<StreamEvent>, TransportError> {
+        let mut input = &self.pending[..];
+        let event = self.reader.poll(&mut input)?;
+        let consumed = self.pending.len() - input.len();
+        self.pending.drain(..consumed);
+        Ok(event)
+    }
+
+    /// After the last message the peer will send: consumes its end marker
+    /// and QUIC's FIN if they have already arrived, without waiting. quinn
+    /// then retires the stream quietly; a stream dropped unread costs a
+    /// STOP_SENDING frame and a wake-up of the connection's driver, per
+    /// request. Anything else (more data, nothing yet) is left to the drop.
+    pub(crate) fn finish_if_ready(&mut self) {
+        if let Some(Ok(None)) = self.next().now_or_never() {
+            let _ = self.recv.read_chunk(READ_CHUNK, true).now_or_never();
         }
     }
 }
@@ -69,9 +105,11 @@ pub(crate) async fn write_message(
     message: &[u8],
     end: bool,
 ) -> Result<(), TransportError> {
-    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut out = Vec::with_capacity(writer.sealed_len(message.len()));
     writer.write_message(message, end, &mut out)?;
-    send.write_all(&out).await.map_err(conn_err)?;
+    // Handed over whole (and sized exactly, so the conversion allocates
+    // nothing): quinn keeps the buffer rather than copying it.
+    send.write_chunk(out.into()).await.map_err(conn_err)?;
     if end {
         send.finish().map_err(conn_err)?;
     }

@@ -10,6 +10,7 @@
 //!   (QUIC stream 0); nothing else is read before it completes.
 //! - Bounds: [`TransportLimits`].
 
+mod answer;
 mod io;
 pub mod meter;
 mod respond;
@@ -22,9 +23,10 @@ use std::time::Duration;
 use agentwire_protocol::session::{HandshakeError, SessionError, SessionLimits};
 use agentwire_protocol::wire::{ErrorCode, WireError};
 
+pub use answer::{StreamEvent, StreamedAnswer};
 pub use meter::{Increment, Meter, Refusal, Ticket};
 pub use server::{Answer, AnswerFuture, IncomingRequest, Server, ServerStats, Service};
-pub use user::{connect, Connection, FirstAnswer, StreamEvent, StreamedAnswer, Target};
+pub use user::{connect, Connection, FirstAnswer, Target, MAX_RUNNING_CALLS};
 
 /// Bounds with their defaults; every one is enforced per server or per connection.
 #[derive(Clone, Copy, Debug)]

@@ -5,18 +5,19 @@
 //! the server's identity key (spec §8.2). A metered stream asks for more
 //! payment between chunks and stops when it is not paid (spec §13.7).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use agentwire_protocol::payment::{Receipt, SignedReceipt};
-use agentwire_protocol::session::{StreamReader, StreamWriter};
+use agentwire_protocol::session::StreamWriter;
 use agentwire_protocol::wire::{
     ErrorCode, ErrorMessage, Message, PaymentRequired, Request, Response, StreamChunk, StreamEnd,
 };
 use quinn::{RecvStream, SendStream};
 use sha2::{Digest, Sha256};
 
-use super::io::{read_message, write_message};
+use super::io::{write_message, Inbound};
 use super::meter::{Refusal, Ticket};
 use super::server::{Answer, IncomingRequest, Peer};
 use super::TransportError;
@@ -24,13 +25,10 @@ use super::TransportError;
 /// Reads the next message of a stream within the read timeout, with its encoded bytes.
 pub(super) async fn read_one(
     peer: &Peer,
-    recv: &mut RecvStream,
-    reader: &mut StreamReader,
+    inbound: &mut Inbound,
     timeout: std::time::Duration,
 ) -> Result<Option<(Vec<u8>, Message)>, TransportError> {
-    let mut pending = Vec::new();
-    let read = read_message(recv, reader, &mut pending);
-    let bytes = tokio::time::timeout(timeout, read)
+    let bytes = tokio::time::timeout(timeout, inbound.next())
         .await
         .map_err(|_| TransportError::Protocol("message not received in time".into()))??;
     match bytes {
@@ -49,9 +47,15 @@ struct Out<'a> {
     id: u64,
 }
 
-impl Out<'_> {
-    async fn message(&mut self, m: Message, end: bool) -> Result<(), TransportError> {
-        write_message(self.send, self.writer, &m.encode(), end).await
+impl<'a> Out<'a> {
+    /// Writes `m` (encoded before the first await, so the future stays small).
+    fn message(
+        &mut self,
+        m: Message,
+        end: bool,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + use<'_, 'a> {
+        let bytes = m.encode();
+        async move { write_message(self.send, self.writer, &bytes, end).await }
     }
 
     async fn error(&mut self, code: ErrorCode, text: &str) -> Result<(), TransportError> {
@@ -74,30 +78,38 @@ impl Out<'_> {
 pub(super) async fn serve_request(
     peer: Arc<Peer>,
     mut send: SendStream,
-    mut recv: RecvStream,
+    recv: RecvStream,
     allowed: bool,
 ) -> Result<(), TransportError> {
-    let (mut writer, mut reader) = peer.open(recv.id())?;
-    let (bytes, request) = match read_one(&peer, &mut recv, &mut reader, peer.limits.request_read_timeout).await? {
+    let (mut writer, reader) = peer.open(recv.id())?;
+    let mut inbound = Inbound::new(recv, reader);
+    let (bytes, request) = match read_one(&peer, &mut inbound, peer.limits.request_read_timeout).await? {
         Some((bytes, Message::Request(r))) => (bytes, r),
         Some((_, other)) => {
             let text = format!("expected a Request, got {:?}", other.kind());
-            let m = Message::Error(ErrorMessage { id: None, code: ErrorCode::Malformed, message: text });
-            return write_message(&mut send, &mut writer, &m.encode(), true).await;
+            let m = Message::Error(ErrorMessage { id: None, code: ErrorCode::Malformed, message: text }).encode();
+            return Box::pin(write_message(&mut send, &mut writer, &m, true)).await;
         }
         None => return Err(TransportError::Protocol("stream ended before a request".into())),
     };
+    if request.payment.is_none() {
+        // The peer ended its direction after the Request (spec §13.1);
+        // a paid one stays open for mid-stream vouchers.
+        inbound.finish_if_ready();
+    }
     if !allowed {
         let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        return out.error(ErrorCode::RateLimited, "too many requests; slow down").await;
+        return Box::pin(out.error(ErrorCode::RateLimited, "too many requests; slow down")).await;
     }
     let priced = peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
     if !priced {
-        return charge_and_answer(&peer, send, recv, writer, reader, bytes, request).await;
+        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
+        return charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await;
     }
     // Signature work (verify the voucher, sign the receipt) on its own task.
     tokio::spawn(async move {
-        if let Err(e) = charge_and_answer(&peer, send, recv, writer, reader, bytes, request).await {
+        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
+        if let Err(e) = charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await {
             if !matches!(e, TransportError::Connection(_)) {
                 peer.disconnect(&e);
             }
@@ -108,14 +120,11 @@ pub(super) async fn serve_request(
 
 async fn charge_and_answer(
     peer: &Peer,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    mut writer: StreamWriter,
-    mut reader: StreamReader,
+    out: &mut Out<'_>,
+    inbound: &mut Inbound,
     bytes: Vec<u8>,
     request: Request,
 ) -> Result<(), TransportError> {
-    let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
     let started = Instant::now();
     let ticket = match &peer.meter {
         None => None,
@@ -123,12 +132,12 @@ async fn charge_and_answer(
             Ok(ticket) => ticket,
             Err(refusal) => {
                 peer.stats.payment_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return out.refuse(refusal).await;
+                return Box::pin(out.refuse(refusal)).await;
             }
         },
     };
     let paid = ticket.map(|ticket| Paid { ticket, request_hash: Sha256::digest(&bytes).into() });
-    let result = answer(peer, &mut out, &mut recv, &mut reader, request, paid).await;
+    let result = answer(peer, out, inbound, request, paid).await;
     peer.stats.latency.observe(started.elapsed());
     result
 }
@@ -157,10 +166,9 @@ impl Paid {
 async fn answer(
     peer: &Peer,
     out: &mut Out<'_>,
-    recv: &mut RecvStream,
-    reader: &mut StreamReader,
+    inbound: &mut Inbound,
     request: Request,
-    mut paid: Option<Paid>,
+    paid: Option<Paid>,
 ) -> Result<(), TransportError> {
     let id = request.id;
     let incoming = IncomingRequest {
@@ -181,27 +189,39 @@ async fn answer(
             peer.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             out.error(code, &text).await
         }
-        Answer::Stream(mut chunks) => {
-            let mut seq = 0u32;
-            let mut hash = Sha256::new();
-            while let Some(item) = chunks.recv().await {
-                let data = match item {
-                    Ok(data) => data,
-                    Err((code, text)) => return out.error(code, &text).await,
-                };
-                if let Some(p) = paid.as_mut() {
-                    if !next_increment(peer, out, recv, reader, p, seq).await? {
-                        return Ok(());
-                    }
-                }
-                hash.update(&data);
-                out.message(Message::StreamChunk(StreamChunk { id, seq, data }), false).await?;
-                seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
-            }
-            let receipt = paid.as_ref().map(|p| p.receipt(peer, hash.finalize().into()));
-            out.message(Message::StreamEnd(StreamEnd { id, chunks: seq, receipt }), true).await
-        }
+        // Boxed: its state (metering included) would otherwise make every
+        // request's future several kilobytes, moved on each request.
+        Answer::Stream(chunks) => Box::pin(stream_answer(peer, out, inbound, chunks, paid)).await,
     }
+}
+
+/// Writes a streamed answer chunk by chunk, asking for each metered increment.
+async fn stream_answer(
+    peer: &Peer,
+    out: &mut Out<'_>,
+    inbound: &mut Inbound,
+    mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>, (ErrorCode, String)>>,
+    mut paid: Option<Paid>,
+) -> Result<(), TransportError> {
+    let id = out.id;
+    let mut seq = 0u32;
+    let mut hash = Sha256::new();
+    while let Some(item) = chunks.recv().await {
+        let data = match item {
+            Ok(data) => data,
+            Err((code, text)) => return out.error(code, &text).await,
+        };
+        if let Some(p) = paid.as_mut() {
+            if !next_increment(peer, out, inbound, p, seq).await? {
+                return Ok(());
+            }
+        }
+        hash.update(&data);
+        out.message(Message::StreamChunk(StreamChunk { id, seq, data }), false).await?;
+        seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
+    }
+    let receipt = paid.as_ref().map(|p| p.receipt(peer, hash.finalize().into()));
+    out.message(Message::StreamEnd(StreamEnd { id, chunks: seq, receipt }), true).await
 }
 
 /// Before chunk `seq` of a metered stream: if the paid increments are used
@@ -210,8 +230,7 @@ async fn answer(
 async fn next_increment(
     peer: &Peer,
     out: &mut Out<'_>,
-    recv: &mut RecvStream,
-    reader: &mut StreamReader,
+    inbound: &mut Inbound,
     paid: &mut Paid,
     seq: u32,
 ) -> Result<bool, TransportError> {
@@ -222,7 +241,7 @@ async fn next_increment(
     let last_voucher = meter.last_voucher(&paid.ticket);
     let ask = PaymentRequired { id: out.id, price: inc.price, currency: inc.currency, last_voucher };
     out.message(Message::PaymentRequired(ask), false).await?;
-    let voucher = match read_one(peer, recv, reader, peer.limits.payment_timeout).await {
+    let voucher = match read_one(peer, inbound, peer.limits.payment_timeout).await {
         Ok(Some((_, Message::Voucher(v)))) if v.id == out.id => v.voucher,
         Ok(Some((_, other))) => {
             out.error(ErrorCode::Malformed, &format!("expected a Voucher, got {:?}", other.kind())).await?;

@@ -25,7 +25,7 @@ use quinn::{RecvStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
 
-use super::io::read_handshake_frame;
+use super::io::{read_handshake_frame, Inbound};
 use super::meter::Meter;
 use super::respond::{read_one, serve_request};
 use super::{now_secs, tls, TransportError, TransportLimits};
@@ -33,8 +33,8 @@ use super::{now_secs, tls, TransportError, TransportLimits};
 /// A request as a service sees it.
 #[derive(Clone, Debug)]
 pub struct IncomingRequest {
-    /// The authenticated peer.
-    pub peer: PeerInfo,
+    /// The authenticated peer (shared by its connection's requests).
+    pub peer: Arc<PeerInfo>,
     /// The request id.
     pub id: u64,
     /// The service asked for.
@@ -308,7 +308,7 @@ pub(super) struct Peer {
     pub(super) local: Arc<LocalIdentity>,
     pub(super) meter: Option<Arc<dyn Meter>>,
     session: Mutex<Session>,
-    pub(super) info: PeerInfo,
+    pub(super) info: Arc<PeerInfo>,
     pub(super) service: Arc<dyn Service>,
     pub(super) limits: TransportLimits,
     pub(super) stats: Arc<ServerStats>,
@@ -357,7 +357,7 @@ async fn serve_connection(
         local,
         meter,
         session: Mutex::new(established.session),
-        info: established.peer,
+        info: Arc::new(established.peer),
         service,
         limits,
         stats,
@@ -406,10 +406,12 @@ async fn serve_connection(
     while streams.next().await.is_some() {}
 }
 
-async fn serve_one_way(peer: &Peer, mut recv: RecvStream) -> Result<(), TransportError> {
-    let (_, mut reader) = peer.open(recv.id())?;
-    match read_one(peer, &mut recv, &mut reader, peer.limits.request_read_timeout).await?.map(|(_, m)| m) {
+async fn serve_one_way(peer: &Peer, recv: RecvStream) -> Result<(), TransportError> {
+    let (_, reader) = peer.open(recv.id())?;
+    let mut inbound = Inbound::new(recv, reader);
+    match read_one(peer, &mut inbound, peer.limits.request_read_timeout).await?.map(|(_, m)| m) {
         Some(Message::OneWay(m)) => {
+            inbound.finish_if_ready();
             peer.service.one_way(&peer.info, &m.topic, m.body);
             Ok(())
         }

@@ -1,26 +1,44 @@
 //! The initiating side: connect, run the Noise handshake (IK when the
 //! peer's record gave its static key, XX otherwise), then send requests,
 //! read streamed answers and send one-way messages, each on its own stream.
+//!
+//! A request alone on its connection runs on its caller's task: no
+//! hand-off, the lowest latency. While others are in flight (on a
+//! multi-thread runtime), requests run on the connection's own task
+//! (`drive`): quinn then wakes one task for a
+//! burst of answers instead of one task per stream on whichever worker it
+//! last ran, the cross-worker hand-offs that dominated a multi-thread
+//! runtime's profile (BENCHMARKS.md). The server does the same.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agentwire_protocol::identity::{LocalIdentity, NoiseStaticKey, PublicKey};
-use agentwire_protocol::payment::SignedReceipt;
 use agentwire_protocol::payment::SignedVoucher;
-use agentwire_protocol::session::StreamWriter;
 use agentwire_protocol::session::{
-    initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, StreamReader, CHANNEL_BINDING_LABEL,
-    CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
+    initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, StreamReader, StreamWriter,
+    CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::wire::{Message, OneWay, PaymentRequired, Request, Response, VoucherMessage};
-use quinn::{RecvStream, SendStream, VarInt};
+use agentwire_protocol::wire::{Message, OneWay, Request, Response};
+use futures::stream::{FuturesUnordered, StreamExt};
+use quinn::{RecvStream, VarInt};
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::{mpsc, oneshot};
 
-use super::io::{read_handshake_frame, read_message, write_message};
+use super::answer::{Start, StreamedAnswer};
+use super::io::{read_handshake_frame, write_message, Inbound};
 use super::{now_secs, tls, TransportError, TransportLimits};
+
+/// Requests a connection's task runs at once; more wait in its queue
+/// (bounded by [`QUEUED_CALLS`]) and then in their callers. QUIC's stream
+/// limit (the peer's `max_streams_per_connection`) bounds what is on the wire.
+pub const MAX_RUNNING_CALLS: usize = 1024;
+
+/// Requests handed to a connection's task and not yet started.
+const QUEUED_CALLS: usize = 64;
 
 /// Whom to connect to.
 #[derive(Clone, Debug)]
@@ -33,13 +51,53 @@ pub struct Target {
     pub noise_static: Option<NoiseStaticKey>,
 }
 
-/// An established session to a peer.
+/// An established session to a peer. Dropping it lets requests in
+/// progress finish; [`close`](Connection::close) ends them at once.
 pub struct Connection {
+    shared: Arc<Shared>,
+    peer: PeerInfo,
+    calls: mpsc::Sender<Call>,
+}
+
+/// What a connection's callers and its task share.
+struct Shared {
     conn: quinn::Connection,
     session: Mutex<Session>,
-    peer: PeerInfo,
     next_id: AtomicU64,
+    /// Requests between their call and their first answer, wherever they run.
+    in_flight: AtomicUsize,
+    /// Whether requests in flight together move to the connection's task:
+    /// only on a multi-thread runtime (on a current-thread one every task
+    /// shares the thread, and the hand-off would only add work).
+    hand_off: bool,
     limits: TransportLimits,
+}
+
+/// Counts a request in flight until dropped (cancellation included).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more; also says whether it is the only one.
+    fn enter(count: &'a AtomicUsize) -> (InFlight<'a>, bool) {
+        let alone = count.fetch_add(1, Ordering::AcqRel) == 0;
+        (InFlight(count), alone)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type CallResult = Result<(FirstAnswer, [u8; 32]), TransportError>;
+
+/// One request handed to the connection's task.
+struct Call {
+    service: String,
+    body: Vec<u8>,
+    payment: Option<SignedVoucher>,
+    reply: oneshot::Sender<CallResult>,
 }
 
 fn conn_err(e: impl std::fmt::Display) -> TransportError {
@@ -92,110 +150,44 @@ pub async fn connect(
     };
     let (conn, established) =
         tokio::time::timeout(limits.handshake_timeout, run).await.map_err(|_| TransportError::HandshakeTimeout)??;
-    Ok(Connection {
+    let shared = Arc::new(Shared {
         conn,
         session: Mutex::new(established.session),
-        peer: established.peer,
         next_id: AtomicU64::new(1),
+        in_flight: AtomicUsize::new(0),
+        hand_off: !matches!(tokio::runtime::Handle::current().runtime_flavor(), RuntimeFlavor::CurrentThread),
         limits,
-    })
+    });
+    let (calls, queue) = mpsc::channel(QUEUED_CALLS);
+    tokio::spawn(drive(shared.clone(), queue));
+    Ok(Connection { shared, peer: established.peer, calls })
 }
 
-/// What a streamed answer delivers next.
-#[derive(Debug)]
-pub enum StreamEvent {
-    /// The next chunk's data.
-    Chunk(Vec<u8>),
-    /// A metered stream asks for one more increment (spec §13.7): answer
-    /// with [`StreamedAnswer::pay`] or drop the answer.
-    PaymentRequired(Box<PaymentRequired>),
-    /// The StreamEnd arrived (its chunk count checked).
-    End,
+/// The connection's task: runs every request until its first answer, up to
+/// [`MAX_RUNNING_CALLS`] at once, until the `Connection` is dropped and the
+/// last request has its answer.
+async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        tokio::select! {
+            call = queue.recv(), if open && running.len() < MAX_RUNNING_CALLS => match call {
+                Some(call) => running.push(run(shared.clone(), call)),
+                None => open = false,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
 }
 
-/// A streamed answer being read: chunk data in order, then the end.
-pub struct StreamedAnswer {
-    recv: RecvStream,
-    reader: StreamReader,
-    pending: Vec<u8>,
-    /// Our direction of a paid request's stream, open for mid-stream vouchers.
-    send: Option<(SendStream, StreamWriter)>,
-    id: u64,
-    next_seq: u32,
-    max_message: usize,
-    answer_timeout: std::time::Duration,
-    done: bool,
-    /// Chunk 0, read while telling a stream from a response.
-    first: Option<Vec<u8>>,
-    hash: Sha256,
-    receipt: Option<SignedReceipt>,
-}
-
-impl StreamedAnswer {
-    /// The next event: a chunk, a request for payment, or the end.
-    pub async fn next_event(&mut self) -> Result<StreamEvent, TransportError> {
-        if let Some(first) = self.first.take() {
-            self.hash.update(&first);
-            return Ok(StreamEvent::Chunk(first));
-        }
-        if self.done {
-            return Ok(StreamEvent::End);
-        }
-        let read = read_message(&mut self.recv, &mut self.reader, &mut self.pending);
-        let Some(bytes) =
-            tokio::time::timeout(self.answer_timeout, read).await.map_err(|_| TransportError::AnswerTimeout)??
-        else {
-            return Err(TransportError::Protocol("streamed answer ended without StreamEnd (truncated)".into()));
-        };
-        match Message::decode_with_limit(&bytes, self.max_message)? {
-            Message::StreamChunk(c) if c.id == self.id && c.seq == self.next_seq => {
-                self.next_seq += 1;
-                self.hash.update(&c.data);
-                Ok(StreamEvent::Chunk(c.data))
-            }
-            Message::StreamEnd(e) if e.id == self.id && e.chunks == self.next_seq => {
-                self.done = true;
-                self.receipt = e.receipt;
-                if let Some((mut send, _)) = self.send.take() {
-                    let _ = send.finish();
-                }
-                Ok(StreamEvent::End)
-            }
-            Message::PaymentRequired(p) if p.id == self.id && self.send.is_some() => {
-                Ok(StreamEvent::PaymentRequired(Box::new(p)))
-            }
-            Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
-            other => Err(TransportError::Protocol(format!("unexpected {:?} in a streamed answer", other.kind()))),
-        }
-    }
-
-    /// The next chunk's data; `None` after the StreamEnd. A request for
-    /// more payment is an error here (use [`next_event`](Self::next_event)).
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        match self.next_event().await? {
-            StreamEvent::Chunk(c) => Ok(Some(c)),
-            StreamEvent::End => Ok(None),
-            StreamEvent::PaymentRequired(p) => Err(TransportError::PaymentRequired(p)),
-        }
-    }
-
-    /// Pays one more increment of a metered stream.
-    pub async fn pay(&mut self, voucher: agentwire_protocol::payment::SignedVoucher) -> Result<(), TransportError> {
-        let Some((send, writer)) = self.send.as_mut() else {
-            return Err(TransportError::Protocol("this answer takes no payment".into()));
-        };
-        let m = Message::Voucher(VoucherMessage { id: self.id, voucher }).encode();
-        write_message(send, writer, &m, false).await
-    }
-
-    /// SHA-256 of all chunk data so far (the receipt's `response_hash` once ended).
-    pub fn response_hash(&self) -> [u8; 32] {
-        self.hash.clone().finalize().into()
-    }
-
-    /// The StreamEnd's receipt, once ended (present if the request was paid).
-    pub fn receipt(&self) -> Option<&SignedReceipt> {
-        self.receipt.as_ref()
+/// Runs one request; abandons it (resetting its stream) if the caller stops waiting.
+async fn run(shared: Arc<Shared>, mut call: Call) {
+    let result = tokio::select! {
+        result = shared.call(&call.service, std::mem::take(&mut call.body), call.payment.take()) => Some(result),
+        () = call.reply.closed() => None,
+    };
+    if let Some(result) = result {
+        let _ = call.reply.send(result);
     }
 }
 
@@ -207,6 +199,54 @@ pub enum FirstAnswer {
     Stream(Box<StreamedAnswer>),
 }
 
+impl Shared {
+    fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
+        let mut session = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
+        Ok(session.open_stream(stream_id(id), now_secs())?)
+    }
+
+    /// Sends one request on a new stream and reads its first answer.
+    async fn call(&self, service: &str, body: Vec<u8>, payment: Option<SignedVoucher>) -> CallResult {
+        let paid = payment.is_some();
+        let (mut send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
+        let (mut writer, reader) = self.open(send.id())?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Message::Request(Request { id, service: service.to_owned(), body, payment }).encode();
+        let request_hash: [u8; 32] = Sha256::digest(&request).into();
+        write_message(&mut send, &mut writer, &request, !paid).await?;
+        let mut send = paid.then_some((send, writer));
+        let mut inbound = Inbound::new(recv, reader);
+        let Some(bytes) = tokio::time::timeout(self.limits.answer_timeout, inbound.next())
+            .await
+            .map_err(|_| TransportError::AnswerTimeout)??
+        else {
+            return Err(TransportError::Protocol("stream ended without an answer".into()));
+        };
+        let message = Message::decode_with_limit(&bytes, self.limits.session.max_message_bytes)?;
+        if matches!(message, Message::Response(_) | Message::PaymentRequired(_) | Message::Error(_)) {
+            inbound.finish_if_ready();
+        }
+        let first = match message {
+            Message::Response(r) if r.id == id => FirstAnswer::Response(Box::new(r)),
+            Message::StreamChunk(c) if c.id == id && c.seq == 0 => {
+                let start = Start::FirstChunk { data: c.data, send: send.take() };
+                FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start)))
+            }
+            Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
+                let start = Start::Ended { receipt: e.receipt };
+                FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start)))
+            }
+            Message::PaymentRequired(p) if p.id == id => return Err(TransportError::PaymentRequired(Box::new(p))),
+            Message::Error(e) => return Err(TransportError::Remote { code: e.code, message: e.message }),
+            other => return Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
+        };
+        if let Some((mut s, _)) = send {
+            let _ = s.finish();
+        }
+        Ok((first, request_hash))
+    }
+}
+
 impl Connection {
     /// The authenticated peer.
     pub fn peer(&self) -> &PeerInfo {
@@ -215,15 +255,7 @@ impl Connection {
 
     /// The QUIC connection (addresses, stats).
     pub fn quic(&self) -> &quinn::Connection {
-        &self.conn
-    }
-
-    fn open(
-        &self,
-        id: quinn::StreamId,
-    ) -> Result<(agentwire_protocol::session::StreamWriter, StreamReader), TransportError> {
-        let mut session = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
-        Ok(session.open_stream(stream_id(id), now_secs())?)
+        &self.shared.conn
     }
 
     /// Sends a request and returns the first answer (a response or a stream).
@@ -239,59 +271,22 @@ impl Connection {
     /// Like [`call`](Self::call), and also returns SHA-256 of the Request as
     /// sent (a receipt's `request_hash`). A paid request keeps our direction
     /// of the stream open until the answer ends, for mid-stream vouchers.
+    /// Dropping the returned future abandons the request.
     pub async fn call_hashed(
         &self,
         service: &str,
         body: Vec<u8>,
         payment: Option<SignedVoucher>,
     ) -> Result<(FirstAnswer, [u8; 32]), TransportError> {
-        let paid = payment.is_some();
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(conn_err)?;
-        let (mut writer, mut reader) = self.open(send.id())?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Message::Request(Request { id, service: service.to_owned(), body, payment }).encode();
-        let request_hash: [u8; 32] = Sha256::digest(&request).into();
-        write_message(&mut send, &mut writer, &request, !paid).await?;
-        let mut send = paid.then_some((send, writer));
-        let mut pending = Vec::new();
-        let max = self.limits.session.max_message_bytes;
-        let read = read_message(&mut recv, &mut reader, &mut pending);
-        let Some(bytes) = tokio::time::timeout(self.limits.answer_timeout, read)
-            .await
-            .map_err(|_| TransportError::AnswerTimeout)??
-        else {
-            return Err(TransportError::Protocol("stream ended without an answer".into()));
-        };
-        let stream = |send, pending, next_seq, done, first, receipt| StreamedAnswer {
-            recv,
-            reader,
-            pending,
-            send,
-            id,
-            next_seq,
-            max_message: max,
-            answer_timeout: self.limits.answer_timeout,
-            done,
-            first,
-            hash: Sha256::new(),
-            receipt,
-        };
-        let first = match Message::decode_with_limit(&bytes, max)? {
-            Message::Response(r) if r.id == id => FirstAnswer::Response(Box::new(r)),
-            Message::StreamChunk(c) if c.id == id && c.seq == 0 => {
-                FirstAnswer::Stream(Box::new(stream(send.take(), pending, 1, false, Some(c.data), None)))
-            }
-            Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
-                FirstAnswer::Stream(Box::new(stream(None, pending, 0, true, None, e.receipt)))
-            }
-            Message::PaymentRequired(p) if p.id == id => return Err(TransportError::PaymentRequired(Box::new(p))),
-            Message::Error(e) => return Err(TransportError::Remote { code: e.code, message: e.message }),
-            other => return Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
-        };
-        if let Some((mut s, _)) = send {
-            let _ = s.finish();
+        let (_counted, alone) = InFlight::enter(&self.shared.in_flight);
+        if alone || !self.shared.hand_off {
+            return self.shared.call(service, body, payment).await;
         }
-        Ok((first, request_hash))
+        let (reply, answer) = oneshot::channel();
+        let call = Call { service: service.to_owned(), body, payment, reply };
+        let gone = || TransportError::Connection("the connection's task has ended".into());
+        self.calls.send(call).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Sends a request and waits for a whole response body.
@@ -310,8 +305,8 @@ impl Connection {
 
     /// Sends a one-way message on its own unidirectional stream.
     pub async fn one_way(&self, topic: &str, body: Vec<u8>) -> Result<(), TransportError> {
-        let mut send = self.conn.open_uni().await.map_err(conn_err)?;
-        let (mut writer, _) = self.open(send.id())?;
+        let mut send = self.shared.conn.open_uni().await.map_err(conn_err)?;
+        let (mut writer, _) = self.shared.open(send.id())?;
         let message = Message::OneWay(OneWay { topic: topic.to_owned(), body }).encode();
         write_message(&mut send, &mut writer, &message, true).await?;
         // Returns once the peer has read it all, so closing right after loses nothing.
@@ -325,15 +320,14 @@ impl Connection {
     #[doc(hidden)]
     pub async fn raw_stream(
         &self,
-    ) -> Result<(quinn::SendStream, RecvStream, agentwire_protocol::session::StreamWriter, StreamReader), TransportError>
-    {
-        let (send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
-        let (writer, reader) = self.open(send.id())?;
+    ) -> Result<(quinn::SendStream, RecvStream, StreamWriter, StreamReader), TransportError> {
+        let (send, recv) = self.shared.conn.open_bi().await.map_err(conn_err)?;
+        let (writer, reader) = self.shared.open(send.id())?;
         Ok((send, recv, writer, reader))
     }
 
     /// Closes the connection gracefully.
     pub fn close(&self) {
-        self.conn.close(VarInt::from_u32(0), b"bye");
+        self.shared.conn.close(VarInt::from_u32(0), b"bye");
     }
 }

@@ -97,6 +97,8 @@ impl FrameSplitter {
             if len > self.max_body {
                 return Err(FrameError::TooLong { len, max: self.max_body });
             }
+            // One allocation per frame, sized now that the length is known (bounded by max_body).
+            self.buf.reserve_exact(self.header_len + len - self.buf.len());
         }
         let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
         let total = self.header_len + len;

@@ -362,8 +362,10 @@ fn rekey(raw: &mut [u8; 32]) {
 
 /// Encrypts frames of one stream in one direction.
 pub struct StreamSealer {
+    /// The current key. ring's key object is made per frame: ChaCha20 needs
+    /// no key schedule, and a stored `LessSafeKey` (sized for AES's, about
+    /// half a kilobyte) made every stream's state large, copied on each move.
     raw: [u8; 32],
-    key: LessSafeKey,
     stream_id: u32,
     counter: u32,
     ended: bool,
@@ -377,7 +379,7 @@ impl Drop for StreamSealer {
 
 impl StreamSealer {
     fn new(raw: &[u8; 32], stream_id: u32) -> Self {
-        StreamSealer { raw: *raw, key: aead_key(raw), stream_id, counter: 0, ended: false }
+        StreamSealer { raw: *raw, stream_id, counter: 0, ended: false }
     }
 
     /// Appends one encrypted frame to `out`.
@@ -394,7 +396,6 @@ impl StreamSealer {
         }
         if self.counter != 0 && self.counter.is_multiple_of(REKEY_INTERVAL) {
             rekey(&mut self.raw);
-            self.key = aead_key(&self.raw);
         }
         let start = out.len();
         out.extend_from_slice(&(ct_len as u16).to_be_bytes());
@@ -404,8 +405,7 @@ impl StreamSealer {
         out.push(flags.bits());
         out.extend_from_slice(payload);
         let (header, plaintext) = out[start..].split_at_mut(STREAM_HEADER_LEN);
-        let tag = self
-            .key
+        let tag = aead_key(&self.raw)
             .seal_in_place_separate_tag(nonce(self.stream_id, self.counter), Aad::from(&*header), plaintext)
             .map_err(|_| SessionError::PayloadTooLarge)?;
         out.extend_from_slice(tag.as_ref());
@@ -425,8 +425,10 @@ impl StreamSealer {
 
 /// Decrypts frames of one stream in one direction.
 pub struct StreamOpener {
+    /// The current key. ring's key object is made per frame: ChaCha20 needs
+    /// no key schedule, and a stored `LessSafeKey` (sized for AES's, about
+    /// half a kilobyte) made every stream's state large, copied on each move.
     raw: [u8; 32],
-    key: LessSafeKey,
     stream_id: u32,
     counter: u32,
     ended: bool,
@@ -441,12 +443,18 @@ impl Drop for StreamOpener {
 
 impl StreamOpener {
     fn new(raw: &[u8; 32], stream_id: u32) -> Self {
-        StreamOpener { raw: *raw, key: aead_key(raw), stream_id, counter: 0, ended: false, poisoned: false }
+        StreamOpener { raw: *raw, stream_id, counter: 0, ended: false, poisoned: false }
     }
 
     /// Authenticates and decrypts one whole frame (header included); returns
     /// its flags and payload. Any error poisons the opener.
     pub fn open(&mut self, frame: &[u8]) -> Result<(Flags, Vec<u8>), SessionError> {
+        self.open_owned(frame.to_vec())
+    }
+
+    /// Like [`open`](Self::open), decrypting in place: the payload is
+    /// returned in `frame`'s own buffer (no copy, no allocation).
+    pub fn open_owned(&mut self, frame: Vec<u8>) -> Result<(Flags, Vec<u8>), SessionError> {
         if self.poisoned {
             return Err(SessionError::Poisoned);
         }
@@ -457,11 +465,13 @@ impl StreamOpener {
         r
     }
 
-    fn open_inner(&mut self, frame: &[u8]) -> Result<(Flags, Vec<u8>), SessionError> {
+    fn open_inner(&mut self, mut frame: Vec<u8>) -> Result<(Flags, Vec<u8>), SessionError> {
         if frame.len() < STREAM_HEADER_LEN + 1 + TAG_LEN {
             return Err(SessionError::BadLength);
         }
-        let (header, ct) = frame.split_at(STREAM_HEADER_LEN);
+        let mut header = [0u8; STREAM_HEADER_LEN];
+        header.copy_from_slice(&frame[..STREAM_HEADER_LEN]);
+        let ct = &frame[STREAM_HEADER_LEN..];
         if usize::from(u16::from_be_bytes([header[0], header[1]])) != ct.len() {
             return Err(SessionError::BadLength);
         }
@@ -484,17 +494,17 @@ impl StreamOpener {
         }
         if ctr != 0 && ctr % REKEY_INTERVAL == 0 {
             rekey(&mut self.raw);
-            self.key = aead_key(&self.raw);
         }
-        let mut buf = ct.to_vec();
-        let plain_len = self
-            .key
-            .open_in_place(nonce(sid, ctr), Aad::from(header), &mut buf)
+        let plain_len = aead_key(&self.raw)
+            .open_in_place(nonce(sid, ctr), Aad::from(header), &mut frame[STREAM_HEADER_LEN..])
             .map_err(|_| SessionError::Decrypt)?
             .len();
-        buf.truncate(plain_len);
+        // The plaintext is the flags byte then the payload: keep the payload only.
+        frame.truncate(STREAM_HEADER_LEN + plain_len);
+        let flags = frame[STREAM_HEADER_LEN];
+        frame.drain(..=STREAM_HEADER_LEN);
+        let buf = frame;
         self.counter += 1;
-        let flags = buf[0];
         if flags & !Flags::KNOWN != 0 {
             return Err(SessionError::ReservedFlags(flags));
         }
@@ -502,7 +512,6 @@ impl StreamOpener {
         if flags.has(Flags::END_STREAM) {
             self.ended = true;
         }
-        buf.remove(0);
         if buf.is_empty() && !flags.has(Flags::END_STREAM) && !flags.has(Flags::END_MESSAGE) {
             return Err(SessionError::EmptyFrame);
         }
@@ -522,6 +531,14 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
+    /// Bytes [`write_message`](Self::write_message) appends for a message of
+    /// `len` bytes (frame headers, flags and tags included): lets a caller
+    /// size its buffer exactly.
+    pub fn sealed_len(&self, len: usize) -> usize {
+        let frames = len.div_ceil(self.max_payload.max(1)).max(1);
+        len + frames * (STREAM_HEADER_LEN + 1 + TAG_LEN)
+    }
+
     /// Appends `message` as one or more frames; `end_stream` also closes our direction.
     pub fn write_message(&mut self, message: &[u8], end_stream: bool, out: &mut Vec<u8>) -> Result<(), SessionError> {
         if message.is_empty() {
@@ -613,11 +630,16 @@ impl StreamReader {
             let Some(frame) = self.splitter.next_frame(input).map_err(SessionError::Frame)? else {
                 return Ok(None);
             };
-            let (flags, payload) = self.opener.open(&frame)?;
+            let (flags, payload) = self.opener.open_owned(frame)?;
             if self.partial.len() + payload.len() > self.max_message {
                 return Err(SessionError::MessageTooLarge);
             }
-            self.partial.extend_from_slice(&payload);
+            if self.partial.is_empty() {
+                // A message's first frame (usually its only one): keep its buffer.
+                self.partial = payload;
+            } else {
+                self.partial.extend_from_slice(&payload);
+            }
             let end_stream = flags.has(Flags::END_STREAM);
             if flags.has(Flags::END_MESSAGE) {
                 if self.partial.is_empty() {

@@ -289,7 +289,16 @@ impl Message {
 
     /// Canonical CBOR encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        // Sized for the payload plus the fixed fields (a voucher or receipt
+        // included), so a typical message is encoded without regrowing.
+        let payload = match self {
+            Message::Request(m) => m.service.len() + m.body.len(),
+            Message::Response(m) => m.body.len(),
+            Message::StreamChunk(m) => m.data.len(),
+            Message::OneWay(m) => m.topic.len() + m.body.len(),
+            _ => 0,
+        };
+        let mut w = Writer::with_capacity(payload.saturating_add(384));
         let head = |w: &mut Writer, n: u64, k: Kind| {
             w.array(n).u64(WIRE_VERSION).u64(k as u64);
         };

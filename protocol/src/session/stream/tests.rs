@@ -39,6 +39,37 @@ fn ik_and_xx_agree_on_keys_and_identities() {
 }
 
 #[test]
+fn sealed_len_is_exactly_what_write_message_appends() {
+    let (mut u, _) = handshake_pair(true, 0);
+    let (mut w, _) = u.session.open_stream(0, 0).unwrap();
+    let max = SessionLimits::default().max_frame_payload;
+    for len in [1, 2, 200, max - 1, max, max + 1, 3 * max, 3 * max + 7, 100_000] {
+        let mut out = Vec::new();
+        w.write_message(&vec![1u8; len], false, &mut out).unwrap();
+        assert_eq!(out.len(), w.sealed_len(len), "message of {len} bytes");
+    }
+}
+
+#[test]
+fn a_message_split_anywhere_reads_the_same() {
+    // The reader keeps a message's first frame as its buffer and decrypts
+    // in place: arrival in any pieces must give the same events.
+    let want = vec![StreamEvent::Message(b"first".to_vec()), StreamEvent::Message(vec![9u8; 40_000]), StreamEvent::End];
+    for cut in (0..40_100).step_by(397).chain([1, 2, 10, 11, 12, 37, 38, 39]) {
+        let (mut u, mut b) = handshake_pair(true, 0);
+        let (mut w, _) = u.session.open_stream(0, 0).unwrap();
+        let (_, mut r) = b.session.open_stream(0, 0).unwrap();
+        let mut wire = Vec::new();
+        w.write_message(b"first", false, &mut wire).unwrap();
+        w.write_message(&[9u8; 40_000], true, &mut wire).unwrap();
+        let cut = cut.min(wire.len());
+        let mut got = read_all(&mut r, &wire[..cut]).unwrap();
+        got.extend(read_all(&mut r, &wire[cut..]).unwrap());
+        assert_eq!(got, want, "split at {cut}");
+    }
+}
+
+#[test]
 fn large_messages_span_frames_and_rekey_is_symmetric() {
     let (mut u, mut b) = handshake_pair(true, 0);
     let (mut w, _) = u.session.open_stream(0, 0).unwrap();
