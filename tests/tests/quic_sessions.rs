@@ -146,6 +146,16 @@ async fn requests_streams_and_one_way_messages_share_one_connection() {
     b.server.shutdown().await;
 }
 
+/// A brand with default limits and a user connected to it by IK.
+async fn brand_and_user() -> (Brand, quinn::Endpoint, Arc<agentwire_agent::quic::Connection>) {
+    let b = brand(TransportLimits::default());
+    let addr = b.server.local_addr().unwrap();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let ep = client();
+    let conn = connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
+    (b, ep, Arc::new(conn))
+}
+
 /// Answered requests end their streams cleanly: each side reads the other's
 /// end of stream when it is already there, rather than dropping the stream
 /// unread (a STOP_SENDING frame and a wake-up per request). Some FINs may
@@ -153,11 +163,7 @@ async fn requests_streams_and_one_way_messages_share_one_connection() {
 /// per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_requests_end_their_streams_without_stop_sending() {
-    let b = brand(TransportLimits::default());
-    let addr = b.server.local_addr().unwrap();
-    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let ep = client();
-    let conn = Arc::new(connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    let (_brand, _ep, conn) = brand_and_user().await;
     for _ in 0..100 {
         conn.request("echo", vec![1; 200]).await.unwrap();
     }
@@ -189,11 +195,7 @@ async fn answered_requests_end_their_streams_without_stop_sending() {
 /// the connection goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_given_up_on_is_abandoned_and_the_connection_serves_on() {
-    let b = brand(TransportLimits::default());
-    let addr = b.server.local_addr().unwrap();
-    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let ep = client();
-    let conn = Arc::new(connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    let (_brand, _ep, conn) = brand_and_user().await;
     let stopped_before = conn.quic().stats().frame_tx.stop_sending;
     let (alone, queued) = {
         let first = conn.request("hang", b"a".to_vec());

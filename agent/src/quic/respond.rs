@@ -74,7 +74,9 @@ impl<'a> Out<'a> {
     }
 }
 
-/// Answers a stream that should carry one Request.
+/// Answers a stream that should carry one Request. Cold paths (errors,
+/// refusals, streamed answers) are boxed: inline, each would widen every
+/// request's future, which is moved on every request.
 pub(super) async fn serve_request(
     peer: Arc<Peer>,
     mut send: SendStream,
