@@ -196,6 +196,9 @@ async fn answered_requests_end_their_streams_without_stop_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_given_up_on_is_abandoned_and_the_connection_serves_on() {
     let (_brand, _ep, conn) = brand_and_user().await;
+    // Let the handshake stream's own ending settle before counting.
+    assert_eq!(conn.request("echo", b"x".to_vec()).await.unwrap(), b"x");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped_before = conn.quic().stats().frame_tx.stop_sending;
     let (alone, queued) = {
         let first = conn.request("hang", b"a".to_vec());
