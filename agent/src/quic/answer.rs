@@ -7,7 +7,7 @@ use agentwire_protocol::wire::{Message, PaymentRequired, VoucherMessage};
 use quinn::SendStream;
 use sha2::{Digest, Sha256};
 
-use super::io::{write_message, Inbound};
+use super::io::{end_stream, write_message, Inbound};
 use super::{TransportError, TransportLimits};
 
 /// What a streamed answer delivers next.
@@ -96,8 +96,8 @@ impl StreamedAnswer {
                 self.done = true;
                 self.receipt = e.receipt;
                 self.inbound.finish_if_ready();
-                if let Some((mut send, _)) = self.send.take() {
-                    let _ = send.finish();
+                if let Some((mut send, mut writer)) = self.send.take() {
+                    end_stream(&mut send, &mut writer).await;
                 }
                 Ok(StreamEvent::End)
             }

@@ -98,6 +98,17 @@ impl Inbound {
     }
 }
 
+/// Ends our direction of a stream whose last message was already written:
+/// an END_STREAM frame, then QUIC's FIN (a FIN alone reads as truncation,
+/// spec §12.9). Best effort: by then the exchange is complete, and a peer
+/// that is gone needs nothing more.
+pub(crate) async fn end_stream(send: &mut SendStream, writer: &mut StreamWriter) {
+    let mut out = Vec::new();
+    if writer.finish(&mut out).is_ok() && send.write_chunk(out.into()).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
 /// Encrypts and writes one message; `end` also ends the stream.
 pub(crate) async fn write_message(
     send: &mut SendStream,

@@ -29,7 +29,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
 use super::answer::{Start, StreamedAnswer};
-use super::io::{read_handshake_frame, write_message, Inbound};
+use super::io::{end_stream, read_handshake_frame, write_message, Inbound};
 use super::{now_secs, tls, TransportError, TransportLimits};
 
 /// Requests a connection's task runs at once; more wait in its queue
@@ -227,23 +227,24 @@ impl Shared {
             inbound.finish_if_ready();
         }
         let first = match message {
-            Message::Response(r) if r.id == id => FirstAnswer::Response(Box::new(r)),
+            Message::Response(r) if r.id == id => Ok(FirstAnswer::Response(Box::new(r))),
             Message::StreamChunk(c) if c.id == id && c.seq == 0 => {
                 let start = Start::FirstChunk { data: c.data, send: send.take() };
-                FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start)))
+                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start))))
             }
             Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
                 let start = Start::Ended { receipt: e.receipt };
-                FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start)))
+                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start))))
             }
-            Message::PaymentRequired(p) if p.id == id => return Err(TransportError::PaymentRequired(Box::new(p))),
-            Message::Error(e) => return Err(TransportError::Remote { code: e.code, message: e.message }),
-            other => return Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
+            Message::PaymentRequired(p) if p.id == id => Err(TransportError::PaymentRequired(Box::new(p))),
+            Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
+            other => Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
         };
-        if let Some((mut s, _)) = send {
-            let _ = s.finish();
+        if let Some((mut s, mut w)) = send {
+            // A paid request's direction stayed open; the answer is complete.
+            end_stream(&mut s, &mut w).await;
         }
-        Ok((first, request_hash))
+        Ok((first?, request_hash))
     }
 }
 
