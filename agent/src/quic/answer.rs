@@ -97,7 +97,7 @@ impl StreamedAnswer {
                 self.receipt = e.receipt;
                 self.inbound.finish_if_ready();
                 if let Some((mut send, mut writer)) = self.send.take() {
-                    end_stream(&mut send, &mut writer).await;
+                    end_stream(&mut send, &mut writer, self.answer_timeout).await;
                 }
                 Ok(StreamEvent::End)
             }

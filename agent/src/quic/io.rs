@@ -100,12 +100,15 @@ impl Inbound {
 
 /// Ends our direction of a stream whose last message was already written:
 /// an END_STREAM frame, then QUIC's FIN (a FIN alone reads as truncation,
-/// spec §12.9). Best effort: by then the exchange is complete, and a peer
-/// that is gone needs nothing more.
-pub(crate) async fn end_stream(send: &mut SendStream, writer: &mut StreamWriter) {
+/// spec §12.9). Best effort, for at most `within` (a peer that grants no
+/// flow-control credit cannot hold the caller): by then the exchange is
+/// complete, and a peer that is gone needs nothing more.
+pub(crate) async fn end_stream(send: &mut SendStream, writer: &mut StreamWriter, within: std::time::Duration) {
     let mut out = Vec::new();
-    if writer.finish(&mut out).is_ok() && send.write_chunk(out.into()).await.is_ok() {
-        let _ = send.finish();
+    if writer.finish(&mut out).is_ok() {
+        if let Ok(Ok(())) = tokio::time::timeout(within, send.write_chunk(out.into())).await {
+            let _ = send.finish();
+        }
     }
 }
 

@@ -242,7 +242,7 @@ impl Shared {
         };
         if let Some((mut s, mut w)) = send {
             // A paid request's direction stayed open; the answer is complete.
-            end_stream(&mut s, &mut w).await;
+            end_stream(&mut s, &mut w, self.limits.answer_timeout).await;
         }
         Ok((first?, request_hash))
     }
