@@ -1,4 +1,4 @@
-//! Reading an answer that arrives as a stream of chunks (spec §13.4), and
+//! Reading an answer that arrives as a stream of chunks (spec §13.3), and
 //! paying a metered stream's increments on it (spec §13.7).
 
 use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
