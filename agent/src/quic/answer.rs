@@ -53,7 +53,7 @@ impl StreamedAnswer {
             Start::FirstChunk { data, send } => (send, 1, false, Some(data), None),
             Start::Ended { receipt } => (None, 0, true, None, receipt),
         };
-        let mut answer = StreamedAnswer {
+        StreamedAnswer {
             inbound,
             send,
             id,
@@ -64,11 +64,7 @@ impl StreamedAnswer {
             first,
             hash: Sha256::new(),
             receipt,
-        };
-        if done {
-            answer.inbound.finish_if_ready();
         }
-        answer
     }
 
     /// The next event: a chunk, a request for payment, or the end.

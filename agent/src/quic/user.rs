@@ -5,10 +5,10 @@
 //! A request alone on its connection runs on its caller's task: no
 //! hand-off, the lowest latency. While others are in flight (on a
 //! multi-thread runtime), requests run on the connection's own task
-//! (`drive`): quinn then wakes one task for a
-//! burst of answers instead of one task per stream on whichever worker it
-//! last ran, the cross-worker hand-offs that dominated a multi-thread
-//! runtime's profile (BENCHMARKS.md). The server does the same.
+//! (`drive`): quinn then wakes one task for a burst of answers instead of
+//! one task per stream on whichever worker it last ran, the cross-worker
+//! hand-offs that dominated a multi-thread runtime's profile
+//! (BENCHMARKS.md). The server does the same.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -181,13 +181,14 @@ async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
 }
 
 /// Runs one request; abandons it (resetting its stream) if the caller stops waiting.
-async fn run(shared: Arc<Shared>, mut call: Call) {
+async fn run(shared: Arc<Shared>, call: Call) {
+    let Call { service, body, payment, mut reply } = call;
     let result = tokio::select! {
-        result = shared.call(&call.service, std::mem::take(&mut call.body), call.payment.take()) => Some(result),
-        () = call.reply.closed() => None,
+        result = shared.call(service, body, payment) => Some(result),
+        () = reply.closed() => None,
     };
     if let Some(result) = result {
-        let _ = call.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
@@ -206,12 +207,12 @@ impl Shared {
     }
 
     /// Sends one request on a new stream and reads its first answer.
-    async fn call(&self, service: &str, body: Vec<u8>, payment: Option<SignedVoucher>) -> CallResult {
+    async fn call(&self, service: String, body: Vec<u8>, payment: Option<SignedVoucher>) -> CallResult {
         let paid = payment.is_some();
         let (mut send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
         let (mut writer, reader) = self.open(send.id())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Message::Request(Request { id, service: service.to_owned(), body, payment }).encode();
+        let request = Message::Request(Request { id, service, body, payment }).encode();
         let request_hash: [u8; 32] = Sha256::digest(&request).into();
         write_message(&mut send, &mut writer, &request, !paid).await?;
         let mut send = paid.then_some((send, writer));
@@ -223,7 +224,10 @@ impl Shared {
             return Err(TransportError::Protocol("stream ended without an answer".into()));
         };
         let message = Message::decode_with_limit(&bytes, self.limits.session.max_message_bytes)?;
-        if matches!(message, Message::Response(_) | Message::PaymentRequired(_) | Message::Error(_)) {
+        if matches!(
+            message,
+            Message::Response(_) | Message::PaymentRequired(_) | Message::Error(_) | Message::StreamEnd(_)
+        ) {
             inbound.finish_if_ready();
         }
         let first = match message {
@@ -281,7 +285,7 @@ impl Connection {
     ) -> Result<(FirstAnswer, [u8; 32]), TransportError> {
         let (_counted, alone) = InFlight::enter(&self.shared.in_flight);
         if alone || !self.shared.hand_off {
-            return self.shared.call(service, body, payment).await;
+            return self.shared.call(service.to_owned(), body, payment).await;
         }
         let (reply, answer) = oneshot::channel();
         let call = Call { service: service.to_owned(), body, payment, reply };
