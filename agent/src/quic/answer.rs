@@ -7,7 +7,7 @@ use agentwire_protocol::wire::{Message, PaymentRequired, VoucherMessage};
 use quinn::SendStream;
 use sha2::{Digest, Sha256};
 
-use super::io::{end_stream, write_message, Inbound};
+use super::io::{end_stream, write_message, EndingStreams, Inbound};
 use super::{TransportError, TransportLimits};
 
 /// What a streamed answer delivers next.
@@ -24,14 +24,16 @@ pub enum StreamEvent {
 
 /// A streamed answer being read: chunk data in order, then the end.
 pub struct StreamedAnswer {
-    inbound: Inbound,
+    /// The answer's direction of the stream; `None` once the StreamEnd came.
+    inbound: Option<Inbound>,
+    /// Where the connection counts streams waiting for their peer's end.
+    ending: EndingStreams,
     /// Our direction of a paid request's stream, open for mid-stream vouchers.
     send: Option<(SendStream, StreamWriter)>,
     id: u64,
     next_seq: u32,
     max_message: usize,
     answer_timeout: std::time::Duration,
-    done: bool,
     /// Chunk 0, read while telling a stream from a response.
     first: Option<Vec<u8>>,
     hash: Sha256,
@@ -40,27 +42,28 @@ pub struct StreamedAnswer {
 
 /// How a streamed answer began: the first message on the request's stream.
 pub(super) enum Start {
-    /// Chunk 0 arrived; a paid request's open direction comes along for mid-stream vouchers.
-    FirstChunk { data: Vec<u8>, send: Option<(SendStream, StreamWriter)> },
+    /// Chunk 0 arrived, read from `inbound`; a paid request's open direction
+    /// comes along for mid-stream vouchers.
+    FirstChunk { data: Vec<u8>, inbound: Inbound, send: Option<(SendStream, StreamWriter)> },
     /// An empty stream: the StreamEnd came at once.
     Ended { receipt: Option<SignedReceipt> },
 }
 
 impl StreamedAnswer {
-    /// An answer whose first message (`start`) was read from `inbound`.
-    pub(super) fn new(inbound: Inbound, id: u64, limits: &TransportLimits, start: Start) -> StreamedAnswer {
-        let (send, next_seq, done, first, receipt) = match start {
-            Start::FirstChunk { data, send } => (send, 1, false, Some(data), None),
-            Start::Ended { receipt } => (None, 0, true, None, receipt),
+    /// An answer to request `id` that began with `start`.
+    pub(super) fn new(id: u64, limits: &TransportLimits, ending: &EndingStreams, start: Start) -> StreamedAnswer {
+        let (inbound, send, next_seq, first, receipt) = match start {
+            Start::FirstChunk { data, inbound, send } => (Some(inbound), send, 1, Some(data), None),
+            Start::Ended { receipt } => (None, None, 0, None, receipt),
         };
         StreamedAnswer {
             inbound,
+            ending: ending.clone(),
             send,
             id,
             next_seq,
             max_message: limits.session.max_message_bytes,
             answer_timeout: limits.answer_timeout,
-            done,
             first,
             hash: Sha256::new(),
             receipt,
@@ -73,10 +76,10 @@ impl StreamedAnswer {
             self.hash.update(&first);
             return Ok(StreamEvent::Chunk(first));
         }
-        if self.done {
+        let Some(inbound) = self.inbound.as_mut() else {
             return Ok(StreamEvent::End);
-        }
-        let read = self.inbound.next();
+        };
+        let read = inbound.next();
         let Some(bytes) =
             tokio::time::timeout(self.answer_timeout, read).await.map_err(|_| TransportError::AnswerTimeout)??
         else {
@@ -89,9 +92,10 @@ impl StreamedAnswer {
                 Ok(StreamEvent::Chunk(c.data))
             }
             Message::StreamEnd(e) if e.id == self.id && e.chunks == self.next_seq => {
-                self.done = true;
                 self.receipt = e.receipt;
-                self.inbound.finish_if_ready();
+                if let Some(inbound) = self.inbound.take() {
+                    self.ending.finish(inbound);
+                }
                 if let Some((mut send, mut writer)) = self.send.take() {
                     end_stream(&mut send, &mut writer, self.answer_timeout).await;
                 }

@@ -1,6 +1,10 @@
 //! Moving protocol frames over quinn streams: the handshake framing on the
 //! handshake stream, and whole messages on encrypted streams.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use agentwire_protocol::session::{FrameSplitter, StreamEvent, StreamReader, StreamWriter};
 use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
@@ -9,6 +13,72 @@ use super::TransportError;
 
 /// Largest chunk read from QUIC at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long a side keeps a stream open, after the last message it expects,
+/// for the peer's END_STREAM and FIN (spec §13.1 item 5). They are normally
+/// in the same packet as that message or the next one; a paid requester
+/// sends them once it has read the answer, a round trip later.
+pub(crate) const END_GRACE: Duration = Duration::from_secs(2);
+
+/// Streams one connection keeps open only to read their peer's end; past
+/// this, a stream is dropped unread (QUIC's STOP_SENDING).
+pub(crate) const MAX_ENDING_STREAMS: usize = 64;
+
+/// A connection's streams waiting for their peer's end, counted against
+/// [`MAX_ENDING_STREAMS`].
+#[derive(Clone, Default)]
+pub(crate) struct EndingStreams(Arc<AtomicUsize>);
+
+/// One of a connection's [`EndingStreams`] places, given back on drop.
+struct EndingSlot(Arc<AtomicUsize>);
+
+/// A stream's receiving half once the last message it should carry is read.
+pub(crate) trait StreamEnd: Send + 'static {
+    /// Reads the peer's end of stream; false if something else comes.
+    fn read_end(&mut self) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// The handshake stream: nothing follows the last handshake message but FIN.
+impl StreamEnd for RecvStream {
+    async fn read_end(&mut self) -> bool {
+        matches!(self.read_chunk(READ_CHUNK, true).await, Ok(None))
+    }
+}
+
+impl EndingStreams {
+    /// Reads `stream`'s end so that quinn retires it quietly (spec §13.1
+    /// item 5): a stream dropped unread costs a STOP_SENDING frame and a
+    /// wake-up of the connection's driver. The end is usually there
+    /// already; if not, a task waits for it, at most [`END_GRACE`] and for
+    /// at most [`MAX_ENDING_STREAMS`] of the connection's streams at once.
+    pub(crate) fn finish(&self, mut stream: impl StreamEnd) {
+        if stream.read_end().now_or_never().is_some() {
+            return;
+        }
+        let (Some(slot), Ok(runtime)) = (self.reserve(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _slot = slot;
+            let _ = tokio::time::timeout(END_GRACE, stream.read_end()).await;
+        });
+    }
+
+    fn reserve(&self) -> Option<EndingSlot> {
+        let taken = self.0.fetch_add(1, Ordering::AcqRel);
+        if taken >= MAX_ENDING_STREAMS {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(EndingSlot(self.0.clone()))
+    }
+}
+
+impl Drop for EndingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 fn conn_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Connection(e.to_string())
@@ -43,11 +113,13 @@ pub(crate) struct Inbound {
     recv: RecvStream,
     reader: StreamReader,
     pending: Vec<u8>,
+    /// The peer's END_STREAM has been read (its FIN may still be due).
+    end_read: bool,
 }
 
 impl Inbound {
     pub(crate) fn new(recv: RecvStream, reader: StreamReader) -> Inbound {
-        Inbound { recv, reader, pending: Vec::new() }
+        Inbound { recv, reader, pending: Vec::new(), end_read: false }
     }
 
     /// Reads the next whole message; `None` once the peer ended the stream.
@@ -86,15 +158,20 @@ impl Inbound {
         Ok(event)
     }
 
-    /// After the last message the peer will send: consumes its end marker
-    /// and QUIC's FIN if they have already arrived, without waiting. quinn
-    /// then retires the stream quietly; a stream dropped unread costs a
-    /// STOP_SENDING frame and a wake-up of the connection's driver, per
-    /// request. Anything else (more data, nothing yet) is left to the drop.
-    pub(crate) fn finish_if_ready(&mut self) {
-        if let Some(Ok(None)) = self.next().now_or_never() {
-            let _ = self.recv.read_chunk(READ_CHUNK, true).now_or_never();
+}
+
+/// An encrypted stream ends with END_STREAM, then QUIC's FIN. Anything
+/// else (a message, data after the end, an error) means it cannot end
+/// cleanly, and it is left to the drop.
+impl StreamEnd for Inbound {
+    async fn read_end(&mut self) -> bool {
+        if !self.end_read {
+            match self.next().await {
+                Ok(None) => self.end_read = true,
+                _ => return false,
+            }
         }
+        self.recv.read_end().await
     }
 }
 

@@ -94,27 +94,29 @@ pub(super) async fn serve_request(
         }
         None => return Err(TransportError::Protocol("stream ended before a request".into())),
     };
-    if request.payment.is_none() {
-        // The peer ended its direction after the Request (spec §13.1);
-        // a paid one stays open for mid-stream vouchers.
-        inbound.finish_if_ready();
-    }
+    // Once answered, the stream's end is read (spec §13.1 item 5): an
+    // unpaid requester ended its direction with the Request, a paid one
+    // ends it once it has the answer.
     if !allowed {
         let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        return Box::pin(out.error(ErrorCode::RateLimited, "too many requests; slow down")).await;
+        Box::pin(out.error(ErrorCode::RateLimited, "too many requests; slow down")).await?;
+        peer.ending.finish(inbound);
+        return Ok(());
     }
     let priced = peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
     if !priced {
         let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        return charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await;
+        charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await?;
+        peer.ending.finish(inbound);
+        return Ok(());
     }
     // Signature work (verify the voucher, sign the receipt) on its own task.
     tokio::spawn(async move {
         let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        if let Err(e) = charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await {
-            if !matches!(e, TransportError::Connection(_)) {
-                peer.disconnect(&e);
-            }
+        match charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await {
+            Ok(()) => peer.ending.finish(inbound),
+            Err(e) if !matches!(e, TransportError::Connection(_)) => peer.disconnect(&e),
+            Err(_) => {}
         }
     });
     Ok(())

@@ -25,7 +25,7 @@ use quinn::{RecvStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
 
-use super::io::{read_handshake_frame, Inbound};
+use super::io::{read_handshake_frame, EndingStreams, Inbound};
 use super::meter::Meter;
 use super::respond::{read_one, serve_request};
 use super::{now_secs, tls, TransportError, TransportLimits};
@@ -257,6 +257,7 @@ async fn handshake(
     local: &LocalIdentity,
     caps: &[String],
     limits: &TransportLimits,
+    ending: &EndingStreams,
 ) -> Result<agentwire_protocol::session::Established, TransportError> {
     let mut binding = [0u8; CHANNEL_BINDING_LEN];
     conn.export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
@@ -279,6 +280,7 @@ async fn handshake(
         }
     };
     let _ = send.finish();
+    ending.finish(recv);
     Ok(established)
 }
 
@@ -312,6 +314,8 @@ pub(super) struct Peer {
     pub(super) service: Arc<dyn Service>,
     pub(super) limits: TransportLimits,
     pub(super) stats: Arc<ServerStats>,
+    /// Answered streams waiting for the requester's end of stream.
+    pub(super) ending: EndingStreams,
 }
 
 impl Peer {
@@ -337,8 +341,10 @@ async fn serve_connection(
     limits: TransportLimits,
     stats: Arc<ServerStats>,
 ) {
+    let ending = EndingStreams::default();
     let established =
-        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits)).await {
+        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits, &ending)).await
+        {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -361,6 +367,7 @@ async fn serve_connection(
         service,
         limits,
         stats,
+        ending,
     });
     let mut bucket = Bucket {
         tokens: f64::from(limits.max_requests_per_sec),
@@ -411,7 +418,7 @@ async fn serve_one_way(peer: &Peer, recv: RecvStream) -> Result<(), TransportErr
     let mut inbound = Inbound::new(recv, reader);
     match read_one(peer, &mut inbound, peer.limits.request_read_timeout).await?.map(|(_, m)| m) {
         Some(Message::OneWay(m)) => {
-            inbound.finish_if_ready();
+            peer.ending.finish(inbound);
             peer.service.one_way(&peer.info, &m.topic, m.body);
             Ok(())
         }

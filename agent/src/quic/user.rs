@@ -29,7 +29,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
 use super::answer::{Start, StreamedAnswer};
-use super::io::{end_stream, read_handshake_frame, write_message, Inbound};
+use super::io::{end_stream, read_handshake_frame, write_message, EndingStreams, Inbound};
 use super::{now_secs, tls, TransportError, TransportLimits};
 
 /// Requests a connection's task runs at once; more wait in its queue
@@ -71,6 +71,8 @@ struct Shared {
     /// shares the thread, and the hand-off would only add work).
     hand_off: bool,
     limits: TransportLimits,
+    /// Answered streams waiting for the brand's end of stream.
+    ending: EndingStreams,
 }
 
 /// Counts a request in flight until dropped (cancellation included).
@@ -118,6 +120,7 @@ pub async fn connect(
 ) -> Result<Connection, TransportError> {
     let config = tls::client_config(&limits)?;
     let connecting = endpoint.connect_with(config, target.addr, "agentwire").map_err(conn_err)?;
+    let ending = EndingStreams::default();
     let run = async {
         let conn = connecting.await.map_err(conn_err)?;
         let mut binding = [0u8; CHANNEL_BINDING_LEN];
@@ -146,6 +149,7 @@ pub async fn connect(
             }
         };
         send.finish().map_err(conn_err)?;
+        ending.finish(recv);
         Ok::<_, TransportError>((conn, established))
     };
     let (conn, established) =
@@ -157,6 +161,7 @@ pub async fn connect(
         in_flight: AtomicUsize::new(0),
         hand_off: !matches!(tokio::runtime::Handle::current().runtime_flavor(), RuntimeFlavor::CurrentThread),
         limits,
+        ending,
     });
     let (calls, queue) = mpsc::channel(QUEUED_CALLS);
     tokio::spawn(drive(shared.clone(), queue));
@@ -224,21 +229,21 @@ impl Shared {
             return Err(TransportError::Protocol("stream ended without an answer".into()));
         };
         let message = Message::decode_with_limit(&bytes, self.limits.session.max_message_bytes)?;
-        if matches!(
-            message,
-            Message::Response(_) | Message::PaymentRequired(_) | Message::Error(_) | Message::StreamEnd(_)
-        ) {
-            inbound.finish_if_ready();
+        if let Message::StreamChunk(c) = message {
+            if c.id == id && c.seq == 0 {
+                let start = Start::FirstChunk { data: c.data, inbound, send: send.take() };
+                let answer = StreamedAnswer::new(id, &self.limits, &self.ending, start);
+                return Ok((FirstAnswer::Stream(Box::new(answer)), request_hash));
+            }
+            return Err(TransportError::Protocol("unexpected StreamChunk answer".into()));
         }
+        // Whatever it is, the brand's direction ends here (spec §13.1).
+        self.ending.finish(inbound);
         let first = match message {
             Message::Response(r) if r.id == id => Ok(FirstAnswer::Response(Box::new(r))),
-            Message::StreamChunk(c) if c.id == id && c.seq == 0 => {
-                let start = Start::FirstChunk { data: c.data, send: send.take() };
-                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start))))
-            }
             Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
                 let start = Start::Ended { receipt: e.receipt };
-                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(inbound, id, &self.limits, start))))
+                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(id, &self.limits, &self.ending, start))))
             }
             Message::PaymentRequired(p) if p.id == id => Err(TransportError::PaymentRequired(Box::new(p))),
             Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
