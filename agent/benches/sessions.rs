@@ -11,6 +11,13 @@
 //! connection (throughput), and connect + handshake + first answer (median
 //! over fresh connections). The process uses the allocator the `agentwire`
 //! binary ships with (mimalloc).
+//!
+//! The two stacks take turns: REQUESTS (default 100,000) per stack and
+//! pattern are split into rounds, each round measuring both stacks one after
+//! the other (the order alternating), so a change in the machine's speed
+//! during the run falls on both alike. Throughput is the median of the
+//! rounds and its ratio the median of the rounds' ratios, each round's
+//! ratio printed too; latency percentiles pool every round.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,29 +47,25 @@ impl Service for Echo {
     }
 }
 
-#[derive(Default)]
-struct Figures {
-    seq_rps: f64,
-    p50: Duration,
-    p99: Duration,
-    par_rps: f64,
-    connect_p50: Duration,
-}
+/// Rounds the stacks take turns in.
+const ROUNDS: usize = 5;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 trait Client: Send + Sync + 'static {
     fn call(&self, body: Vec<u8>) -> futures::future::BoxFuture<'_, Vec<u8>>;
 }
 
-async fn measure<C: Client>(client: Arc<C>, requests: usize) -> Figures {
+/// Sequential requests; each one's latency is added to `lat`. Returns requests per second.
+async fn sequential(client: &dyn Client, requests: usize, lat: &mut Vec<Duration>) -> f64 {
     let body = vec![7u8; BODY];
-    for _ in 0..200 {
-        client.call(body.clone()).await; // warm-up
-    }
-    let mut lat = Vec::with_capacity(requests);
     let start = Instant::now();
     for _ in 0..requests {
         let t = Instant::now();
@@ -70,33 +73,74 @@ async fn measure<C: Client>(client: Arc<C>, requests: usize) -> Figures {
         lat.push(t.elapsed());
         assert_eq!(r.len(), BODY);
     }
-    let seq_rps = requests as f64 / start.elapsed().as_secs_f64();
-    lat.sort();
+    requests as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `requests` over IN_FLIGHT tasks, each with one request in flight at a time.
+async fn in_flight(client: Arc<dyn Client>, requests: usize) -> f64 {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
-        let (client, body) = (client.clone(), body.clone());
+        let client = client.clone();
         tasks.spawn(async move {
+            let body = vec![7u8; BODY];
             for _ in 0..requests / IN_FLIGHT {
                 assert_eq!(client.call(body.clone()).await.len(), BODY);
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let par_rps = (requests / IN_FLIGHT * IN_FLIGHT) as f64 / start.elapsed().as_secs_f64();
-    Figures { seq_rps, p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), par_rps, ..Figures::default() }
+    (requests / IN_FLIGHT * IN_FLIGHT) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One stack's measurements over all rounds.
+#[derive(Default)]
+struct Stack {
+    seq_rps: Vec<f64>,
+    par_rps: Vec<f64>,
+    latencies: Vec<Duration>,
+    connect_p50: Duration,
+}
+
+/// Both stacks, rounds interleaved; index 0 is AgentWire, 1 libp2p.
+async fn compare(requests: usize) -> [Stack; 2] {
+    let (aw, aw_connect) = agentwire().await;
+    let (p2p, p2p_connect) = libp2p().await;
+    let clients: [Arc<dyn Client>; 2] = [aw, p2p];
+    for c in &clients {
+        for _ in 0..200 {
+            c.call(vec![7u8; BODY]).await; // warm-up
+        }
+    }
+    let mut stacks: [Stack; 2] = Default::default();
+    let per_round = requests / ROUNDS;
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let rps = sequential(clients[i].as_ref(), per_round, &mut stacks[i].latencies).await;
+            stacks[i].seq_rps.push(rps);
+        }
+        for i in order {
+            stacks[i].par_rps.push(in_flight(clients[i].clone(), per_round).await);
+        }
+    }
+    stacks[0].connect_p50 = aw_connect.await;
+    stacks[1].connect_p50 = p2p_connect.await;
+    stacks
 }
 
 // ---- AgentWire ----
 
-struct AwClient(agentwire_agent::quic::Connection);
+/// A connection and the endpoint it runs on.
+struct AwClient(agentwire_agent::quic::Connection, #[allow(dead_code)] quinn::Endpoint);
 impl Client for AwClient {
     fn call(&self, body: Vec<u8>) -> futures::future::BoxFuture<'_, Vec<u8>> {
         Box::pin(async move { self.0.request("echo", body).await.expect("echo") })
     }
 }
 
-async fn agentwire(requests: usize) -> Figures {
+/// A connected AgentWire client, and a measurement of fresh connections to run later.
+async fn agentwire() -> (Arc<dyn Client>, impl std::future::Future<Output = Duration>) {
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
     let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), brand.clone(), vec![], Arc::new(Echo), limits).unwrap();
@@ -108,19 +152,21 @@ async fn agentwire(requests: usize) -> Figures {
     let user = Arc::new(LocalIdentity::generate(&mut OsRng));
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = connect(&ep, user.clone(), &target, &[], limits).await.unwrap();
-    let mut f = measure(Arc::new(AwClient(conn)), requests).await;
-    let mut times = Vec::new();
-    for _ in 0..CONNECTS {
-        let t = Instant::now();
-        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let c = connect(&ep, user.clone(), &target, &[], limits).await.unwrap();
-        c.request("echo", vec![1; BODY]).await.unwrap();
-        times.push(t.elapsed());
-        c.close();
-    }
-    times.sort();
-    f.connect_p50 = percentile(&times, 0.5);
-    f
+    let connects = async move {
+        let _server = server;
+        let mut times = Vec::new();
+        for _ in 0..CONNECTS {
+            let t = Instant::now();
+            let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let c = connect(&ep, user.clone(), &target, &[], limits).await.unwrap();
+            c.request("echo", vec![1; BODY]).await.unwrap();
+            times.push(t.elapsed());
+            c.close();
+        }
+        times.sort();
+        percentile(&times, 0.5)
+    };
+    (Arc::new(AwClient(conn, ep)), connects)
 }
 
 // ---- libp2p request-response (baseline) ----
@@ -254,19 +300,22 @@ fn libp2p_client(server: PeerId, addr: Multiaddr) -> P2pClient {
     P2pClient(tx)
 }
 
-async fn libp2p(requests: usize) -> Figures {
+/// A connected libp2p client, and a measurement of fresh connections to run later.
+async fn libp2p() -> (Arc<dyn Client>, impl std::future::Future<Output = Duration>) {
     let (id, addr) = libp2p_server().await;
-    let mut f = measure(Arc::new(libp2p_client(id, addr.clone())), requests).await;
-    let mut times = Vec::new();
-    for _ in 0..CONNECTS {
-        let t = Instant::now();
-        let c = libp2p_client(id, addr.clone());
-        c.call(vec![1; BODY]).await;
-        times.push(t.elapsed());
-    }
-    times.sort();
-    f.connect_p50 = percentile(&times, 0.5);
-    f
+    let client = libp2p_client(id, addr.clone());
+    let connects = async move {
+        let mut times = Vec::new();
+        for _ in 0..CONNECTS {
+            let t = Instant::now();
+            let c = libp2p_client(id, addr.clone());
+            c.call(vec![1; BODY]).await;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        percentile(&times, 0.5)
+    };
+    (Arc::new(client), connects)
 }
 
 fn us(d: Duration) -> String {
@@ -275,9 +324,13 @@ fn us(d: Duration) -> String {
 
 fn main() {
     let requests: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(100_000);
-    println!("AgentWire sessions vs libp2p request-response (QUIC), {requests} requests of {BODY} B, {IN_FLIGHT} in flight\n");
+    println!(
+        "AgentWire sessions vs libp2p request-response (QUIC), {requests} requests of {BODY} B per stack and \
+         pattern in {ROUNDS} interleaved rounds, {IN_FLIGHT} in flight\n"
+    );
     println!("| runtime | stack | sequential req/s | p50 | p99 | {IN_FLIGHT} in flight req/s | connect + handshake + first answer (p50) |");
     println!("|---|---|---|---|---|---|---|");
+    let mut per_round = Vec::new();
     for (name, rt) in [
         (
             "multi-thread (2 workers)",
@@ -287,26 +340,35 @@ fn main() {
     ] {
         // The load runs on a runtime worker, as an application's tasks do,
         // not on the thread that called `block_on` (for both stacks alike).
-        let (aw, p2p) = rt
-            .block_on(rt.spawn(async move { (agentwire(requests).await, libp2p(requests).await) }))
-            .expect("benchmark task");
-        for (stack, f) in [("AgentWire", &aw), ("libp2p", &p2p)] {
+        let [mut aw, mut p2p] = rt.block_on(rt.spawn(compare(requests))).expect("benchmark task");
+        let ratios = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a / b).collect::<Vec<_>>();
+        let seq_ratios = ratios(&aw.seq_rps, &p2p.seq_rps);
+        let par_ratios = ratios(&aw.par_rps, &p2p.par_rps);
+        for (stack, f) in [("AgentWire", &mut aw), ("libp2p", &mut p2p)] {
+            f.latencies.sort();
             println!(
                 "| {name} | {stack} | {:.0} | {} | {} | {:.0} | {} |",
-                f.seq_rps,
-                us(f.p50),
-                us(f.p99),
-                f.par_rps,
+                median(f.seq_rps.clone()),
+                us(percentile(&f.latencies, 0.5)),
+                us(percentile(&f.latencies, 0.99)),
+                median(f.par_rps.clone()),
                 us(f.connect_p50)
             );
         }
+        let lat_ratio = |p| percentile(&aw.latencies, p).as_secs_f64() / percentile(&p2p.latencies, p).as_secs_f64();
         println!(
             "| {name} | ratio | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
-            aw.seq_rps / p2p.seq_rps,
-            aw.p50.as_secs_f64() / p2p.p50.as_secs_f64(),
-            aw.p99.as_secs_f64() / p2p.p99.as_secs_f64(),
-            aw.par_rps / p2p.par_rps,
+            median(seq_ratios.clone()),
+            lat_ratio(0.5),
+            lat_ratio(0.99),
+            median(par_ratios.clone()),
             aw.connect_p50.as_secs_f64() / p2p.connect_p50.as_secs_f64()
         );
+        per_round.push((name, seq_ratios, par_ratios));
+    }
+    let list = |v: &[f64]| v.iter().map(|r| format!("{r:.2}×")).collect::<Vec<_>>().join(", ");
+    println!("\nThroughput ratio in each round (AgentWire / libp2p):\n");
+    for (name, seq, par) in per_round {
+        println!("- {name}: sequential {}; {IN_FLIGHT} in flight {}", list(&seq), list(&par));
     }
 }

@@ -93,7 +93,7 @@ pub async fn query<F: Future<Output = ()>>(
                     }
                     Err(e) => return Err(e),
                 };
-                if let (Some(payer), Some(v)) = (payer, &voucher) {
+                if let (Some(payer), Some(v), Some(request_hash)) = (payer, &voucher, request_hash) {
                     let receipt =
                         outcome.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
                     let response_hash = outcome.response_hash;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,7 +21,8 @@ use agentwire_protocol::session::{
 };
 use agentwire_protocol::wire::{ErrorCode, Message};
 use futures::stream::{FuturesUnordered, StreamExt};
-use quinn::{RecvStream, VarInt};
+use futures::future::Either;
+use quinn::{RecvStream, SendStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
 
@@ -380,37 +381,50 @@ async fn serve_connection(
     // request moves to its own task once read (`respond.rs`): its signature
     // work is worth spreading over the cores. The set is bounded by QUIC's
     // stream limits. Services must not block.
-    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> = FuturesUnordered::new();
+    // One type for both kinds of stream, so the set holds them unboxed.
+    let mut streams = FuturesUnordered::new();
+    // Kept across turns of the loop: each new accept registers anew.
+    let mut accept_bi = pin!(conn.accept_bi());
+    let mut accept_uni = pin!(conn.accept_uni());
     loop {
         tokio::select! {
-            bi = conn.accept_bi() => {
+            // New streams first: requests that arrived together are read
+            // and answered together, so their answers can share packets.
+            biased;
+            bi = &mut accept_bi => {
                 let Ok((send, recv)) = bi else { break };
+                accept_bi.set(conn.accept_bi());
                 let allowed = bucket.take();
-                let peer = peer.clone();
-                streams.push(Box::pin(async move {
-                    if let Err(e) = serve_request(peer.clone(), send, recv, allowed).await {
-                        if !matches!(e, TransportError::Connection(_)) {
-                            peer.disconnect(&e);
-                        }
-                    }
-                }));
+                streams.push(Either::Left(serve_bi(peer.clone(), send, recv, allowed)));
             }
-            uni = conn.accept_uni() => {
+            uni = &mut accept_uni => {
                 let Ok(recv) = uni else { break };
-                let peer = peer.clone();
-                streams.push(Box::pin(async move {
-                    if let Err(e) = serve_one_way(&peer, recv).await {
-                        if !matches!(e, TransportError::Connection(_)) {
-                            peer.disconnect(&e);
-                        }
-                    }
-                }));
+                accept_uni.set(conn.accept_uni());
+                streams.push(Either::Right(serve_uni(peer.clone(), recv)));
             }
             Some(()) = streams.next(), if !streams.is_empty() => {}
         }
     }
     // Let answers already in progress finish (graceful shutdown).
     while streams.next().await.is_some() {}
+}
+
+/// Serves a request stream; a peer that broke the protocol on it is disconnected.
+async fn serve_bi(peer: Arc<Peer>, send: SendStream, recv: RecvStream, allowed: bool) {
+    if let Err(e) = serve_request(peer.clone(), send, recv, allowed).await {
+        if !matches!(e, TransportError::Connection(_)) {
+            peer.disconnect(&e);
+        }
+    }
+}
+
+/// Serves a one-way stream; a peer that broke the protocol on it is disconnected.
+async fn serve_uni(peer: Arc<Peer>, recv: RecvStream) {
+    if let Err(e) = serve_one_way(&peer, recv).await {
+        if !matches!(e, TransportError::Connection(_)) {
+            peer.disconnect(&e);
+        }
+    }
 }
 
 async fn serve_one_way(peer: &Peer, recv: RecvStream) -> Result<(), TransportError> {

@@ -92,7 +92,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-type CallResult = Result<(FirstAnswer, [u8; 32]), TransportError>;
+type CallResult = Result<(FirstAnswer, Option<[u8; 32]>), TransportError>;
 
 /// One request handed to the connection's task.
 struct Call {
@@ -175,7 +175,10 @@ async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
     let mut running = FuturesUnordered::new();
     let mut open = true;
     while open || !running.is_empty() {
+        // New calls first: calls queued together are written together, so
+        // quinn can send them in the same packets.
         tokio::select! {
+            biased;
             call = queue.recv(), if open && running.len() < MAX_RUNNING_CALLS => match call {
                 Some(call) => running.push(run(shared.clone(), call)),
                 None => open = false,
@@ -189,6 +192,7 @@ async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
 async fn run(shared: Arc<Shared>, call: Call) {
     let Call { service, body, payment, mut reply } = call;
     let result = tokio::select! {
+        biased;
         result = shared.call(service, body, payment) => Some(result),
         () = reply.closed() => None,
     };
@@ -218,7 +222,8 @@ impl Shared {
         let (mut writer, reader) = self.open(send.id())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = Message::Request(Request { id, service, body, payment }).encode();
-        let request_hash: [u8; 32] = Sha256::digest(&request).into();
+        // Only a paid answer has a receipt to check the hash against.
+        let request_hash: Option<[u8; 32]> = paid.then(|| Sha256::digest(&request).into());
         write_message(&mut send, &mut writer, &request, !paid).await?;
         let mut send = paid.then_some((send, writer));
         let mut inbound = Inbound::new(recv, reader);
@@ -278,8 +283,8 @@ impl Connection {
         Ok(self.call_hashed(service, body, payment).await?.0)
     }
 
-    /// Like [`call`](Self::call), and also returns SHA-256 of the Request as
-    /// sent (a receipt's `request_hash`). A paid request keeps our direction
+    /// Like [`call`](Self::call), and for a paid request also returns
+    /// SHA-256 of the Request as sent (its receipt's `request_hash`). A paid request keeps our direction
     /// of the stream open until the answer ends, for mid-stream vouchers.
     /// Dropping the returned future abandons the request.
     pub async fn call_hashed(
@@ -287,7 +292,7 @@ impl Connection {
         service: &str,
         body: Vec<u8>,
         payment: Option<SignedVoucher>,
-    ) -> Result<(FirstAnswer, [u8; 32]), TransportError> {
+    ) -> Result<(FirstAnswer, Option<[u8; 32]>), TransportError> {
         let (_counted, alone) = InFlight::enter(&self.shared.in_flight);
         if alone || !self.shared.hand_off {
             return self.shared.call(service.to_owned(), body, payment).await;
