@@ -2,7 +2,9 @@
 //! TLS (IK and XX), many requests in flight on one connection, streamed
 //! answers, one-way messages; no plaintext on the wire; and peers that
 //! misbehave (wrong static key, garbage on a stream, a stalled handshake, too
-//! many streams) are cut off with a stable code while others keep being served.
+//! many streams) are cut off with a stable code while others keep being served;
+//! streams end without STOP_SENDING, and a requester that never ends them is
+//! let go within the bounds.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -183,6 +185,73 @@ async fn answered_requests_end_their_streams_without_stop_sending() {
     let stats = conn.quic().stats();
     assert_eq!(stats.frame_tx.stop_sending, 0, "we stopped request streams");
     assert_eq!(stats.frame_rx.stop_sending, 0, "the brand stopped request streams");
+}
+
+/// Opens `n` streams, each carrying a whole Request but never ended (no
+/// END_STREAM frame, no FIN); returns them so they stay open.
+async fn unended_requests(
+    conn: &agentwire_agent::quic::Connection,
+    n: u64,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut held = Vec::new();
+    for id in 1..=n {
+        let (mut send, recv, mut writer, _reader) = conn.raw_stream().await.unwrap();
+        let request = agentwire_protocol::wire::Message::Request(agentwire_protocol::wire::Request {
+            id: 1000 + id,
+            service: "echo".into(),
+            body: b"x".to_vec(),
+            payment: None,
+        })
+        .encode();
+        let mut frames = Vec::new();
+        writer.write_message(&request, false, &mut frames).unwrap();
+        send.write_all(&frames).await.unwrap();
+        held.push((send, recv));
+    }
+    held
+}
+
+/// Waits until the brand has stopped at least `n` of our streams; returns how many it has.
+async fn brand_stops(conn: &agentwire_agent::quic::Connection, n: u64) -> u64 {
+    for _ in 0..500 {
+        let stopped = conn.quic().stats().frame_rx.stop_sending;
+        if stopped >= n {
+            return stopped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conn.quic().stats().frame_rx.stop_sending
+}
+
+/// A requester that answers never end can hold none of the brand's streams
+/// beyond the bounds: once answered, a stream waits for its end only up to
+/// `max_ending_streams` at once, and only for `end_grace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_a_requester_never_ends_are_let_go_within_the_bounds() {
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let ep = client();
+
+    // Past the bound: 10 answered streams, 4 kept waiting, 6 stopped at once.
+    let limits = TransportLimits { end_grace: Duration::from_secs(3600), max_ending_streams: 4, ..Default::default() };
+    let b = brand(limits);
+    let conn =
+        connect(&ep, user.clone(), &ik_target(&b, b.server.local_addr().unwrap()), &caps(), limits).await.unwrap();
+    // The handshake stream and this request end normally; let them settle.
+    assert_eq!(conn.request("echo", b"a".to_vec()).await.unwrap(), b"a");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _held = unended_requests(&conn, 10).await;
+    assert_eq!(brand_stops(&conn, 6).await, 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(conn.quic().stats().frame_rx.stop_sending, 6, "four streams wait for their end, within the bound");
+    assert_eq!(conn.request("echo", b"b".to_vec()).await.unwrap(), b"b");
+
+    // Past the grace: every one is let go.
+    let limits = TransportLimits { end_grace: Duration::from_millis(200), ..Default::default() };
+    let b = brand(limits);
+    let conn = connect(&ep, user, &ik_target(&b, b.server.local_addr().unwrap()), &caps(), limits).await.unwrap();
+    let _held = unended_requests(&conn, 10).await;
+    assert_eq!(brand_stops(&conn, 10).await, 10, "every stream is stopped once the grace is over");
+    assert_eq!(conn.request("echo", b"c".to_vec()).await.unwrap(), b"c");
 }
 
 /// A request whose caller stops waiting is abandoned on the wire, whether it

@@ -9,25 +9,20 @@ use agentwire_protocol::session::{FrameSplitter, StreamEvent, StreamReader, Stre
 use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
 
-use super::TransportError;
+use super::{TransportError, TransportLimits};
 
 /// Largest chunk read from QUIC at once.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// How long a side keeps a stream open, after the last message it expects,
-/// for the peer's END_STREAM and FIN (spec §13.1 item 5). They are normally
-/// in the same packet as that message or the next one; a paid requester
-/// sends them once it has read the answer, a round trip later.
-pub(crate) const END_GRACE: Duration = Duration::from_secs(2);
-
-/// Streams one connection keeps open only to read their peer's end; past
-/// this, a stream is dropped unread (QUIC's STOP_SENDING).
-pub(crate) const MAX_ENDING_STREAMS: usize = 64;
-
-/// A connection's streams waiting for their peer's end, counted against
-/// [`MAX_ENDING_STREAMS`].
-#[derive(Clone, Default)]
-pub(crate) struct EndingStreams(Arc<AtomicUsize>);
+/// A connection's streams kept open only to read their peer's end (spec
+/// §13.1 item 5), within [`TransportLimits::end_grace`] and
+/// [`TransportLimits::max_ending_streams`].
+#[derive(Clone)]
+pub(crate) struct EndingStreams {
+    count: Arc<AtomicUsize>,
+    max: usize,
+    grace: Duration,
+}
 
 /// One of a connection's [`EndingStreams`] places, given back on drop.
 struct EndingSlot(Arc<AtomicUsize>);
@@ -46,11 +41,16 @@ impl StreamEnd for RecvStream {
 }
 
 impl EndingStreams {
+    pub(crate) fn new(limits: &TransportLimits) -> EndingStreams {
+        EndingStreams { count: Arc::default(), max: limits.max_ending_streams, grace: limits.end_grace }
+    }
+
     /// Reads `stream`'s end so that quinn retires it quietly (spec §13.1
     /// item 5): a stream dropped unread costs a STOP_SENDING frame and a
     /// wake-up of the connection's driver. The end is usually there
-    /// already; if not, a task waits for it, at most [`END_GRACE`] and for
-    /// at most [`MAX_ENDING_STREAMS`] of the connection's streams at once.
+    /// already; if not, a task waits for it, for at most the grace and at
+    /// most the limit's number of the connection's streams at once; past
+    /// either, the stream is dropped unread after all.
     pub(crate) fn finish(&self, mut stream: impl StreamEnd) {
         if stream.read_end().now_or_never().is_some() {
             return;
@@ -58,19 +58,20 @@ impl EndingStreams {
         let (Some(slot), Ok(runtime)) = (self.reserve(), tokio::runtime::Handle::try_current()) else {
             return;
         };
+        let grace = self.grace;
         runtime.spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(END_GRACE, stream.read_end()).await;
+            let _ = tokio::time::timeout(grace, stream.read_end()).await;
         });
     }
 
     fn reserve(&self) -> Option<EndingSlot> {
-        let taken = self.0.fetch_add(1, Ordering::AcqRel);
-        if taken >= MAX_ENDING_STREAMS {
-            self.0.fetch_sub(1, Ordering::AcqRel);
+        let taken = self.count.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(EndingSlot(self.0.clone()))
+        Some(EndingSlot(self.count.clone()))
     }
 }
 
@@ -157,7 +158,6 @@ impl Inbound {
         self.pending.drain(..consumed);
         Ok(event)
     }
-
 }
 
 /// An encrypted stream ends with END_STREAM, then QUIC's FIN. Anything

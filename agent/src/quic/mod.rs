@@ -49,6 +49,14 @@ pub struct TransportLimits {
     pub answer_timeout: Duration,
     /// Time a responder waits for a metered stream's next voucher before it stops the answer (default 10 s).
     pub payment_timeout: Duration,
+    /// Time a side keeps a stream open, once it has the last message it
+    /// expects, for the peer's end of stream (spec §13.1 item 5; default 2 s).
+    /// The end is normally in the same packet or the next; a paid requester
+    /// sends it a round trip later, once it has the answer.
+    pub end_grace: Duration,
+    /// Streams of one connection kept open at once only for their peer's end
+    /// of stream (default 64); past this, one is dropped unread (STOP_SENDING).
+    pub max_ending_streams: usize,
     /// Session limits (streams, age, frame and message sizes).
     pub session: SessionLimits,
 }
@@ -65,6 +73,8 @@ impl Default for TransportLimits {
             request_read_timeout: Duration::from_secs(30),
             payment_timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(60),
+            end_grace: Duration::from_secs(2),
+            max_ending_streams: 64,
             session: SessionLimits::default(),
         }
     }

@@ -20,8 +20,8 @@ use agentwire_protocol::session::{
     CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
 use agentwire_protocol::wire::{ErrorCode, Message};
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::future::Either;
+use futures::stream::{FuturesUnordered, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
@@ -342,10 +342,9 @@ async fn serve_connection(
     limits: TransportLimits,
     stats: Arc<ServerStats>,
 ) {
-    let ending = EndingStreams::default();
+    let ending = EndingStreams::new(&limits);
     let established =
-        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits, &ending)).await
-        {
+        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits, &ending)).await {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 stats.handshake_failures.fetch_add(1, Ordering::Relaxed);

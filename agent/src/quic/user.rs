@@ -120,7 +120,7 @@ pub async fn connect(
 ) -> Result<Connection, TransportError> {
     let config = tls::client_config(&limits)?;
     let connecting = endpoint.connect_with(config, target.addr, "agentwire").map_err(conn_err)?;
-    let ending = EndingStreams::default();
+    let ending = EndingStreams::new(&limits);
     let run = async {
         let conn = connecting.await.map_err(conn_err)?;
         let mut binding = [0u8; CHANNEL_BINDING_LEN];
