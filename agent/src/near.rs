@@ -21,6 +21,11 @@ use serde_json::json;
 pub const CALL_GAS_TGAS: u64 = 100;
 /// Gas attached to `ft_transfer_call` (token transfer, `ft_on_transfer`, resolve).
 pub const FT_CALL_GAS_TGAS: u64 = 150;
+/// Most channels one `channels_of` call returns (the contract's `MAX_PAGE`).
+pub const CHANNELS_PAGE: u32 = 100;
+/// Most channels the contract lists per account (its `MAX_INDEXED`); one
+/// opened past this is usable but not listed (spec/contract.md §3.5).
+pub const CHANNELS_LISTED: usize = 512;
 
 /// What went wrong talking to NEAR, and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -451,9 +456,24 @@ impl ChannelClient {
         self.view("get_channel", json!({ "channel_id": channel_id.to_string() })).await
     }
 
-    /// An account's channels (as payer or payee), first page.
+    /// An account's channels (as payer or payee): every page the contract
+    /// lists. It pages by [`CHANNELS_PAGE`] and lists at most
+    /// [`CHANNELS_LISTED`] channels per account (spec/contract.md §3.5, §4.19),
+    /// so this reads at most six pages; a short page is the last.
     pub async fn channels_of(&self, account: &AccountId) -> Result<Vec<ChannelView>, NearError> {
-        self.view("channels_of", json!({ "account_id": account })).await
+        let mut all = Vec::new();
+        let mut from = 0u32;
+        while (from as usize) < CHANNELS_LISTED {
+            let args = json!({ "account_id": account, "from_index": from, "limit": CHANNELS_PAGE });
+            let page: Vec<ChannelView> = self.view("channels_of", args).await?;
+            let last = page.len() < CHANNELS_PAGE as usize;
+            all.extend(page);
+            if last {
+                break;
+            }
+            from += CHANNELS_PAGE;
+        }
+        Ok(all)
     }
 
     /// A NEP-141 balance.

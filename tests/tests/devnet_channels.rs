@@ -269,6 +269,33 @@ async fn nep141_channel_life_through_json_rpc_to_the_unit() {
     assert_eq!(c.get_channel(id).await.unwrap(), None);
 }
 
+/// An account with more channels than one `channels_of` page: the client
+/// lists all of them (a brand's watcher must see a close starting on any),
+/// and a token channel opened after them is found (its id is read back
+/// from the listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_past_the_first_page_are_listed_and_found() {
+    use agentwire_agent::near::{CHANNELS_LISTED, CHANNELS_PAGE};
+    assert_eq!(CHANNELS_PAGE, agentwire_channel::contract::MAX_PAGE, "the client pages as the contract does");
+    assert_eq!(CHANNELS_LISTED, agentwire_channel::store::MAX_INDEXED);
+    let w = world().await;
+    let c = &w.client;
+    let key = voucher_key().public();
+    let mut opened = Vec::new();
+    for _ in 0..CHANNELS_PAGE + 1 {
+        let (id, _) = c.open_near(&w.payer, &w.payee.id, &key, HOUR_NS, ONE_NEAR / 1_000, STORAGE).await.unwrap();
+        opened.push(id);
+    }
+    c.storage_deposit(&w.payer, STORAGE).await.unwrap();
+    let (token_channel, _) = c.open_token(&w.payer, &w.token, &w.payee.id, &key, HOUR_NS, USDC).await.unwrap();
+    assert_eq!(c.get_channel(token_channel).await.unwrap().unwrap().currency, Currency::Token(w.token.clone()));
+    opened.push(token_channel);
+    for who in [&w.payer.id, &w.payee.id] {
+        let listed: Vec<u64> = c.channels_of(who).await.unwrap().iter().map(|v| v.id).collect();
+        assert_eq!(listed, opened, "every channel of {who}, in opening order");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_answers_through_json_rpc() {
     let w = world().await;
