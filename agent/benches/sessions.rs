@@ -39,6 +39,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BODY: usize = 200;
 const IN_FLIGHT: usize = 64;
 const CONNECTS: usize = 100;
+/// Rounds the stacks take turns in.
+const ROUNDS: usize = 5;
 
 struct Echo;
 impl Service for Echo {
@@ -46,9 +48,6 @@ impl Service for Echo {
         Box::pin(async move { Answer::Response(r.body) })
     }
 }
-
-/// Rounds the stacks take turns in.
-const ROUNDS: usize = 5;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -131,11 +130,14 @@ async fn compare(requests: usize) -> [Stack; 2] {
 
 // ---- AgentWire ----
 
-/// A connection and the endpoint it runs on.
-struct AwClient(agentwire_agent::quic::Connection, #[allow(dead_code)] quinn::Endpoint);
+struct AwClient {
+    conn: agentwire_agent::quic::Connection,
+    /// Kept for as long as the connection: it runs on this endpoint.
+    _endpoint: quinn::Endpoint,
+}
 impl Client for AwClient {
     fn call(&self, body: Vec<u8>) -> futures::future::BoxFuture<'_, Vec<u8>> {
-        Box::pin(async move { self.0.request("echo", body).await.expect("echo") })
+        Box::pin(async move { self.conn.request("echo", body).await.expect("echo") })
     }
 }
 
@@ -166,7 +168,7 @@ async fn agentwire() -> (Arc<dyn Client>, impl std::future::Future<Output = Dura
         times.sort();
         percentile(&times, 0.5)
     };
-    (Arc::new(AwClient(conn, ep)), connects)
+    (Arc::new(AwClient { conn, _endpoint: ep }), connects)
 }
 
 // ---- libp2p request-response (baseline) ----
