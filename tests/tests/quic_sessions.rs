@@ -223,7 +223,7 @@ async fn brand_stops(conn: &agentwire_agent::quic::Connection, n: u64) -> u64 {
     conn.quic().stats().frame_rx.stop_sending
 }
 
-/// A requester that answers never end can hold none of the brand's streams
+/// A requester that never ends its streams can hold none of the brand's streams
 /// beyond the bounds: once answered, a stream waits for its end only up to
 /// `max_ending_streams` at once, and only for `end_grace`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
