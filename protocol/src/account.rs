@@ -86,6 +86,21 @@ impl fmt::Debug for AccountId {
     }
 }
 
+/// Borsh: the id as a string (`LE32(len) || bytes`), as NEAR stores account ids.
+impl borsh::BorshSerialize for AccountId {
+    fn serialize<W: borsh::io::Write>(&self, writer: &mut W) -> borsh::io::Result<()> {
+        self.0.serialize(writer)
+    }
+}
+
+/// Borsh: an id that is not valid is refused, like any other parse.
+impl borsh::BorshDeserialize for AccountId {
+    fn deserialize_reader<R: borsh::io::Read>(reader: &mut R) -> borsh::io::Result<Self> {
+        let s = String::deserialize_reader(reader)?;
+        AccountId::new(&s).map_err(|e| borsh::io::Error::new(borsh::io::ErrorKind::InvalidData, e.to_string()))
+    }
+}
+
 impl core::str::FromStr for AccountId {
     type Err = AccountIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

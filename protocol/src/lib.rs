@@ -14,12 +14,17 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod money;
 pub mod voucher;
 
+#[cfg(feature = "full")]
+pub mod codes;
 #[cfg(feature = "full")]
 pub mod cbor;
 #[cfg(feature = "full")]
 pub mod dht;
+#[cfg(feature = "full")]
+pub mod exchange;
 #[cfg(feature = "full")]
 pub mod identity;
 #[cfg(feature = "full")]

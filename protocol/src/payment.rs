@@ -13,7 +13,7 @@ use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::identity::{Keypair, PublicKey};
 use crate::voucher::{ChannelId, Voucher};
-use crate::wire::ErrorCode;
+use crate::codes::ErrorCode;
 
 /// Domain tag that starts every receipt's signed bytes.
 pub const RECEIPT_DOMAIN: [u8; 20] = *b"agentwire:receipt:v1";

@@ -34,35 +34,9 @@ pub const MAX_MULTIADDR: usize = 128;
 pub const MAX_SOCKET_ADDR: usize = 64;
 /// A record may not claim to stay valid longer than this past `now` (7 days).
 pub const MAX_RECORD_LIFETIME_SECS: u64 = 7 * 24 * 3600;
-/// Text of the native NEAR currency (upper case: never a NEAR account id).
-pub const NEAR_CURRENCY: &str = "NEAR";
+pub use crate::money::{Currency, NEAR_CURRENCY};
 
 const FIELDS: u64 = 12;
-
-/// What a service is paid in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Currency {
-    /// Native NEAR, amounts in yoctoNEAR.
-    Near,
-    /// A NEP-141 fungible token, amounts in its smallest unit.
-    Token(AccountId),
-}
-
-impl Currency {
-    pub(crate) fn as_text(&self) -> &str {
-        match self {
-            Currency::Near => NEAR_CURRENCY,
-            Currency::Token(a) => a.as_str(),
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Result<Self, RecordError> {
-        if s == NEAR_CURRENCY {
-            return Ok(Currency::Near);
-        }
-        AccountId::new(s).map(Currency::Token).map_err(|_| RecordError::InvalidField("currency"))
-    }
-}
 
 /// One priced service a brand offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +271,7 @@ impl SignedRecord {
             let name = r.text(MAX_SERVICE_NAME, "service name")?.to_owned();
             let description = r.text(MAX_DESCRIPTION, "service description")?.to_owned();
             let price = r.amount("service price")?;
-            let currency = Currency::parse(r.text(64, "currency")?)?;
+            let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| RecordError::InvalidField("currency"))?;
             services.push(Service { name, description, price, currency });
         }
         let channel_contract = account(r.text(64, "channel_contract")?, "channel_contract")?;

@@ -14,11 +14,12 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{Builder, HandshakeState};
 
 use super::framing::handshake_frame;
+use super::framing::FrameError;
 use super::payload::{valid_capabilities, HandshakePayload, PayloadError};
 use super::stream::{Role, Session, SessionLimits};
 use super::{prologue, CHANNEL_BINDING_LEN};
 use crate::identity::{validate_x25519, AgentId, KeyError, LocalIdentity, NoiseStaticKey, PublicKey};
-use crate::wire::ErrorCode;
+use crate::codes::ErrorCode;
 
 /// Noise protocol name for IK.
 pub const NOISE_IK: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
@@ -58,6 +59,11 @@ pub enum HandshakeError {
     UnexpectedPeer { expected: AgentId, got: AgentId },
     /// XX's first message must carry no payload (it is unencrypted).
     UnexpectedPayload,
+    /// A handshake frame's header is invalid (spec §11.4): a length below
+    /// the minimum (an empty body) or above the Noise limit.
+    Framing(FrameError),
+    /// The handshake stream ended before the handshake was complete.
+    Truncated,
     /// The injected RNG or the Noise library failed locally.
     Local,
 }
@@ -89,6 +95,8 @@ impl fmt::Display for HandshakeError {
             HandshakeError::IdentityProof => write!(f, "identity key did not sign the Noise static key"),
             HandshakeError::UnexpectedPeer { expected, got } => write!(f, "expected agent {expected}, reached {got}"),
             HandshakeError::UnexpectedPayload => write!(f, "unexpected payload in XX first message"),
+            HandshakeError::Framing(e) => write!(f, "handshake framing: {e}"),
+            HandshakeError::Truncated => write!(f, "handshake stream ended mid-handshake"),
             HandshakeError::Local => write!(f, "local handshake failure"),
         }
     }

@@ -19,7 +19,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroize;
 
 use super::framing::{FrameError, FrameSplitter, STREAM_HEADER_LEN};
-use crate::wire::{ErrorCode, MAX_MESSAGE_BYTES};
+use crate::codes::ErrorCode;
+use crate::wire::MAX_MESSAGE_BYTES;
 
 /// Largest stream id a session accepts (ids must fit the 32-bit nonce half).
 pub const MAX_STREAM_ID: u64 = u32::MAX as u64;
@@ -109,6 +110,13 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Whether the error breaks the session as a whole (encryption or
+    /// framing: spec §12.13), so the connection ends; a message too large
+    /// for the reader ends only its stream.
+    pub fn ends_session(&self) -> bool {
+        !matches!(self, SessionError::MessageTooLarge | SessionError::PayloadTooLarge)
+    }
+
     /// The stable code to send to the peer before closing.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -4,16 +4,15 @@
 //! [`crate::session`] for framing and encryption). Decoding is total: any byte
 //! string yields a message or a typed [`WireError`], never a panic.
 
-mod codes;
-
 use core::fmt;
 
-pub use codes::{Action, ErrorCode};
+pub use crate::codes::{Action, ErrorCode};
 
 use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::payment::{SignedReceipt, SignedVoucher};
-use crate::record::{valid_service_name, Currency, MAX_SERVICE_NAME};
+use crate::money::Currency;
+use crate::record::{valid_service_name, MAX_SERVICE_NAME};
 
 /// Message format version.
 pub const WIRE_VERSION: u64 = 1;
@@ -21,6 +20,11 @@ pub const WIRE_VERSION: u64 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Longest error text, in bytes.
 pub const MAX_ERROR_TEXT: usize = 256;
+/// Longest service name a Request may carry, in bytes. A Request decodes
+/// whatever name it asks for (up to this length), so that an unknown or
+/// invalid name is answered with code 3 on its stream (spec §13.1 item 4)
+/// rather than failing the whole message.
+pub const MAX_REQUESTED_SERVICE: usize = 255;
 
 /// Message kinds (the second array element).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +57,9 @@ pub enum Kind {
 pub struct Request {
     /// Correlation id chosen by the requester, unique among its open requests.
     pub id: u64,
-    /// Service name from the agent's record.
+    /// Service name from the agent's record. A decoded Request holds the
+    /// name as asked (at most [`MAX_REQUESTED_SERVICE`] bytes), which need
+    /// not be a valid service name.
     pub service: String,
     /// Application payload (opaque; commonly JSON).
     pub body: Vec<u8>,
@@ -389,7 +395,7 @@ impl Message {
             1 => {
                 expect(6)?;
                 let id = r.u64("id")?;
-                let service = name(&mut r, "service")?;
+                let service = r.text(MAX_REQUESTED_SERVICE, "service")?.to_owned();
                 let body = r.bytes(max_body, "body")?.to_vec();
                 let payment = if r.null() { None } else { Some(SignedVoucher::decode(&mut r)?) };
                 Message::Request(Request { id, service, body, payment })

@@ -43,8 +43,17 @@ fn version_kind_and_shape_errors() {
 #[test]
 fn invalid_field_values() {
     let mut w = Writer::new();
+    // A Request decodes whatever name it asks for (the responder answers an
+    // unknown one with code 3 on its stream); a OneWay's topic must be valid.
     w.array(6).u64(1).u64(1).u64(1).text("Bad Service").bytes(b"").null();
-    assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("service"))));
+    let Ok(Message::Request(r)) = Message::decode(&w.finish()) else { panic!("an invalid name still decodes") };
+    assert_eq!(r.service, "Bad Service");
+    let mut w = Writer::new();
+    w.array(6).u64(1).u64(1).u64(1).text(&"x".repeat(MAX_REQUESTED_SERVICE + 1)).bytes(b"").null();
+    assert!(matches!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::TooLong(_)))));
+    let mut w = Writer::new();
+    w.array(4).u64(1).u64(5).text("Bad Topic").bytes(b"");
+    assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("topic"))));
     let mut w = Writer::new();
     w.array(5).u64(1).u64(6).null().u64(70_000).text("x");
     assert_eq!(Message::decode(&w.finish()), Err(WireError::Cbor(CborError::InvalidValue("code"))));
