@@ -100,20 +100,20 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
         ("free".to_string(), Price { price: 0, currency: Currency::Near, increment: None }),
     ]
     .into();
-    let payee = Payee::new(
+    let payee = Payee::near(
         chain.clone(),
         NearAccount::new("brand.devnet", &secret("brand.devnet")).unwrap(),
         prices,
         Store::open(&dir.join("payee"), StoreConfig::default()).unwrap(),
         PayeeConfig::default(),
-    );
+    ).unwrap();
     let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
     let router = Router::new().route("chat", Arc::new(Builtin::Echo)).route("free", Arc::new(Builtin::Echo));
     let meter: Arc<dyn Meter> = Arc::new(payee);
     let server = Server::bind_metered(
         "127.0.0.1:0".parse().unwrap(),
         brand.clone(),
-        vec![],
+        vec!["pay/1".into(), "stream/1".into()],
         Arc::new(router),
         Some(meter),
         limits,
@@ -139,14 +139,14 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
     let target = Target { addr, identity: Some(brand.identity.public()), noise_static: Some(brand.noise.public()) };
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let user = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let conn = connect(&ep, user, &target, &[], limits).await.unwrap();
-    let payer = Payer::new(
+    let conn = connect(&ep, user, &target, &["pay/1".into(), "stream/1".into()], limits).await.unwrap();
+    let payer = Payer::near(
         chain,
         NearAccount::new("alice.devnet", &secret("alice.devnet")).unwrap(),
         Keypair::generate(&mut OsRng),
         Store::open(&dir.join("payer"), StoreConfig::default()).unwrap(),
         PayerConfig::default(),
-    );
+    ).unwrap();
     payer.open("brand.devnet", &Currency::Near, 500 * ONE_NEAR).await.unwrap();
     let run = |service: &'static str, p: Arc<Paid>| {
         let _ = service;

@@ -19,6 +19,7 @@ use crate::pay::store::{Store, StoreConfig};
 use crate::pay::{Payee, PayeeConfig, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
+use agentwire_protocol::exchange::{PAY_V1, STREAM_V1};
 use crate::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
 
 /// Why a brand agent could not start.
@@ -146,7 +147,11 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
         None => None,
     };
     let meter = payee.clone().map(|p| p as Arc<dyn crate::quic::Meter>);
-    let caps = vec!["stream/1".into()];
+    // A brand that takes payments says so (spec §16.10): payers send vouchers only then.
+    let mut caps = vec![STREAM_V1.to_owned()];
+    if payee.is_some() {
+        caps.push(PAY_V1.to_owned());
+    }
     let server =
         Server::bind_metered(config.listen, identity.clone(), caps, Arc::new(router(&config)?), meter, limits)?;
     if let Some(p) = &config.payments {
@@ -223,7 +228,7 @@ fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> 
         watch_every: Duration::from_secs(p.watch_every_secs.max(1)),
         ..PayeeConfig::default()
     };
-    Ok(Payee::new(chain, account, prices, store, policy))
+    Payee::near(chain, account, prices, store, policy).map_err(config_err)
 }
 
 /// Lists this agent's key for the brand's account in the contract's endpoint

@@ -136,13 +136,8 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     )
     .await?;
     let store = Store::open(&dir.join("alice-payer"), StoreConfig::default())?;
-    let payer = Payer::new(
-        chain.clone(),
-        NearAccount::new("alice.devnet", &secret("alice.devnet")?)?,
-        Keypair::generate(&mut OsRng),
-        store,
-        PayerConfig::default(),
-    );
+    let alice = NearAccount::new("alice.devnet", &secret("alice.devnet")?)?;
+    let payer = Payer::near(chain.clone(), alice.clone(), Keypair::generate(&mut OsRng), store, PayerConfig::default())?;
     let lookup = Lookup::Account(AccountId::new("brand.devnet")?);
     let t = Instant::now();
     let mut found = user.find(&lookup).await;
@@ -201,7 +196,7 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     payer.start_close("brand.devnet", &Currency::Near).await?;
     devnet.fast_forward(3_601)?;
     payer.finalize(status.channel_id).await?;
-    chain.storage_withdraw(payer.account(), None).await?;
+    chain.storage_withdraw(&alice, None).await?;
     println!("10. Alice closes the channel: start_close, the devnet skips the 1 h challenge period, finalize");
     println!("    returns the unspent deposit; storage_withdraw returns the channel's storage deposit");
 
@@ -223,13 +218,13 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64());
 
     if let Some(addr) = args.serve {
-        let gw_payer = Payer::new(
+        let gw_payer = Payer::near(
             chain.clone(),
-            NearAccount::new("alice.devnet", &secret("alice.devnet")?)?,
+            alice.clone(),
             Keypair::generate(&mut OsRng),
             Store::open(&dir.join("gateway-payer"), StoreConfig::default())?,
             PayerConfig::default(),
-        );
+        )?;
         let gw_user = UserAgent::start(
             Arc::new(LocalIdentity::generate(&mut OsRng)),
             vec![boot_addr.parse()?],

@@ -34,7 +34,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::pay::{query, PayError, Payer, QueryError, QueryOutcome};
-use crate::quic::TransportError;
 use crate::user::{Lookup, UserAgent, UserError};
 
 /// Largest query body accepted (the protocol's message limit).
@@ -130,7 +129,8 @@ fn query_error(e: &QueryError) -> Response<Body> {
             error(StatusCode::BAD_GATEWAY, "BadReceipt", e, "do not use this brand; keep the receipt as evidence")
         }
         QueryError::Pay(_) => error(StatusCode::PAYMENT_REQUIRED, "PaymentFailed", e, "check the account's balance"),
-        QueryError::Transport(TransportError::Remote { code, .. }) => {
+        QueryError::Transport(t) if t.remote().is_some() => {
+            let code = t.code();
             let status = match code {
                 ErrorCode::UnknownService | ErrorCode::Malformed | ErrorCode::TooLarge => StatusCode::BAD_REQUEST,
                 ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::TooManyStreams => {
@@ -142,6 +142,7 @@ fn query_error(e: &QueryError) -> Response<Body> {
             error(status, &format!("{code:?}"), e, "see the code's action in the spec §10")
         }
         QueryError::Transport(_) => error(StatusCode::BAD_GATEWAY, "Unreachable", e, "retry later"),
+        QueryError::NoPayments => error(StatusCode::BAD_GATEWAY, "NoPayments", e, "use another brand"),
     }
 }
 
@@ -193,7 +194,12 @@ async fn handle(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, ["v1", "health"]) => json_response(StatusCode::OK, &json!({ "ok": true })),
         (Method::GET, ["v1", "channels"]) => {
             let channels = match &gw.payer {
-                Some(p) => serde_json::to_value(p.status().await).unwrap_or(Value::Null),
+                Some(p) => match p.status().await {
+                    Ok(s) => serde_json::to_value(s).unwrap_or(Value::Null),
+                    Err(e) => {
+                        return error(StatusCode::SERVICE_UNAVAILABLE, "ChainUnavailable", e, "check the NEAR RPC, then retry")
+                    }
+                },
                 None => json!([]),
             };
             json_response(StatusCode::OK, &json!({ "channels": channels }))

@@ -14,6 +14,7 @@ pub mod brand;
 pub mod config;
 pub mod devnet;
 pub mod dht;
+pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::quic::server::LATENCY_BUCKETS_US;
+use crate::quic::LATENCY_BUCKETS_US;
 use crate::quic::ServerStats;
 
 /// The exposition text.

@@ -13,7 +13,7 @@ use agentwire_protocol::payment::SignedVoucher;
 use near_api::types::transaction::result::{ExecutionSuccess, TransactionResultError};
 use near_api::{AccountId, Contract, NearGas, NearToken, NetworkConfig, SecretKey, Signer};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 /// Gas attached to channel calls: the method plus its payout and callback
@@ -109,13 +109,26 @@ pub struct TxOutcome {
     pub value: serde_json::Value,
 }
 
-/// What the contract funds a channel with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Currency {
-    /// yoctoNEAR.
-    Near,
-    /// A NEP-141 token (its contract).
-    Token(AccountId),
+pub use agentwire_protocol::money::Currency;
+
+/// The contract's JSON form of a currency: `"Near"` or `{"Token": "<account>"}`.
+mod currency_json {
+    use agentwire_protocol::account::AccountId;
+    use agentwire_protocol::money::Currency;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    enum Wire {
+        Near,
+        Token(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Currency, D::Error> {
+        match Wire::deserialize(d)? {
+            Wire::Near => Ok(Currency::Near),
+            Wire::Token(t) => AccountId::new(&t).map(Currency::Token).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// A channel as the contract's `get_channel` returns it.
@@ -134,6 +147,7 @@ pub struct ChannelView {
     /// Hex of the payer's voucher key.
     pub payer_key: String,
     /// What it is funded in.
+    #[serde(with = "currency_json")]
     pub currency: Currency,
     /// Total deposited.
     #[serde(with = "u128_string")]
@@ -348,7 +362,7 @@ impl ChannelClient {
         let channels = self.channels_of(&payer.id).await?;
         let id = channels
             .iter()
-            .filter(|c| c.payee == *payee && c.currency == Currency::Token(token.clone()))
+            .filter(|c| c.payee == *payee && c.currency.token().is_some_and(|t| t.as_str() == token.as_str()))
             .map(|c| c.id)
             .max()
             .ok_or_else(|| NearError::Failed {
@@ -402,13 +416,20 @@ impl ChannelClient {
         self.ft_transfer_call(payer, token, amount, json!({ "TopUp": { "channel_id": channel_id.to_string() } })).await
     }
 
-    /// The payee claims what `voucher` pays (the channel stays open).
-    pub async fn claim(&self, payee: &NearAccount, voucher: &SignedVoucher) -> Result<TxOutcome, NearError> {
-        let args = json!({
+    /// The payee claims up to `amount` of what `voucher` authorises (the
+    /// channel stays open): the channel's claimed total becomes
+    /// `min(amount, cumulative)` (spec/contract.md §4.9). A payee claims what
+    /// it charged, which is below the voucher when the payer paid ahead or an
+    /// answer was not charged.
+    pub async fn claim(&self, payee: &NearAccount, voucher: &SignedVoucher, amount: u128) -> Result<TxOutcome, NearError> {
+        let mut args = json!({
             "channel_id": voucher.voucher.channel_id.to_string(),
             "cumulative": voucher.voucher.cumulative.to_string(),
             "signature": hex(&voucher.signature),
         });
+        if amount < voucher.voucher.cumulative {
+            args["amount"] = json!(amount.to_string());
+        }
         self.call(payee, "claim", args, 0).await
     }
 

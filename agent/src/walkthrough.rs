@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::{Keypair, LocalIdentity};
-use agentwire_protocol::ledger::{ChannelRef, PayeeLedger, PayerLedger};
+use agentwire_protocol::ledger::{ChannelRef, PayPolicy, PayeeLedger, PayerLedger};
 use agentwire_protocol::payment::{sha256, Receipt, SignedReceipt};
 use agentwire_protocol::record::{AgentRecord, Currency, Service, SignedRecord};
 use agentwire_protocol::session::{
@@ -100,7 +100,7 @@ pub fn run() -> Result<(), Error> {
 
     let chan = ChannelRef { contract: contract.clone(), channel_id: 1, epoch: 1 };
     let deposit = YOCTO_PER_NEAR;
-    let mut payer = PayerLedger::new(chan.clone(), deposit, 0)?;
+    let mut payer = PayerLedger::new(chan.clone(), deposit);
     let mut payee = PayeeLedger::new(chan.clone(), payer_key.public(), deposit);
     println!("4. Channel {} on {}: deposit {}", chan.channel_id, chan.contract, near(deposit));
 
@@ -108,7 +108,8 @@ pub fn run() -> Result<(), Error> {
         let stream_id = (i as u64) * 4;
         let (mut uw, mut ur) = at_user.session.open_stream(stream_id, now)?;
         let (mut bw, mut br) = at_brand.session.open_stream(stream_id, now)?;
-        let voucher = payer.pay(&payer_key, service.price)?;
+        let payment = payer.pay(&payer_key, service.price, PayPolicy::default())?;
+        let voucher = payment.voucher.clone();
         let request = Message::Request(Request {
             id: i as u64 + 1,
             service: "chat".into(),
@@ -123,13 +124,16 @@ pub fn run() -> Result<(), Error> {
         let Message::Request(req) = Message::decode(&received)? else { return Err("expected a request".into()) };
         let voucher = req.payment.as_ref().ok_or("unpaid request")?;
         let admission = payee.admit(voucher, service.price)?;
-        if let Some(v) = &admission.persist {
+        if let Some(snapshot) = payee.snapshot() {
             // The runtime fsyncs here; the walk-through keeps it in memory.
-            payee.mark_durable(v.voucher.cumulative);
+            payee.mark_durable(&snapshot);
         }
-        if !payee.can_serve(admission.required) {
+        if !payee.can_serve(&admission) {
             return Err("voucher not durable".into());
         }
+        let required = admission.required;
+        // Answered in full: charged the price admitted.
+        let _ = payee.settle(admission, service.price);
         let answer = format!("Answer to {:?}", String::from_utf8_lossy(&req.body));
         let receipt = SignedReceipt::sign(
             Receipt {
@@ -138,7 +142,7 @@ pub fn run() -> Result<(), Error> {
                 epoch: chan.epoch,
                 request_hash: sha256(&received),
                 response_hash: sha256(answer.as_bytes()),
-                cumulative: admission.required,
+                cumulative: required,
             },
             &brand.identity,
         );
@@ -155,6 +159,7 @@ pub fn run() -> Result<(), Error> {
         {
             return Err("receipt does not match the exchange".into());
         }
+        payer.answered(payment.price, Some(receipt.receipt.cumulative));
         println!(
             "5.{} Query {:?} -> {:?}\n     {} ciphertext bytes out, {} back; paid total {}, receipt verified",
             i + 1,

@@ -204,7 +204,7 @@ async fn killing_the_brand_20_times_loses_no_money() {
     let alice =
         NearAccount::new("alice.devnet", &std::fs::read_to_string(w.dir.join("alice.devnet.near-key")).unwrap())
             .unwrap();
-    let payer = Arc::new(Payer::new(w.chain(), alice, Keypair::generate(&mut OsRng), store, PayerConfig::default()));
+    let payer = Arc::new(Payer::near(w.chain(), alice, Keypair::generate(&mut OsRng), store, PayerConfig::default()).unwrap());
     let lookup = Lookup::Account(AccountId::new("brand.devnet").unwrap());
     let mut record = None;
     for _ in 0..50 {
@@ -254,7 +254,7 @@ async fn killing_the_brand_20_times_loses_no_money() {
 
     // A graceful stop claims everything the brand persisted.
     terminate(&mut brand);
-    let status = payer.status().await;
+    let status = payer.status().await.unwrap();
     let view = w.chain().get_channel(status[0].channel_id).await.unwrap().unwrap();
     let delivered: u128 = received.iter().map(|r| r.0).sum();
     let highest_receipt = highest_receipts(&received)[&status[0].channel_id];

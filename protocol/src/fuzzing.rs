@@ -173,18 +173,25 @@ pub fn payee_ledger(data: &[u8]) {
         let before = ledger.clone();
         match ledger.admit(&v, price) {
             Ok(a) => {
-                if let Some(p) = &a.persist {
-                    if op & 0x10 == 0 {
-                        ledger.mark_durable(p.voucher.cumulative);
+                if op & 0x10 == 0 {
+                    if let Some(snapshot) = ledger.snapshot() {
+                        ledger.mark_durable(&snapshot);
                     }
                 }
-                if ledger.can_serve(a.required) {
+                if ledger.can_serve(&a) {
                     served = served.max(a.required);
                 }
+                // Answered in full, at a lower actual charge, or failed.
+                let actual = match op >> 5 {
+                    0 => 0,
+                    1 => a.price / 2,
+                    _ => a.price,
+                };
+                let _ = ledger.settle(a, actual);
             }
             Err(_) => assert_eq!(ledger, before, "a refused voucher changed the ledger"),
         }
-        assert!(ledger.spent() <= ledger.accepted_total());
+        ledger.assert_invariants();
         assert!(ledger.accepted_total() <= deposit);
         assert!(served <= ledger.durable());
     }

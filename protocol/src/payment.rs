@@ -44,6 +44,8 @@ pub enum PaymentError {
     DepositDecrease,
     /// A stored claim total above the stored voucher (corrupt or foreign state).
     ClaimAboveVoucher { claimed: u128, voucher: u128 },
+    /// Stored forgiven credit above the stored voucher (corrupt or foreign state).
+    CreditAboveVoucher { credit: u128, voucher: u128 },
 }
 
 impl PaymentError {
@@ -60,7 +62,10 @@ impl PaymentError {
             }
             PaymentError::ChannelClosing => ErrorCode::ChannelClosing,
             // Local faults: the payee's own price or stored state.
-            PaymentError::Overflow | PaymentError::DepositDecrease | PaymentError::ClaimAboveVoucher { .. } => {
+            PaymentError::Overflow
+            | PaymentError::DepositDecrease
+            | PaymentError::ClaimAboveVoucher { .. }
+            | PaymentError::CreditAboveVoucher { .. } => {
                 ErrorCode::Internal
             }
         }
@@ -88,6 +93,9 @@ impl fmt::Display for PaymentError {
             PaymentError::DepositDecrease => write!(f, "a deposit can only grow"),
             PaymentError::ClaimAboveVoucher { claimed, voucher } => {
                 write!(f, "stored claim {claimed} exceeds stored voucher {voucher}")
+            }
+            PaymentError::CreditAboveVoucher { credit, voucher } => {
+                write!(f, "stored credit {credit} exceeds stored voucher {voucher}")
             }
         }
     }

@@ -146,12 +146,12 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // Claim 1 NEAR: the payout and its callback run as receipts.
-    let o = c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await.unwrap();
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR), u128::MAX).await.unwrap();
     payee = payee + ONE_NEAR - gas(&mut payee_gas, burnt(&o));
     contract -= ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     // The same voucher again pays nothing.
-    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR)).await, ""));
+    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR), u128::MAX).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract], "a replayed voucher pays nothing");
 
     // Top up 2 NEAR.
@@ -170,7 +170,7 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract], "the refused top-up's deposit came back");
 
     // Inside the challenge period the payee claims its latest voucher (3 NEAR).
-    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 3 * ONE_NEAR)).await.unwrap();
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 3 * ONE_NEAR), u128::MAX).await.unwrap();
     payee = payee + 2 * ONE_NEAR - gas(&mut payee_gas, burnt(&o));
     contract -= 2 * ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
@@ -186,7 +186,7 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     assert_eq!(c.get_channel(id).await.unwrap(), None, "a finalized channel is deleted");
     // A late claim finds nothing.
-    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR)).await, ""));
+    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR), u128::MAX).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // The channel's storage was credited back; the payer's own record (its
@@ -225,7 +225,7 @@ async fn nep141_channel_life_through_json_rpc_to_the_unit() {
     let o1 = c.storage_deposit(&w.payer, STORAGE).await.unwrap();
     let (id, o2) = c.open_token(&w.payer, t, &w.payee.id, &voucher_key().public(), HOUR_NS, 100 * USDC).await.unwrap();
     let ch = c.get_channel(id).await.unwrap().unwrap();
-    assert_eq!((ch.deposit, ch.currency.clone()), (100 * USDC, Currency::Token(t.clone())));
+    assert_eq!((ch.deposit, ch.currency.clone()), (100 * USDC, Currency::parse(t.as_str()).unwrap()));
     assert_eq!(tokens().await, [900 * USDC, 0, 100 * USDC]);
     // ft_transfer_call attaches exactly 1 yoctoNEAR.
     let mut payer = payer0 - STORAGE - burnt(&o1) - 1 - burnt(&o2);
@@ -234,7 +234,7 @@ async fn nep141_channel_life_through_json_rpc_to_the_unit() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // Claim 30 USDC: ft_transfer with 1 yoctoNEAR from the contract, then the callback.
-    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 30 * USDC)).await.unwrap();
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 30 * USDC), u128::MAX).await.unwrap();
     payee -= burnt(&o);
     assert_eq!(tokens().await, [900 * USDC, 30 * USDC, 70 * USDC]);
     assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
@@ -255,7 +255,7 @@ async fn nep141_channel_life_through_json_rpc_to_the_unit() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract - 1]);
 
     // The payee claims 60 in total inside the period.
-    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 60 * USDC)).await.unwrap();
+    let o = c.claim(&w.payee, &voucher(id, ch.epoch, 60 * USDC), u128::MAX).await.unwrap();
     payee -= burnt(&o);
     assert_eq!(tokens().await, [850 * USDC, 60 * USDC, 90 * USDC]);
     assert_eq!(near_balances(&w).await, [payer, payee, contract - 2]);
@@ -288,7 +288,7 @@ async fn channels_past_the_first_page_are_listed_and_found() {
     }
     c.storage_deposit(&w.payer, STORAGE).await.unwrap();
     let (token_channel, _) = c.open_token(&w.payer, &w.token, &w.payee.id, &key, HOUR_NS, USDC).await.unwrap();
-    assert_eq!(c.get_channel(token_channel).await.unwrap().unwrap().currency, Currency::Token(w.token.clone()));
+    assert_eq!(c.get_channel(token_channel).await.unwrap().unwrap().currency, Currency::parse(w.token.as_str()).unwrap());
     opened.push(token_channel);
     for who in [&w.payer.id, &w.payee.id] {
         let listed: Vec<u64> = c.channels_of(who).await.unwrap().iter().map(|v| v.id).collect();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agentwire_agent::dht::{libp2p_keypair, Dht, DhtConfig, DhtError};
 use agentwire_agent::quic::{
-    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, Target, TransportLimits,
+    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, StreamItem, Target, TransportLimits,
 };
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::dht::record_key;
@@ -21,7 +21,6 @@ use agentwire_protocol::record::{AgentRecord, Currency, Service as Offer, Signed
 use agentwire_protocol::session::PeerInfo;
 use libp2p::Multiaddr;
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 
 /// The two tests each run dozens of nodes; on a 2-core machine they take
 /// turns rather than starve each other's queries.
@@ -42,13 +41,13 @@ impl Service for Echo {
     fn handle(&self, r: IncomingRequest) -> AnswerFuture {
         Box::pin(async move {
             if r.service == "stream" {
-                let (tx, rx) = mpsc::channel(2);
+                let (tx, answer) = Answer::stream(2);
                 tokio::spawn(async move {
                     for c in r.body.chunks(2) {
-                        let _ = tx.send(Ok(c.to_vec())).await;
+                        let _ = tx.send(StreamItem::Chunk(c.to_vec())).await;
                     }
                 });
-                Answer::Stream(rx)
+                answer
             } else {
                 Answer::Response(r.body)
             }

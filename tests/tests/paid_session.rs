@@ -4,7 +4,7 @@
 //! that loses its ledger and resyncs from the brand's last voucher.
 
 use agentwire_protocol::identity::Keypair;
-use agentwire_protocol::ledger::{ChannelRef, PayeeLedger, PayerLedger, Resync};
+use agentwire_protocol::ledger::{ChannelRef, PayPolicy, PayeeLedger, PayerLedger, Resync};
 use agentwire_protocol::payment::{sha256, PaymentError, Receipt, SignedReceipt};
 use agentwire_protocol::record::Currency;
 use agentwire_protocol::session::{StreamEvent, StreamReader};
@@ -47,10 +47,12 @@ fn serve(ledger: &mut PayeeLedger, brand: &Keypair, request_bytes: &[u8]) -> Mes
     };
     match ledger.admit(voucher, PRICE) {
         Ok(admission) => {
-            if let Some(v) = &admission.persist {
-                ledger.mark_durable(v.voucher.cumulative); // the runtime fsyncs first
+            if let Some(snapshot) = ledger.snapshot() {
+                ledger.mark_durable(&snapshot); // the runtime fsyncs first
             }
-            assert!(ledger.can_serve(admission.required), "never answer before the voucher is durable");
+            assert!(ledger.can_serve(&admission), "never answer before the voucher is durable");
+            let required = admission.required;
+            let _ = ledger.settle(admission, PRICE);
             let body = [b"answer to ".as_slice(), &req.body].concat();
             let receipt = SignedReceipt::sign(
                 Receipt {
@@ -59,7 +61,7 @@ fn serve(ledger: &mut PayeeLedger, brand: &Keypair, request_bytes: &[u8]) -> Mes
                     epoch: 1,
                     request_hash: sha256(request_bytes),
                     response_hash: sha256(&body),
-                    cumulative: admission.required,
+                    cumulative: required,
                 },
                 brand,
             );
@@ -94,7 +96,7 @@ fn concurrent_paid_requests_over_interleaved_streams() {
     let brand_key = testing::identity("brand").identity;
     let payer_key = testing::payer_key();
     let deposit = 64 * PRICE;
-    let mut payer = PayerLedger::new(channel(), deposit, 0).expect("ledger");
+    let mut payer = PayerLedger::new(channel(), deposit);
     let mut payee = PayeeLedger::new(channel(), payer_key.public(), deposit);
 
     // 64 requests, each on its own stream, written in order...
@@ -107,7 +109,7 @@ fn concurrent_paid_requests_over_interleaved_streams() {
             id: i,
             service: "chat".into(),
             body: format!("question {i}").into_bytes(),
-            payment: Some(payer.pay(&payer_key, PRICE).expect("funds")),
+            payment: Some(payer.pay(&payer_key, PRICE, PayPolicy::default()).expect("funds").voucher),
         })
         .encode();
         let mut wire = Vec::new();
@@ -136,7 +138,7 @@ fn concurrent_paid_requests_over_interleaved_streams() {
     receipts.sort();
     assert_eq!(receipts, (1..=64).map(|i| i * PRICE).collect::<Vec<_>>());
     // The deposit is used up: the payer cannot sign more.
-    assert!(matches!(payer.pay(&payer_key, PRICE), Err(PaymentError::InsufficientFunds { .. })));
+    assert!(matches!(payer.pay(&payer_key, PRICE, PayPolicy::default()), Err(PaymentError::InsufficientFunds { .. })));
 }
 
 #[test]
@@ -144,12 +146,12 @@ fn a_user_that_lost_its_ledger_resyncs_from_the_brand() {
     let (mut user, mut brand) = handshake_pair(false, 0);
     let brand_key = testing::identity("brand").identity;
     let payer_key = testing::payer_key();
-    let mut payer = PayerLedger::new(channel(), 10 * PRICE, 0).expect("ledger");
+    let mut payer = PayerLedger::new(channel(), 10 * PRICE);
     let mut payee = PayeeLedger::new(channel(), payer_key.public(), 10 * PRICE);
     let mut exchange = |sid: u64, payer: &mut PayerLedger, pay: bool| -> Message {
         let (mut uw, mut ur) = user.session.open_stream(sid, 0).expect("stream");
         let (mut bw, mut br) = brand.session.open_stream(sid, 0).expect("stream");
-        let payment = pay.then(|| payer.pay(&payer_key, PRICE).expect("funds"));
+        let payment = pay.then(|| payer.pay(&payer_key, PRICE, PayPolicy::default()).expect("funds").voucher);
         let req = Message::Request(Request { id: sid, service: "chat".into(), body: b"q".to_vec(), payment }).encode();
         let mut wire = Vec::new();
         uw.write_message(&req, true, &mut wire).expect("write");
@@ -163,7 +165,7 @@ fn a_user_that_lost_its_ledger_resyncs_from_the_brand() {
         assert!(matches!(exchange(sid, &mut payer, true), Message::Response(_)));
     }
     // The user's disk is lost: a fresh ledger signs from zero, which buys nothing...
-    let mut fresh = PayerLedger::new(channel(), 10 * PRICE, 0).expect("ledger");
+    let mut fresh = PayerLedger::new(channel(), 10 * PRICE);
     let Message::PaymentRequired(pr) = exchange(12, &mut fresh, true) else { panic!("expected payment required") };
     // ...and the brand's answer carries the last voucher, signed by the user itself.
     let last = pr.last_voucher.expect("last voucher");

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentwire_agent::quic::{
-    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, Target, TransportError,
+    connect, Answer, AnswerFuture, FirstAnswer, IncomingRequest, Server, Service, StreamItem, Target, TransportError,
     TransportLimits,
 };
 use agentwire_protocol::identity::LocalIdentity;
@@ -19,7 +19,6 @@ use agentwire_protocol::session::PeerInfo;
 use agentwire_protocol::wire::ErrorCode;
 use rand_core::OsRng;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 /// Echoes `echo`, streams `stream` in three chunks, never answers `hang`,
 /// records one-way messages.
@@ -33,15 +32,15 @@ impl Service for Demo {
             match r.service.as_str() {
                 "echo" => Answer::Response(r.body),
                 "stream" => {
-                    let (tx, rx) = mpsc::channel(4);
+                    let (tx, answer) = Answer::stream(4);
                     tokio::spawn(async move {
                         for part in r.body.chunks(r.body.len().div_ceil(3).max(1)) {
-                            if tx.send(Ok(part.to_vec())).await.is_err() {
+                            if tx.send(StreamItem::Chunk(part.to_vec())).await.is_err() {
                                 return;
                             }
                         }
                     });
-                    Answer::Stream(rx)
+                    answer
                 }
                 "hang" => std::future::pending().await,
                 other => Answer::Error(ErrorCode::UnknownService, format!("no service {other:?}")),
@@ -119,7 +118,7 @@ async fn requests_streams_and_one_way_messages_share_one_connection() {
 
     // Unknown service: a stable error code, the connection stays usable.
     match conn.request("nope", Vec::new()).await {
-        Err(TransportError::Remote { code, .. }) => assert_eq!(code, ErrorCode::UnknownService),
+        Err(e) if e.remote().is_some() => assert_eq!(e.code(), ErrorCode::UnknownService),
         other => panic!("expected UnknownService, got {:?}", other.map(|_| ())),
     }
 
@@ -360,7 +359,7 @@ async fn closed_with(conn: &agentwire_agent::quic::Connection) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replayed_frames_and_oversized_messages_end_only_that_connection() {
+async fn a_replayed_frame_ends_only_that_connection_and_an_oversized_message_only_its_stream() {
     let mut limits = TransportLimits::default();
     limits.session.max_message_bytes = 64 * 1024;
     let b = brand(limits);
@@ -390,14 +389,12 @@ async fn replayed_frames_and_oversized_messages_end_only_that_connection() {
     assert_eq!(code, u64::from(ErrorCode::ProtocolViolation.as_u16()), "a replayed frame is a protocol violation");
 
     // A message above the responder's limit (64 KiB here; frames are at
-    // most 65535 bytes by construction, so the limit that bites is the message's).
+    // most 65535 bytes by construction, so the limit that bites is the
+    // message's) ends only its stream, with code 4 (spec §13.1 item 6).
     let big = connect(&ep, user.clone(), &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap();
-    assert!(big.request("echo", vec![1; 100_000]).await.is_err());
-    assert_eq!(
-        closed_with(&big).await,
-        u64::from(ErrorCode::TooLarge.as_u16()),
-        "an oversized message ends the connection"
-    );
+    let err = big.request("echo", vec![1; 100_000]).await.unwrap_err();
+    assert_eq!(err.remote().map(|r| r.0), Some(ErrorCode::TooLarge), "{err}");
+    assert_eq!(big.request("echo", b"small".to_vec()).await.unwrap(), b"small", "the connection serves on");
 
     assert_eq!(bystander.request("echo", b"unaffected".to_vec()).await.unwrap(), b"unaffected");
     b.server.shutdown().await;

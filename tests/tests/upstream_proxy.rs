@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use agentwire_agent::quic::{connect, FirstAnswer, Server, Target, TransportError, TransportLimits};
+use agentwire_agent::quic::{connect, FirstAnswer, Server, Target, TransportLimits};
 use agentwire_agent::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
 use agentwire_protocol::identity::LocalIdentity;
 use agentwire_protocol::wire::ErrorCode;
@@ -152,7 +152,8 @@ async fn the_proxy_relays_whole_and_streamed_answers_and_maps_failures() {
     // Failures: a stable code, no upstream detail.
     for (service, code) in [("broken", ErrorCode::UpstreamFailed), ("down", ErrorCode::UpstreamFailed)] {
         match conn.request(service, b"x".to_vec()).await {
-            Err(TransportError::Remote { code: got, message }) => {
+            Err(e) if e.remote().is_some() => {
+                let (got, message) = e.remote().unwrap();
                 assert_eq!(got, code);
                 assert!(!message.contains("oops"), "upstream text is not passed on");
             }

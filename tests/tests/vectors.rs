@@ -413,9 +413,11 @@ fn vouchers_receipts_and_the_payee_ledger() {
         match ledger.admit(&voucher, price) {
             Ok(a) => {
                 assert_eq!(step["result"]["ok"]["required"], a.required.to_string(), "{}", step["description"]);
-                if let Some(p) = &a.persist {
-                    ledger.mark_durable(p.voucher.cumulative);
+                assert_eq!(step["result"]["ok"]["persist"], a.persist.is_some(), "{}", step["description"]);
+                if let Some(s) = ledger.snapshot() {
+                    ledger.mark_durable(&s);
                 }
+                let _ = ledger.settle(a, price);
             }
             Err(e) => assert_eq!(step["result"]["error"], error_name(&format!("{e:?}")), "{}", step["description"]),
         }

@@ -114,7 +114,7 @@ pub fn run(cmd: ChannelCmd, json: bool) -> Result<(), String> {
     let rt = super::runtime()?;
     rt.block_on(async {
         match cmd {
-            ChannelCmd::Status { chain } => print(&payer(&chain)?.status().await, json),
+            ChannelCmd::Status { chain } => print(&payer(&chain)?.status().await.map_err(|e| e.to_string())?, json),
             ChannelCmd::Open { chain, which, deposit } => {
                 let s = payer(&chain)?
                     .open(&which.payee, &currency(&which.currency)?, deposit)
@@ -137,11 +137,13 @@ pub fn run(cmd: ChannelCmd, json: bool) -> Result<(), String> {
                 let p = payer(&chain)?;
                 let c = currency(&which.currency)?;
                 p.load(&which.payee, &c).await.map_err(|e| e.to_string())?;
-                let ends = p.start_close(&which.payee, &c).await.map_err(|e| e.to_string())?;
+                let (id, ends) = p.start_close(&which.payee, &c).await.map_err(|e| e.to_string())?;
                 if json {
-                    println!("{}", serde_json::json!({ "challenge_ends_ns": ends.to_string() }));
+                    println!("{}", serde_json::json!({ "channel_id": id, "challenge_ends_ns": ends.to_string() }));
                 } else {
-                    println!("closing; the brand may claim until {ends} (ns); then run `agentwire channel finalize`");
+                    println!(
+                        "closing channel {id}; the brand may claim until {ends} (ns); then run `agentwire channel finalize --channel-id {id}`"
+                    );
                 }
             }
             ChannelCmd::Finalize { chain, channel_id } => {

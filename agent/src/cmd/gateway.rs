@@ -25,7 +25,7 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), String> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
-        let paying = payer.as_ref().map(|p| p.account().id.to_string());
+        let paying = payer.as_ref().map(|p| p.account().to_owned());
         let gw = Arc::new(Gateway::new(user, payer, args.token.clone()));
         let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| e.to_string())?;
         if json {

@@ -56,6 +56,6 @@ impl PayerArgs {
             auto_top_up: self.top_up_below_queries > 0,
             ..PayerConfig::default()
         };
-        Ok(Some(Payer::new(chain, near, voucher_key, store, config)))
+        Payer::near(chain, near, voucher_key, store, config).map(Some).map_err(|e| e.to_string())
     }
 }

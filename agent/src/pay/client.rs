@@ -1,13 +1,16 @@
 //! One query from a user agent, paid if the brand's record prices it
-//! (spec §13.5–13.7): sign a voucher for the price, send, answer a
-//! PaymentRequired by resyncing and paying again on a new stream, pay a
-//! metered stream's increments, and check the receipt of what arrived.
+//! (spec §13.5–13.10): pay from the ledger, send, answer a PaymentRequired by
+//! resyncing and paying again on a new stream, pay a metered stream's
+//! increments, check the receipt of what arrived, and take a failed answer's
+//! credit statement as proof it was not charged.
 
 use std::future::Future;
 
-use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
-use agentwire_protocol::record::{Currency, SignedRecord};
-use agentwire_protocol::wire::ErrorCode;
+use agentwire_protocol::exchange::ExchangeError;
+use agentwire_protocol::ledger::Payment;
+use agentwire_protocol::money::Currency;
+use agentwire_protocol::payment::SignedReceipt;
+use agentwire_protocol::record::SignedRecord;
 use sha2::{Digest, Sha256};
 
 use super::payer::{PayError, Payer};
@@ -23,7 +26,8 @@ pub struct QueryOutcome {
     pub body: Vec<u8>,
     /// Whether it was streamed.
     pub streamed: bool,
-    /// What it cost (sum of the vouchers' increments).
+    /// What it cost: the brand's charged total after it less before it, as
+    /// its receipt states (0 for a free service).
     pub paid: u128,
     /// The brand's receipt, checked (present if paid).
     pub receipt: Option<SignedReceipt>,
@@ -31,8 +35,9 @@ pub struct QueryOutcome {
 
 /// Why a query failed, and what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
-    /// The session or the brand failed (see the code's action, spec §10).
+    /// The session or the brand failed (its code says what to do, spec §10).
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// Paying failed (funds, chain, a bad receipt).
@@ -44,15 +49,11 @@ pub enum QueryError {
         /// The price.
         price: u128,
         /// Its currency.
-        currency: String,
+        currency: Currency,
     },
-}
-
-fn currency_text(c: &Currency) -> String {
-    match c {
-        Currency::Near => "yoctoNEAR".into(),
-        Currency::Token(t) => t.as_str().to_owned(),
-    }
+    /// The brand refused to be paid: it did not announce `pay/1`.
+    #[error("the brand's session does not take payments (no pay/1)")]
+    NoPayments,
 }
 
 /// Asks `service` of the brand behind `record` over `conn`, paying with
@@ -75,112 +76,148 @@ pub async fn query<F: Future<Output = ()>>(
     let currency = offer.map_or(Currency::Near, |s| s.currency.clone());
     let mut attempts = 0;
     loop {
-        let voucher = match (price, payer) {
+        let payment = match (price, payer) {
             (0, _) => None,
-            (p, Some(payer)) => payer.pay_or_ask(&payee, &currency, r.min_deposit, p).await?,
-            (p, None) => return Err(QueryError::NoPayer { price: p, currency: currency_text(&currency) }),
+            (_, Some(_)) if !conn.negotiated().pay => return Err(QueryError::NoPayments),
+            (p, Some(payer)) => Some(payer.pay(&payee, &currency, r.min_deposit, p).await?),
+            (p, None) => return Err(QueryError::NoPayer { price: p, currency }),
         };
-        let paid_now = if voucher.is_some() { price } else { 0 };
-        match conn.call_hashed(service, body.clone(), voucher.clone()).await {
-            Ok((first, request_hash)) => {
-                let outcome = match finish(first, &payee, &currency, payer, paid_now, cap, &mut on_chunk).await {
-                    Ok(o) => o,
-                    Err(QueryError::Transport(e)) => {
-                        if let (Some(p), Some(_), true) = (payer, &voucher, unanswered(&e)) {
-                            p.unanswered(&payee, &currency).await;
-                        }
-                        return Err(e.into());
-                    }
-                    Err(e) => return Err(e),
-                };
-                if let (Some(payer), Some(v), Some(request_hash)) = (payer, &voucher, request_hash) {
-                    let receipt =
-                        outcome.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
-                    let response_hash = outcome.response_hash;
-                    payer
-                        .check_receipt(&payee, &currency, &r.identity, receipt, v, &request_hash, &response_hash)
-                        .await?;
-                }
-                return Ok(outcome.into_outcome());
+        let voucher = payment.as_ref().map(|p| p.voucher.clone());
+        let sent = conn.call_hashed(service, body.clone(), voucher).await;
+        let fail = |e: TransportError| async {
+            if let (Some(payer), Some(p)) = (payer, &payment) {
+                payer.unanswered(&payee, &currency, p).await;
             }
-            Err(TransportError::PaymentRequired(pr)) if attempts < MAX_PAYMENT_RETRIES => {
-                attempts += 1;
+            Err(QueryError::from(e))
+        };
+        let (first, request_hash) = match sent {
+            Ok(x) => x,
+            Err(e) => return credit_or_fail(e, payer, &payee, &currency, &payment, r, None, fail).await,
+        };
+        match first {
+            FirstAnswer::PaymentRequired(pr) => {
                 let Some(p) = payer else {
-                    return Err(QueryError::NoPayer { price: pr.price, currency: currency_text(&pr.currency) });
+                    return Err(QueryError::NoPayer { price: pr.price, currency: pr.currency });
                 };
-                if pr.currency != currency || pr.price > cap {
-                    return Err(PayError::Price(format!(
-                        "asked {} {} for a service the record prices at {cap} {}",
-                        pr.price,
-                        currency_text(&pr.currency),
-                        currency_text(&currency)
-                    ))
+                if pr.currency != currency {
+                    return Err(PayError::WrongCurrency { asked: pr.currency, record: currency }.into());
+                }
+                if pr.price > cap {
+                    return Err(PayError::PriceAboveRecord { asked: pr.price, record: cap }.into());
+                }
+                p.payment_required(&payee, &currency, payment.as_ref(), pr.last_voucher.as_ref()).await?;
+                if attempts >= MAX_PAYMENT_RETRIES {
+                    return Err(TransportError::from(ExchangeError::Remote {
+                        code: agentwire_protocol::wire::ErrorCode::PaymentRequired,
+                        message: "the brand still asks for payment after paying".into(),
+                        credit: None,
+                    })
                     .into());
                 }
-                p.credit_used_up(&payee, &currency).await;
-                if let Some(last) = &pr.last_voucher {
-                    p.resync(&payee, &currency, last).await?;
-                }
+                attempts += 1;
                 tracing::debug!(price = %pr.price, "payment required; paying and retrying");
                 price = pr.price;
             }
-            Err(e) => {
-                if let (Some(p), Some(_)) = (payer, &voucher) {
-                    if unanswered(&e) {
-                        p.unanswered(&payee, &currency).await;
-                    }
+            first => {
+                let finished =
+                    match finish(first, &payee, &currency, payer, cap, &mut on_chunk).await {
+                        Ok(f) => f,
+                        Err(FinishError::Transport(e)) => {
+                            return credit_or_fail(e, payer, &payee, &currency, &payment, r, request_hash, fail).await
+                        }
+                        Err(FinishError::Query(e)) => return Err(e),
+                    };
+                let mut paid = 0;
+                if let (Some(payer), Some(p), Some(request_hash)) = (payer, &payment, request_hash) {
+                    let receipt =
+                        finished.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
+                    payer
+                        .check_receipt(&payee, &currency, &r.identity, receipt, &p.voucher, &request_hash, &finished.response_hash)
+                        .await?;
+                    // What the receipt charges for this request: its total less
+                    // what was charged before (exact when queries do not overlap).
+                    let most = p.price.saturating_add(finished.paid);
+                    paid = receipt.receipt.cumulative.saturating_sub(p.charged_before).min(most);
+                    payer.answered(&payee, &currency, p, Some(receipt.receipt.cumulative)).await;
                 }
-                return Err(e.into());
+                return Ok(QueryOutcome { body: finished.body, streamed: finished.streamed, paid, receipt: finished.receipt });
             }
         }
     }
 }
 
-/// Whether a paid request's failure means no answer was delivered (so the
-/// brand may hold its payment as credit), rather than a refusal.
-fn unanswered(e: &TransportError) -> bool {
-    match e {
-        TransportError::Remote { code, .. } => matches!(
-            code,
-            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::UpstreamFailed | ErrorCode::UpstreamTimeout
-        ),
-        TransportError::PaymentRequired(_) => false,
-        _ => true,
+/// A failed paid request: with the brand's credit statement it was not
+/// charged (recorded as answered at the stated total); without one its
+/// price is offered as credit next time.
+#[allow(clippy::too_many_arguments)]
+async fn credit_or_fail<F: Future<Output = Result<QueryOutcome, QueryError>>>(
+    e: TransportError,
+    payer: Option<&Payer>,
+    payee: &str,
+    currency: &Currency,
+    payment: &Option<Payment>,
+    record: &agentwire_protocol::record::AgentRecord,
+    request_hash: Option<[u8; 32]>,
+    fail: impl FnOnce(TransportError) -> F,
+) -> Result<QueryOutcome, QueryError> {
+    if let (Some(payer), Some(p), TransportError::Exchange(ExchangeError::Remote { credit: Some(statement), .. })) =
+        (payer, payment, &e)
+    {
+        if let Some(hash) = request_hash {
+            payer.check_statement(&record.identity, statement, &p.voucher, &hash)?;
+            payer.answered(payee, currency, p, Some(statement.receipt.cumulative)).await;
+            return Err(e.into());
+        }
+    }
+    fail(e).await
+}
+
+enum FinishError {
+    Transport(TransportError),
+    Query(QueryError),
+}
+
+impl From<TransportError> for FinishError {
+    fn from(e: TransportError) -> Self {
+        FinishError::Transport(e)
+    }
+}
+
+impl From<PayError> for FinishError {
+    fn from(e: PayError) -> Self {
+        FinishError::Query(e.into())
     }
 }
 
 struct Finished {
     body: Vec<u8>,
     streamed: bool,
+    /// Increments paid on the stream.
     paid: u128,
     receipt: Option<SignedReceipt>,
     response_hash: [u8; 32],
 }
 
-impl Finished {
-    fn into_outcome(self) -> QueryOutcome {
-        QueryOutcome { body: self.body, streamed: self.streamed, paid: self.paid, receipt: self.receipt }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn finish<F: Future<Output = ()>>(
     first: FirstAnswer,
     payee: &str,
     currency: &Currency,
     payer: Option<&Payer>,
-    mut paid: u128,
     cap: u128,
     on_chunk: &mut impl FnMut(&[u8]) -> F,
-) -> Result<Finished, QueryError> {
-    let mut increments = 0u32;
+) -> Result<Finished, FinishError> {
     match first {
         FirstAnswer::Response(r) => {
             let response_hash = Sha256::digest(&r.body).into();
-            Ok(Finished { body: r.body, streamed: false, paid, receipt: r.receipt, response_hash })
+            Ok(Finished { body: r.body, streamed: false, paid: 0, receipt: r.receipt, response_hash })
         }
+        FirstAnswer::PaymentRequired(_) => Err(FinishError::Transport(TransportError::Connection(
+            "a payment request where an answer was due".into(),
+        ))),
         FirstAnswer::Stream(mut s) => {
             let mut all = Vec::new();
+            let mut increments = 0u32;
+            let mut paid = 0u128;
             loop {
                 match s.next_event().await? {
                     StreamEvent::Chunk(c) => {
@@ -189,25 +226,27 @@ async fn finish<F: Future<Output = ()>>(
                     }
                     StreamEvent::PaymentRequired(pr) => {
                         let Some(payer) = payer else {
-                            return Err(TransportError::Remote {
-                                code: ErrorCode::PaymentRequired,
-                                message: "metered stream and no payer".into(),
-                            }
-                            .into());
+                            let _ = s.decline().await;
+                            return Err(FinishError::Query(QueryError::NoPayer { price: pr.price, currency: pr.currency }));
                         };
-                        if &pr.currency != currency || pr.price > cap {
-                            let e = "increment above the record's price or in another currency";
-                            return Err(PayError::Price(e.into()).into());
+                        if &pr.currency != currency {
+                            let _ = s.decline().await;
+                            return Err(PayError::WrongCurrency { asked: pr.currency, record: currency.clone() }.into());
+                        }
+                        if pr.price > cap {
+                            let _ = s.decline().await;
+                            return Err(PayError::PriceAboveRecord { asked: pr.price, record: cap }.into());
                         }
                         increments += 1;
                         if increments > payer.config().max_increments {
-                            return Err(
-                                PayError::Price("the stream asks for more increments than allowed".into()).into()
-                            );
+                            let _ = s.decline().await;
+                            return Err(PayError::TooManyIncrements(payer.config().max_increments).into());
                         }
-                        let v: SignedVoucher = payer.pay(payee, currency, 0, pr.price).await?;
-                        paid = paid.checked_add(pr.price).ok_or(PayError::Price("overflow".into()))?;
-                        s.pay(v).await?;
+                        let p = payer.pay(payee, currency, 0, pr.price).await?;
+                        s.pay(p.voucher.clone()).await?;
+                        // Answered (or not) with the stream: its receipt settles the total.
+                        payer.answered(payee, currency, &p, None).await;
+                        paid = paid.saturating_add(pr.price);
                     }
                     StreamEvent::End => break,
                 }

@@ -1,32 +1,36 @@
-//! Pay-per-query: the durable store both sides keep their money state in,
-//! the payee's side (admit, persist before serve, receipts, claims) and the
-//! payer's side (channels, vouchers, resync, receipt checks).
+//! Pay-per-query: both sides of a payment channel, over the chain and the
+//! store as traits.
+//!
+//! - [`payee`]: the brand's side: channels checked on chain, admission made
+//!   durable before the answer leaves, answers settled (not charged when they
+//!   fail), claims of what was charged, a watcher for closes.
+//! - [`payer`]: the user's side: channels opened and topped up, payments from
+//!   the ledger (new totals reserved durably, credit re-used), resync after a
+//!   restart, receipt and statement checks.
+//! - [`client`]: one paid query end to end.
+//! - [`chain`], [`stores`]: what each side needs from the chain and the store;
+//!   [`store`]: the embedded crash-safe log; [`testing`]: in-memory doubles
+//!   that fail on purpose.
 
+pub mod chain;
+pub mod client;
 mod codec;
 pub mod payee;
-pub mod store;
-
-pub use payee::{Payee, PayeeConfig, Price};
 pub mod payer;
+pub mod store;
+pub mod stores;
+#[doc(hidden)]
+pub mod testing;
 
+pub use chain::{NearChain, PayeeChain, PayerChain};
+pub use client::{query, QueryError, QueryOutcome};
+pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};
+pub use stores::{PayeeStore, PayerStore};
 
 /// Serialises a u128 amount as a decimal string (JSON numbers cannot hold it).
 pub(crate) mod amount {
     pub fn serialize<S: serde::Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
-    }
-}
-pub mod client;
-pub use client::{query, QueryError, QueryOutcome};
-
-/// Whether a channel funded in `chain` (as the contract reports it) is in
-/// the currency a record prices in.
-pub(crate) fn same_currency(chain: &crate::near::Currency, priced: &agentwire_protocol::record::Currency) -> bool {
-    use agentwire_protocol::record::Currency;
-    match (chain, priced) {
-        (crate::near::Currency::Near, Currency::Near) => true,
-        (crate::near::Currency::Token(a), Currency::Token(b)) => a.as_str() == b.as_str(),
-        _ => false,
     }
 }

@@ -1,27 +1,30 @@
-//! The payer's side (spec §8.4, §13.5): a user agent opens a channel to a
-//! brand on its first paid query (deposit policy from config), signs one
-//! voucher per query and persists the new total before the voucher leaves,
-//! tops up below a threshold, resyncs from the brand's last voucher, and
-//! checks every receipt.
+//! The payer's side (spec §8.4, §13.5–13.10): a user agent opens a channel to
+//! a brand on its first paid query (deposit policy from config), pays each
+//! query from its ledger (a new total made durable as a reservation before
+//! the voucher leaves, or the same voucher again while the brand holds
+//! credit), tops up below a threshold, resyncs from the brand's last
+//! voucher, and checks every receipt and credit statement.
+//!
+//! The chain ([`PayerChain`]) and the store ([`PayerStore`]) are traits; the
+//! rules are the protocol's [`PayerLedger`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::{Keypair, PublicKey};
-use agentwire_protocol::ledger::{ChannelRef, PayerLedger, Resync};
+use agentwire_protocol::ledger::{ChannelRef, PayPolicy, PayerLedger, Payment, Resync};
+use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
-use agentwire_protocol::record::Currency;
-use agentwire_protocol::voucher::Voucher;
 
-use super::codec::{decode_voucher, encode_voucher, parse_payer_key, payer_key, payer_prefix};
-use super::same_currency;
-use super::store::Entry as StoredEntry;
-use super::store::{Entry, Store, StoreError};
-use crate::near::{self, ChannelClient, NearAccount, NearError};
+use super::chain::{NearChain, PayerChain};
+use super::codec::{decode_payer_head, decode_payer_voucher, encode_payer, parse_payer_key};
+use super::store::{Store, StoreError};
+use super::stores::{PayerRecord, PayerStore};
+use crate::near::{ChannelClient, NearAccount, NearError};
 
-/// Deposit and top-up policy, in queries of the price being paid (so it
-/// reads the same in any currency), with defaults.
+/// Deposit, top-up and paying-ahead policy, in queries of the price being
+/// paid (so it reads the same in any currency), with defaults.
 #[derive(Clone, Debug)]
 pub struct PayerConfig {
     /// A new channel's deposit pays this many queries (default 100), and at least the brand's `min_deposit`.
@@ -39,9 +42,13 @@ pub struct PayerConfig {
     /// Most increments one metered stream may charge (default 64).
     pub max_increments: u32,
     /// Persist the signed total this many queries ahead (default 64), so one
-    /// fsync covers many payments; after a crash the unused part is credit
-    /// the brand gives back (see `Channel::probe`). 0 persists every total.
+    /// fsync covers many payments. After a crash the total is settled with
+    /// the brand before anything new is signed (spec §8.4).
     pub reserve_queries: u128,
+    /// Sign this many queries beyond what a request needs (default 0):
+    /// later requests then re-send the same voucher. The brand keeps what is
+    /// not used as credit; a brand crash forfeits at most this much.
+    pub pay_ahead_queries: u128,
 }
 
 const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
@@ -57,14 +64,16 @@ impl Default for PayerConfig {
             challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
             max_increments: 64,
             reserve_queries: 64,
+            pay_ahead_queries: 0,
         }
     }
 }
 
 /// What went wrong paying, and what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayError {
-    /// The chain refused or could not be reached: check the account's balance and the RPC.
+    /// The chain refused or could not be reached.
     #[error("chain: {0}")]
     Chain(#[from] NearError),
     /// The ledger refused (funds, closing channel, a resync that does not verify).
@@ -73,44 +82,48 @@ pub enum PayError {
     /// The signed total could not be made durable, so the voucher was not sent.
     #[error("payment state store: {0}")]
     Store(#[from] StoreError),
-    /// The brand asks more than the configured maximum, or in another currency than its record says.
-    #[error("refused price: {0}")]
-    Price(String),
+    /// The brand asks more than its verified record says.
+    #[error("the brand asks {asked} where its record says at most {record}; not paid")]
+    PriceAboveRecord {
+        /// What it asked.
+        asked: u128,
+        /// What its record prices.
+        record: u128,
+    },
+    /// The brand asks in another currency than its record.
+    #[error("the brand asks in {asked} where its record prices in {record}; not paid")]
+    WrongCurrency {
+        /// What it asked in.
+        asked: Currency,
+        /// What its record prices in.
+        record: Currency,
+    },
+    /// A metered stream asked for more increments than allowed.
+    #[error("the stream asks for more than {0} increments; stopped")]
+    TooManyIncrements(u32),
     /// There is no open channel with this brand in this currency: open one (or query, which opens it).
     #[error("no open channel with this brand in this currency")]
     NoChannel,
-    /// A receipt did not verify: keep it and the request as evidence; stop using this brand.
+    /// A receipt or statement did not verify: keep it and the request as evidence; stop using this brand.
     #[error("bad receipt: {0}")]
     Receipt(&'static str),
+    /// An account id that is not one.
+    #[error("{0} is not a NEAR account id")]
+    Account(String),
 }
 
 /// The payer's channel with one brand.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Channel {
     ledger: PayerLedger,
-    currency: near::Currency,
-    /// The brand may hold credit: vouchers we signed for requests that got
-    /// no answer (a crash on either side). Payments then offer the current
-    /// total again until the brand answers PaymentRequired (its credit is
-    /// used up) and we pay afresh, so a request the brand never counted is
-    /// never paid twice.
-    probe: bool,
-    /// Loaded after a restart: `signed` is the last total recorded durably,
-    /// but totals up to `reserved` may have been signed since. The brand is
-    /// asked for its last voucher (a request with none) before anything is
-    /// signed, so a restart never hands the brand the whole reservation.
-    unconfirmed: bool,
-    /// A durable upper bound on `signed` (spec §8.4 reservation): totals up
-    /// to it leave without another fsync.
-    reserved: u128,
+    currency: Currency,
 }
 
 /// A user agent's wallet for queries.
 pub struct Payer {
-    chain: ChannelClient,
-    account: NearAccount,
+    chain: Arc<dyn PayerChain>,
     voucher_key: Keypair,
-    store: Store,
+    store: Arc<dyn PayerStore>,
     config: PayerConfig,
     /// Per payee (and token): the loaded channels. Held only briefly.
     channels: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
@@ -136,6 +149,9 @@ pub struct ChannelStatus {
     /// Signed away so far (see `signed_unconfirmed`).
     #[serde(with = "crate::pay::amount")]
     pub signed: u128,
+    /// What the brand last said it charged.
+    #[serde(with = "crate::pay::amount")]
+    pub charged: u128,
     /// After a restart: `signed` is the last total recorded durably, and more
     /// may have been signed (up to the reservation); the brand's last voucher
     /// settles it at the next query to that brand.
@@ -146,46 +162,21 @@ fn lock(c: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, PayErr
     c.lock().map_err(|_| PayError::Store(StoreError::Closed))
 }
 
-/// Stored payload: the channel instance and its currency ("" for NEAR), then the voucher last signed.
-fn payload(c: &Channel, last: Option<&SignedVoucher>) -> Vec<u8> {
-    let ch = c.ledger.channel();
-    let currency = match &c.currency {
-        near::Currency::Near => String::new(),
-        near::Currency::Token(t) => t.to_string(),
-    };
-    let mut out = format!("{}\n{}\n{currency}\n", ch.channel_id, ch.epoch).into_bytes();
-    if let Some(v) = last {
-        out.extend_from_slice(&encode_voucher(v));
-    }
-    out
-}
-
-/// The voucher after a payload's three lines, if one was stored.
-fn payload_voucher(p: &[u8]) -> Option<SignedVoucher> {
-    let at = p.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2)?.0 + 1;
-    decode_voucher(p.get(at..)?)
-}
-
 /// Fuzz entry point: the payer's decoders of its own store (payload, voucher,
-/// key, channel name) on arbitrary bytes. A parsed payload written back
-/// parses to the same values; a stored voucher re-encodes to its bytes.
+/// key) on arbitrary bytes. A parsed payload written back parses to the same
+/// values; a stored voucher re-encodes to its bytes.
 #[doc(hidden)]
 pub fn fuzz_state(data: &[u8]) {
-    if let Some((id, epoch, currency)) = parse_payload(data) {
-        let token = match &currency {
-            near::Currency::Near => String::new(),
-            near::Currency::Token(t) => t.to_string(),
-        };
-        let again = format!("{id}\n{epoch}\n{token}\n").into_bytes();
-        assert_eq!(parse_payload(&again), Some((id, epoch, currency)), "payload does not round-trip");
-    }
-    if let Some(v) = payload_voucher(data) {
-        let at = data.len() - encode_voucher(&v).len();
-        assert_eq!(&data[at..], &encode_voucher(&v)[..], "stored voucher is not canonical");
+    if let Some((id, epoch, currency)) = decode_payer_head(data) {
+        let again = encode_payer(id, epoch, &currency, None);
+        assert_eq!(decode_payer_head(&again), Some((id, epoch, currency.clone())), "payload does not round-trip");
+        if let Some(v) = decode_payer_voucher(data) {
+            assert_eq!(encode_payer(id, epoch, &currency, Some(&v)), data, "stored voucher is not canonical");
+        }
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Some((id, name)) = parse_payer_key(text) {
-            assert!(text.ends_with(name) && id.to_string().len() <= text.len());
+        if let Some((_, _, name)) = parse_payer_key(text) {
+            assert!(text.ends_with(name));
         }
         let (payee, currency) = split_name(text);
         let whole = if text.contains('/') { format!("{payee}/{currency}") } else { payee };
@@ -193,28 +184,16 @@ pub fn fuzz_state(data: &[u8]) {
     }
 }
 
-fn parse_payload(p: &[u8]) -> Option<(u64, u64, near::Currency)> {
-    let mut parts = p.splitn(4, |b| *b == b'\n');
-    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let epoch = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let currency = std::str::from_utf8(parts.next()?).ok()?;
-    let currency =
-        if currency.is_empty() { near::Currency::Near } else { near::Currency::Token(currency.parse().ok()?) };
-    Some((id, epoch, currency))
-}
-
 impl Payer {
-    /// A payer spending from `account`, signing vouchers with `voucher_key`.
+    /// A payer on `chain`, signing vouchers with `voucher_key`, keeping its state in `store`.
     pub fn new(
-        chain: ChannelClient,
-        account: NearAccount,
+        chain: Arc<dyn PayerChain>,
         voucher_key: Keypair,
-        store: Store,
+        store: Arc<dyn PayerStore>,
         config: PayerConfig,
     ) -> Payer {
         Payer {
             chain,
-            account,
             voucher_key,
             store,
             config,
@@ -223,8 +202,20 @@ impl Payer {
         }
     }
 
+    /// A payer spending from `account` on NEAR through `client`'s contract,
+    /// with its state in the embedded `store`.
+    pub fn near(
+        client: ChannelClient,
+        account: NearAccount,
+        voucher_key: Keypair,
+        store: Store,
+        config: PayerConfig,
+    ) -> Result<Payer, NearError> {
+        Ok(Payer::new(Arc::new(NearChain::new(client, account)?), voucher_key, Arc::new(store), config))
+    }
+
     /// The channel contract payments go through.
-    pub fn contract(&self) -> &near_api::AccountId {
+    pub fn contract(&self) -> &AccountId {
         self.chain.contract()
     }
 
@@ -234,49 +225,57 @@ impl Payer {
     }
 
     /// The payer's NEAR account.
-    pub fn account(&self) -> &NearAccount {
-        &self.account
+    pub fn account(&self) -> &str {
+        self.chain.account()
     }
 
-    fn contract_id(&self) -> Result<AccountId, PayError> {
-        AccountId::new(self.chain.contract().as_str())
-            .map_err(|_| PayError::Price("the channel contract's account id is not valid".into()))
+    fn policy(&self, price: u128) -> PayPolicy {
+        PayPolicy {
+            ahead: price.saturating_mul(self.config.pay_ahead_queries),
+            reserve_ahead: price.saturating_mul(self.config.reserve_queries),
+        }
     }
 
-    /// Makes `value` (at least the channel's signed total) durable as its reservation.
-    async fn persist(&self, key: &str, c: &Channel, last: Option<&SignedVoucher>, value: u128) -> Result<(), PayError> {
-        let entry = Entry {
-            key: payer_key(self.chain.contract().as_str(), c.ledger.channel().channel_id, key),
-            value: value.max(c.ledger.signed()),
-            payload: payload(c, last),
+    async fn record(&self, name: &str, c: &Channel, reserved: u128) -> Result<(), PayError> {
+        let ch = c.ledger.channel();
+        let record = PayerRecord {
+            name: name.to_owned(),
+            channel_id: ch.channel_id,
+            epoch: ch.epoch,
+            currency: c.currency.clone(),
+            snapshot: c.ledger.snapshot(reserved),
         };
-        Ok(self.store.persist(entry).await?)
+        Ok(self.store.persist(self.chain.contract().as_str(), &record).await?)
     }
 
-    /// The loaded channel named `key`, unless it is closing.
-    async fn loaded(&self, key: &str) -> Result<Option<Arc<Mutex<Channel>>>, PayError> {
+    /// The loaded channel named `name`, unless it is closing.
+    async fn loaded(&self, name: &str) -> Result<Option<Arc<Mutex<Channel>>>, PayError> {
         let map = self.channels.lock().await;
-        match map.get(key) {
+        match map.get(name) {
             Some(c) if !lock(c)?.ledger.is_closing() => Ok(Some(c.clone())),
             _ => Ok(None),
         }
     }
 
-    /// The recorded channels named `key`, newest first.
-    fn stored(&self, key: &str) -> Vec<StoredEntry> {
-        let prefix = payer_prefix(self.chain.contract().as_str());
-        let mut found: Vec<(u64, StoredEntry)> = self
-            .store
-            .entries()
-            .into_iter()
-            .filter_map(|e| {
-                let rest = std::str::from_utf8(&e.key).ok()?.strip_prefix(&prefix)?;
-                let (id, name) = parse_payer_key(rest)?;
-                (name == key).then_some((id, e))
-            })
-            .collect();
-        found.sort_by_key(|e| std::cmp::Reverse(e.0));
-        found.into_iter().map(|(_, e)| e).collect()
+    /// The recorded channels named `name`, newest first, one per instance
+    /// (a record kept under an older key form is merged in: highest wins).
+    fn recorded(&self, name: &str) -> Vec<PayerRecord> {
+        let mut by_instance: HashMap<(u64, u64), PayerRecord> = HashMap::new();
+        for r in self.store.recorded(self.chain.contract().as_str()).into_iter().filter(|r| r.name == name) {
+            by_instance
+                .entry((r.channel_id, r.epoch))
+                .and_modify(|kept| {
+                    kept.snapshot.reserved = kept.snapshot.reserved.max(r.snapshot.reserved);
+                    let total = |s: &Option<SignedVoucher>| s.as_ref().map_or(0, |v| v.voucher.cumulative);
+                    if total(&r.snapshot.last) > total(&kept.snapshot.last) {
+                        kept.snapshot.last = r.snapshot.last.clone();
+                    }
+                })
+                .or_insert(r);
+        }
+        let mut all: Vec<PayerRecord> = by_instance.into_values().collect();
+        all.sort_by_key(|r| std::cmp::Reverse(r.channel_id));
+        all
     }
 
     /// The channel to `payee`: from memory, from the store (confirmed on chain), or opened now.
@@ -286,200 +285,84 @@ impl Payer {
         currency: &Currency,
         deposit_if_new: Option<u128>,
     ) -> Result<Arc<Mutex<Channel>>, PayError> {
-        let key = name(payee, currency);
-        if let Some(c) = self.loaded(&key).await? {
+        let name = name(payee, currency);
+        if let Some(c) = self.loaded(&name).await? {
             return Ok(c);
         }
         let gate = {
             let mut opening = self.opening.lock().map_err(|_| PayError::Store(StoreError::Closed))?;
-            opening.entry(key.clone()).or_default().clone()
+            opening.entry(name.clone()).or_default().clone()
         };
         let _opening = gate.lock().await;
         // Someone else may have loaded or opened it while we waited.
-        if let Some(c) = self.loaded(&key).await? {
+        if let Some(c) = self.loaded(&name).await? {
             return Ok(c);
         }
-        let contract = self.contract_id()?;
-        // The newest recorded channel that is still open on chain.
-        for e in self.stored(&key) {
-            let Some((id, epoch, stored_currency)) = parse_payload(&e.payload) else { continue };
-            let Some(view) = self.chain.get_channel(id).await? else { continue };
-            if view.epoch == epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
-                // The last voucher recorded is a floor of what was signed; the
-                // reservation a ceiling. Start from the floor, learn the rest
-                // from the brand (`unconfirmed`).
-                let floor = payload_voucher(&e.payload)
-                    .filter(|v| v.voucher.channel_id == id && v.voucher.epoch == epoch)
-                    .map_or(0, |v| v.voucher.cumulative)
-                    .min(e.value);
-                let ledger = PayerLedger::new(
-                    ChannelRef { contract: contract.clone(), channel_id: id, epoch },
+        let contract = self.chain.contract().clone();
+        // The newest recorded channel that is still open on chain: its last
+        // voucher is a floor of what was signed, its reservation a ceiling.
+        for r in self.recorded(&name) {
+            let Some(view) = self.chain.get_channel(r.channel_id).await? else { continue };
+            if view.epoch == r.epoch && view.closing_since_ns.is_none() && view.payee.as_str() == payee {
+                let channel = ChannelRef { contract: contract.clone(), channel_id: r.channel_id, epoch: r.epoch };
+                let ledger = PayerLedger::restore(
+                    channel,
                     view.deposit,
-                    floor,
+                    &self.voucher_key.public(),
+                    r.snapshot.last,
+                    r.snapshot.reserved,
                 )?;
-                let c = Arc::new(Mutex::new(Channel {
-                    ledger,
-                    currency: stored_currency,
-                    probe: false,
-                    unconfirmed: e.value > 0,
-                    reserved: e.value,
-                }));
-                self.channels.lock().await.insert(key.clone(), c.clone());
-                return Ok(c);
+                return Ok(self.insert(&name, Channel { ledger, currency: r.currency }).await);
             }
         }
         // A channel we opened but never recorded (a crash between the open and
         // its record): no voucher can have been signed on it, so adopt it at 0.
         let my_key = hex::encode(self.voucher_key.public().to_bytes());
-        let mine = self.chain.channels_of(&self.account.id).await?;
-        let orphan = mine
+        let recorded: Vec<u64> = self.recorded(&name).iter().map(|r| r.channel_id).collect();
+        let orphan = self
+            .chain
+            .my_channels()
+            .await?
             .into_iter()
-            .filter(|v| v.payer == self.account.id && v.payee.as_str() == payee && v.payer_key == my_key)
-            .filter(|v| v.closing_since_ns.is_none() && same_currency(&v.currency, currency))
-            .filter(|v| self.stored(&key).iter().all(|e| parse_payload(&e.payload).map(|p| p.0) != Some(v.id)))
+            .filter(|v| v.payer.as_str() == self.chain.account() && v.payee.as_str() == payee && v.payer_key == my_key)
+            .filter(|v| v.closing_since_ns.is_none() && &v.currency == currency && !recorded.contains(&v.id))
             .max_by_key(|v| v.id);
         if let Some(view) = orphan {
-            let ledger =
-                PayerLedger::new(ChannelRef { contract, channel_id: view.id, epoch: view.epoch }, view.deposit, 0)?;
-            let c = Channel { ledger, currency: view.currency.clone(), probe: false, unconfirmed: false, reserved: 0 };
-            self.persist(&key, &c, None, 0).await?;
+            let channel = ChannelRef { contract, channel_id: view.id, epoch: view.epoch };
+            let c = Channel { ledger: PayerLedger::new(channel, view.deposit), currency: view.currency.clone() };
+            self.record(&name, &c, 0).await?;
             tracing::info!(payee, channel = view.id, "adopted a channel opened before a crash");
-            let c = Arc::new(Mutex::new(c));
-            self.channels.lock().await.insert(key.clone(), c.clone());
-            return Ok(c);
+            return Ok(self.insert(&name, c).await);
         }
         let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
-        let payee_id: near_api::AccountId =
-            payee.parse().map_err(|_| PayError::Price(format!("{payee} is not a NEAR account id")))?;
-        let (id, chain_currency) = match currency {
-            Currency::Near => {
-                let (id, _) = self
-                    .chain
-                    .open_near(
-                        &self.account,
-                        &payee_id,
-                        &self.voucher_key.public(),
-                        self.config.challenge_period_ns,
-                        deposit,
-                        self.config.storage,
-                    )
-                    .await?;
-                (id, near::Currency::Near)
-            }
-            Currency::Token(t) => {
-                let token: near_api::AccountId = t
-                    .as_str()
-                    .parse()
-                    .map_err(|_| PayError::Price(format!("{} is not a token account", t.as_str())))?;
-                if self.chain.storage_balance_of(&self.account.id).await? < self.config.storage {
-                    self.chain.storage_deposit(&self.account, self.config.storage).await?;
-                }
-                let (id, _) = self
-                    .chain
-                    .open_token(
-                        &self.account,
-                        &token,
-                        &payee_id,
-                        &self.voucher_key.public(),
-                        self.config.challenge_period_ns,
-                        deposit,
-                    )
-                    .await?;
-                (id, near::Currency::Token(token))
-            }
-        };
+        let payee_id = AccountId::new(payee).map_err(|_| PayError::Account(payee.to_owned()))?;
+        let id = self
+            .chain
+            .open(
+                &payee_id,
+                &self.voucher_key.public(),
+                self.config.challenge_period_ns,
+                currency,
+                deposit,
+                self.config.storage,
+            )
+            .await?;
         let view = self
             .chain
             .get_channel(id)
             .await?
             .ok_or_else(|| NearError::BadResponse(format!("channel {id} missing right after open")))?;
-        let ledger = PayerLedger::new(ChannelRef { contract, channel_id: id, epoch: view.epoch }, view.deposit, 0)?;
-        let c = Channel { ledger, currency: chain_currency, probe: false, unconfirmed: false, reserved: 0 };
-        self.persist(&key, &c, None, 0).await?;
+        let channel = ChannelRef { contract, channel_id: id, epoch: view.epoch };
+        let c = Channel { ledger: PayerLedger::new(channel, view.deposit), currency: currency.clone() };
+        self.record(&name, &c, 0).await?;
         tracing::info!(payee, channel = id, deposit = %view.deposit, "opened a channel");
+        Ok(self.insert(&name, c).await)
+    }
+
+    async fn insert(&self, name: &str, c: Channel) -> Arc<Mutex<Channel>> {
         let c = Arc::new(Mutex::new(c));
-        self.channels.lock().await.insert(key.clone(), c.clone());
-        Ok(c)
-    }
-
-    /// Signs and durably records a voucher paying `price` more to `payee`
-    /// (opening or topping up the channel first if needed).
-    pub async fn pay(
-        &self,
-        payee: &str,
-        currency: &Currency,
-        min_deposit: u128,
-        price: u128,
-    ) -> Result<SignedVoucher, PayError> {
-        let slot = self.channel(payee, currency, Some(self.first_deposit(price, min_deposit))).await?;
-        let spendable = lock(&slot)?.ledger.spendable();
-        let below = price.saturating_mul(self.config.top_up_below_queries);
-        if self.config.auto_top_up && (spendable < price || spendable.saturating_sub(price) < below) {
-            let amount = price.saturating_mul(self.config.top_up_queries.max(1));
-            self.top_up(payee, currency, amount).await?;
-        }
-        let (voucher, snapshot, target) = {
-            let mut c = lock(&slot)?;
-            if c.probe && !c.ledger.is_closing() && c.ledger.signed() >= price {
-                // The same total again (nothing new to persist), until the brand
-                // answers PaymentRequired: then its credit is used up.
-                let ch = c.ledger.channel().clone();
-                let v = Voucher {
-                    contract: ch.contract,
-                    channel_id: ch.channel_id,
-                    epoch: ch.epoch,
-                    cumulative: c.ledger.signed(),
-                };
-                return Ok(SignedVoucher::sign(v, &self.voucher_key));
-            }
-            let v = c.ledger.pay(&self.voucher_key, price)?;
-            if v.voucher.cumulative <= c.reserved {
-                return Ok(v); // already covered by a durable reservation
-            }
-            let ahead = price.saturating_mul(self.config.reserve_queries);
-            let target = v.voucher.cumulative.saturating_add(ahead).min(c.ledger.deposit()).max(v.voucher.cumulative);
-            (v, c.clone(), target)
-        };
-        // A reservation at least the new total is durable before the voucher
-        // leaves (spec §8.4); concurrent payments share its fsync.
-        self.persist(&name(payee, currency), &snapshot, Some(&voucher), target).await?;
-        let mut c = lock(&slot)?;
-        c.reserved = c.reserved.max(target);
-        Ok(voucher)
-    }
-
-    /// Opens a channel to `payee` with `deposit` now (or returns the open one).
-    pub async fn open(&self, payee: &str, currency: &Currency, deposit: u128) -> Result<ChannelStatus, PayError> {
-        let key = name(payee, currency);
-        let slot = self.channel(payee, currency, Some(deposit)).await?;
-        let c = lock(&slot)?;
-        Ok(status(&key, &c))
-    }
-
-    /// The open channel with `payee` (from memory or the store, confirmed on chain).
-    pub async fn load(&self, payee: &str, currency: &Currency) -> Result<ChannelStatus, PayError> {
-        let key = name(payee, currency);
-        let slot = self.channel(payee, currency, None).await?;
-        let c = lock(&slot)?;
-        Ok(status(&key, &c))
-    }
-
-    /// Finalizes a closed channel after its challenge period: the unclaimed rest comes back.
-    pub async fn finalize(&self, channel_id: u64) -> Result<u128, PayError> {
-        let outcome = self.chain.finalize(&self.account, channel_id).await?;
-        Ok(outcome.tokens_burnt)
-    }
-
-    /// The brand answered PaymentRequired: it holds no more credit, and the
-    /// last voucher it showed (resynced by the caller) is what it holds; pay
-    /// afresh from now on.
-    pub async fn credit_used_up(&self, payee: &str, currency: &Currency) {
-        if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
-            if let Ok(mut c) = slot.lock() {
-                c.probe = false;
-                c.unconfirmed = false;
-            }
-        }
+        self.channels.lock().await.insert(name.to_owned(), c.clone());
+        c
     }
 
     /// The deposit a new channel opens with: `deposit_queries` at `price`, at
@@ -488,69 +371,87 @@ impl Payer {
         price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit)
     }
 
-    /// A voucher for `price`, or `None` when the channel was loaded after a
-    /// restart and the brand must first be asked (send the request without a
-    /// voucher: its PaymentRequired carries its last voucher, see
-    /// [`Payer::resync`] and [`Payer::credit_used_up`]). [`crate::pay::query`] does this.
-    pub async fn pay_or_ask(
+    /// A payment of `price` to `payee` (opening or topping up the channel
+    /// first if needed): a new total, made durable before it is returned, or
+    /// the highest voucher again while the brand holds credit (and after a
+    /// restart, to learn the brand's total first).
+    pub async fn pay(
         &self,
         payee: &str,
         currency: &Currency,
         min_deposit: u128,
         price: u128,
-    ) -> Result<Option<SignedVoucher>, PayError> {
+    ) -> Result<Payment, PayError> {
         let slot = self.channel(payee, currency, Some(self.first_deposit(price, min_deposit))).await?;
-        if lock(&slot)?.unconfirmed {
-            return Ok(None);
+        let (spendable, credit) = {
+            let c = lock(&slot)?;
+            (c.ledger.spendable(), c.ledger.credit())
+        };
+        let below = price.saturating_mul(self.config.top_up_below_queries);
+        let short = spendable.saturating_add(credit) < price || spendable.saturating_sub(price) < below;
+        if self.config.auto_top_up && short {
+            let amount = price.saturating_mul(self.config.top_up_queries.max(1));
+            self.top_up(payee, currency, amount).await?;
         }
-        self.pay(payee, currency, min_deposit, price).await.map(Some)
+        let (payment, snapshot) = {
+            let mut c = lock(&slot)?;
+            let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price))?;
+            let snapshot = payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
+            (payment, snapshot)
+        };
+        if let Some((reserve, c)) = snapshot {
+            // A reservation at least the new total is durable before the voucher
+            // leaves (spec §8.4); concurrent payments share its fsync.
+            if let Err(e) = self.record(&name(payee, currency), &c, reserve).await {
+                lock(&slot)?.ledger.unanswered(price);
+                return Err(e);
+            }
+            lock(&slot)?.ledger.reserved_durably(reserve);
+        }
+        Ok(payment)
     }
 
-    /// A paid request got no answer (the connection or the brand failed):
-    /// the next payment offers the current total first (see `Channel::probe`).
-    pub async fn unanswered(&self, payee: &str, currency: &Currency) {
+    /// The request paid with `payment` was answered; `charged` is the total
+    /// its receipt or the brand's credit statement states.
+    pub async fn answered(&self, payee: &str, currency: &Currency, payment: &Payment, charged: Option<u128>) {
         if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
             if let Ok(mut c) = slot.lock() {
-                c.probe = true;
+                c.ledger.answered(payment.price, charged);
             }
         }
     }
 
-    /// Adds `amount` to the channel with `payee` on chain and to the ledger.
-    pub async fn top_up(&self, payee: &str, currency: &Currency, amount: u128) -> Result<u128, PayError> {
-        let slot = self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
-        let (id, chain_currency) = {
-            let c = lock(&slot)?;
-            (c.ledger.channel().channel_id, c.currency.clone())
-        };
-        match &chain_currency {
-            near::Currency::Near => self.chain.top_up_near(&self.account, id, amount).await?,
-            near::Currency::Token(t) => self.chain.top_up_token(&self.account, t, id, amount).await?,
-        };
-        let view = self
-            .chain
-            .get_channel(id)
-            .await?
-            .ok_or_else(|| NearError::BadResponse(format!("channel {id} vanished")))?;
-        lock(&slot)?.ledger.top_up(view.deposit)?;
-        tracing::info!(payee, channel = id, deposit = %view.deposit, "topped up");
-        Ok(view.deposit)
+    /// The request paid with `payment` got no answer (the connection or the
+    /// brand failed): its price is offered as credit at the next payment.
+    pub async fn unanswered(&self, payee: &str, currency: &Currency, payment: &Payment) {
+        if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
+            if let Ok(mut c) = slot.lock() {
+                c.ledger.unanswered(payment.price);
+            }
+        }
     }
 
-    /// Adopts the brand's last accepted voucher if it is ours and higher (spec §8.4 resync).
-    pub async fn resync(&self, payee: &str, currency: &Currency, last: &SignedVoucher) -> Result<Resync, PayError> {
+    /// The brand answered PaymentRequired: adopt its last voucher (resync)
+    /// and pay afresh from now on. `payment` is what the refused request
+    /// carried, if anything.
+    pub async fn payment_required(
+        &self,
+        payee: &str,
+        currency: &Currency,
+        payment: Option<&Payment>,
+        last: Option<&SignedVoucher>,
+    ) -> Result<Resync, PayError> {
         let key = name(payee, currency);
         let Some(slot) = self.channels.lock().await.get(&key).cloned() else { return Ok(Resync::UpToDate) };
-        let (r, snapshot) = {
+        let (r, c) = {
             let mut c = lock(&slot)?;
-            let r = c.ledger.resync(&self.voucher_key.public(), last)?;
-            (r, c.clone())
+            let r = c.ledger.payment_required(&self.voucher_key.public(), payment.map_or(0, |p| p.price), last)?;
+            (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
         };
-        if let Resync::Adopted { .. } = r {
-            self.persist(&key, &snapshot, Some(last), snapshot.reserved).await?;
-            if let Ok(mut c) = slot.lock() {
-                c.reserved = c.reserved.max(snapshot.ledger.signed());
-            }
+        if let Resync::Adopted { to, .. } = r {
+            let reserved = c.ledger.reserved().max(to);
+            self.record(&key, &c, reserved).await?;
+            lock(&slot)?.ledger.reserved_durably(reserved);
         }
         Ok(r)
     }
@@ -581,33 +482,42 @@ impl Payer {
         if &r.response_hash != response_hash {
             return Err(PayError::Receipt("response hash is not that of the answer received"));
         }
-        let signed = self.status_of(&name(payee, currency)).await.map_or(0, |s| s.signed);
-        if r.cumulative > signed {
+        let bound = match self.channels.lock().await.get(&name(payee, currency)) {
+            Some(slot) => lock(slot)?.ledger.receipt_bound(),
+            None => 0,
+        };
+        if r.cumulative > bound {
             return Err(PayError::Receipt("states a total above what we signed"));
         }
         Ok(())
     }
 
-    async fn status_of(&self, key: &str) -> Option<ChannelStatus> {
-        let map = self.channels.lock().await;
-        let c = map.get(key)?.lock().ok()?;
-        Some(status(key, &c))
+    /// Checks a credit statement (a receipt with an all-zero response hash
+    /// sent before an Error): the brand's signature, our request, our channel.
+    pub fn check_statement(
+        &self,
+        brand_identity: &PublicKey,
+        statement: &SignedReceipt,
+        paid_with: &SignedVoucher,
+        request_hash: &[u8; 32],
+    ) -> Result<(), PayError> {
+        statement.verify(brand_identity).map_err(|_| PayError::Receipt("statement does not verify under the brand's key"))?;
+        let r = &statement.receipt;
+        let v = &paid_with.voucher;
+        if r.contract != v.contract || r.channel_id != v.channel_id || r.epoch != v.epoch {
+            return Err(PayError::Receipt("statement names another channel than the one that paid"));
+        }
+        if &r.request_hash != request_hash || r.response_hash != [0; 32] {
+            return Err(PayError::Receipt("statement is not about the request sent"));
+        }
+        Ok(())
     }
 
-    /// Every channel this payer knows (loaded or stored).
-    pub async fn status(&self) -> Vec<ChannelStatus> {
-        // Recorded channels not loaded yet are loaded (and confirmed on chain);
-        // closed ones are left out.
-        let prefix = payer_prefix(self.chain.contract().as_str());
-        let mut names: Vec<String> = self
-            .store
-            .entries()
-            .iter()
-            .filter_map(|e| {
-                let rest = std::str::from_utf8(&e.key).ok()?.strip_prefix(&prefix)?;
-                Some(parse_payer_key(rest)?.1.to_owned())
-            })
-            .collect();
+    /// Every channel this payer knows (loaded or recorded), confirmed on chain;
+    /// closed ones are left out. Fails if the chain cannot be read.
+    pub async fn status(&self) -> Result<Vec<ChannelStatus>, PayError> {
+        let mut names: Vec<String> =
+            self.store.recorded(self.chain.contract().as_str()).into_iter().map(|r| r.name).collect();
         names.sort();
         names.dedup();
         for key in names {
@@ -615,39 +525,74 @@ impl Payer {
                 continue;
             }
             let (payee, currency) = split_name(&key);
-            let currency = if currency == "NEAR" {
-                Currency::Near
-            } else {
-                match AccountId::new(&currency) {
-                    Ok(t) => Currency::Token(t),
-                    Err(_) => continue,
-                }
-            };
-            let _ = self.channel(&payee, &currency, None).await;
+            let Ok(currency) = Currency::parse(&currency) else { continue };
+            match self.channel(&payee, &currency, None).await {
+                Ok(_) | Err(PayError::NoChannel) => {}
+                Err(e) => return Err(e),
+            }
         }
         let map = self.channels.lock().await;
         let mut out: Vec<ChannelStatus> =
             map.iter().filter_map(|(p, c)| c.lock().ok().map(|c| status(p, &c))).collect();
         out.sort_by(|a, b| (&a.payee, &a.currency).cmp(&(&b.payee, &b.currency)));
-        out
+        Ok(out)
     }
 
     /// The last voucher signed to `payee` (from the store), e.g. for a dispute.
     pub fn last_voucher(&self, payee: &str, currency: &Currency) -> Option<SignedVoucher> {
-        let e = self.stored(&name(payee, currency)).into_iter().next()?;
-        payload_voucher(&e.payload)
+        self.recorded(&name(payee, currency)).into_iter().next()?.snapshot.last
     }
 
-    /// Starts a unilateral close of the channel with `payee`; no more vouchers are signed on it.
-    pub async fn start_close(&self, payee: &str, currency: &Currency) -> Result<u64, PayError> {
+    /// Opens a channel to `payee` with `deposit` now (or returns the open one).
+    pub async fn open(&self, payee: &str, currency: &Currency, deposit: u128) -> Result<ChannelStatus, PayError> {
+        let key = name(payee, currency);
+        let slot = self.channel(payee, currency, Some(deposit)).await?;
+        let c = lock(&slot)?;
+        Ok(status(&key, &c))
+    }
+
+    /// The open channel with `payee` (from memory or the store, confirmed on chain).
+    pub async fn load(&self, payee: &str, currency: &Currency) -> Result<ChannelStatus, PayError> {
+        let key = name(payee, currency);
+        let slot = self.channel(payee, currency, None).await?;
+        let c = lock(&slot)?;
+        Ok(status(&key, &c))
+    }
+
+    /// Finalizes a closed channel after its challenge period: the unclaimed rest comes back.
+    pub async fn finalize(&self, channel_id: u64) -> Result<u128, PayError> {
+        Ok(self.chain.finalize(channel_id).await?)
+    }
+
+    /// Adds `amount` to the channel with `payee` on chain and to the ledger.
+    pub async fn top_up(&self, payee: &str, currency: &Currency, amount: u128) -> Result<u128, PayError> {
+        let slot = self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
+        let (id, chain_currency) = {
+            let c = lock(&slot)?;
+            (c.ledger.channel().channel_id, c.currency.clone())
+        };
+        self.chain.top_up(id, &chain_currency, amount).await?;
+        let view = self
+            .chain
+            .get_channel(id)
+            .await?
+            .ok_or_else(|| NearError::BadResponse(format!("channel {id} vanished")))?;
+        lock(&slot)?.ledger.top_up(view.deposit)?;
+        tracing::info!(payee, channel = id, deposit = %view.deposit, "topped up");
+        Ok(view.deposit)
+    }
+
+    /// Starts a unilateral close of the channel with `payee`; no more
+    /// vouchers are signed on it. Returns (channel id, end of the challenge period in ns).
+    pub async fn start_close(&self, payee: &str, currency: &Currency) -> Result<(u64, u64), PayError> {
         let slot = self.channels.lock().await.get(&name(payee, currency)).cloned().ok_or(PayError::NoChannel)?;
         let id = {
             let mut c = lock(&slot)?;
             c.ledger.mark_closing();
             c.ledger.channel().channel_id
         };
-        let (ends, _) = self.chain.start_close(&self.account, id).await?;
-        Ok(ends)
+        let ends = self.chain.start_close(id).await?;
+        Ok((id, ends))
     }
 }
 
@@ -664,7 +609,7 @@ fn name(payee: &str, currency: &Currency) -> String {
 fn split_name(name: &str) -> (String, String) {
     match name.split_once('/') {
         Some((p, t)) => (p.to_owned(), t.to_owned()),
-        None => (name.to_owned(), "NEAR".to_owned()),
+        None => (name.to_owned(), agentwire_protocol::money::NEAR_CURRENCY.to_owned()),
     }
 }
 
@@ -678,6 +623,7 @@ fn status(key: &str, c: &Channel) -> ChannelStatus {
         epoch: ch.epoch,
         deposit: c.ledger.deposit(),
         signed: c.ledger.signed(),
-        signed_unconfirmed: c.unconfirmed,
+        charged: c.ledger.charged(),
+        signed_unconfirmed: c.ledger.is_unconfirmed(),
     }
 }

@@ -1,11 +1,14 @@
-//! Moving protocol frames over quinn streams: the handshake framing on the
-//! handshake stream, and whole messages on encrypted streams.
+//! Moving bytes between quinn streams and the sans-IO machines: the
+//! handshake frames on the handshake stream, and an exchange machine's input,
+//! output and deadline on a request stream. A stream whose exchange is done
+//! has its peer's end read (spec §13.1 item 5) so quinn retires it quietly.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use agentwire_protocol::session::{FrameSplitter, StreamEvent, StreamReader, StreamWriter};
+use agentwire_protocol::exchange::{RequestStream, ResponseStream, Transmit};
+use agentwire_protocol::session::{FrameSplitter, HandshakeError};
 use futures::FutureExt;
 use quinn::{RecvStream, SendStream};
 
@@ -13,6 +16,131 @@ use super::{TransportError, TransportLimits};
 
 /// Largest chunk read from QUIC at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// The machines' clock: milliseconds since this process first asked.
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn instant_of(ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(origin() + Duration::from_millis(ms))
+}
+
+pub(crate) fn conn_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Connection(e.to_string())
+}
+
+/// A sans-IO exchange machine, as the driver moves its bytes.
+pub(crate) trait Machine {
+    fn handle_input(&mut self, input: &[u8], now_ms: u64);
+    fn handle_fin(&mut self);
+    fn handle_timeout(&mut self, now_ms: u64);
+    fn poll_timeout(&self) -> Option<u64>;
+    fn take_transmit(&mut self) -> Option<Transmit>;
+}
+
+macro_rules! machine {
+    ($t:ty) => {
+        impl Machine for $t {
+            fn handle_input(&mut self, input: &[u8], now_ms: u64) {
+                <$t>::handle_input(self, input, now_ms)
+            }
+            fn handle_fin(&mut self) {
+                <$t>::handle_fin(self)
+            }
+            fn handle_timeout(&mut self, now_ms: u64) {
+                <$t>::handle_timeout(self, now_ms)
+            }
+            fn poll_timeout(&self) -> Option<u64> {
+                <$t>::poll_timeout(self)
+            }
+            fn take_transmit(&mut self) -> Option<Transmit> {
+                <$t>::take_transmit(self)
+            }
+        }
+    };
+}
+machine!(ResponseStream);
+machine!(RequestStream);
+
+/// Writes whatever the machine has for its stream.
+pub(crate) async fn flush(m: &mut impl Machine, send: &mut SendStream) -> Result<(), TransportError> {
+    while let Some(Transmit { bytes, fin }) = m.take_transmit() {
+        if !bytes.is_empty() {
+            // Handed over whole: quinn keeps the buffer rather than copying it.
+            send.write_chunk(bytes.into()).await.map_err(conn_err)?;
+        }
+        if fin {
+            let _ = send.finish();
+        }
+    }
+    Ok(())
+}
+
+/// One stream's receiving half as the machine reads it.
+pub(crate) struct Inbound {
+    pub(crate) recv: RecvStream,
+    /// The peer's FIN has been read.
+    pub(crate) fin: bool,
+}
+
+impl Inbound {
+    pub(crate) fn new(recv: RecvStream) -> Inbound {
+        Inbound { recv, fin: false }
+    }
+
+    /// Reads the next piece of the stream into `m`, or lets its deadline pass.
+    pub(crate) async fn read_into(&mut self, m: &mut impl Machine) -> Result<(), TransportError> {
+        let deadline = m.poll_timeout();
+        if self.fin {
+            // Nothing more can arrive; only a deadline can move the machine.
+            match deadline {
+                Some(d) => tokio::time::sleep_until(instant_of(d)).await,
+                None => return Err(TransportError::Connection("the stream ended".into())),
+            }
+            m.handle_timeout(now_ms());
+            return Ok(());
+        }
+        let read = self.recv.read_chunk(READ_CHUNK, true);
+        let chunk = match deadline {
+            Some(d) => match tokio::time::timeout_at(instant_of(d), read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    m.handle_timeout(now_ms());
+                    return Ok(());
+                }
+            },
+            None => read.await,
+        };
+        match chunk.map_err(conn_err)? {
+            Some(c) => m.handle_input(&c.bytes, now_ms()),
+            None => {
+                self.fin = true;
+                m.handle_fin();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is already buffered into `m`, without waiting.
+    pub(crate) fn read_ready(&mut self, m: &mut impl Machine) {
+        while !self.fin {
+            match self.recv.read_chunk(READ_CHUNK, true).now_or_never() {
+                Some(Ok(Some(c))) => m.handle_input(&c.bytes, now_ms()),
+                Some(Ok(None)) => {
+                    self.fin = true;
+                    m.handle_fin();
+                }
+                _ => return,
+            }
+        }
+    }
+}
 
 /// A connection's streams kept open only to read their peer's end (spec
 /// §13.1 item 5), within [`TransportLimits::end_grace`] and
@@ -27,16 +155,9 @@ pub(crate) struct EndingStreams {
 /// One of a connection's [`EndingStreams`] places, given back on drop.
 struct EndingSlot(Arc<AtomicUsize>);
 
-/// A stream's receiving half once the last message it should carry is read.
-pub(crate) trait StreamEnd: Send + 'static {
-    /// Reads the peer's end of stream; false if something else comes.
-    fn read_end(&mut self) -> impl std::future::Future<Output = bool> + Send;
-}
-
-/// The handshake stream: nothing follows the last handshake message but FIN.
-impl StreamEnd for RecvStream {
-    async fn read_end(&mut self) -> bool {
-        matches!(self.read_chunk(READ_CHUNK, true).await, Ok(None))
+impl Drop for EndingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -45,14 +166,15 @@ impl EndingStreams {
         EndingStreams { count: Arc::default(), max: limits.max_ending_streams, grace: limits.end_grace }
     }
 
-    /// Reads `stream`'s end so that quinn retires it quietly (spec §13.1
-    /// item 5): a stream dropped unread costs a STOP_SENDING frame and a
-    /// wake-up of the connection's driver. The end is usually there
-    /// already; if not, a task waits for it, for at most the grace and at
-    /// most the limit's number of the connection's streams at once; past
-    /// either, the stream is dropped unread after all.
-    pub(crate) fn finish(&self, mut stream: impl StreamEnd) {
-        if stream.read_end().now_or_never().is_some() {
+    /// Reads the peer's end of a stream whose exchange is done (its
+    /// END_STREAM through `m`, then QUIC's FIN), so quinn retires it
+    /// without a STOP_SENDING. The end is usually there already; if not, a
+    /// task waits for it, for at most the grace and at most the limit's
+    /// number of the connection's streams at once; past either, the stream
+    /// is dropped unread after all.
+    pub(crate) fn finish<M: Machine + Send + 'static>(&self, mut inbound: Inbound, mut m: M) {
+        inbound.read_ready(&mut m);
+        if inbound.fin {
             return;
         }
         let (Some(slot), Ok(runtime)) = (self.reserve(), tokio::runtime::Handle::try_current()) else {
@@ -61,7 +183,29 @@ impl EndingStreams {
         let grace = self.grace;
         runtime.spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(grace, stream.read_end()).await;
+            let _ = tokio::time::timeout(grace, async {
+                while !inbound.fin {
+                    if inbound.read_into(&mut m).await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+
+    /// Reads the FIN of the handshake stream (nothing follows the last handshake message).
+    pub(crate) fn finish_handshake(&self, mut recv: RecvStream) {
+        if matches!(recv.read_chunk(READ_CHUNK, true).now_or_never(), Some(Ok(None))) {
+            return;
+        }
+        let (Some(slot), Ok(runtime)) = (self.reserve(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let grace = self.grace;
+        runtime.spawn(async move {
+            let _slot = slot;
+            let _ = tokio::time::timeout(grace, recv.read_chunk(READ_CHUNK, true)).await;
         });
     }
 
@@ -75,17 +219,9 @@ impl EndingStreams {
     }
 }
 
-impl Drop for EndingSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn conn_err(e: impl std::fmt::Display) -> TransportError {
-    TransportError::Connection(e.to_string())
-}
-
-/// Reads one handshake frame (header included).
+/// Reads one handshake frame (header included). A frame that breaks the
+/// handshake framing, or a stream that ends mid-handshake, fails the
+/// handshake (code 71, spec §11.14).
 pub(crate) async fn read_handshake_frame(
     recv: &mut RecvStream,
     splitter: &mut FrameSplitter,
@@ -93,8 +229,7 @@ pub(crate) async fn read_handshake_frame(
 ) -> Result<Vec<u8>, TransportError> {
     loop {
         let mut input = &pending[..];
-        let frame =
-            splitter.next_frame(&mut input).map_err(|e| TransportError::Protocol(format!("handshake framing: {e}")))?;
+        let frame = splitter.next_frame(&mut input).map_err(HandshakeError::Framing)?;
         let consumed = pending.len() - input.len();
         pending.drain(..consumed);
         if let Some(frame) = frame {
@@ -102,107 +237,7 @@ pub(crate) async fn read_handshake_frame(
         }
         match recv.read_chunk(READ_CHUNK, true).await.map_err(conn_err)? {
             Some(chunk) => pending.extend_from_slice(&chunk.bytes),
-            None => return Err(TransportError::Protocol("handshake stream ended mid-handshake".into())),
+            None => return Err(HandshakeError::Truncated.into()),
         }
     }
-}
-
-/// The receiving half of an encrypted stream: quinn's stream, the
-/// session's reader for it, and the bytes read past the last whole message
-/// (kept for the next read: a chunk may hold more than one message).
-pub(crate) struct Inbound {
-    recv: RecvStream,
-    reader: StreamReader,
-    pending: Vec<u8>,
-    /// The peer's END_STREAM has been read (its FIN may still be due).
-    end_read: bool,
-}
-
-impl Inbound {
-    pub(crate) fn new(recv: RecvStream, reader: StreamReader) -> Inbound {
-        Inbound { recv, reader, pending: Vec::new(), end_read: false }
-    }
-
-    /// Reads the next whole message; `None` once the peer ended the stream.
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        let mut event = self.parse_pending()?;
-        loop {
-            match event {
-                Some(StreamEvent::Message(m)) => return Ok(Some(m)),
-                Some(StreamEvent::End) => return Ok(None),
-                None => {}
-            }
-            let Some(chunk) = self.recv.read_chunk(READ_CHUNK, true).await.map_err(conn_err)? else {
-                // FIN without END_STREAM is a truncated stream (spec §12.9).
-                self.reader.at_eof()?;
-                return Ok(None);
-            };
-            event = if self.pending.is_empty() {
-                // The usual case: parse straight from quinn's buffer and
-                // keep only what follows the event.
-                let mut input = &chunk.bytes[..];
-                let event = self.reader.poll(&mut input)?;
-                self.pending.extend_from_slice(input);
-                event
-            } else {
-                self.pending.extend_from_slice(&chunk.bytes);
-                self.parse_pending()?
-            };
-        }
-    }
-
-    fn parse_pending(&mut self) -> Result<Option<StreamEvent>, TransportError> {
-        let mut input = &self.pending[..];
-        let event = self.reader.poll(&mut input)?;
-        let consumed = self.pending.len() - input.len();
-        self.pending.drain(..consumed);
-        Ok(event)
-    }
-}
-
-/// An encrypted stream ends with END_STREAM, then QUIC's FIN. Anything
-/// else (a message, data after the end, an error) means it cannot end
-/// cleanly, and it is left to the drop.
-impl StreamEnd for Inbound {
-    async fn read_end(&mut self) -> bool {
-        if !self.end_read {
-            match self.next().await {
-                Ok(None) => self.end_read = true,
-                _ => return false,
-            }
-        }
-        self.recv.read_end().await
-    }
-}
-
-/// Ends our direction of a stream whose last message was already written:
-/// an END_STREAM frame, then QUIC's FIN (a FIN alone reads as truncation,
-/// spec §12.9). Best effort, for at most `within` (a peer that grants no
-/// flow-control credit cannot hold the caller): by then the exchange is
-/// complete, and a peer that is gone needs nothing more.
-pub(crate) async fn end_stream(send: &mut SendStream, writer: &mut StreamWriter, within: std::time::Duration) {
-    let mut out = Vec::new();
-    if writer.finish(&mut out).is_ok() {
-        if let Ok(Ok(())) = tokio::time::timeout(within, send.write_chunk(out.into())).await {
-            let _ = send.finish();
-        }
-    }
-}
-
-/// Encrypts and writes one message; `end` also ends the stream.
-pub(crate) async fn write_message(
-    send: &mut SendStream,
-    writer: &mut StreamWriter,
-    message: &[u8],
-    end: bool,
-) -> Result<(), TransportError> {
-    let mut out = Vec::with_capacity(writer.sealed_len(message.len()));
-    writer.write_message(message, end, &mut out)?;
-    // Handed over whole (and sized exactly, so the conversion allocates
-    // nothing): quinn keeps the buffer rather than copying it.
-    send.write_chunk(out.into()).await.map_err(conn_err)?;
-    if end {
-        send.finish().map_err(conn_err)?;
-    }
-    Ok(())
 }

@@ -10,23 +10,28 @@
 //!   (QUIC stream 0); nothing else is read before it completes.
 //! - Bounds: [`TransportLimits`].
 
-mod answer;
+mod call;
+mod client;
 mod io;
-pub mod meter;
+mod peer;
 mod respond;
 pub mod server;
+mod stats;
 pub mod tls;
-mod user;
 
 use std::time::Duration;
 
-use agentwire_protocol::session::{HandshakeError, SessionError, SessionLimits};
-use agentwire_protocol::wire::{ErrorCode, WireError};
+use agentwire_protocol::exchange::ExchangeLimits;
+use agentwire_protocol::session::SessionLimits;
 
-pub use answer::{StreamEvent, StreamedAnswer};
-pub use meter::{Increment, Meter, Refusal, Ticket};
-pub use server::{Answer, AnswerFuture, IncomingRequest, Server, ServerStats, Service};
-pub use user::{connect, Connection, FirstAnswer, Target, MAX_RUNNING_CALLS};
+pub use crate::exchange::{
+    Answer, AnswerFuture, Increment, IncomingRequest, Meter, Outcome, Refusal, Service, Settled, StreamItem, Ticket,
+    TransportError,
+};
+pub use call::{FirstAnswer, StreamEvent, StreamedAnswer};
+pub use client::{connect, Connection, Target, MAX_RUNNING_CALLS};
+pub use server::Server;
+pub use stats::{LatencyHistogram, ServerStats, LATENCY_BUCKETS_US};
 
 /// Bounds with their defaults; every one is enforced per server or per connection.
 #[derive(Clone, Copy, Debug)]
@@ -80,58 +85,15 @@ impl Default for TransportLimits {
     }
 }
 
-/// What went wrong, and what the caller should do.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// Local configuration (TLS, socket): fix the setup.
-    #[error(transparent)]
-    Config(#[from] tls::TlsConfigError),
-    /// The socket could not be bound or used.
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
-    /// The peer could not be reached or the connection dropped: retry later.
-    #[error("connection failed: {0}")]
-    Connection(String),
-    /// The Noise handshake failed (wrong key, tampered, wrong pattern): refetch the record; retry once with XX.
-    #[error("handshake failed: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// The handshake did not complete in time.
-    #[error("handshake timed out")]
-    HandshakeTimeout,
-    /// The session refused a stream or a frame (limits, tampering): the connection is unusable.
-    #[error("session: {0}")]
-    Session(#[from] SessionError),
-    /// A message did not decode.
-    #[error("bad message: {0}")]
-    Wire(#[from] WireError),
-    /// The peer broke the protocol (wrong message, wrong id).
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    /// No answer (or no next chunk) arrived in time: the peer may be gone; retry, on a new session if it persists.
-    #[error("no answer in time")]
-    AnswerTimeout,
-    /// The payee asks for payment (spec §9.10): pay and retry on a new stream.
-    #[error("payment required: {} in {:?}", .0.price, .0.currency)]
-    PaymentRequired(Box<agentwire_protocol::wire::PaymentRequired>),
-    /// The peer answered with an Error message.
-    #[error("peer error {code:?}: {message}")]
-    Remote {
-        /// Its stable code.
-        code: ErrorCode,
-        /// Its text.
-        message: String,
-    },
-}
-
-impl TransportError {
-    /// The stable code a peer is told before the connection closes.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            TransportError::Handshake(e) => e.code(),
-            TransportError::Session(e) => e.code(),
-            TransportError::Wire(e) => e.code(),
-            TransportError::Remote { code, .. } => *code,
-            _ => ErrorCode::Internal,
+impl TransportLimits {
+    /// The exchange's waits and sizes (the protocol's machines take milliseconds).
+    pub fn exchange(&self) -> ExchangeLimits {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ExchangeLimits {
+            request_read_ms: ms(self.request_read_timeout),
+            answer_ms: ms(self.answer_timeout),
+            payment_ms: ms(self.payment_timeout),
+            max_buffered_answer: self.session.max_message_bytes.saturating_sub(64),
         }
     }
 }

@@ -1,275 +1,307 @@
-//! Serving one request stream (spec §13): read the Request, charge it
-//! through the server's meter if it has one (a PaymentRequired or a payment
-//! error instead of an answer), run the service, then write the answer with
-//! a receipt over the hashes of the request and of the answer, signed with
-//! the server's identity key (spec §8.2). A metered stream asks for more
-//! payment between chunks and stops when it is not paid (spec §13.7).
+//! Serving one request stream: the responder machine
+//! (`agentwire_protocol::exchange::ResponseStream`) reads the Request and
+//! writes the answer; this driver moves its bytes, charges the request
+//! through the server's [`Meter`], runs the service, pays a metered stream's
+//! increments and settles the charge, so an answer not delivered is not
+//! charged. A request the peer got wrong ends its stream, not the connection.
 
-use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentwire_protocol::payment::{Receipt, SignedReceipt};
-use agentwire_protocol::session::StreamWriter;
-use agentwire_protocol::wire::{
-    ErrorCode, ErrorMessage, Message, PaymentRequired, Request, Response, StreamChunk, StreamEnd,
-};
+use agentwire_protocol::exchange::{Charge, ExchangeError, Metering, ResponderEvent, ResponseStream, Scope};
+use agentwire_protocol::session::{StreamEvent, StreamReader};
+use agentwire_protocol::wire::{ErrorCode, Message};
 use quinn::{RecvStream, SendStream};
-use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-use super::io::{write_message, Inbound};
-use super::meter::{Refusal, Ticket};
-use super::server::{Answer, IncomingRequest, Peer};
-use super::TransportError;
+use super::io::{conn_err, flush, now_ms, Inbound};
+use super::peer::Peer;
+use crate::exchange::{Answer, IncomingRequest, Outcome, Refusal, StreamItem, Ticket};
 
-/// Reads the next message of a stream within the read timeout, with its encoded bytes.
-pub(super) async fn read_one(
-    peer: &Peer,
-    inbound: &mut Inbound,
-    timeout: std::time::Duration,
-) -> Result<Option<(Vec<u8>, Message)>, TransportError> {
-    let bytes = tokio::time::timeout(timeout, inbound.next())
-        .await
-        .map_err(|_| TransportError::Protocol("message not received in time".into()))??;
-    match bytes {
-        Some(b) => {
-            let m = Message::decode_with_limit(&b, peer.limits.session.max_message_bytes)?;
-            Ok(Some((b, m)))
-        }
-        None => Ok(None),
-    }
-}
-
-/// One answer stream being written.
-struct Out<'a> {
-    send: &'a mut SendStream,
-    writer: &'a mut StreamWriter,
-    id: u64,
-}
-
-impl<'a> Out<'a> {
-    /// Writes `m` (encoded before the first await, so the future stays small).
-    fn message(
-        &mut self,
-        m: Message,
-        end: bool,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send + use<'_, 'a> {
-        let bytes = m.encode();
-        async move { write_message(self.send, self.writer, &bytes, end).await }
-    }
-
-    async fn error(&mut self, code: ErrorCode, text: &str) -> Result<(), TransportError> {
-        let id = Some(self.id);
-        self.message(Message::Error(ErrorMessage { id, code, message: text.to_owned() }), true).await
-    }
-
-    async fn refuse(&mut self, refusal: Refusal) -> Result<(), TransportError> {
-        match refusal {
-            Refusal::PaymentRequired { price, currency, last_voucher } => {
-                let m = PaymentRequired { id: self.id, price, currency, last_voucher: last_voucher.map(|v| *v) };
-                self.message(Message::PaymentRequired(m), true).await
-            }
-            Refusal::Error(code, text) => self.error(code, &text).await,
-        }
-    }
-}
-
-/// Answers a stream that should carry one Request. Cold paths (errors,
-/// refusals, streamed answers) are boxed: inline, each would widen every
-/// request's future, which is moved on every request.
-pub(super) async fn serve_request(
+/// A request stream being served.
+struct Served {
     peer: Arc<Peer>,
-    mut send: SendStream,
-    recv: RecvStream,
-    allowed: bool,
-) -> Result<(), TransportError> {
-    let (mut writer, reader) = peer.open(recv.id())?;
-    let mut inbound = Inbound::new(recv, reader);
-    let (bytes, request) = match read_one(&peer, &mut inbound, peer.limits.request_read_timeout).await? {
-        Some((bytes, Message::Request(r))) => (bytes, r),
-        Some((_, other)) => {
-            let text = format!("expected a Request, got {:?}", other.kind());
-            let m = Message::Error(ErrorMessage { id: None, code: ErrorCode::Malformed, message: text }).encode();
-            return Box::pin(write_message(&mut send, &mut writer, &m, true)).await;
-        }
-        None => return Err(TransportError::Protocol("stream ended before a request".into())),
-    };
-    // Once answered, the stream's end is read (spec §13.1 item 5): an
-    // unpaid requester ended its direction with the Request, a paid one
-    // ends it once it has the answer.
-    if !allowed {
-        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        Box::pin(out.error(ErrorCode::RateLimited, "too many requests; slow down")).await?;
-        peer.ending.finish(inbound);
-        return Ok(());
-    }
-    let priced = peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
-    if !priced {
-        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await?;
-        peer.ending.finish(inbound);
-        return Ok(());
-    }
-    // Signature work (verify the voucher, sign the receipt) on its own task.
-    tokio::spawn(async move {
-        let mut out = Out { send: &mut send, writer: &mut writer, id: request.id };
-        match charge_and_answer(&peer, &mut out, &mut inbound, bytes, request).await {
-            Ok(()) => peer.ending.finish(inbound),
-            Err(e) if !matches!(e, TransportError::Connection(_)) => peer.disconnect(&e),
-            Err(_) => {}
-        }
-    });
-    Ok(())
+    send: SendStream,
+    inbound: Inbound,
+    m: ResponseStream,
 }
 
-async fn charge_and_answer(
-    peer: &Peer,
-    out: &mut Out<'_>,
-    inbound: &mut Inbound,
-    bytes: Vec<u8>,
-    request: Request,
-) -> Result<(), TransportError> {
-    let started = Instant::now();
-    let ticket = match &peer.meter {
-        None => None,
-        Some(meter) => match meter.admit(&peer.info, &request).await {
-            Ok(ticket) => ticket,
+/// Serves a stream that should carry one Request. A paid request moves to
+/// its own task once read: its signature work is worth spreading over the cores.
+pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvStream, allowed: bool) {
+    let (writer, reader) = match peer.open(recv.id()) {
+        Ok(halves) => halves,
+        // The session's age or stream limit: the peer must handshake again.
+        Err(e) => return peer.disconnect(e.code(), &e),
+    };
+    let m = ResponseStream::new(
+        writer,
+        reader,
+        peer.negotiated,
+        peer.limits.exchange(),
+        peer.ids.clone(),
+        allowed,
+        now_ms(),
+    );
+    let mut s = Served { peer, send, inbound: Inbound::new(recv), m };
+    let Some(request) = s.next_request().await else { return };
+    let priced = s.peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
+    if priced {
+        tokio::spawn(s.answer(request));
+    } else {
+        s.answer(request).await;
+    }
+}
+
+impl Served {
+    /// Runs the machine until it has an event, writing what it produces.
+    /// `None`: the stream is over (stopped, or the connection is gone).
+    async fn event(&mut self) -> Option<ResponderEvent> {
+        loop {
+            flush(&mut self.m, &mut self.send).await.ok()?;
+            match self.m.poll_event() {
+                Some(ResponderEvent::Stopped(e)) => {
+                    flush(&mut self.m, &mut self.send).await.ok()?;
+                    self.stopped(&e);
+                    return None;
+                }
+                Some(ev) => return Some(ev),
+                None => {}
+            }
+            if self.m.is_answered() {
+                return None;
+            }
+            self.inbound.read_into(&mut self.m).await.ok()?;
+        }
+    }
+
+    fn stopped(&self, e: &ExchangeError) {
+        if e.scope() == Scope::Connection {
+            self.peer.disconnect(e.code(), e);
+        }
+    }
+
+    async fn next_request(&mut self) -> Option<IncomingRequest> {
+        loop {
+            match self.event().await? {
+                ResponderEvent::Request(r) => {
+                    let r = *r;
+                    let peer = self.peer.info.clone();
+                    return Some(IncomingRequest { peer, id: r.id, service: r.service, body: r.body, payment: r.payment });
+                }
+                // Nothing else comes before a request.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Charges, answers and settles one request, then reads the stream's end.
+    async fn answer(mut self, request: IncomingRequest) {
+        let started = Instant::now();
+        let ticket = match self.admit(&request).await {
+            Ok(t) => t,
+            Err(()) => return self.finish().await,
+        };
+        let answer = self.peer.service.handle(request).await;
+        self.peer.stats.requests.fetch_add(1, Ordering::Relaxed);
+        match answer {
+            Answer::Response(body) => self.respond(body, ticket, None).await,
+            Answer::Charged(body, actual) => self.respond(body, ticket, Some(actual)).await,
+            Answer::Error(code, text) => {
+                self.peer.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.fail(ticket, code, &text).await;
+            }
+            Answer::Stream(chunks) => self.stream(chunks, ticket).await,
+        }
+        self.peer.stats.latency.observe(started.elapsed());
+        self.finish().await;
+    }
+
+    /// Admits the request's payment if its service is priced. `Err`: it was
+    /// refused (the refusal is written).
+    async fn admit(&mut self, request: &IncomingRequest) -> Result<Option<Ticket>, ()> {
+        let Some(meter) = self.peer.meter.clone() else {
+            self.m.waive();
+            return Ok(None);
+        };
+        match meter.admit(&self.peer.info, request).await {
+            Ok(Some(ticket)) => {
+                let charge = Charge { channel: ticket.channel.clone(), cumulative: ticket.cumulative };
+                let metering = ticket.increment.as_ref().map(|i| Metering {
+                    chunks: i.chunks,
+                    price: i.price,
+                    currency: i.currency.clone(),
+                });
+                if self.m.admitted(charge, metering).is_err() {
+                    // A priced service asked without a voucher cannot have been admitted.
+                    let _ = meter.settle(ticket, Outcome::Failed).await;
+                    let _ = self.m.refuse(ErrorCode::Internal, "internal error");
+                    return Err(());
+                }
+                Ok(Some(ticket))
+            }
+            Ok(None) => {
+                self.m.waive();
+                Ok(None)
+            }
             Err(refusal) => {
-                peer.stats.payment_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Box::pin(out.refuse(refusal)).await;
+                self.peer.stats.payment_refusals.fetch_add(1, Ordering::Relaxed);
+                let _ = match refusal {
+                    Refusal::PaymentRequired { price, currency, last_voucher } => {
+                        self.m.payment_required(price, currency, last_voucher.map(|v| *v))
+                    }
+                    Refusal::Error(code, text) => self.m.refuse(code, &text),
+                };
+                Err(())
             }
+        }
+    }
+
+    /// Settles a delivered answer and states its charge (ceiling pricing: `actual`).
+    async fn settle(&mut self, ticket: Option<Ticket>, actual: Option<u128>) -> bool {
+        let (Some(ticket), Some(meter)) = (ticket, self.peer.meter.clone()) else { return true };
+        match meter.settle(ticket, Outcome::Delivered { actual }).await {
+            Ok(settled) => self.m.settle(settled.cumulative).is_ok(),
+            Err(_) => {
+                let _ = self.m.refuse(ErrorCode::Internal, "could not record the charge; retry later");
+                false
+            }
+        }
+    }
+
+    async fn respond(&mut self, body: Vec<u8>, ticket: Option<Ticket>, actual: Option<u128>) {
+        if self.settle(ticket, actual).await {
+            let _ = self.m.respond(body, &self.peer.local.identity);
+        }
+    }
+
+    /// An admitted answer failed on our side: not charged, and the payer is told so.
+    async fn fail(&mut self, ticket: Option<Ticket>, code: ErrorCode, text: &str) {
+        let (Some(ticket), Some(meter)) = (ticket, self.peer.meter.clone()) else {
+            let _ = self.m.refuse(code, text);
+            return;
+        };
+        let statement = meter.settle(ticket, Outcome::Failed).await.ok().map(|s| s.cumulative);
+        let _ = self.m.fail(code, text, statement, &self.peer.local.identity);
+    }
+
+    async fn stream(&mut self, mut items: mpsc::Receiver<StreamItem>, mut ticket: Option<Ticket>) {
+        let mut actual = None;
+        while let Some(item) = items.recv().await {
+            match item {
+                StreamItem::Chunk(data) => {
+                    if self.m.increment_due() {
+                        let Some(t) = ticket.as_mut() else { return };
+                        if !self.increment(t).await {
+                            // The payer did not pay: what was delivered stays charged.
+                            if let (Some(t), Some(meter)) = (ticket, self.peer.meter.clone()) {
+                                let _ = meter.settle(t, Outcome::Delivered { actual: None }).await;
+                            }
+                            return;
+                        }
+                    }
+                    if self.m.chunk(data).is_err() {
+                        return;
+                    }
+                    if flush(&mut self.m, &mut self.send).await.is_err() {
+                        return;
+                    }
+                }
+                StreamItem::Charge(c) => actual = Some(c),
+                StreamItem::Error(code, text) => {
+                    self.peer.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return self.fail(ticket, code, &text).await;
+                }
+            }
+        }
+        if self.settle(ticket, actual).await {
+            let _ = self.m.end(&self.peer.local.identity);
+        }
+    }
+
+    /// Asks for and admits a metered stream's next increment; false if it
+    /// was not paid (the answer is then stopped, with the reason written).
+    async fn increment(&mut self, ticket: &mut Ticket) -> bool {
+        let Some(meter) = self.peer.meter.clone() else { return false };
+        if self.m.ask_increment(meter.last_voucher(ticket), now_ms()).is_err() {
+            return false;
+        }
+        let voucher = match self.event().await {
+            Some(ResponderEvent::IncrementVoucher(v)) => v,
+            _ => return false,
+        };
+        match meter.admit_increment(ticket, &voucher).await {
+            Ok(cumulative) => self.m.increment_paid(cumulative).is_ok(),
+            Err(refusal) => {
+                self.peer.stats.payment_refusals.fetch_add(1, Ordering::Relaxed);
+                let (code, text) = match refusal {
+                    Refusal::Error(code, text) => (code, text),
+                    Refusal::PaymentRequired { .. } => (ErrorCode::InsufficientPayment, "increment not covered".into()),
+                };
+                let _ = self.m.refuse(code, &text);
+                false
+            }
+        }
+    }
+
+    /// Writes what is left and reads the peer's end of stream (spec §13.1 item 5).
+    async fn finish(mut self) {
+        if flush(&mut self.m, &mut self.send).await.is_err() {
+            return;
+        }
+        while let Some(ResponderEvent::Stopped(e)) = self.m.poll_event() {
+            self.stopped(&e);
+        }
+        let Served { peer, inbound, m, .. } = self;
+        peer.ending.finish(inbound, m);
+    }
+}
+
+/// Serves a one-way stream: one OneWay message to the service. A message
+/// that does not decode is dropped with its stream; a broken session closes
+/// the connection.
+pub(super) async fn serve_one_way(peer: Arc<Peer>, mut recv: RecvStream) {
+    let (_, mut reader) = match peer.open(recv.id()) {
+        Ok(halves) => halves,
+        Err(e) => return peer.disconnect(e.code(), &e),
+    };
+    let read = tokio::time::timeout(peer.limits.request_read_timeout, one_message(&mut recv, &mut reader));
+    match read.await {
+        Ok(Ok(Some(bytes))) => match Message::decode_with_limit(&bytes, bytes.len()) {
+            Ok(Message::OneWay(m)) => peer.service.one_way(&peer.info, &m.topic, m.body),
+            _ => tracing::debug!(peer = %peer.info.agent_id, "dropped a one-way stream that carried no OneWay message"),
         },
-    };
-    let paid = ticket.map(|ticket| Paid { ticket, request_hash: Sha256::digest(&bytes).into() });
-    let result = answer(peer, out, inbound, request, paid).await;
-    peer.stats.latency.observe(started.elapsed());
-    result
-}
-
-/// What a paid request's receipt is built from.
-struct Paid {
-    ticket: Ticket,
-    request_hash: [u8; 32],
-}
-
-impl Paid {
-    fn receipt(&self, peer: &Peer, response_hash: [u8; 32]) -> SignedReceipt {
-        let c = &self.ticket.channel;
-        let receipt = Receipt {
-            contract: c.contract.clone(),
-            channel_id: c.channel_id,
-            epoch: c.epoch,
-            request_hash: self.request_hash,
-            response_hash,
-            cumulative: self.ticket.cumulative,
-        };
-        SignedReceipt::sign(receipt, &peer.local.identity)
+        Ok(Err(OneWayError::Session(e))) if e.ends_session() => peer.disconnect(e.code(), &e),
+        _ => {}
     }
 }
 
-async fn answer(
-    peer: &Peer,
-    out: &mut Out<'_>,
-    inbound: &mut Inbound,
-    request: Request,
-    paid: Option<Paid>,
-) -> Result<(), TransportError> {
-    let id = request.id;
-    let incoming = IncomingRequest {
-        peer: peer.info.clone(),
-        id,
-        service: request.service,
-        body: request.body,
-        payment: request.payment,
-    };
-    let answer = peer.service.handle(incoming).await;
-    peer.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match answer {
-        Answer::Response(body) => {
-            let receipt = paid.as_ref().map(|p| p.receipt(peer, Sha256::digest(&body).into()));
-            out.message(Message::Response(Response { id, body, receipt }), true).await
-        }
-        Answer::Error(code, text) => {
-            peer.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            out.error(code, &text).await
-        }
-        // Boxed: its state (metering included) would otherwise make every
-        // request's future several kilobytes, moved on each request.
-        Answer::Stream(chunks) => Box::pin(stream_answer(peer, out, inbound, chunks, paid)).await,
-    }
+enum OneWayError {
+    Session(agentwire_protocol::session::SessionError),
+    Transport,
 }
 
-/// Writes a streamed answer chunk by chunk, asking for each metered increment.
-async fn stream_answer(
-    peer: &Peer,
-    out: &mut Out<'_>,
-    inbound: &mut Inbound,
-    mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>, (ErrorCode, String)>>,
-    mut paid: Option<Paid>,
-) -> Result<(), TransportError> {
-    let id = out.id;
-    let mut seq = 0u32;
-    let mut hash = Sha256::new();
-    while let Some(item) = chunks.recv().await {
-        let data = match item {
-            Ok(data) => data,
-            Err((code, text)) => return out.error(code, &text).await,
-        };
-        if let Some(p) = paid.as_mut() {
-            if !next_increment(peer, out, inbound, p, seq).await? {
-                return Ok(());
+async fn one_message(recv: &mut RecvStream, reader: &mut StreamReader) -> Result<Option<Vec<u8>>, OneWayError> {
+    loop {
+        match recv.read_chunk(64 * 1024, true).await.map_err(|e| {
+            let _ = conn_err(e);
+            OneWayError::Transport
+        })? {
+            Some(chunk) => {
+                let mut input = &chunk.bytes[..];
+                while !input.is_empty() {
+                    match reader.poll(&mut input).map_err(OneWayError::Session)? {
+                        Some(StreamEvent::Message(m)) => return Ok(Some(m)),
+                        Some(StreamEvent::End) => return Ok(None),
+                        None => {}
+                    }
+                }
             }
-        }
-        hash.update(&data);
-        out.message(Message::StreamChunk(StreamChunk { id, seq, data }), false).await?;
-        seq = seq.checked_add(1).ok_or_else(|| TransportError::Protocol("too many chunks".into()))?;
-    }
-    let receipt = paid.as_ref().map(|p| p.receipt(peer, hash.finalize().into()));
-    out.message(Message::StreamEnd(StreamEnd { id, chunks: seq, receipt }), true).await
-}
-
-/// Before chunk `seq` of a metered stream: if the paid increments are used
-/// up, asks for one more and waits for a durable voucher. `false`: the
-/// answer was stopped (not paid in time, or the voucher was refused).
-async fn next_increment(
-    peer: &Peer,
-    out: &mut Out<'_>,
-    inbound: &mut Inbound,
-    paid: &mut Paid,
-    seq: u32,
-) -> Result<bool, TransportError> {
-    let (Some(meter), Some(inc)) = (&peer.meter, paid.ticket.increment.clone()) else { return Ok(true) };
-    if seq == 0 || !seq.is_multiple_of(inc.chunks.max(1)) {
-        return Ok(true);
-    }
-    let last_voucher = meter.last_voucher(&paid.ticket);
-    let ask = PaymentRequired { id: out.id, price: inc.price, currency: inc.currency, last_voucher };
-    out.message(Message::PaymentRequired(ask), false).await?;
-    let voucher = match read_one(peer, inbound, peer.limits.payment_timeout).await {
-        Ok(Some((_, Message::Voucher(v)))) if v.id == out.id => v.voucher,
-        Ok(Some((_, other))) => {
-            out.error(ErrorCode::Malformed, &format!("expected a Voucher, got {:?}", other.kind())).await?;
-            return Ok(false);
-        }
-        Ok(None) | Err(TransportError::Protocol(_)) => {
-            out.error(ErrorCode::PaymentRequired, "the next increment was not paid in time").await?;
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
-    };
-    match meter.admit_increment(&paid.ticket, &voucher).await {
-        Ok(cumulative) => {
-            paid.ticket.cumulative = cumulative;
-            Ok(true)
-        }
-        Err(refusal) => {
-            peer.stats.payment_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (code, text) = match refusal {
-                Refusal::Error(code, text) => (code, text),
-                Refusal::PaymentRequired { .. } => (ErrorCode::InsufficientPayment, "increment not covered".into()),
-            };
-            out.error(code, &text).await?;
-            Ok(false)
+            None => {
+                reader.at_eof().map_err(OneWayError::Session)?;
+                return Ok(None);
+            }
         }
     }
 }

@@ -1,122 +1,34 @@
 //! The responding side (a brand agent): accepts connections within the
-//! limits, runs the Noise handshake under a timeout, then serves each stream:
-//! a request gets a response, a streamed answer or an error; a one-way
-//! message goes to the service. A peer that breaks the session (garbage,
-//! replayed or oversized frames, too many streams, a stalled handshake) is
-//! disconnected with a stable error code; other peers are not affected.
+//! limits, runs the Noise handshake under a timeout, then serves each stream
+//! ([`super::respond`]). A request the peer got wrong ends its stream; a peer
+//! that breaks the session (garbage or replayed frames, too many streams, a
+//! stalled handshake) is disconnected with a stable code; other peers are
+//! not affected.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use agentwire_protocol::exchange::{Negotiated, RateLimit, RequestIds};
 use agentwire_protocol::identity::LocalIdentity;
-use agentwire_protocol::payment::SignedVoucher;
 use agentwire_protocol::session::{
-    respond, FrameSplitter, HandshakeConfig, PeerInfo, ResponderStep, Session, StreamReader, StreamWriter,
-    CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
+    respond, Established, FrameSplitter, HandshakeConfig, ResponderStep, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN,
+    HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::wire::{ErrorCode, Message};
+use agentwire_protocol::wire::ErrorCode;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::VarInt;
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 
-use super::io::{read_handshake_frame, EndingStreams, Inbound};
-use super::meter::Meter;
-use super::respond::{read_one, serve_request};
+use super::io::{conn_err, now_ms, read_handshake_frame, EndingStreams};
+use super::peer::{close_with, Peer};
+use super::respond::{serve_one_way, serve_request};
+use super::stats::ServerStats;
 use super::{now_secs, tls, TransportError, TransportLimits};
-
-/// A request as a service sees it.
-#[derive(Clone, Debug)]
-pub struct IncomingRequest {
-    /// The authenticated peer (shared by its connection's requests).
-    pub peer: Arc<PeerInfo>,
-    /// The request id.
-    pub id: u64,
-    /// The service asked for.
-    pub service: String,
-    /// The query.
-    pub body: Vec<u8>,
-    /// The voucher paying for it, if any.
-    pub payment: Option<SignedVoucher>,
-}
-
-/// What a service answers.
-pub enum Answer {
-    /// One whole response.
-    Response(Vec<u8>),
-    /// A streamed answer: each item is one chunk; the stream ends when the
-    /// sender is dropped, or with an error item (sent to the peer as an
-    /// Error message, so it knows the answer is incomplete).
-    Stream(mpsc::Receiver<Result<Vec<u8>, (ErrorCode, String)>>),
-    /// An error with a stable code.
-    Error(ErrorCode, String),
-}
-
-/// A future answering one request.
-pub type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
-
-/// What a brand puts behind its agent.
-pub trait Service: Send + Sync + 'static {
-    /// Answers one request.
-    fn handle(&self, request: IncomingRequest) -> AnswerFuture;
-    /// Receives a one-way message (default: dropped).
-    fn one_way(&self, _peer: &PeerInfo, _topic: &str, _body: Vec<u8>) {}
-}
-
-/// Counters a server keeps (for logs and metrics).
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections accepted (handshake started).
-    pub connections: AtomicU64,
-    /// Connections refused by a limit.
-    pub refused: AtomicU64,
-    /// Handshakes completed.
-    pub handshakes: AtomicU64,
-    /// Handshakes failed or timed out.
-    pub handshake_failures: AtomicU64,
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Peers disconnected for breaking the protocol.
-    pub disconnected: AtomicU64,
-    /// Requests answered with an Error message.
-    pub errors: AtomicU64,
-    /// Requests (or stream increments) refused for payment.
-    pub payment_refusals: AtomicU64,
-    /// Time from a request's arrival to its last byte written, by bucket.
-    pub latency: LatencyHistogram,
-}
-
-/// Upper bounds of the latency buckets, microseconds (the last bucket is +Inf).
-pub const LATENCY_BUCKETS_US: [u64; 14] =
-    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000, 30_000_000];
-
-/// A fixed-bucket histogram of request latencies (Prometheus style).
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    /// Observations at or below each bound of [`LATENCY_BUCKETS_US`] (not cumulative), then above the last.
-    pub buckets: [AtomicU64; 15],
-    /// Sum of observations, microseconds.
-    pub sum_us: AtomicU64,
-    /// Number of observations.
-    pub count: AtomicU64,
-}
-
-impl LatencyHistogram {
-    /// Records one observation.
-    pub fn observe(&self, elapsed: std::time::Duration) {
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use crate::exchange::{Meter, Service};
 
 /// A running server.
 pub struct Server {
@@ -147,8 +59,14 @@ impl Drop for Slot {
     }
 }
 
-fn close_with(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
-    conn.close(VarInt::from_u32(u32::from(code.as_u16())), reason.as_bytes());
+/// What every connection of a server shares.
+struct Serving {
+    local: Arc<LocalIdentity>,
+    capabilities: Vec<String>,
+    service: Arc<dyn Service>,
+    meter: Option<Arc<dyn Meter>>,
+    limits: TransportLimits,
+    stats: Arc<ServerStats>,
 }
 
 impl Server {
@@ -184,7 +102,7 @@ impl Server {
             )
             .as_ref(),
         );
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::new(Arc::new(reset_key)),
             Some(tls::server_config(&limits)?),
@@ -192,37 +110,8 @@ impl Server {
             Arc::new(quinn::TokioRuntime),
         )?;
         let stats = Arc::new(ServerStats::default());
-        let occupancy = Arc::new(Mutex::new(Occupancy::default()));
-        let (ep, st) = (endpoint.clone(), stats.clone());
-        let caps = Arc::new(capabilities);
-        tokio::spawn(async move {
-            while let Some(incoming) = ep.accept().await {
-                let ip = incoming.remote_address().ip();
-                let admitted = occupancy.lock().map(|mut o| {
-                    let per_ip = o.per_ip.get(&ip).copied().unwrap_or(0);
-                    if o.total >= limits.max_connections || per_ip >= limits.max_connections_per_ip {
-                        return false;
-                    }
-                    o.total += 1;
-                    *o.per_ip.entry(ip).or_insert(0) += 1;
-                    true
-                });
-                if !matches!(admitted, Ok(true)) {
-                    st.refused.fetch_add(1, Ordering::Relaxed);
-                    incoming.refuse();
-                    continue;
-                }
-                let slot = Slot(occupancy.clone(), ip);
-                st.connections.fetch_add(1, Ordering::Relaxed);
-                let (local, service, st, caps) = (local.clone(), service.clone(), st.clone(), caps.clone());
-                let meter = meter.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let Ok(conn) = incoming.await else { return };
-                    serve_connection(conn, local, caps, service, meter, limits, st).await;
-                });
-            }
-        });
+        let serving = Arc::new(Serving { local, capabilities, service, meter, limits, stats: stats.clone() });
+        tokio::spawn(accept(endpoint.clone(), serving));
         Ok(Server { endpoint, stats })
     }
 
@@ -253,134 +142,111 @@ impl Server {
     }
 }
 
+/// Accepts connections within the connection limits, each on its own task.
+async fn accept(endpoint: quinn::Endpoint, serving: Arc<Serving>) {
+    let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+    let limits = serving.limits;
+    while let Some(incoming) = endpoint.accept().await {
+        let ip = incoming.remote_address().ip();
+        let admitted = occupancy.lock().map(|mut o| {
+            let per_ip = o.per_ip.get(&ip).copied().unwrap_or(0);
+            if o.total >= limits.max_connections || per_ip >= limits.max_connections_per_ip {
+                return false;
+            }
+            o.total += 1;
+            *o.per_ip.entry(ip).or_insert(0) += 1;
+            true
+        });
+        if !matches!(admitted, Ok(true)) {
+            serving.stats.refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        let slot = Slot(occupancy.clone(), ip);
+        serving.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(conn) = incoming.await else { return };
+            serve_connection(conn, serving).await;
+        });
+    }
+}
+
 async fn handshake(
     conn: &quinn::Connection,
-    local: &LocalIdentity,
-    caps: &[String],
-    limits: &TransportLimits,
+    serving: &Serving,
     ending: &EndingStreams,
-) -> Result<agentwire_protocol::session::Established, TransportError> {
+) -> Result<Established, TransportError> {
     let mut binding = [0u8; CHANNEL_BINDING_LEN];
     conn.export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
         .map_err(|_| TransportError::Connection("TLS exporter unavailable".into()))?;
-    let cfg = HandshakeConfig { local, capabilities: caps, channel_binding: &binding, limits: limits.session };
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| TransportError::Connection(e.to_string()))?;
+    let cfg = HandshakeConfig {
+        local: &serving.local,
+        capabilities: &serving.capabilities,
+        channel_binding: &binding,
+        limits: serving.limits.session,
+    };
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(conn_err)?;
     let mut splitter = FrameSplitter::handshake();
     let mut pending = Vec::new();
     let m1 = read_handshake_frame(&mut recv, &mut splitter, &mut pending).await?;
     let now = now_secs();
     let established = match respond(&cfg, &m1[HANDSHAKE_HEADER_LEN..], now, &mut OsRng)? {
         ResponderStep::Done { established, reply } => {
-            send.write_all(&reply).await.map_err(|e| TransportError::Connection(e.to_string()))?;
+            send.write_all(&reply).await.map_err(conn_err)?;
             established
         }
         ResponderStep::AwaitFinal { state, reply } => {
-            send.write_all(&reply).await.map_err(|e| TransportError::Connection(e.to_string()))?;
+            send.write_all(&reply).await.map_err(conn_err)?;
             let m3 = read_handshake_frame(&mut recv, &mut splitter, &mut pending).await?;
             state.read_final(&m3[HANDSHAKE_HEADER_LEN..], now)?
         }
     };
     let _ = send.finish();
-    ending.finish(recv);
+    ending.finish_handshake(recv);
     Ok(established)
 }
 
-/// A token bucket: `rate` per second with a burst of `rate`.
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-}
-
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-pub(super) struct Peer {
-    pub(super) conn: quinn::Connection,
-    pub(super) local: Arc<LocalIdentity>,
-    pub(super) meter: Option<Arc<dyn Meter>>,
-    session: Mutex<Session>,
-    pub(super) info: Arc<PeerInfo>,
-    pub(super) service: Arc<dyn Service>,
-    pub(super) limits: TransportLimits,
-    pub(super) stats: Arc<ServerStats>,
-    /// Answered streams waiting for the requester's end of stream.
-    pub(super) ending: EndingStreams,
-}
-
-impl Peer {
-    /// Ends the connection for a protocol violation, with its stable code.
-    pub(super) fn disconnect(&self, e: &TransportError) {
-        self.stats.disconnected.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(peer = %self.info.agent_id, error = %e, "disconnecting peer");
-        close_with(&self.conn, e.code(), &e.to_string());
-    }
-
-    pub(super) fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
-        let mut s = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
-        Ok(s.open_stream(VarInt::from(id).into_inner(), now_secs())?)
-    }
-}
-
-async fn serve_connection(
-    conn: quinn::Connection,
-    local: Arc<LocalIdentity>,
-    caps: Arc<Vec<String>>,
-    service: Arc<dyn Service>,
-    meter: Option<Arc<dyn Meter>>,
-    limits: TransportLimits,
-    stats: Arc<ServerStats>,
-) {
+async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
+    let limits = serving.limits;
+    let stats = &serving.stats;
     let ending = EndingStreams::new(&limits);
-    let established =
-        match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &local, &caps, &limits, &ending)).await {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
-                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                close_with(&conn, e.code(), &e.to_string());
-                return;
-            }
-            Err(_) => {
-                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                close_with(&conn, ErrorCode::HandshakeFailed, "handshake timed out");
-                return;
-            }
-        };
+    let established = match tokio::time::timeout(limits.handshake_timeout, handshake(&conn, &serving, &ending)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "handshake failed");
+            close_with(&conn, e.code());
+            return;
+        }
+        Err(_) => {
+            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            close_with(&conn, ErrorCode::HandshakeFailed);
+            return;
+        }
+    };
     stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    let negotiated = Negotiated::new(&serving.capabilities, &established.peer.capabilities);
     let peer = Arc::new(Peer {
         conn: conn.clone(),
-        local,
-        meter,
+        local: serving.local.clone(),
+        meter: serving.meter.clone(),
         session: Mutex::new(established.session),
         info: Arc::new(established.peer),
-        service,
+        negotiated,
+        ids: Arc::new(RequestIds::new(limits.max_streams_per_connection as usize)),
+        service: serving.service.clone(),
         limits,
-        stats,
+        stats: stats.clone(),
         ending,
     });
-    let mut bucket = Bucket {
-        tokens: f64::from(limits.max_requests_per_sec),
-        last: Instant::now(),
-        rate: f64::from(limits.max_requests_per_sec),
-    };
+    let mut bucket = RateLimit::new(limits.max_requests_per_sec, now_ms());
     // Streams are served on this connection's own task rather than one
     // spawned task each: a 200-byte exchange is cheaper than the cross-worker
     // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). A paid
-    // request moves to its own task once read (`respond.rs`): its signature
-    // work is worth spreading over the cores. The set is bounded by QUIC's
-    // stream limits. Services must not block.
-    // One type for both kinds of stream, so the set holds them unboxed.
+    // request moves to its own task once read (`respond.rs`). The set is
+    // bounded by QUIC's stream limits. Services must not block.
     let mut streams = FuturesUnordered::new();
     // Kept across turns of the loop: each new accept registers anew.
     let mut accept_bi = pin!(conn.accept_bi());
@@ -393,49 +259,17 @@ async fn serve_connection(
             bi = &mut accept_bi => {
                 let Ok((send, recv)) = bi else { break };
                 accept_bi.set(conn.accept_bi());
-                let allowed = bucket.take();
-                streams.push(Either::Left(serve_bi(peer.clone(), send, recv, allowed)));
+                let allowed = bucket.take(now_ms());
+                streams.push(Either::Left(serve_request(peer.clone(), send, recv, allowed)));
             }
             uni = &mut accept_uni => {
                 let Ok(recv) = uni else { break };
                 accept_uni.set(conn.accept_uni());
-                streams.push(Either::Right(serve_uni(peer.clone(), recv)));
+                streams.push(Either::Right(serve_one_way(peer.clone(), recv)));
             }
             Some(()) = streams.next(), if !streams.is_empty() => {}
         }
     }
     // Let answers already in progress finish (graceful shutdown).
     while streams.next().await.is_some() {}
-}
-
-/// Serves a request stream; a peer that broke the protocol on it is disconnected.
-async fn serve_bi(peer: Arc<Peer>, send: SendStream, recv: RecvStream, allowed: bool) {
-    if let Err(e) = serve_request(peer.clone(), send, recv, allowed).await {
-        if !matches!(e, TransportError::Connection(_)) {
-            peer.disconnect(&e);
-        }
-    }
-}
-
-/// Serves a one-way stream; a peer that broke the protocol on it is disconnected.
-async fn serve_uni(peer: Arc<Peer>, recv: RecvStream) {
-    if let Err(e) = serve_one_way(&peer, recv).await {
-        if !matches!(e, TransportError::Connection(_)) {
-            peer.disconnect(&e);
-        }
-    }
-}
-
-async fn serve_one_way(peer: &Peer, recv: RecvStream) -> Result<(), TransportError> {
-    let (_, reader) = peer.open(recv.id())?;
-    let mut inbound = Inbound::new(recv, reader);
-    match read_one(peer, &mut inbound, peer.limits.request_read_timeout).await?.map(|(_, m)| m) {
-        Some(Message::OneWay(m)) => {
-            peer.ending.finish(inbound);
-            peer.service.one_way(&peer.info, &m.topic, m.body);
-            Ok(())
-        }
-        Some(other) => Err(TransportError::Protocol(format!("expected a OneWay message, got {:?}", other.kind()))),
-        None => Ok(()),
-    }
 }

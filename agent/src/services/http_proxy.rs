@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use agentwire_protocol::wire::ErrorCode;
-use tokio::sync::mpsc;
 
-use crate::quic::{Answer, AnswerFuture, IncomingRequest, Service};
+use crate::exchange::{Answer, AnswerFuture, IncomingRequest, Service, StreamItem};
 
 /// How to reach the upstream.
 #[derive(Clone, Debug)]
@@ -113,7 +112,7 @@ impl Service for HttpProxy {
                     }
                 }
             }
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, answer) = Answer::stream(16);
             tokio::spawn(async move {
                 let mut sent = 0usize;
                 loop {
@@ -121,22 +120,22 @@ impl Service for HttpProxy {
                         Ok(Ok(Some(chunk))) => {
                             sent += chunk.len();
                             if sent > max {
-                                Err((ErrorCode::TooLarge, "upstream answer too large".to_string()))
+                                StreamItem::Error(ErrorCode::TooLarge, "upstream answer too large".to_string())
                             } else {
-                                Ok(chunk.to_vec())
+                                StreamItem::Chunk(chunk.to_vec())
                             }
                         }
                         Ok(Ok(None)) => return,
-                        Ok(Err(_)) => Err((ErrorCode::UpstreamFailed, "upstream answer broke off".to_string())),
-                        Err(_) => Err((ErrorCode::UpstreamTimeout, "upstream stalled".to_string())),
+                        Ok(Err(_)) => StreamItem::Error(ErrorCode::UpstreamFailed, "upstream answer broke off".to_string()),
+                        Err(_) => StreamItem::Error(ErrorCode::UpstreamTimeout, "upstream stalled".to_string()),
                     };
-                    let failed = item.is_err();
+                    let failed = matches!(item, StreamItem::Error(..));
                     if tx.send(item).await.is_err() || failed {
                         return;
                     }
                 }
             });
-            Answer::Stream(rx)
+            answer
         })
     }
 }

@@ -1,7 +1,7 @@
 //! What a brand can put behind its agent without writing Rust: a built-in
 //! echo/static service for demos and an HTTP upstream proxy (for instance an
 //! OpenAI-compatible chat endpoint). Embedders implement
-//! [`crate::quic::Service`] directly. [`Router`] dispatches by service name.
+//! [`crate::exchange::Service`] directly. [`Router`] dispatches by service name.
 
 mod http_proxy;
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use agentwire_protocol::session::PeerInfo;
 use agentwire_protocol::wire::ErrorCode;
 
-use crate::quic::{Answer, AnswerFuture, IncomingRequest, Service};
+use crate::exchange::{Answer, AnswerFuture, IncomingRequest, Service, StreamItem};
 
 pub use http_proxy::{HttpProxy, HttpProxyConfig};
 
@@ -32,15 +32,15 @@ impl Service for Builtin {
             Builtin::Echo => request.body,
             Builtin::Static(text) => text.clone(),
             Builtin::Words => {
-                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                let (tx, answer) = Answer::stream(16);
                 tokio::spawn(async move {
                     for word in words(&request.body) {
-                        if tx.send(Ok(word.to_vec())).await.is_err() {
+                        if tx.send(StreamItem::Chunk(word.to_vec())).await.is_err() {
                             return;
                         }
                     }
                 });
-                return Box::pin(async move { Answer::Stream(rx) });
+                return Box::pin(async move { answer });
             }
         };
         Box::pin(async move { Answer::Response(answer) })
@@ -92,7 +92,7 @@ impl Service for Router {
         match self.routes.get(&request.service) {
             Some(s) => s.handle(request),
             None => {
-                let text = format!("no service {:?} here", request.service);
+                let text = format!("no service {:?} here; offered: {}", request.service, self.names().join(", "));
                 Box::pin(async move { Answer::Error(ErrorCode::UnknownService, text) })
             }
         }

@@ -276,6 +276,12 @@ impl ResponseStream {
         Ok(())
     }
 
+    /// The request is served free (its service is not priced): a voucher it
+    /// carried is ignored and the answer carries no receipt.
+    pub fn waive(&mut self) {
+        self.paid = None;
+    }
+
     /// Ceiling pricing: the answer is charged `cumulative` in the end (at
     /// most what was admitted; the rest is the payer's credit, spec §13.10).
     pub fn settle(&mut self, cumulative: u128) -> Result<(), ExchangeError> {

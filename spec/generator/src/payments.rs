@@ -60,10 +60,12 @@ pub fn vouchers() -> Value {
         }
         let result = match ledger.admit(&v, price) {
             Ok(a) => {
-                if let Some(p) = &a.persist {
-                    ledger.mark_durable(p.voucher.cumulative);
+                if let Some(s) = ledger.snapshot() {
+                    ledger.mark_durable(&s);
                 }
-                json!({ "ok": { "required": a.required.to_string(), "persist": a.persist.is_some() } })
+                let ok = json!({ "ok": { "required": a.required.to_string(), "persist": a.persist.is_some() } });
+                let _ = ledger.settle(a, price);
+                ok
             }
             Err(e) => json!({ "error": crate::error_name(&format!("{e:?}")), "detail": format!("{e:?}") }),
         };
@@ -94,7 +96,7 @@ pub fn vouchers() -> Value {
             "cbor": hx(rw.finish()),
         },
         "payee_ledger": {
-            "description": "Steps applied in order to one payee ledger (deposit 10000). Each admitted voucher is persisted (mark_durable) before the next step.",
+            "description": "Steps applied in order to one payee ledger (deposit 10000). Each admission is persisted (snapshot, mark_durable) and its answer charged in full (settle) before the next step.",
             "channel": { "contract": "channels.near", "channel_id": 7, "epoch": 1 },
             "deposit": "10000",
             "steps": script,

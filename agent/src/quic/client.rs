@@ -1,6 +1,6 @@
 //! The initiating side: connect, run the Noise handshake (IK when the
-//! peer's record gave its static key, XX otherwise), then send requests,
-//! read streamed answers and send one-way messages, each on its own stream.
+//! peer's record gave its static key, XX otherwise), then send requests
+//! ([`super::call`]) and one-way messages, each on its own stream.
 //!
 //! A request alone on its connection runs on its caller's task: no
 //! hand-off, the lowest latency. While others are in flight (on a
@@ -14,22 +14,22 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use agentwire_protocol::exchange::{Negotiated, RequestStream};
 use agentwire_protocol::identity::{LocalIdentity, NoiseStaticKey, PublicKey};
 use agentwire_protocol::payment::SignedVoucher;
 use agentwire_protocol::session::{
-    initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, StreamReader, StreamWriter,
-    CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
+    initiate_ik, initiate_xx, FrameSplitter, HandshakeConfig, PeerInfo, Session, SessionError, StreamReader,
+    StreamWriter, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, HANDSHAKE_HEADER_LEN,
 };
-use agentwire_protocol::wire::{Message, OneWay, Request, Response};
+use agentwire_protocol::wire::{Message, OneWay, Request};
 use futures::stream::{FuturesUnordered, StreamExt};
 use quinn::{RecvStream, VarInt};
 use rand_core::OsRng;
-use sha2::{Digest, Sha256};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
-use super::answer::{Start, StreamedAnswer};
-use super::io::{end_stream, read_handshake_frame, write_message, EndingStreams, Inbound};
+use super::call::{Call, FirstAnswer};
+use super::io::{conn_err, flush, now_ms, read_handshake_frame, EndingStreams, Inbound};
 use super::{now_secs, tls, TransportError, TransportLimits};
 
 /// Requests a connection's task runs at once; more wait in its queue
@@ -56,13 +56,15 @@ pub struct Target {
 pub struct Connection {
     shared: Arc<Shared>,
     peer: PeerInfo,
-    calls: mpsc::Sender<Call>,
+    calls: mpsc::Sender<Queued>,
 }
 
 /// What a connection's callers and its task share.
 struct Shared {
     conn: quinn::Connection,
     session: Mutex<Session>,
+    /// What both sides announced.
+    negotiated: Negotiated,
     next_id: AtomicU64,
     /// Requests between their call and their first answer, wherever they run.
     in_flight: AtomicUsize,
@@ -95,15 +97,11 @@ impl Drop for InFlight<'_> {
 type CallResult = Result<(FirstAnswer, Option<[u8; 32]>), TransportError>;
 
 /// One request handed to the connection's task.
-struct Call {
+struct Queued {
     service: String,
     body: Vec<u8>,
     payment: Option<SignedVoucher>,
     reply: oneshot::Sender<CallResult>,
-}
-
-fn conn_err(e: impl std::fmt::Display) -> TransportError {
-    TransportError::Connection(e.to_string())
 }
 
 fn stream_id(id: quinn::StreamId) -> u64 {
@@ -149,14 +147,16 @@ pub async fn connect(
             }
         };
         send.finish().map_err(conn_err)?;
-        ending.finish(recv);
+        ending.finish_handshake(recv);
         Ok::<_, TransportError>((conn, established))
     };
-    let (conn, established) =
-        tokio::time::timeout(limits.handshake_timeout, run).await.map_err(|_| TransportError::HandshakeTimeout)??;
+    let (conn, established) = tokio::time::timeout(limits.handshake_timeout, run)
+        .await
+        .map_err(|_| TransportError::HandshakeTimeout(limits.handshake_timeout))??;
     let shared = Arc::new(Shared {
         conn,
         session: Mutex::new(established.session),
+        negotiated: Negotiated::new(capabilities, &established.peer.capabilities),
         next_id: AtomicU64::new(1),
         in_flight: AtomicUsize::new(0),
         hand_off: !matches!(tokio::runtime::Handle::current().runtime_flavor(), RuntimeFlavor::CurrentThread),
@@ -171,7 +171,7 @@ pub async fn connect(
 /// The connection's task: runs every request until its first answer, up to
 /// [`MAX_RUNNING_CALLS`] at once, until the `Connection` is dropped and the
 /// last request has its answer.
-async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
+async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) {
     let mut running = FuturesUnordered::new();
     let mut open = true;
     while open || !running.is_empty() {
@@ -189,8 +189,8 @@ async fn drive(shared: Arc<Shared>, mut queue: mpsc::Receiver<Call>) {
 }
 
 /// Runs one request; abandons it (resetting its stream) if the caller stops waiting.
-async fn run(shared: Arc<Shared>, call: Call) {
-    let Call { service, body, payment, mut reply } = call;
+async fn run(shared: Arc<Shared>, call: Queued) {
+    let Queued { service, body, payment, mut reply } = call;
     let result = tokio::select! {
         biased;
         result = shared.call(service, body, payment) => Some(result),
@@ -201,64 +201,23 @@ async fn run(shared: Arc<Shared>, call: Call) {
     }
 }
 
-/// The first answer to a request: a whole response or the start of a stream.
-pub enum FirstAnswer {
-    /// A whole response.
-    Response(Box<Response>),
-    /// A streamed answer: read it with [`StreamedAnswer::next_chunk`].
-    Stream(Box<StreamedAnswer>),
-}
-
 impl Shared {
     fn open(&self, id: quinn::StreamId) -> Result<(StreamWriter, StreamReader), TransportError> {
-        let mut session = self.session.lock().map_err(|_| TransportError::Protocol("session lock poisoned".into()))?;
+        let mut session = self.session.lock().map_err(|_| SessionError::Poisoned)?;
         Ok(session.open_stream(stream_id(id), now_secs())?)
     }
 
     /// Sends one request on a new stream and reads its first answer.
     async fn call(&self, service: String, body: Vec<u8>, payment: Option<SignedVoucher>) -> CallResult {
-        let paid = payment.is_some();
-        let (mut send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
-        let (mut writer, reader) = self.open(send.id())?;
+        let (send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
+        let (writer, reader) = self.open(send.id())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Message::Request(Request { id, service, body, payment }).encode();
-        // Only a paid answer has a receipt to check the hash against.
-        let request_hash: Option<[u8; 32]> = paid.then(|| Sha256::digest(&request).into());
-        write_message(&mut send, &mut writer, &request, !paid).await?;
-        let mut send = paid.then_some((send, writer));
-        let mut inbound = Inbound::new(recv, reader);
-        let Some(bytes) = tokio::time::timeout(self.limits.answer_timeout, inbound.next())
-            .await
-            .map_err(|_| TransportError::AnswerTimeout)??
-        else {
-            return Err(TransportError::Protocol("stream ended without an answer".into()));
-        };
-        let message = Message::decode_with_limit(&bytes, self.limits.session.max_message_bytes)?;
-        if let Message::StreamChunk(c) = message {
-            if c.id == id && c.seq == 0 {
-                let start = Start::FirstChunk { data: c.data, inbound, send: send.take() };
-                let answer = StreamedAnswer::new(id, &self.limits, &self.ending, start);
-                return Ok((FirstAnswer::Stream(Box::new(answer)), request_hash));
-            }
-            return Err(TransportError::Protocol("unexpected StreamChunk answer".into()));
-        }
-        // Whatever it is, the brand's direction ends here (spec §13.1).
-        self.ending.finish(inbound);
-        let first = match message {
-            Message::Response(r) if r.id == id => Ok(FirstAnswer::Response(Box::new(r))),
-            Message::StreamEnd(e) if e.id == id && e.chunks == 0 => {
-                let start = Start::Ended { receipt: e.receipt };
-                Ok(FirstAnswer::Stream(Box::new(StreamedAnswer::new(id, &self.limits, &self.ending, start))))
-            }
-            Message::PaymentRequired(p) if p.id == id => Err(TransportError::PaymentRequired(Box::new(p))),
-            Message::Error(e) => Err(TransportError::Remote { code: e.code, message: e.message }),
-            other => Err(TransportError::Protocol(format!("unexpected {:?} answer", other.kind()))),
-        };
-        if let Some((mut s, mut w)) = send {
-            // A paid request's direction stayed open; the answer is complete.
-            end_stream(&mut s, &mut w, self.limits.answer_timeout).await;
-        }
-        Ok((first?, request_hash))
+        let request = Request { id, service, body, payment };
+        let m = RequestStream::new(request, writer, reader, self.negotiated, self.limits.exchange(), now_ms())?;
+        let request_hash = m.request_hash();
+        let mut call = Call { m, send, inbound: Inbound::new(recv), ending: self.ending.clone() };
+        flush(&mut call.m, &mut call.send).await?;
+        Ok((call.first().await?, request_hash))
     }
 }
 
@@ -273,7 +232,12 @@ impl Connection {
         &self.shared.conn
     }
 
-    /// Sends a request and returns the first answer (a response or a stream).
+    /// What both sides announced in the handshake.
+    pub fn negotiated(&self) -> Negotiated {
+        self.shared.negotiated
+    }
+
+    /// Sends a request and returns the first answer (a response, a stream, or a payment request).
     pub async fn call(
         &self,
         service: &str,
@@ -298,13 +262,13 @@ impl Connection {
             return self.shared.call(service.to_owned(), body, payment).await;
         }
         let (reply, answer) = oneshot::channel();
-        let call = Call { service: service.to_owned(), body, payment, reply };
+        let call = Queued { service: service.to_owned(), body, payment, reply };
         let gone = || TransportError::Connection("the connection's task has ended".into());
         self.calls.send(call).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
-    /// Sends a request and waits for a whole response body.
+    /// Sends an unpaid request and waits for a whole response body.
     pub async fn request(&self, service: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         match self.call(service, body, None).await? {
             FirstAnswer::Response(r) => Ok(r.body),
@@ -315,6 +279,12 @@ impl Connection {
                 }
                 Ok(all)
             }
+            FirstAnswer::PaymentRequired(p) => Err(agentwire_protocol::exchange::ExchangeError::Remote {
+                code: agentwire_protocol::wire::ErrorCode::PaymentRequired,
+                message: format!("the service costs {} {}", p.price, p.currency),
+                credit: None,
+            }
+            .into()),
         }
     }
 
@@ -323,7 +293,10 @@ impl Connection {
         let mut send = self.shared.conn.open_uni().await.map_err(conn_err)?;
         let (mut writer, _) = self.shared.open(send.id())?;
         let message = Message::OneWay(OneWay { topic: topic.to_owned(), body }).encode();
-        write_message(&mut send, &mut writer, &message, true).await?;
+        let mut out = Vec::with_capacity(writer.sealed_len(message.len()));
+        writer.write_message(&message, true, &mut out)?;
+        send.write_chunk(out.into()).await.map_err(conn_err)?;
+        send.finish().map_err(conn_err)?;
         // Returns once the peer has read it all, so closing right after loses nothing.
         send.stopped().await.map_err(conn_err)?;
         Ok(())

@@ -1,0 +1,379 @@
+//! The payee's side (spec §8.3, §13.5, §13.10): a brand agent checks each
+//! channel on chain before it takes vouchers on it, admits a request only with
+//! a voucher that pays its price (made durable before the answer leaves),
+//! settles each answer so that one not delivered is not charged, claims what
+//! it charged by policy and on shutdown, and watches its channels so a
+//! payer's unilateral close is claimed inside the challenge period.
+//!
+//! The chain ([`PayeeChain`]) and the money state ([`PayeeMoney`]) are
+//! traits: NEAR and the embedded store in production, in-memory doubles that
+//! fail on purpose in tests.
+
+mod money;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentwire_protocol::identity::PublicKey;
+use agentwire_protocol::ledger::ChannelRef;
+use agentwire_protocol::money::Currency;
+use agentwire_protocol::payment::{PaymentError, SignedVoucher};
+use agentwire_protocol::session::PeerInfo;
+use agentwire_protocol::wire::ErrorCode;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+pub use money::{ChainChannel, ChannelMoney, ClaimDue, LedgerMoney, MoneyError, PayeeMoney};
+
+use super::chain::{NearChain, PayeeChain};
+use super::store::Store;
+use crate::exchange::{Increment, IncomingRequest, Meter, Outcome, Refusal, Settled, Ticket};
+use crate::near::{ChannelClient, ChannelView, NearAccount, NearError};
+
+/// What one service costs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Price {
+    /// Per request, in the currency's smallest unit (0: free). For ceiling
+    /// pricing, the most one request may cost.
+    pub price: u128,
+    /// Its currency.
+    pub currency: Currency,
+    /// For a metered streamed answer: what each further group of chunks costs.
+    pub increment: Option<Increment>,
+}
+
+/// Claiming and watching policy, with defaults.
+#[derive(Clone, Debug)]
+pub struct PayeeConfig {
+    /// Claim a channel once this much is charged and unclaimed (default 0: by time only).
+    pub claim_above: u128,
+    /// Claim whatever is unclaimed at least this often (default 1 h).
+    pub claim_every: Duration,
+    /// How often the chain is read for closes and top-ups (default 30 s).
+    pub watch_every: Duration,
+    /// Channels held in memory at once (default 100,000); beyond it new channels get `Unavailable`.
+    pub max_channels: usize,
+}
+
+impl Default for PayeeConfig {
+    fn default() -> Self {
+        PayeeConfig {
+            claim_above: 0,
+            claim_every: Duration::from_secs(3600),
+            watch_every: Duration::from_secs(30),
+            max_channels: 100_000,
+        }
+    }
+}
+
+/// The payee: implements [`Meter`] for the session server.
+pub struct Payee {
+    chain: Arc<dyn PayeeChain>,
+    money: Arc<dyn PayeeMoney>,
+    prices: HashMap<String, Price>,
+    config: PayeeConfig,
+    last_claim: Mutex<HashMap<u64, Instant>>,
+    /// yoctoNEAR burnt for gas by this payee's claims (for accounting).
+    gas_burnt: Mutex<u128>,
+}
+
+fn refuse(code: ErrorCode, text: impl Into<String>) -> Refusal {
+    Refusal::Error(code, text.into())
+}
+
+fn money_refusal(e: MoneyError) -> Refusal {
+    match e {
+        MoneyError::Payment(p) => refuse(p.code(), p.to_string()),
+        MoneyError::Store(_) => refuse(ErrorCode::Unavailable, "could not record the payment; retry later"),
+        MoneyError::Full => refuse(ErrorCode::Unavailable, "too many channels; retry later"),
+        MoneyError::NotLoaded(_) => refuse(ErrorCode::Internal, "internal error"),
+    }
+}
+
+impl Payee {
+    /// A payee on `chain`, keeping its money state in `money`, at `prices`.
+    pub fn new(
+        chain: Arc<dyn PayeeChain>,
+        money: Arc<dyn PayeeMoney>,
+        prices: HashMap<String, Price>,
+        config: PayeeConfig,
+    ) -> Payee {
+        Payee {
+            chain,
+            money,
+            prices,
+            config,
+            last_claim: Mutex::new(HashMap::new()),
+            gas_burnt: Mutex::new(0),
+        }
+    }
+
+    /// A payee for `account` on NEAR through `client`'s contract, with its
+    /// state in the embedded `store`.
+    pub fn near(
+        client: ChannelClient,
+        account: NearAccount,
+        prices: HashMap<String, Price>,
+        store: Store,
+        config: PayeeConfig,
+    ) -> Result<Payee, NearError> {
+        let money = Arc::new(LedgerMoney::new(store, config.max_channels));
+        Ok(Payee::new(Arc::new(NearChain::new(client, account)?), money, prices, config))
+    }
+
+    /// The money state.
+    pub fn money(&self) -> &Arc<dyn PayeeMoney> {
+        &self.money
+    }
+
+    /// Checks a channel read from chain (this agent is its payee, its payer
+    /// key is usable) and loads it into the money state.
+    async fn load(&self, view: ChannelView) -> Result<(), Refusal> {
+        if view.payee.as_str() != self.chain.account() {
+            return Err(refuse(ErrorCode::UnknownChannel, format!("channel {} does not pay this agent", view.id)));
+        }
+        let payer_key = hex::decode(&view.payer_key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| PublicKey::from_bytes(&b).ok())
+            .ok_or_else(|| refuse(ErrorCode::UnknownChannel, "the channel's payer key is not usable"))?;
+        let channel = ChannelRef { contract: self.chain.contract().clone(), channel_id: view.id, epoch: view.epoch };
+        let c = ChainChannel {
+            channel,
+            payer_key,
+            currency: view.currency,
+            deposit: view.deposit,
+            claimed: view.claimed,
+            closing: view.closing_since_ns.is_some(),
+        };
+        self.money.load(c).await.map_err(money_refusal)
+    }
+
+    /// The channel of `voucher`, from memory or checked on chain.
+    async fn channel_of(&self, voucher: &SignedVoucher, currency: &Currency) -> Result<(), Refusal> {
+        let id = voucher.voucher.channel_id;
+        if self.money.currency(id).is_none() {
+            let view = self
+                .chain
+                .get_channel(id)
+                .await
+                .map_err(|_| refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later"))?
+                .ok_or_else(|| refuse(ErrorCode::UnknownChannel, format!("channel {id} does not exist on chain")))?;
+            if view.epoch != voucher.voucher.epoch {
+                let e = PaymentError::WrongEpoch;
+                return Err(refuse(e.code(), format!("{e}: channel {id} is at epoch {}", view.epoch)));
+            }
+            self.load(view).await?;
+        }
+        if self.money.currency(id).as_ref() != Some(currency) {
+            return Err(refuse(ErrorCode::UnknownChannel, "the channel is funded in another currency than the price"));
+        }
+        Ok(())
+    }
+
+    /// Admits `voucher` for `price`: resolves once what the answer needs is durable.
+    async fn pay(
+        &self,
+        voucher: &SignedVoucher,
+        price: u128,
+        currency: &Currency,
+    ) -> Result<agentwire_protocol::ledger::Admission, Refusal> {
+        let contract = self.chain.contract();
+        if &voucher.voucher.contract != contract {
+            let e = PaymentError::WrongContract;
+            return Err(refuse(e.code(), format!("{e}: this agent is paid through {contract}")));
+        }
+        self.channel_of(voucher, currency).await?;
+        let id = voucher.voucher.channel_id;
+        let mut admitted = self.money.admit(id, voucher, price).await;
+        if let Err(MoneyError::Payment(PaymentError::ExceedsDeposit { .. })) = admitted {
+            // The payer may have topped up since we last looked.
+            if let Ok(Some(view)) = self.chain.get_channel(id).await {
+                self.money.top_up(id, view.deposit);
+                admitted = self.money.admit(id, voucher, price).await;
+            }
+        }
+        match admitted {
+            Ok(a) => Ok(a),
+            Err(MoneyError::Payment(PaymentError::InsufficientPayment { .. })) => {
+                let last_voucher = self.money.highest(id).map(Box::new);
+                Err(Refusal::PaymentRequired { price, currency: currency.clone(), last_voucher })
+            }
+            Err(e) => Err(money_refusal(e)),
+        }
+    }
+
+    /// Claims on chain what was charged and is unclaimed: every channel when
+    /// `force` (shutdown, a close started), else by the policy. Returns the
+    /// (channel, claimed total) claimed.
+    pub async fn claim_due(&self, force: bool) -> Vec<(u64, u128)> {
+        let mut done = Vec::new();
+        for due in self.money.claims_due() {
+            let id = due.channel.channel_id;
+            let unclaimed = self.money.channels().into_iter().find(|c| c.channel.channel_id == id).map_or(0, |c| c.unclaimed);
+            let stale = self.last_claim.lock().map(|m| m.get(&id).is_none_or(|t| t.elapsed() >= self.config.claim_every)).unwrap_or(true);
+            let above = self.config.claim_above > 0 && unclaimed >= self.config.claim_above;
+            if !(force || stale || above) {
+                continue;
+            }
+            let claimed = self.chain.claim(&due.voucher, due.target).await;
+            let burnt = match &claimed {
+                Ok(o) => o.tokens_burnt,
+                Err(NearError::Failed { tokens_burnt, .. }) => *tokens_burnt,
+                Err(_) => 0,
+            };
+            if let Ok(mut g) = self.gas_burnt.lock() {
+                *g = g.saturating_add(burnt);
+            }
+            match claimed {
+                Ok(_) => {
+                    if let Err(e) = self.money.record_claim(id, due.target).await {
+                        tracing::warn!(error = %e, "claimed total not recorded (the chain has it)");
+                    }
+                    if let Ok(mut m) = self.last_claim.lock() {
+                        m.insert(id, Instant::now());
+                    }
+                    tracing::info!(channel = id, claimed = %due.target, "claimed");
+                    done.push((id, due.target));
+                }
+                Err(e) => tracing::warn!(channel = id, error = %e, "claim failed; will retry"),
+            }
+        }
+        done
+    }
+
+    /// Reads this agent's channels on chain: a started close stops admission
+    /// and is claimed at once; a larger deposit is taken; channels with
+    /// stored state are loaded (after a restart) so they get claimed.
+    pub async fn watch_once(&self) -> Result<Vec<(u64, u128)>, NearError> {
+        let views = self.chain.my_channels().await?;
+        let mut closing = false;
+        for view in views {
+            if view.payee.as_str() != self.chain.account() {
+                continue;
+            }
+            let is_closing = view.closing_since_ns.is_some();
+            if self.load(view).await.is_err() {
+                continue;
+            }
+            closing |= is_closing;
+        }
+        let urgent = closing && self.money.channels().iter().any(|c| c.closing && c.unclaimed > 0);
+        Ok(self.claim_due(urgent).await)
+    }
+
+    /// Watches and claims by policy until `stop` fires, then claims
+    /// everything; returns the (channel, total) that last claim made.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Vec<(u64, u128)> {
+        let mut tick = tokio::time::interval(self.config.watch_every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.watch_once().await {
+                        tracing::warn!(error = %e, "could not read channels on chain");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        self.claim_due(true).await
+    }
+
+    /// yoctoNEAR this payee's claims burnt for gas so far.
+    pub fn gas_burnt(&self) -> u128 {
+        self.gas_burnt.lock().map_or(0, |g| *g)
+    }
+
+    /// Per channel: (id, durable total, unclaimed part of what was charged).
+    pub fn channels(&self) -> Vec<(u64, u128, u128)> {
+        self.money.channels().into_iter().map(|c| (c.channel.channel_id, c.durable, c.unclaimed)).collect()
+    }
+
+    fn price_of(&self, service: &str) -> Option<&Price> {
+        self.prices.get(service).filter(|p| p.price > 0 || p.increment.is_some())
+    }
+}
+
+impl Meter for Payee {
+    fn admit<'a>(
+        &'a self,
+        _peer: &'a PeerInfo,
+        request: &'a IncomingRequest,
+    ) -> BoxFuture<'a, Result<Option<Ticket>, Refusal>> {
+        Box::pin(async move {
+            let Some(price) = self.price_of(&request.service) else { return Ok(None) };
+            let Some(voucher) = &request.payment else {
+                return Err(Refusal::PaymentRequired {
+                    price: price.price,
+                    currency: price.currency.clone(),
+                    last_voucher: None,
+                });
+            };
+            let admission = self.pay(voucher, price.price, &price.currency).await?;
+            let channel = ChannelRef {
+                contract: self.chain.contract().clone(),
+                channel_id: voucher.voucher.channel_id,
+                epoch: voucher.voucher.epoch,
+            };
+            Ok(Some(Ticket {
+                channel,
+                cumulative: admission.required,
+                increment: price.increment.clone(),
+                admissions: vec![admission],
+            }))
+        })
+    }
+
+    fn admit_increment<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        voucher: &'a SignedVoucher,
+    ) -> BoxFuture<'a, Result<u128, Refusal>> {
+        Box::pin(async move {
+            let Some(inc) = ticket.increment.clone() else {
+                return Err(refuse(ErrorCode::Malformed, "this answer is not metered"));
+            };
+            if voucher.voucher.channel_id != ticket.channel.channel_id || voucher.voucher.epoch != ticket.channel.epoch {
+                let e = PaymentError::WrongChannel;
+                return Err(refuse(e.code(), format!("{e}: pay the stream on the channel that paid its request")));
+            }
+            let admission = self.pay(voucher, inc.price, &inc.currency).await?;
+            ticket.cumulative = admission.required;
+            ticket.admissions.push(admission);
+            Ok(ticket.cumulative)
+        })
+    }
+
+    fn settle(&self, ticket: Ticket, outcome: Outcome) -> BoxFuture<'_, Result<Settled, Refusal>> {
+        Box::pin(async move {
+            let id = ticket.channel.channel_id;
+            let admitted = ticket.admitted();
+            // Before this request: its first admission's total less its price.
+            let before = ticket.admissions.first().map_or(0, |a| a.required - a.price);
+            let mut left = match outcome {
+                Outcome::Delivered { actual } => actual.unwrap_or(admitted).min(admitted),
+                Outcome::Failed => 0,
+            };
+            let charged = left;
+            for admission in ticket.admissions {
+                let take = left.min(admission.price);
+                left -= take;
+                self.money.settle(id, admission, take).await.map_err(money_refusal)?;
+            }
+            let cumulative = match outcome {
+                Outcome::Delivered { .. } => ticket.cumulative - (admitted - charged),
+                Outcome::Failed => before,
+            };
+            Ok(Settled { cumulative })
+        })
+    }
+
+    fn is_priced(&self, service: &str) -> bool {
+        self.price_of(service).is_some()
+    }
+
+    fn last_voucher(&self, ticket: &Ticket) -> Option<SignedVoucher> {
+        self.money.highest(ticket.channel.channel_id)
+    }
+}

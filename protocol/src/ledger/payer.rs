@@ -1,0 +1,409 @@
+//! The payer's ledger of one channel (spec §8.4), recovery included.
+//!
+//! > invariants: `signed <= deposit`; `signed <= reserved` once a payment's
+//! > reservation is durable, and a voucher above `reserved` never leaves
+//! > before it is; a total is never signed below one the payee may hold for a
+//! > different purpose (totals only grow).
+//!
+//! - `signed`: the highest total signed (after a restart, a floor: the last
+//!   voucher recorded), and `last` its voucher.
+//! - `reserved`: a durable upper bound of every total ever signed (one write
+//!   covers many payments). After a restart the payer knows only `signed ≤
+//!   true total ≤ reserved` (`unconfirmed`); it never signs the ceiling: it
+//!   re-sends its floor voucher, and the payee either serves from credit it
+//!   holds or answers PaymentRequired with its highest voucher, which settles
+//!   the total (resync).
+//! - `charged`, `in_flight`: what the payee charged as its last receipt or
+//!   statement said, and the prices of requests not yet answered: their
+//!   difference from `signed` is the credit the payer believes it has. It pays
+//!   from credit by re-sending its highest voucher (the payee verifies it
+//!   once); a payee that has no such credit asks for payment and the payer
+//!   pays afresh, so a wrong belief costs a round trip, never money.
+
+use super::ChannelRef;
+use crate::identity::{Keypair, PublicKey};
+use crate::payment::{PaymentError, SignedVoucher};
+
+/// The payer's view of one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayerLedger {
+    channel: ChannelRef,
+    deposit: u128,
+    signed: u128,
+    last: Option<SignedVoucher>,
+    reserved: u128,
+    unconfirmed: bool,
+    charged: u128,
+    in_flight: u128,
+    closing: bool,
+}
+
+/// Outcome of [`PayerLedger::resync`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resync {
+    /// The payee's voucher was at or below ours: nothing changed.
+    UpToDate,
+    /// Ours was behind (lost state): adopted the payee's total.
+    Adopted { from: u128, to: u128 },
+}
+
+/// How far ahead a payment signs and reserves (the payer's policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayPolicy {
+    /// Sign this much beyond what the request needs (paying ahead: later
+    /// requests are paid by re-sending the same voucher).
+    pub ahead: u128,
+    /// When a total above the reservation is signed, reserve this much
+    /// beyond it (one durable write covers many payments).
+    pub reserve_ahead: u128,
+}
+
+/// A payment to attach to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a payment is sent, then answered or unanswered"]
+pub struct Payment {
+    /// The voucher to send.
+    pub voucher: SignedVoucher,
+    /// A reservation (at least the voucher's total) to make durable before
+    /// the voucher leaves; `None` when the current one covers it.
+    pub reserve: Option<u128>,
+    /// The price this payment is for.
+    pub price: u128,
+    /// Whether this is a new total (`false`: the highest voucher re-sent,
+    /// paying from credit).
+    pub new_total: bool,
+    /// What the payee had charged, as far as the payer knew when it paid
+    /// (a receipt's total less this is what the request cost).
+    pub charged_before: u128,
+}
+
+/// What the payer persists of a channel: the reservation and the last voucher signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayerSnapshot {
+    /// A durable upper bound of every total signed.
+    pub reserved: u128,
+    /// The highest voucher signed (a floor after a restart).
+    pub last: Option<SignedVoucher>,
+}
+
+impl PayerLedger {
+    /// A ledger for a freshly opened channel (nothing signed).
+    pub fn new(channel: ChannelRef, deposit: u128) -> Self {
+        PayerLedger {
+            channel,
+            deposit,
+            signed: 0,
+            last: None,
+            reserved: 0,
+            unconfirmed: false,
+            charged: 0,
+            in_flight: 0,
+            closing: false,
+        }
+    }
+
+    /// A ledger reloaded after a restart: `last` (a floor of what was
+    /// signed, checked against our key) and the durable `reserved` ceiling.
+    /// The payee settles the total at the next payment.
+    pub fn restore(
+        channel: ChannelRef,
+        deposit: u128,
+        our_key: &PublicKey,
+        last: Option<SignedVoucher>,
+        reserved: u128,
+    ) -> Result<Self, PaymentError> {
+        let mut l = Self::new(channel, deposit);
+        if let Some(v) = last {
+            l.channel.check(&v.voucher)?;
+            v.verify(our_key)?;
+            l.signed = v.voucher.cumulative;
+            l.last = Some(v);
+        }
+        if l.signed > deposit {
+            return Err(PaymentError::ExceedsDeposit { cumulative: l.signed, deposit });
+        }
+        l.reserved = reserved.max(l.signed);
+        l.unconfirmed = reserved > 0 || l.signed > 0;
+        // Nothing is known of the payee's charges: the floor is taken as credit
+        // to probe with; the payee corrects it.
+        l.charged = 0;
+        Ok(l)
+    }
+
+    /// The voucher for the next request of `price`: the highest voucher again
+    /// if the credit covers it (or, after a restart, to learn the payee's
+    /// total), else a new total of what is needed plus `policy.ahead`.
+    pub fn pay(&mut self, key: &Keypair, price: u128, policy: PayPolicy) -> Result<Payment, PaymentError> {
+        if self.closing {
+            return Err(PaymentError::ChannelClosing);
+        }
+        let credit = self.credit();
+        if self.unconfirmed || credit >= price {
+            let voucher = match &self.last {
+                Some(v) => v.clone(),
+                // Nothing recorded: a voucher for the floor promises nothing new.
+                None => SignedVoucher::sign(self.channel.voucher(self.signed), key),
+            };
+            let charged_before = self.charged;
+            self.in_flight = self.in_flight.saturating_add(price);
+            return Ok(Payment { voucher, reserve: None, price, new_total: false, charged_before });
+        }
+        let need = self.signed.checked_add(price - credit).ok_or(PaymentError::Overflow)?;
+        if need > self.deposit {
+            return Err(PaymentError::InsufficientFunds { price, spendable: self.spendable() });
+        }
+        let total = need.saturating_add(policy.ahead).min(self.deposit);
+        let voucher = SignedVoucher::sign(self.channel.voucher(total), key);
+        self.signed = total;
+        self.last = Some(voucher.clone());
+        self.in_flight = self.in_flight.saturating_add(price);
+        let reserve = (total > self.reserved).then(|| total.saturating_add(policy.reserve_ahead).min(self.deposit));
+        Ok(Payment { voucher, reserve, price, new_total: true, charged_before: self.charged })
+    }
+
+    /// A reservation of `reserved` is durable.
+    pub fn reserved_durably(&mut self, reserved: u128) {
+        self.reserved = self.reserved.max(reserved);
+    }
+
+    /// The request paid with `payment_price` was answered; `charged` is the
+    /// total its receipt (or the payee's credit statement) states.
+    pub fn answered(&mut self, payment_price: u128, charged: Option<u128>) {
+        self.in_flight = self.in_flight.saturating_sub(payment_price);
+        if let Some(c) = charged {
+            self.charged = c.min(self.signed.max(self.reserved));
+        }
+    }
+
+    /// The request got no answer (the connection failed): the payee may or
+    /// may not have counted it, so its price is taken as credit; the payee
+    /// asks for payment if it did count it.
+    pub fn unanswered(&mut self, payment_price: u128) {
+        self.in_flight = self.in_flight.saturating_sub(payment_price);
+    }
+
+    /// The payee answered the request of `payment_price` with
+    /// PaymentRequired carrying its highest voucher: adopt it (resync), and
+    /// take it that the payee holds no credit for us.
+    pub fn payment_required(
+        &mut self,
+        our_key: &PublicKey,
+        payment_price: u128,
+        last: Option<&SignedVoucher>,
+    ) -> Result<Resync, PaymentError> {
+        self.in_flight = self.in_flight.saturating_sub(payment_price);
+        let r = match last {
+            Some(v) => self.resync(our_key, v)?,
+            None => Resync::UpToDate,
+        };
+        self.unconfirmed = false;
+        self.charged = self.signed;
+        Ok(r)
+    }
+
+    /// Adopts the payee's last accepted voucher if it carries our own valid
+    /// signature and a higher total (spec §8.4 resync).
+    pub fn resync(&mut self, our_key: &PublicKey, last: &SignedVoucher) -> Result<Resync, PaymentError> {
+        self.channel.check(&last.voucher)?;
+        last.verify(our_key)?;
+        let theirs = last.voucher.cumulative;
+        if theirs > self.deposit {
+            return Err(PaymentError::ExceedsDeposit { cumulative: theirs, deposit: self.deposit });
+        }
+        if theirs <= self.signed {
+            return Ok(Resync::UpToDate);
+        }
+        let from = self.signed;
+        self.signed = theirs;
+        self.last = Some(last.clone());
+        Ok(Resync::Adopted { from, to: theirs })
+    }
+
+    /// What to persist: the reservation and the last voucher.
+    pub fn snapshot(&self, reserved: u128) -> PayerSnapshot {
+        PayerSnapshot { reserved: reserved.max(self.signed), last: self.last.clone() }
+    }
+
+    /// The highest total a receipt from the payee may state: what we signed,
+    /// or after a restart the durable ceiling of it.
+    pub fn receipt_bound(&self) -> u128 {
+        if self.unconfirmed {
+            self.signed.max(self.reserved)
+        } else {
+            self.signed
+        }
+    }
+
+    /// The credit the payer believes it has at the payee.
+    pub fn credit(&self) -> u128 {
+        self.signed.saturating_sub(self.charged).saturating_sub(self.in_flight)
+    }
+
+    /// Records a top-up; the deposit can only grow.
+    pub fn top_up(&mut self, new_deposit: u128) -> Result<(), PaymentError> {
+        if new_deposit < self.deposit {
+            return Err(PaymentError::DepositDecrease);
+        }
+        self.deposit = new_deposit;
+        Ok(())
+    }
+
+    /// A close has started: sign nothing more.
+    pub fn mark_closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether the payer stopped signing on this channel (a close started).
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the total is a floor not yet settled by the payee (after a restart).
+    pub fn is_unconfirmed(&self) -> bool {
+        self.unconfirmed
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &ChannelRef {
+        &self.channel
+    }
+
+    /// Total signed so far (a floor while unconfirmed).
+    pub fn signed(&self) -> u128 {
+        self.signed
+    }
+
+    /// The durable reservation.
+    pub fn reserved(&self) -> u128 {
+        self.reserved
+    }
+
+    /// The charged total the payee last stated.
+    pub fn charged(&self) -> u128 {
+        self.charged
+    }
+
+    /// Current deposit.
+    pub fn deposit(&self) -> u128 {
+        self.deposit
+    }
+
+    /// What can still be signed.
+    pub fn spendable(&self) -> u128 {
+        self.deposit - self.signed
+    }
+
+    /// The highest voucher signed, if any.
+    pub fn last(&self) -> Option<&SignedVoucher> {
+        self.last.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountId;
+    use crate::ledger::PayeeLedger;
+
+    fn chan() -> ChannelRef {
+        ChannelRef { contract: AccountId::new("channels.near").unwrap(), channel_id: 1, epoch: 5 }
+    }
+
+    fn key() -> Keypair {
+        Keypair::from_seed(&[3; 32])
+    }
+
+    const EXACT: PayPolicy = PayPolicy { ahead: 0, reserve_ahead: 0 };
+
+    #[test]
+    fn pays_exactly_and_reserves_before_sending() {
+        let mut p = PayerLedger::new(chan(), 250);
+        let a = p.pay(&key(), 100, PayPolicy { ahead: 0, reserve_ahead: 100 }).unwrap();
+        assert_eq!((a.voucher.voucher.cumulative, a.reserve, a.new_total), (100, Some(200), true));
+        p.reserved_durably(200);
+        p.answered(100, Some(100));
+        let b = p.pay(&key(), 100, PayPolicy { ahead: 0, reserve_ahead: 100 }).unwrap();
+        assert_eq!((b.voucher.voucher.cumulative, b.reserve), (200, None), "covered by the reservation");
+        p.answered(100, Some(200));
+        assert_eq!(p.pay(&key(), 100, EXACT), Err(PaymentError::InsufficientFunds { price: 100, spendable: 50 }));
+        assert_eq!(p.pay(&key(), u128::MAX, EXACT), Err(PaymentError::Overflow));
+        p.top_up(400).unwrap();
+        assert_eq!(p.top_up(300), Err(PaymentError::DepositDecrease));
+        p.mark_closing();
+        assert_eq!(p.pay(&key(), 1, EXACT), Err(PaymentError::ChannelClosing));
+    }
+
+    #[test]
+    fn paying_ahead_resends_one_voucher_for_the_next_requests() {
+        let mut p = PayerLedger::new(chan(), 1_000);
+        let mut payee = PayeeLedger::new(chan(), key().public(), 1_000);
+        let policy = PayPolicy { ahead: 200, reserve_ahead: 0 };
+        let first = p.pay(&key(), 100, policy).unwrap();
+        assert_eq!(first.voucher.voucher.cumulative, 300);
+        for _ in 0..2 {
+            let again = p.pay(&key(), 100, policy).unwrap();
+            assert_eq!((again.voucher.clone(), again.new_total), (first.voucher.clone(), false));
+        }
+        // Three requests in flight on one voucher: the payee admits all three.
+        for _ in 0..3 {
+            let a = payee.admit(&first.voucher, 100).unwrap();
+            let _ = payee.settle(a, 100);
+        }
+        for _ in 0..3 {
+            p.answered(100, Some(300));
+        }
+        assert!(p.pay(&key(), 100, policy).unwrap().new_total, "the credit is used up");
+    }
+
+    #[test]
+    fn after_a_restart_the_floor_is_resent_and_the_payee_settles_the_total() {
+        // Before the crash: signed 300 (recorded voucher 100, reservation 500).
+        let recorded = SignedVoucher::sign(chan().voucher(100), &key());
+        let theirs = SignedVoucher::sign(chan().voucher(300), &key());
+        let mut p = PayerLedger::restore(chan(), 1_000, &key().public(), Some(recorded.clone()), 500).unwrap();
+        assert!(p.is_unconfirmed());
+        assert_eq!(p.receipt_bound(), 500, "a receipt may state up to the reservation");
+        let probe = p.pay(&key(), 100, EXACT).unwrap();
+        assert_eq!((probe.voucher.clone(), probe.new_total), (recorded, false), "never signs the ceiling");
+        // The payee holds 300 and no credit: PaymentRequired with its voucher.
+        assert_eq!(p.payment_required(&key().public(), 100, Some(&theirs)), Ok(Resync::Adopted { from: 100, to: 300 }));
+        assert!(!p.is_unconfirmed());
+        let paid = p.pay(&key(), 100, EXACT).unwrap();
+        assert_eq!(paid.voucher.voucher.cumulative, 400);
+        assert_eq!(paid.reserve, None, "400 is within the durable reservation");
+    }
+
+    #[test]
+    fn a_restart_with_nothing_recorded_probes_with_a_voucher_for_zero() {
+        let mut p = PayerLedger::restore(chan(), 1_000, &key().public(), None, 640).unwrap();
+        let probe = p.pay(&key(), 100, EXACT).unwrap();
+        assert_eq!(probe.voucher.voucher.cumulative, 0);
+        probe.voucher.verify(&key().public()).unwrap();
+    }
+
+    #[test]
+    fn an_unanswered_request_is_offered_as_credit_until_the_payee_asks() {
+        let mut p = PayerLedger::new(chan(), 1_000);
+        let a = p.pay(&key(), 100, EXACT).unwrap();
+        p.unanswered(100);
+        let b = p.pay(&key(), 100, EXACT).unwrap();
+        assert_eq!((b.voucher.clone(), b.new_total), (a.voucher.clone(), false));
+        // The payee had counted it: it asks, we pay afresh.
+        p.payment_required(&key().public(), 100, Some(&a.voucher)).unwrap();
+        assert_eq!(p.pay(&key(), 100, EXACT).unwrap().voucher.voucher.cumulative, 200);
+    }
+
+    #[test]
+    fn resync_checks_the_voucher_is_ours() {
+        let mut p = PayerLedger::new(chan(), 400);
+        let forged = SignedVoucher::sign(chan().voucher(390), &Keypair::from_seed(&[8; 32]));
+        assert_eq!(p.resync(&key().public(), &forged), Err(PaymentError::BadSignature));
+        let above = SignedVoucher::sign(chan().voucher(500), &key());
+        assert_eq!(p.resync(&key().public(), &above), Err(PaymentError::ExceedsDeposit { cumulative: 500, deposit: 400 }));
+        let mut other = chan();
+        other.epoch = 6;
+        let wrong = SignedVoucher::sign(other.voucher(10), &key());
+        assert_eq!(p.resync(&key().public(), &wrong), Err(PaymentError::WrongEpoch));
+        assert!(PayerLedger::restore(chan(), 1_000, &key().public(), Some(wrong), 0).is_err());
+    }
+}
