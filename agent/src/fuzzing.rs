@@ -3,5 +3,10 @@
 //! targets in `fuzz/` call these, and `tests/tests/fuzz_corpus.rs` replays
 //! their committed corpora on stable Rust. Each panics on a violated property.
 
-pub use crate::pay::payer::fuzz_state as payer_state;
+/// The payer's state: its store decoders, then its ledger's recovery run
+/// against a payee through crashes (the protocol's money simulation).
+pub fn payer_state(data: &[u8]) {
+    crate::pay::payer::fuzz_state(data);
+    agentwire_protocol::fuzzing::money(data);
+}
 pub use crate::pay::store::fuzz_log as store_log;

@@ -109,6 +109,22 @@ pub fn signed_receipt(brand: &LocalIdentity, request: &[u8], response: &[u8], cu
     )
 }
 
+/// A payee's signed statement that `request` was not charged: a receipt
+/// whose response hash is all zeros (spec §13.10).
+pub fn credit_statement(brand: &LocalIdentity, request: &[u8], charged_without: u128) -> SignedReceipt {
+    SignedReceipt::sign(
+        Receipt {
+            contract: account("channels.near"),
+            channel_id: 7,
+            epoch: 1,
+            request_hash: sha256(request),
+            response_hash: [0; 32],
+            cumulative: charged_without,
+        },
+        &brand.identity,
+    )
+}
+
 /// One example of every message kind, with a name.
 pub fn sample_messages() -> Vec<(&'static str, Message)> {
     let brand = identity("brand");
@@ -157,6 +173,16 @@ pub fn sample_messages() -> Vec<(&'static str, Message)> {
         (
             "receipt",
             Message::Receipt(ReceiptMessage { id: 5, receipt: signed_receipt(&brand, b"req", b"resp", 2_000) }),
+        ),
+        (
+            // Decodes: a responder answers it with code 3 on its stream (spec §9.4, §13.1).
+            "request_for_an_invalid_service_name",
+            Message::Request(Request { id: 6, service: "Chat".into(), body: Vec::new(), payment: None }),
+        ),
+        (
+            // A credit statement (spec §13.10): request 7 was not charged; the charged total stays 2000.
+            "receipt_credit_statement",
+            Message::Receipt(ReceiptMessage { id: 7, receipt: credit_statement(&brand, &req_bytes, 2_000) }),
         ),
         (
             "channel_notice",

@@ -20,6 +20,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("stream_open", fuzzing::stream_open),
     ("voucher_verify", fuzzing::voucher_verify),
     ("payee_ledger", fuzzing::payee_ledger),
+    ("exchange", fuzzing::exchange),
+    ("money", fuzzing::money),
     ("contract_json", agentwire_channel::fuzzing::json_args),
     ("store_log", agentwire_agent::fuzzing::store_log),
     ("payer_state", agentwire_agent::fuzzing::payer_state),

@@ -169,7 +169,8 @@ fn a_user_that_lost_its_ledger_resyncs_from_the_brand() {
     let Message::PaymentRequired(pr) = exchange(12, &mut fresh, true) else { panic!("expected payment required") };
     // ...and the brand's answer carries the last voucher, signed by the user itself.
     let last = pr.last_voucher.expect("last voucher");
-    assert_eq!(fresh.resync(&payer_key.public(), &last), Ok(Resync::Adopted { from: PRICE, to: 3 * PRICE }));
+    let adopted = fresh.payment_required(&payer_key.public(), PRICE, Some(&last));
+    assert_eq!(adopted, Ok(Resync::Adopted { from: PRICE, to: 3 * PRICE }));
     assert!(matches!(exchange(16, &mut fresh, true), Message::Response(_)));
     assert_eq!(payee.unclaimed(), 4 * PRICE, "nothing lost, nothing paid twice");
 }

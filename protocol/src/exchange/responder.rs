@@ -129,6 +129,10 @@ pub struct ResponseStream {
     streamed: Option<Streamed>,
     /// The peer ended its direction.
     peer_ended: bool,
+    /// The stream's input broke (a session error): nothing more is read.
+    broken: bool,
+    /// A stream-scoped stop was reported (at most one is).
+    stop_reported: bool,
     out: Vec<u8>,
     fin: bool,
     fin_taken: bool,
@@ -163,6 +167,8 @@ impl ResponseStream {
             paid_until: 0,
             streamed: None,
             peer_ended: false,
+            broken: false,
+            stop_reported: false,
             out: Vec::new(),
             fin: false,
             fin_taken: false,
@@ -178,7 +184,7 @@ impl ResponseStream {
 
     /// Feeds bytes read from the stream. Consumes all of `input`.
     pub fn handle_input(&mut self, mut input: &[u8], now_ms: u64) {
-        loop {
+        while !self.broken {
             match self.reader.poll(&mut input) {
                 Ok(Some(StreamEvent::Message(bytes))) => self.on_message(bytes, now_ms),
                 Ok(Some(StreamEvent::End)) => self.on_peer_end(),
@@ -193,6 +199,9 @@ impl ResponseStream {
 
     /// The transport reports the end of the peer's direction (QUIC FIN).
     pub fn handle_fin(&mut self) {
+        if self.broken {
+            return;
+        }
         let mut empty: &[u8] = &[];
         match self.reader.poll(&mut empty) {
             Ok(Some(StreamEvent::End)) => self.on_peer_end(),
@@ -220,11 +229,11 @@ impl ResponseStream {
             State::AwaitRequest => {
                 // Nothing to answer: end our direction and let the stream go.
                 self.finish_empty();
-                self.events.push_back(ResponderEvent::Stopped(ExchangeError::Timeout(Wait::Request)));
+                self.stop(ExchangeError::Timeout(Wait::Request));
             }
             State::AwaitIncrement => {
                 self.write_error(ErrorCode::PaymentRequired, "the next increment was not paid in time");
-                self.events.push_back(ResponderEvent::Stopped(ExchangeError::Timeout(Wait::Payment)));
+                self.stop(ExchangeError::Timeout(Wait::Payment));
             }
             _ => {}
         }
@@ -387,9 +396,9 @@ impl ResponseStream {
         match s.buffered.as_mut() {
             Some(all) if all.len().saturating_add(data.len()) > max => {
                 self.write_error(ErrorCode::TooLarge, "the answer is too large to send unstreamed; announce stream/1");
-                self.events.push_back(ResponderEvent::Stopped(ExchangeError::Local(
+                self.stop(ExchangeError::Local(
                     crate::session::SessionError::MessageTooLarge,
-                )));
+                ));
             }
             Some(all) => all.extend_from_slice(&data),
             None => self.write(&Message::StreamChunk(StreamChunk { id, seq, data }), false),
@@ -424,7 +433,7 @@ impl ResponseStream {
         if self.peer_ended || !self.negotiated.stream {
             // The payer cannot answer on this stream any more.
             self.write_error(ErrorCode::PaymentRequired, "the next increment cannot be paid on this stream");
-            self.events.push_back(ResponderEvent::Stopped(ExchangeError::Timeout(Wait::Payment)));
+            self.stop(ExchangeError::Timeout(Wait::Payment));
             return Ok(());
         }
         let ask = PaymentRequired { id, price: m.price, currency: m.currency, last_voucher };
@@ -480,7 +489,7 @@ impl ResponseStream {
         if let Err(e) = self.writer.write_message(&bytes, end, &mut self.out) {
             // Only a stream that used up its frame counters gets here.
             self.close_ours();
-            self.events.push_back(ResponderEvent::Stopped(ExchangeError::Local(e)));
+            self.stop(ExchangeError::Local(e));
             return;
         }
         if end {
@@ -573,12 +582,12 @@ impl ResponseStream {
             State::AwaitRequest => {
                 // The peer ended without a request: end ours too.
                 self.finish_empty();
-                self.events.push_back(ResponderEvent::Stopped(ExchangeError::PeerMisbehaved(Violation::EndedEarly)));
+                self.stop(ExchangeError::PeerMisbehaved(Violation::EndedEarly));
             }
             State::AwaitIncrement => {
                 // The payer ended its direction instead of paying (spec §13.7).
                 self.write_error(ErrorCode::PaymentRequired, "the stream ended before the next increment was paid");
-                self.events.push_back(ResponderEvent::Stopped(ExchangeError::Timeout(Wait::Payment)));
+                self.stop(ExchangeError::Timeout(Wait::Payment));
             }
             _ => {}
         }
@@ -587,7 +596,13 @@ impl ResponseStream {
     /// The peer broke the protocol: the answer stops with an Error where one
     /// can still be written; for a broken session, the connection closes.
     fn violation(&mut self, v: Violation) {
+        if matches!(v, Violation::Session(_)) {
+            self.broken = true;
+        }
         let err = ExchangeError::PeerMisbehaved(v);
+        if err.scope() == Scope::Stream && self.stop_reported {
+            return;
+        }
         if !self.fin {
             let code = err.code();
             let id = if err.scope() == Scope::Connection { None } else { self.id };
@@ -596,7 +611,21 @@ impl ResponseStream {
         } else {
             self.close_ours();
         }
-        self.events.push_back(ResponderEvent::Stopped(err));
+        self.stop(err);
+    }
+}
+
+impl ResponseStream {
+    /// Reports the exchange stopped: once for this stream, and once more if
+    /// the connection must close.
+    fn stop(&mut self, e: ExchangeError) {
+        if e.scope() == Scope::Stream {
+            if self.stop_reported {
+                return;
+            }
+            self.stop_reported = true;
+        }
+        self.events.push_back(ResponderEvent::Stopped(e));
     }
 }
 

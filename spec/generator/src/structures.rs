@@ -190,9 +190,14 @@ pub fn messages() -> Value {
         message_case("tag", &[0xc2, 0x41, 0x00]),
         message_case("negative integer", &[0x82, 0x01, 0x20]),
         message_case("array count beyond the input", &[0x9a, 0xff, 0xff, 0xff, 0xff]),
-        message_case("request with an invalid service name", &{
+        message_case("request with a service name longer than 255 bytes", &{
             let mut w = Writer::new();
-            w.array(6).u64(1).u64(1).u64(1).text("Chat").bytes(b"").null();
+            w.array(6).u64(1).u64(1).u64(1).text(&"a".repeat(256)).bytes(b"").null();
+            w.finish()
+        }),
+        message_case("one-way message with an invalid topic", &{
+            let mut w = Writer::new();
+            w.array(4).u64(1).u64(5).text("Events").bytes(b"");
             w.finish()
         }),
         message_case(
