@@ -358,7 +358,8 @@ async fn killing_the_user_20_times_loses_no_money() {
         .into_iter()
         .filter_map(|e| {
             let k = String::from_utf8(e.key).ok()?;
-            let id = k.strip_prefix("payer/channels.devnet/")?.split('/').next()?.parse().ok()?;
+            let instance = k.strip_prefix("payer/channels.devnet/")?.split('/').next()?;
+            let id = instance.split('@').next()?.parse().ok()?;
             Some((id, e.value))
         })
         .collect();

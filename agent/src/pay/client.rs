@@ -119,14 +119,25 @@ pub async fn query<F: Future<Output = ()>>(
                 price = pr.price;
             }
             first => {
-                let finished =
-                    match finish(first, &payee, &currency, payer, cap, &mut on_chunk).await {
-                        Ok(f) => f,
-                        Err(FinishError::Transport(e)) => {
-                            return credit_or_fail(e, payer, &payee, &currency, &payment, r, request_hash, fail).await
+                let mut increments = Vec::new();
+                let finished = finish(first, &payee, &currency, payer, cap, &mut on_chunk, &mut increments).await;
+                let finished = match finished {
+                    Ok(f) => f,
+                    Err(e) => {
+                        // The increments went down with the stream: settled by its statement, or credit.
+                        if let Some(p) = payer {
+                            for inc in &increments {
+                                p.unanswered(&payee, &currency, inc).await;
+                            }
                         }
-                        Err(FinishError::Query(e)) => return Err(e),
-                    };
+                        return match e {
+                            FinishError::Transport(e) => {
+                                credit_or_fail(e, payer, &payee, &currency, &payment, r, request_hash, fail).await
+                            }
+                            FinishError::Query(e) => Err(e),
+                        };
+                    }
+                };
                 let mut paid = 0;
                 if let (Some(payer), Some(p), Some(request_hash)) = (payer, &payment, request_hash) {
                     let receipt =
@@ -139,6 +150,9 @@ pub async fn query<F: Future<Output = ()>>(
                     let most = p.price.saturating_add(finished.paid);
                     paid = receipt.receipt.cumulative.saturating_sub(p.charged_before).min(most);
                     payer.answered(&payee, &currency, p, Some(receipt.receipt.cumulative)).await;
+                    for inc in &increments {
+                        payer.answered(&payee, &currency, inc, Some(receipt.receipt.cumulative)).await;
+                    }
                 }
                 return Ok(QueryOutcome { body: finished.body, streamed: finished.streamed, paid, receipt: finished.receipt });
             }
@@ -198,6 +212,7 @@ struct Finished {
     response_hash: [u8; 32],
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn finish<F: Future<Output = ()>>(
     first: FirstAnswer,
     payee: &str,
@@ -205,6 +220,7 @@ async fn finish<F: Future<Output = ()>>(
     payer: Option<&Payer>,
     cap: u128,
     on_chunk: &mut impl FnMut(&[u8]) -> F,
+    increments_paid: &mut Vec<Payment>,
 ) -> Result<Finished, FinishError> {
     match first {
         FirstAnswer::Response(r) => {
@@ -243,9 +259,10 @@ async fn finish<F: Future<Output = ()>>(
                             return Err(PayError::TooManyIncrements(payer.config().max_increments).into());
                         }
                         let p = payer.pay(payee, currency, 0, pr.price).await?;
-                        s.pay(p.voucher.clone()).await?;
-                        // Answered (or not) with the stream: its receipt settles the total.
-                        payer.answered(payee, currency, &p, None).await;
+                        let sent = s.pay(p.voucher.clone()).await;
+                        // In flight with the stream: its receipt (or its failure) settles it.
+                        increments_paid.push(p);
+                        sent?;
                         paid = paid.saturating_add(pr.price);
                     }
                     StreamEvent::End => break,
