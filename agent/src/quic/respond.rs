@@ -19,6 +19,10 @@ use super::io::{conn_err, flush, now_ms, Inbound};
 use super::peer::Peer;
 use crate::exchange::{Answer, IncomingRequest, Outcome, Refusal, StreamItem, Ticket};
 
+/// How long a connection that broke the session is kept open for its
+/// `Error(id = null)` to be delivered before the close (spec §12.13).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A request stream being served.
 struct Served {
     peer: Arc<Peer>,
@@ -63,6 +67,11 @@ impl Served {
             match self.m.poll_event() {
                 Some(ResponderEvent::Stopped(e)) => {
                     flush(&mut self.m, &mut self.send).await.ok()?;
+                    if e.scope() == Scope::Connection {
+                        // Closing discards unsent stream data: give the
+                        // `Error(id = null)` a moment to reach the peer first.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, self.send.stopped()).await;
+                    }
                     self.stopped(&e);
                     return None;
                 }
