@@ -8,6 +8,8 @@
 #   3. the voucher code built for wasm32 with no default features;
 #   4. clippy over the workspace, warnings as errors;
 #   5. a dependency check: protocol/ pulls in no async runtime or network stack.
+# With Node.js on the machine it first installs the pinned near-api-js
+# (`npm ci` in tests/js) so the workspace tests drive the devnet with it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,16 @@ echo "token:    $out/agentwire_devnet_token.wasm ($(wc -c < "$out/agentwire_devn
 # The VM and devnet tests run exactly these.
 export AGENTWIRE_CONTRACT_WASM="$out/agentwire_channel.wasm"
 export AGENTWIRE_TOKEN_WASM="$out/agentwire_devnet_token.wasm"
+
+echo "==> near-api-js for the devnet test (tests/js, pinned by package-lock.json)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "node $(node --version), npm $(npm --version): npm ci"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  # Installed: the near-api-js test must run, never skip.
+  export AGENTWIRE_REQUIRE_NODE=1
+else
+  echo "WARNING: node or npm is not installed: the near-api-js devnet test will be SKIPPED"
+fi
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked

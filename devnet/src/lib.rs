@@ -12,6 +12,7 @@
 pub mod chain;
 pub mod contracts;
 pub mod fees;
+pub mod history;
 pub mod http;
 pub mod receipts;
 pub mod rpc;
