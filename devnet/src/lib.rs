@@ -6,7 +6,8 @@
 //!
 //! - [`Devnet`]: start one in-process (tests, `agentwire demo`, `agentwire devnet`).
 //! - [`chain`]: transaction checks and execution; [`receipts`]: receipts in the VM.
-//! - [`rpc`], [`http`]: the JSON-RPC and its HTTP server.
+//! - [`rpc`], [`http`]: the JSON-RPC and its HTTP server; [`history`]: the
+//!   receipts of finished transactions and lookups into them.
 //! - [`vm`]: one contract in the VM, for per-method gas measurements.
 
 pub mod chain;
