@@ -22,8 +22,8 @@ use near_primitives::views::{
     ExecutionMetadataView, ExecutionOutcomeView, ExecutionOutcomeWithIdView, ExecutionStatusView,
     FinalExecutionOutcomeView, FinalExecutionOutcomeWithReceiptView, FinalExecutionStatus, SignedTransactionView,
 };
-use serde_json::Value;
 use near_vm_runner::ContractCode;
+use serde_json::Value;
 
 use crate::fees::{action_gas, GAS_PRICE};
 use crate::history::{receipt_view, TxIndex};
@@ -168,7 +168,8 @@ impl Chain {
     /// A finished transaction's outcome with the receipts it ran (nearcore's
     /// `FinalExecutionOutcomeWithReceiptView`), as JSON.
     pub fn tx_outcome(&self, tx_hash: &CryptoHash) -> Option<Value> {
-        let mut outcome: Value = self.state.outcomes.get(tx_hash).and_then(|(_, json)| serde_json::from_str(json).ok())?;
+        let mut outcome: Value =
+            self.state.outcomes.get(tx_hash).and_then(|(_, json)| serde_json::from_str(json).ok())?;
         // Outcomes stored before receipts were kept have none to show.
         if let Some(obj) = outcome.as_object_mut() {
             obj.entry("receipts").or_insert_with(|| Value::Array(Vec::new()));

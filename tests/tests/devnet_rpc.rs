@@ -35,7 +35,11 @@ fn id(a: &DevAccount) -> AccountId {
 /// `{"TxExecutionError": {"InvalidTxError": …}}`) as JSON text.
 fn refusal(answer: &Value) -> (String, String) {
     let error = answer.get("error").unwrap_or_else(|| panic!("expected an error, got {answer}"));
-    assert!(error["data"]["TxExecutionError"]["InvalidTxError"].is_object() || error["data"]["TxExecutionError"]["InvalidTxError"].is_string(), "{error}");
+    assert!(
+        error["data"]["TxExecutionError"]["InvalidTxError"].is_object()
+            || error["data"]["TxExecutionError"]["InvalidTxError"].is_string(),
+        "{error}"
+    );
     (error["cause"]["name"].as_str().unwrap_or_default().to_owned(), error["data"].to_string())
 }
 

@@ -14,11 +14,10 @@ use agentwire_agent::devnet::provision;
 use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
 use near_primitives::errors::{InvalidTxError, TxExecutionError};
 use near_primitives::hash::CryptoHash;
-use near_primitives::views::{
-    ChunkHeaderView, ChunkView, EpochValidatorInfo, FinalExecutionOutcomeWithReceiptView, ReceiptEnumView,
-    ReceiptView,
-};
 use near_primitives::version::PROTOCOL_VERSION;
+use near_primitives::views::{
+    ChunkHeaderView, ChunkView, EpochValidatorInfo, FinalExecutionOutcomeWithReceiptView, ReceiptEnumView, ReceiptView,
+};
 use rpc_support::{burnt, call, head, nonce_of, rpc, send, transfer, tx};
 use serde_json::{json, Value};
 
@@ -64,9 +63,14 @@ fn a_refused_transaction_carries_nearcores_typed_error_data() {
     assert_eq!(e["name"], "HANDLER_ERROR");
     assert_eq!(e["code"], -32000);
     assert_eq!(e["cause"], json!({ "name": "INVALID_TRANSACTION", "info": {} }));
-    assert_eq!(e["data"], json!({ "TxExecutionError": { "InvalidTxError": { "InvalidNonce": { "tx_nonce": n, "ak_nonce": n } } } }));
+    assert_eq!(
+        e["data"],
+        json!({ "TxExecutionError": { "InvalidTxError": { "InvalidNonce": { "tx_nonce": n, "ak_nonce": n } } } })
+    );
     let typed: TxExecutionError = serde_json::from_value(e["data"]["TxExecutionError"].clone()).unwrap();
-    assert!(matches!(typed, TxExecutionError::InvalidTxError(InvalidTxError::InvalidNonce { tx_nonce, ak_nonce }) if tx_nonce == n && ak_nonce == n));
+    assert!(
+        matches!(typed, TxExecutionError::InvalidTxError(InvalidTxError::InvalidNonce { tx_nonce, ak_nonce }) if tx_nonce == n && ak_nonce == n)
+    );
     let wrapped: near_openapi_types::ErrorWrapperForRpcTransactionError = serde_json::from_value(e.clone()).unwrap();
     assert!(matches!(
         wrapped,
@@ -105,7 +109,8 @@ fn send_tx_honours_wait_until() {
         let t: near_primitives::transaction::SignedTransaction = borsh::from_slice(&bytes).unwrap();
         t.get_hash()
     };
-    let status = rpc(&devnet, "tx", json!({ "tx_hash": hash, "sender_account_id": "alice.devnet", "wait_until": "FINAL" }));
+    let status =
+        rpc(&devnet, "tx", json!({ "tx_hash": hash, "sender_account_id": "alice.devnet", "wait_until": "FINAL" }));
     let outcome = result(&status);
     assert_eq!(outcome["final_execution_status"], "FINAL");
     assert!(outcome.get("receipts").is_none(), "`tx` has no receipts");
@@ -138,9 +143,16 @@ async fn tx_status_lists_the_receipts_a_transaction_ran_and_each_can_be_fetched(
     assert!(result(&deposited)["status"].get("SuccessValue").is_some(), "{deposited}");
 
     // storage_withdraw: the call, a transfer back, and a callback waiting on the transfer's result.
-    let answer = send(&devnet, alice, &channels, call("storage_withdraw", json!({ "amount": (ONE_NEAR / 100).to_string() }), 1, 100), "FINAL");
+    let answer = send(
+        &devnet,
+        alice,
+        &channels,
+        call("storage_withdraw", json!({ "amount": (ONE_NEAR / 100).to_string() }), 1, 100),
+        "FINAL",
+    );
     let tx_hash = result(&answer)["transaction"]["hash"].as_str().unwrap().to_owned();
-    let status = rpc(&devnet, "EXPERIMENTAL_tx_status", json!({ "tx_hash": tx_hash, "sender_account_id": alice.account_id }));
+    let status =
+        rpc(&devnet, "EXPERIMENTAL_tx_status", json!({ "tx_hash": tx_hash, "sender_account_id": alice.account_id }));
     let view: FinalExecutionOutcomeWithReceiptView =
         serde_json::from_value(result(&status).clone()).expect("nearcore's FinalExecutionOutcomeWithReceiptView");
     let outcome_ids: Vec<CryptoHash> = view.final_outcome.receipts_outcome.iter().map(|o| o.id).collect();
@@ -167,12 +179,16 @@ async fn tx_status_lists_the_receipts_a_transaction_ran_and_each_can_be_fetched(
         assert_eq!(result(&one), &serde_json::to_value(receipt).unwrap());
     }
     let unknown = rpc(&devnet, "EXPERIMENTAL_receipt", json!({ "receipt_id": CryptoHash::default() }));
-    assert_eq!(error(&unknown)["cause"], json!({ "name": "UNKNOWN_RECEIPT", "info": { "receipt_id": CryptoHash::default() } }));
+    assert_eq!(
+        error(&unknown)["cause"],
+        json!({ "name": "UNKNOWN_RECEIPT", "info": { "receipt_id": CryptoHash::default() } })
+    );
 
     // A transaction to its own signer runs its first receipt locally: not listed (as nearcore).
     let local = send(&devnet, alice, alice.account_id.as_str(), transfer(1), "FINAL");
     let hash = result(&local)["transaction"]["hash"].clone();
-    let status = rpc(&devnet, "EXPERIMENTAL_tx_status", json!({ "tx_hash": hash, "sender_account_id": alice.account_id }));
+    let status =
+        rpc(&devnet, "EXPERIMENTAL_tx_status", json!({ "tx_hash": hash, "sender_account_id": alice.account_id }));
     assert_eq!(result(&status)["receipts"], json!([]));
     assert_eq!(result(&status)["receipts_outcome"].as_array().map(Vec::len), Some(1));
     // Asked for by another sender, the transaction is unknown.
@@ -209,14 +225,18 @@ fn chunks_and_validators_have_nearcores_shapes() {
     });
     // A block without a transaction (the genesis) has an empty chunk.
     let genesis = devnet.chain().state.genesis_hash;
-    let empty: ChunkView = serde_json::from_value(result(&rpc(&devnet, "chunk", json!({ "block_id": genesis, "shard_id": 0 }))).clone()).unwrap();
+    let empty: ChunkView =
+        serde_json::from_value(result(&rpc(&devnet, "chunk", json!({ "block_id": genesis, "shard_id": 0 }))).clone())
+            .unwrap();
     assert!(empty.transactions.is_empty() && empty.receipts.is_empty());
     let shard = rpc(&devnet, "chunk", json!({ "block_id": block_hash, "shard_id": 1 }));
     assert_eq!(error(&shard)["cause"]["name"], "INVALID_SHARD_ID");
     let missing = rpc(&devnet, "chunk", json!({ "chunk_id": CryptoHash::default() }));
     assert_eq!(error(&missing)["cause"]["name"], "UNKNOWN_CHUNK");
 
-    for params in [json!([null]), Value::Null, json!({ "block_id": block_hash }), json!({ "epoch_id": CryptoHash::default() })] {
+    for params in
+        [json!([null]), Value::Null, json!({ "block_id": block_hash }), json!({ "epoch_id": CryptoHash::default() })]
+    {
         let answer = rpc(&devnet, "validators", params.clone());
         let info: EpochValidatorInfo = serde_json::from_value(result(&answer).clone()).expect("EpochValidatorInfo");
         assert_eq!(info.current_validators.len(), 1, "{params}");

@@ -72,7 +72,7 @@ fn earliest(chain: &Chain) -> BlockInfo {
 pub(super) fn status(chain: &Chain) -> Value {
     let head = chain.state.head();
     let first = earliest(chain);
-    let (root, key) = producer(chain);
+    let (root, _) = producer(chain);
     json!({
         "chain_id": chain.state.chain_id,
         "genesis_hash": chain.state.genesis_hash,
@@ -91,7 +91,7 @@ pub(super) fn status(chain: &Chain) -> Value {
             "syncing": false,
         },
         "uptime_sec": 0,
-        "validators": [{ "account_id": root, "public_key": key }],
+        "validators": [{ "account_id": root }],
         "version": {
             "version": env!("CARGO_PKG_VERSION"),
             "build": "agentwire-devnet",

@@ -53,11 +53,9 @@ fn finished(mut outcome: Value, with_receipts: bool) -> Value {
 fn rejected(e: TxRejected) -> RpcError {
     match e {
         // nearcore: `cause.info` is empty and `data` carries the typed reason.
-        TxRejected::Invalid(e) => RpcError::handler(
-            "INVALID_TRANSACTION",
-            json!({}),
-            json!({ "TxExecutionError": { "InvalidTxError": e } }),
-        ),
+        TxRejected::Invalid(e) => {
+            RpcError::handler("INVALID_TRANSACTION", json!({}), json!({ "TxExecutionError": { "InvalidTxError": e } }))
+        }
         TxRejected::Unsupported(what) => RpcError::handler(
             "INVALID_TRANSACTION",
             json!({}),

@@ -62,7 +62,6 @@ pub fn transfer(yocto: u128) -> Vec<Action> {
     vec![Action::Transfer(TransferAction { deposit: Balance::from_yoctonear(yocto) })]
 }
 
-
 /// One function call as a transaction's actions.
 pub fn call(method: &str, args: Value, deposit: u128, tgas: u64) -> Vec<Action> {
     vec![Action::FunctionCall(Box::new(near_primitives::action::FunctionCallAction {
