@@ -18,15 +18,17 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
-echo "==> channel contract and the devnet's NEP-141 token for the chain (wasm32, --cfg near)"
+echo "==> channel contract, the devnet's NEP-141 token and registrar for the chain (wasm32, --cfg near)"
 RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel -p agentwire-devnet-token \
-  --target wasm32-unknown-unknown --profile contract
+  -p agentwire-devnet-registrar --target wasm32-unknown-unknown --profile contract
 out="$(cd "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract" && pwd)"
 echo "contract: $out/agentwire_channel.wasm ($(wc -c < "$out/agentwire_channel.wasm") bytes)"
 echo "token:    $out/agentwire_devnet_token.wasm ($(wc -c < "$out/agentwire_devnet_token.wasm") bytes)"
+echo "registrar: $out/agentwire_devnet_registrar.wasm ($(wc -c < "$out/agentwire_devnet_registrar.wasm") bytes)"
 # The VM and devnet tests run exactly these.
 export AGENTWIRE_CONTRACT_WASM="$out/agentwire_channel.wasm"
 export AGENTWIRE_TOKEN_WASM="$out/agentwire_devnet_token.wasm"
+export AGENTWIRE_REGISTRAR_WASM="$out/agentwire_devnet_registrar.wasm"
 
 echo "==> near-api-js for the devnet test (tests/js, pinned by package-lock.json)"
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then

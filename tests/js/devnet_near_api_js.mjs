@@ -1,6 +1,7 @@
 // near-api-js (pinned in package-lock.json) driving the AgentWire devnet as it
 // would drive NEAR: balances and state, a transfer, function calls with
-// deposits on the channel contract, a call that fails, a stale nonce the
+// deposits on the channel contract, an account made through the root's
+// registrar (`createAccount("name.devnet")`), a call that fails, a stale nonce the
 // library retries, six parallel transactions from one key, `wait_until: NONE`,
 // transaction status with receipts, receipts, blocks, chunks and validators.
 // Every NEAR balance is checked to the yoctoNEAR from the outcomes'
@@ -8,13 +9,15 @@
 //
 // Run by tests/tests/devnet_near_api_js.rs:
 //   node devnet_near_api_js.mjs CONFIG.json
-// CONFIG: {"rpc": URL, "channels": ID, "alice": {"id", "key"}, "bob": {"id", "key"}}
+// CONFIG: {"rpc": URL, "root": ID, "channels": ID, "alice": {"id", "key"}, "bob": {"id", "key"}}
 // Prints one JSON line {"ok": true, ...} on success; exits 1 with the failure.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
-import { Account, actions, createTransaction, JsonRpcProvider, KeyPair, KeyPairSigner, baseDecode } from 'near-api-js';
+import {
+  Account, actions, baseDecode, createTransaction, getTransactionLastResult, JsonRpcProvider, KeyPair, KeyPairSigner,
+} from 'near-api-js';
 import { ContractExecutionError, InvalidNonceError } from 'near-api-js/rpc-errors';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -84,6 +87,28 @@ await check('a transfer moves exactly its amount; the sender also pays tokens_bu
   assert.ok('SuccessValue' in outcome.status, JSON.stringify(outcome.status));
   assert.equal(await amount(alice.accountId), a0 - sent - burnt(outcome));
   assert.equal(await amount(bob.accountId), b0 + sent);
+});
+
+await check('createAccount("<name>.<root>") goes through the root\'s registrar, as on NEAR', async () => {
+  const name = `carol${process.pid}.${config.root}`;
+  const key = KeyPair.fromRandom('ed25519');
+  const gift = 2n * NEAR;
+  const [a0, r0] = [await amount(alice.accountId), await amount(config.root)];
+  const created = await alice.createAccount({ newAccountId: name, publicKey: key.getPublicKey(), nearToTransfer: gift });
+  assert.equal(getTransactionLastResult(created), true);
+  assert.equal(await amount(name), gift);
+  assert.equal(await amount(alice.accountId), a0 - gift - burnt(created));
+  assert.equal(await amount(config.root), r0, 'the registrar passes the NEAR on and keeps nothing');
+  // The new account's key signs.
+  const carol = new Account(name, provider, new KeyPairSigner(key));
+  const sent = await carol.transfer({ receiverId: alice.accountId, amount: NEAR });
+  assert.equal(await amount(name), gift - NEAR - burnt(sent));
+  // It exists now: the registrar answers false and sends the NEAR back.
+  const a1 = await amount(alice.accountId);
+  const again = await alice.createAccount({ newAccountId: name, publicKey: key.getPublicKey(), nearToTransfer: gift });
+  assert.equal(getTransactionLastResult(again), false);
+  assert.equal(await amount(alice.accountId), a1 - burnt(again));
+  assert.equal(await amount(config.root), r0);
 });
 
 await check('function calls with deposits on the channel contract: storage_deposit, then open', async () => {

@@ -1,8 +1,8 @@
 //! near-api-js, the JavaScript client most NEAR apps use, drives the devnet
 //! unchanged: `tests/js/devnet_near_api_js.mjs` (near-api-js pinned by
 //! `tests/js/package-lock.json`, installed by `scripts/test.sh` with `npm ci`)
-//! reads balances, transfers, calls the channel contract with deposits, fails
-//! a call, has a stale nonce refused and retried, sends six transactions from
+//! reads balances, transfers, creates an account through the root's registrar,
+//! calls the channel contract with deposits, fails a call, has a stale nonce refused and retried, sends six transactions from
 //! one key at once, and reads receipts, blocks, chunks and validators — every
 //! NEAR balance checked to the yoctoNEAR. This test starts a provisioned
 //! devnet on a free loopback port, hands the script the keys, and checks its
@@ -54,6 +54,7 @@ async fn near_api_js_drives_the_devnet_as_it_drives_near() {
     let config = dir.join("config.json");
     let keys = json!({
         "rpc": devnet.rpc_url(),
+        "root": devnet.root().account_id,
         "channels": ready.channels.to_string(),
         "alice": { "id": alice.account_id, "key": alice.secret_key.to_string() },
         "bob": { "id": bob.account_id, "key": bob.secret_key.to_string() },
@@ -77,7 +78,7 @@ async fn near_api_js_drives_the_devnet_as_it_drives_near() {
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no JSON report in:\n{stdout}\n{stderr}"));
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["checks"].as_array().map(Vec::len), Some(9), "every check ran: {report}");
+    assert_eq!(report["checks"].as_array().map(Vec::len), Some(10), "every check ran: {report}");
     assert_eq!(report["errors_seen"]["InvalidNonceError"].as_u64().map(|n| n >= 2), Some(true), "{report}");
     // What the script saw is what the chain holds.
     assert_eq!(report["alice"], devnet.balance(alice.account_id.as_str()).to_string());

@@ -287,3 +287,37 @@ fn state_survives_a_restart_from_its_file() {
     drop(devnet);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `create_account` on the root's registrar (deployed by `provision`), as
+/// near-api-js's `createAccount("name.devnet")` calls it: the account gets the
+/// key and the NEAR; asked again, the registrar answers `false` and sends the
+/// NEAR back; the root keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roots_registrar_creates_accounts_for_anyone() {
+    let devnet = Devnet::start(DevnetConfig::default()).unwrap();
+    let ready = agentwire_agent::devnet::provision(&devnet, &["alice"], 10 * ONE_NEAR, 0).await.unwrap();
+    let alice = &ready.users[0];
+    let key = random_secret_key();
+    let args = json!({ "new_account_id": "carol.devnet", "new_public_key": key.public_key().to_string() });
+    let create = || rpc_support::call("create_account", args.clone(), 2 * ONE_NEAR, 60);
+    let (a0, r0) = (devnet.balance("alice.devnet"), devnet.balance("devnet"));
+    let answer = rpc_support::send(&devnet, alice, "devnet", create(), "FINAL");
+    let outcome = &answer["result"];
+    assert_eq!(outcome["status"]["SuccessValue"], base64::engine::general_purpose::STANDARD.encode("true"), "{answer}");
+    assert_eq!(devnet.balance("carol.devnet"), 2 * ONE_NEAR);
+    assert!(devnet.chain().access_key(&"carol.devnet".parse().unwrap(), &key.public_key()).is_ok());
+    assert_eq!(devnet.balance("alice.devnet"), a0 - 2 * ONE_NEAR - rpc_support::burnt(outcome));
+    assert_eq!(devnet.balance("devnet"), r0);
+
+    let a1 = devnet.balance("alice.devnet");
+    let answer = rpc_support::send(&devnet, alice, "devnet", create(), "FINAL");
+    let outcome = &answer["result"];
+    assert_eq!(
+        outcome["status"]["SuccessValue"],
+        base64::engine::general_purpose::STANDARD.encode("false"),
+        "{answer}"
+    );
+    assert_eq!(devnet.balance("alice.devnet"), a1 - rpc_support::burnt(outcome), "the NEAR came back");
+    assert_eq!(devnet.balance("carol.devnet"), 2 * ONE_NEAR);
+    assert_eq!(devnet.balance("devnet"), r0);
+}
