@@ -66,8 +66,8 @@ async function check(name, body) {
 }
 
 await check('getState and getBalance read the storage cost from EXPERIMENTAL_protocol_config', async () => {
-  const config = await provider.experimental_protocolConfig({ finality: 'final' });
-  assert.equal(BigInt(config.runtime_config.storage_amount_per_byte), STORAGE_PER_BYTE);
+  const protocol = await provider.experimental_protocolConfig({ finality: 'final' });
+  assert.equal(BigInt(protocol.runtime_config.storage_amount_per_byte), STORAGE_PER_BYTE);
   const view = await provider.viewAccount({ accountId: alice.accountId });
   const state = await alice.getState();
   assert.equal(state.balance.total, view.amount + view.locked);
