@@ -1,22 +1,31 @@
-//! Embeds the channel contract and the devnet's NEP-141 token (as wasm) in
-//! the `agentwire` binary, so `agentwire devnet` and `agentwire demo` need no
-//! set-up. Uses `AGENTWIRE_CONTRACT_WASM` / `AGENTWIRE_TOKEN_WASM` when set
+//! Embeds the channel contract, the devnet's NEP-141 token and its root's
+//! registrar (as wasm) in the `agentwire` binary, so `agentwire devnet` and
+//! `agentwire demo` need no set-up. Uses `AGENTWIRE_CONTRACT_WASM` /
+//! `AGENTWIRE_TOKEN_WASM` / `AGENTWIRE_REGISTRAR_WASM` when set
 //! (scripts/test.sh builds them once); otherwise builds them for wasm32 with
 //! the chain flags, installing the wasm32 target with rustup if it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CONTRACTS: [(&str, &str, &str); 2] = [
+const CONTRACTS: [(&str, &str, &str); 3] = [
     ("agentwire-channel", "AGENTWIRE_CONTRACT_WASM", "agentwire_channel.wasm"),
     ("agentwire-devnet-token", "AGENTWIRE_TOKEN_WASM", "agentwire_devnet_token.wasm"),
+    ("agentwire-devnet-registrar", "AGENTWIRE_REGISTRAR_WASM", "agentwire_devnet_registrar.wasm"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest.join("..");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["channel-contract/src", "channel-contract/Cargo.toml", "devnet/token", "protocol/src", "Cargo.lock"] {
+    for dir in [
+        "channel-contract/src",
+        "channel-contract/Cargo.toml",
+        "devnet/token",
+        "devnet/registrar",
+        "protocol/src",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let mut to_build = Vec::new();

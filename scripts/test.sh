@@ -8,6 +8,8 @@
 #   3. the voucher code built for wasm32 with no default features;
 #   4. clippy over the workspace, warnings as errors;
 #   5. a dependency check: protocol/ pulls in no async runtime or network stack.
+# With Node.js on the machine it first installs the pinned near-api-js
+# (`npm ci` in tests/js) so the workspace tests drive the devnet with it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,15 +18,27 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
-echo "==> channel contract and the devnet's NEP-141 token for the chain (wasm32, --cfg near)"
+echo "==> channel contract, the devnet's NEP-141 token and registrar for the chain (wasm32, --cfg near)"
 RUSTFLAGS="-C link-arg=-s --cfg near" cargo build --locked -p agentwire-channel -p agentwire-devnet-token \
-  --target wasm32-unknown-unknown --profile contract
+  -p agentwire-devnet-registrar --target wasm32-unknown-unknown --profile contract
 out="$(cd "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/contract" && pwd)"
 echo "contract: $out/agentwire_channel.wasm ($(wc -c < "$out/agentwire_channel.wasm") bytes)"
 echo "token:    $out/agentwire_devnet_token.wasm ($(wc -c < "$out/agentwire_devnet_token.wasm") bytes)"
+echo "registrar: $out/agentwire_devnet_registrar.wasm ($(wc -c < "$out/agentwire_devnet_registrar.wasm") bytes)"
 # The VM and devnet tests run exactly these.
 export AGENTWIRE_CONTRACT_WASM="$out/agentwire_channel.wasm"
 export AGENTWIRE_TOKEN_WASM="$out/agentwire_devnet_token.wasm"
+export AGENTWIRE_REGISTRAR_WASM="$out/agentwire_devnet_registrar.wasm"
+
+echo "==> near-api-js for the devnet test (tests/js, pinned by package-lock.json)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "node $(node --version), npm $(npm --version): npm ci"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  # Installed: the near-api-js test must run, never skip.
+  export AGENTWIRE_REQUIRE_NODE=1
+else
+  echo "WARNING: node or npm is not installed: the near-api-js devnet test will be SKIPPED"
+fi
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked

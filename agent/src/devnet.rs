@@ -1,6 +1,7 @@
 //! A ready-to-use local devnet: the channel contract deployed at
 //! `channels.<root>`, a USDC-like NEP-141 token at `usdc.<root>` accepted by
-//! it, and funded user accounts holding NEAR and USDC. What `agentwire
+//! it, a registrar at the root (`create_account`, as NEAR's top-level
+//! accounts have), and funded user accounts holding NEAR and USDC. What `agentwire
 //! devnet` serves and what the demo and tests run on. Everything goes
 //! through the JSON-RPC with the same client code as on testnet or mainnet.
 
@@ -14,6 +15,8 @@ use crate::near::{ChannelClient, NearAccount, NearError};
 pub const CHANNEL_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agentwire_channel.wasm"));
 /// The devnet's NEP-141 token contract.
 pub const TOKEN_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agentwire_devnet_token.wasm"));
+/// The registrar deployed at the devnet's root.
+pub const REGISTRAR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agentwire_devnet_registrar.wasm"));
 
 /// One USDC in the token's smallest unit (6 decimals, like USDC on NEAR).
 pub const ONE_USDC: u128 = 1_000_000;
@@ -58,15 +61,19 @@ async fn deploy(
     client: &ChannelClient,
     owner: &DevAccount,
     wasm: &[u8],
-    init: serde_json::Value,
+    init: Option<serde_json::Value>,
 ) -> Result<(), NearError> {
     let signer = near_account(owner)?;
-    Contract::deploy(signer.id.clone())
-        .use_code(wasm.to_vec())
-        .with_init_call("new", init)
-        .map_err(|e| NearError::Invalid { what: "init arguments", value: e.to_string() })?
-        .gas(NearGas::from_tgas(300))
-        .with_signer(signer.signer())
+    let deploy = Contract::deploy(signer.id.clone()).use_code(wasm.to_vec());
+    let signed = match init {
+        Some(init) => deploy
+            .with_init_call("new", init)
+            .map_err(|e| NearError::Invalid { what: "init arguments", value: e.to_string() })?
+            .gas(NearGas::from_tgas(300))
+            .with_signer(signer.signer()),
+        None => deploy.without_init_call().with_signer(signer.signer()),
+    };
+    signed
         .send_to(client.network())
         .await
         .map_err(|e| NearError::Rpc(e.to_string()))?
@@ -88,13 +95,18 @@ pub async fn provision(
     let (usdc, new_usdc) = dev_account(devnet, "usdc", 50 * ONE_NEAR)?;
     let client = ChannelClient::new(&devnet.rpc_url(), channels.account_id.as_str())?;
     let token = account_id(&usdc)?;
+    let root = devnet.root().clone();
+    let root_has_code = devnet.chain().state.accounts.get(&root.account_id).is_some_and(|a| a.code_hash.is_some());
+    if !root_has_code {
+        deploy(&client, &root, REGISTRAR_WASM, None).await?;
+    }
     if new_channels {
         let init = json!({
             "owner_id": channels.account_id,
             "min_challenge_period_ns": MIN_CHALLENGE_PERIOD_NS.to_string(),
             "tokens": [usdc.account_id],
         });
-        deploy(&client, &channels, CHANNEL_WASM, init).await?;
+        deploy(&client, &channels, CHANNEL_WASM, Some(init)).await?;
     }
     if new_usdc {
         let init = json!({
@@ -103,7 +115,7 @@ pub async fn provision(
             "symbol": "USDC",
             "decimals": 6,
         });
-        deploy(&client, &usdc, TOKEN_WASM, init).await?;
+        deploy(&client, &usdc, TOKEN_WASM, Some(init)).await?;
         // The channel contract must be registered with the token to hold it.
         client.ft_storage_deposit(&near_account(&usdc)?, &token, client.contract(), ONE_NEAR / 100).await?;
     }

@@ -20,11 +20,13 @@ use near_primitives::transaction::{Action, SignedTransaction, TransactionNonce};
 use near_primitives::types::{AccountId, Balance, Gas};
 use near_primitives::views::{
     ExecutionMetadataView, ExecutionOutcomeView, ExecutionOutcomeWithIdView, ExecutionStatusView,
-    FinalExecutionOutcomeView, FinalExecutionStatus, SignedTransactionView,
+    FinalExecutionOutcomeView, FinalExecutionOutcomeWithReceiptView, FinalExecutionStatus, SignedTransactionView,
 };
 use near_vm_runner::ContractCode;
+use serde_json::Value;
 
 use crate::fees::{action_gas, GAS_PRICE};
+use crate::history::{receipt_view, TxIndex};
 use crate::receipts::{attached_deposit, vm_context, Engine, Receipt, ReceiptOutcome, ReceiptRunner};
 use crate::state::{key_storage_bytes, Account, BlockInfo, ChainState, StateFileError, ACCOUNT_RECORD_BYTES};
 
@@ -72,6 +74,7 @@ pub struct Chain {
     pub state: ChainState,
     engine: Engine,
     state_file: Option<PathBuf>,
+    index: TxIndex,
 }
 
 fn wall_clock_ns() -> u64 {
@@ -94,11 +97,12 @@ impl Chain {
     ) -> Result<Chain, StateFileError> {
         if let Some(path) = state_file.as_ref().filter(|p| p.exists()) {
             let state = ChainState::load(path)?;
-            return Ok(Chain { state, engine: Engine::new(), state_file });
+            let index = TxIndex::build(&state);
+            return Ok(Chain { state, engine: Engine::new(), state_file, index });
         }
         let mut state = ChainState::genesis(chain_id, wall_clock_ns());
         state.root = Some(root.clone());
-        let mut chain = Chain { state, engine: Engine::new(), state_file };
+        let mut chain = Chain { state, engine: Engine::new(), state_file, index: TxIndex::default() };
         chain.insert_account(root, root_key, root_balance);
         chain.persist()?;
         Ok(chain)
@@ -161,9 +165,30 @@ impl Chain {
         Ok(block)
     }
 
-    /// A finished transaction's outcome, as JSON.
-    pub fn tx_outcome(&self, tx_hash: &CryptoHash) -> Option<serde_json::Value> {
-        self.state.outcomes.get(tx_hash).and_then(|(_, json)| serde_json::from_str(json).ok())
+    /// A finished transaction's outcome with the receipts it ran (nearcore's
+    /// `FinalExecutionOutcomeWithReceiptView`), as JSON.
+    pub fn tx_outcome(&self, tx_hash: &CryptoHash) -> Option<Value> {
+        let mut outcome: Value =
+            self.state.outcomes.get(tx_hash).and_then(|(_, json)| serde_json::from_str(json).ok())?;
+        // Outcomes stored before receipts were kept have none to show.
+        if let Some(obj) = outcome.as_object_mut() {
+            obj.entry("receipts").or_insert_with(|| Value::Array(Vec::new()));
+        }
+        Some(outcome)
+    }
+
+    /// A receipt a kept transaction ran (`ReceiptView`), as JSON.
+    pub fn receipt(&self, receipt_id: &CryptoHash) -> Option<Value> {
+        let outcome = self.tx_outcome(&self.index.tx_of_receipt(receipt_id)?)?;
+        let receipts = outcome.get("receipts")?.as_array()?;
+        let id = receipt_id.to_string();
+        receipts.iter().find(|r| r.get("receipt_id").and_then(Value::as_str) == Some(id.as_str())).cloned()
+    }
+
+    /// The outcome (with receipts) of the transaction included in `block_hash`,
+    /// if that block holds one.
+    pub fn tx_in_block(&self, block_hash: &CryptoHash) -> Option<Value> {
+        self.tx_outcome(&self.index.tx_of_block(block_hash)?)
     }
 
     /// Checks and executes a signed transaction; returns its final outcome.
@@ -178,6 +203,9 @@ impl Chain {
         let tx = &signed.transaction;
         let signer_id = tx.signer_id().clone();
         let receiver_id = tx.receiver_id().clone();
+        // Like nearcore, a transaction to its own signer runs its first receipt
+        // locally; that receipt is not stored or listed.
+        let local = signer_id == receiver_id;
         let public_key = tx.public_key().clone();
         let TransactionNonce::Nonce { nonce } = tx.nonce() else {
             return Err(TxRejected::Unsupported("gas-key nonces".into()));
@@ -255,15 +283,19 @@ impl Chain {
             output_data: Vec::new(),
         };
         let first_id = first.id;
-        let outcomes = ReceiptRunner::new(&mut self.state, &self.engine, block).run(first);
+        let (outcomes, receipts) = ReceiptRunner::new(&mut self.state, &self.engine, block).run(first);
         let spent: u64 = outcomes.iter().map(|o| o.gas_burnt).fold(0u64, u64::saturating_add);
         let refund = u128::from(gas.exec.saturating_add(gas.attached).saturating_sub(spent)) * GAS_PRICE;
         if let Some(signer) = self.state.accounts.get_mut(&signer_id) {
             signer.amount = signer.amount.saturating_add(refund);
         }
         let view = final_outcome(signed, tx_hash, &signer_id, gas.send, first_id, &outcomes, block.hash);
-        let json = serde_json::to_string(&view).unwrap_or_default();
-        self.state.record_outcome(tx_hash, signer_id, json);
+        let receipts = receipts.iter().filter(|r| !(local && r.id == first_id)).map(receipt_view).collect();
+        let stored = FinalExecutionOutcomeWithReceiptView { final_outcome: view.clone(), receipts };
+        let json = serde_json::to_value(&stored).unwrap_or_default();
+        self.index.add(tx_hash, &json);
+        self.state.record_outcome(tx_hash, signer_id, json.to_string());
+        self.index.prune(&self.state);
         // A state file that cannot be written is reported by the server's next
         // `persist`; the transaction itself has happened.
         let _ = self.persist();

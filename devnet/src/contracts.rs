@@ -1,5 +1,5 @@
 //! The contracts the devnet is used with, as wasm: the AgentWire channel
-//! contract and the devnet's NEP-141 token. Taken from the file an
+//! contract, the devnet's NEP-141 token and its root's registrar. Taken from the file an
 //! environment variable names (scripts/test.sh builds them once and sets
 //! it), or built here with the chain flags into a target directory of their own.
 
@@ -13,6 +13,8 @@ pub enum Contract {
     Channel,
     /// `devnet/token/`: a NEP-141 token standing in for USDC.
     Token,
+    /// `devnet/registrar/`: the root's `create_account` for anyone.
+    Registrar,
 }
 
 impl Contract {
@@ -20,6 +22,7 @@ impl Contract {
         match self {
             Contract::Channel => "agentwire-channel",
             Contract::Token => "agentwire-devnet-token",
+            Contract::Registrar => "agentwire-devnet-registrar",
         }
     }
 
@@ -28,6 +31,7 @@ impl Contract {
         match self {
             Contract::Channel => "AGENTWIRE_CONTRACT_WASM",
             Contract::Token => "AGENTWIRE_TOKEN_WASM",
+            Contract::Registrar => "AGENTWIRE_REGISTRAR_WASM",
         }
     }
 
@@ -35,6 +39,7 @@ impl Contract {
         match self {
             Contract::Channel => "agentwire_channel.wasm",
             Contract::Token => "agentwire_devnet_token.wasm",
+            Contract::Registrar => "agentwire_devnet_registrar.wasm",
         }
     }
 

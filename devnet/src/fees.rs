@@ -2,10 +2,10 @@
 //! fee table (`RuntimeFeesConfig`), and the VM configuration shared by
 //! everything that runs a contract.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use near_parameters::vm::VMKind;
-use near_parameters::{ActionCosts, RuntimeConfig, RuntimeConfigStore, RuntimeFeesConfig};
+use near_parameters::{ActionCosts, RuntimeConfig, RuntimeConfigStore, RuntimeConfigView, RuntimeFeesConfig};
 use near_primitives::account::AccessKeyPermission;
 use near_primitives::transaction::Action;
 use near_primitives_core::version::PROTOCOL_VERSION;
@@ -24,6 +24,20 @@ pub fn runtime_config() -> (Arc<Config>, Arc<RuntimeFeesConfig>, u128) {
     config.vm_kind = VMKind::Wasmtime;
     let per_byte = runtime_config.storage_amount_per_byte().as_yoctonear();
     (Arc::new(config), Arc::new(RuntimeFeesConfig::clone(&runtime_config.fees)), per_byte)
+}
+
+/// The devnet's runtime configuration as nearcore's `RuntimeConfigView`
+/// (what `EXPERIMENTAL_protocol_config` shows as `runtime_config`; clients
+/// read `storage_amount_per_byte` from it). Built once.
+pub fn runtime_config_view() -> &'static RuntimeConfigView {
+    static VIEW: OnceLock<RuntimeConfigView> = OnceLock::new();
+    VIEW.get_or_init(|| {
+        let store = RuntimeConfigStore::new(None);
+        let mut config = RuntimeConfig::clone(store.get_config(PROTOCOL_VERSION));
+        // The VM the devnet runs (Wasmtime), as `runtime_config` builds it.
+        config.wasm_config = runtime_config().0;
+        RuntimeConfigView::from(config)
+    })
 }
 
 /// Gas for one receipt's actions: burnt when it is sent and when it executes.

@@ -6,12 +6,14 @@
 //!
 //! - [`Devnet`]: start one in-process (tests, `agentwire demo`, `agentwire devnet`).
 //! - [`chain`]: transaction checks and execution; [`receipts`]: receipts in the VM.
-//! - [`rpc`], [`http`]: the JSON-RPC and its HTTP server.
+//! - [`rpc`], [`http`]: the JSON-RPC and its HTTP server; [`history`]: the
+//!   receipts of finished transactions and lookups into them.
 //! - [`vm`]: one contract in the VM, for per-method gas measurements.
 
 pub mod chain;
 pub mod contracts;
 pub mod fees;
+pub mod history;
 pub mod http;
 pub mod receipts;
 pub mod rpc;

@@ -212,6 +212,9 @@ pub struct ReceiptRunner<'a> {
     data: HashMap<CryptoHash, Option<Vec<u8>>>,
     /// Outcomes in execution order.
     pub outcomes: Vec<ReceiptOutcome>,
+    /// The receipts executed, in the same order, as they were when they ran
+    /// (what `EXPERIMENTAL_tx_status` and `EXPERIMENTAL_receipt` show).
+    pub executed: Vec<Receipt>,
 }
 
 /// What the last action of a receipt produced.
@@ -224,17 +227,27 @@ enum Produced {
 impl<'a> ReceiptRunner<'a> {
     /// A runner over `state` in `block`.
     pub fn new(state: &'a mut ChainState, engine: &'a Engine, block: BlockInfo) -> Self {
-        ReceiptRunner { state, engine, block, pending: VecDeque::new(), data: HashMap::new(), outcomes: Vec::new() }
+        ReceiptRunner {
+            state,
+            engine,
+            block,
+            pending: VecDeque::new(),
+            data: HashMap::new(),
+            outcomes: Vec::new(),
+            executed: Vec::new(),
+        }
     }
 
-    /// Runs `first` and everything it causes.
-    pub fn run(mut self, first: Receipt) -> Vec<ReceiptOutcome> {
+    /// Runs `first` and everything it causes; returns the outcomes and the
+    /// receipts they belong to, in execution order.
+    pub fn run(mut self, first: Receipt) -> (Vec<ReceiptOutcome>, Vec<Receipt>) {
         self.pending.push_back(first);
         let mut executed = 0usize;
         while let Some(pos) =
             self.pending.iter().position(|r| r.input_data_ids.iter().all(|d| self.data.contains_key(d)))
         {
             let Some(receipt) = self.pending.remove(pos) else { break };
+            self.executed.push(receipt.clone());
             executed += 1;
             let outcome = if executed > MAX_RECEIPTS_PER_TX {
                 self.fail_receipt(&receipt, call_error(0, "devnet: too many receipts in one transaction".into()))
@@ -246,10 +259,11 @@ impl<'a> ReceiptRunner<'a> {
         // A receipt still waiting here waits on data that can never arrive (a
         // devnet bug or an unsupported feature such as yield): fail it visibly.
         while let Some(receipt) = self.pending.pop_front() {
+            self.executed.push(receipt.clone());
             let outcome = self.fail_receipt(&receipt, call_error(0, "devnet: receipt input never arrived".into()));
             self.outcomes.push(outcome);
         }
-        self.outcomes
+        (self.outcomes, self.executed)
     }
 
     fn resolve(&mut self, output: &[(CryptoHash, AccountId)], value: Option<Vec<u8>>) {

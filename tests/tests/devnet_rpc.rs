@@ -5,18 +5,18 @@
 //! beyond its permission, garbage) are refused with NEAR's error names and
 //! change nothing; the HTTP server's bounds hold; state survives a restart.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "support/rpc.rs"]
+mod rpc_support;
 
 use agentwire_devnet::{random_secret_key, DevAccount, Devnet, DevnetConfig, ONE_NEAR};
 use base64::Engine as _;
 use near_api::{Account, AccountId, Chain, NearToken, NetworkConfig, Signer, Tokens};
-use near_crypto::SecretKey;
 use near_primitives::account::{AccessKey, AccessKeyPermission, FunctionCallPermission};
-use near_primitives::action::{AddKeyAction, FunctionCallAction, TransferAction};
+use near_primitives::action::{AddKeyAction, FunctionCallAction};
 use near_primitives::hash::CryptoHash;
 use near_primitives::transaction::{Action, SignedTransaction, Transaction, TransactionV0};
 use near_primitives::types::{Balance, Gas};
+use rpc_support::{head, http, nonce_of, rpc, transfer, tx};
 use serde_json::{json, Value};
 
 fn network(devnet: &Devnet) -> NetworkConfig {
@@ -31,58 +31,16 @@ fn id(a: &DevAccount) -> AccountId {
     a.account_id.as_str().parse().unwrap()
 }
 
-/// One raw JSON-RPC call over HTTP/1.1.
-fn rpc(devnet: &Devnet, method: &str, params: Value) -> Value {
-    let body = json!({ "jsonrpc": "2.0", "id": "t", "method": method, "params": params }).to_string();
-    let (status, answer) = http(devnet, &format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_str(&answer).expect("JSON answer")
-}
-
-fn http(devnet: &Devnet, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(devnet.addr()).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-fn head(devnet: &Devnet) -> CryptoHash {
-    devnet.chain().state.head().hash
-}
-
-fn nonce_of(devnet: &Devnet, a: &DevAccount) -> u64 {
-    let chain = devnet.chain();
-    chain.access_key(&a.account_id, &a.secret_key.public_key()).unwrap().nonce
-}
-
-fn tx(from: &DevAccount, key: &SecretKey, to: &str, nonce: u64, block: CryptoHash, actions: Vec<Action>) -> String {
-    let t = Transaction::V0(TransactionV0 {
-        signer_id: from.account_id.clone(),
-        public_key: key.public_key(),
-        nonce,
-        receiver_id: to.parse().unwrap(),
-        block_hash: block,
-        actions,
-    });
-    let signature = key.sign(t.get_hash_and_size().0.as_ref());
-    let signed = SignedTransaction::new(signature, t);
-    base64::engine::general_purpose::STANDARD.encode(borsh::to_vec(&signed).unwrap())
-}
-
-fn transfer(yocto: u128) -> Vec<Action> {
-    vec![Action::Transfer(TransferAction { deposit: Balance::from_yoctonear(yocto) })]
-}
-
-/// The `cause.name` and the InvalidTxError JSON of a refused transaction.
+/// The `cause.name` of a refused transaction and its `data` (nearcore's
+/// `{"TxExecutionError": {"InvalidTxError": …}}`) as JSON text.
 fn refusal(answer: &Value) -> (String, String) {
     let error = answer.get("error").unwrap_or_else(|| panic!("expected an error, got {answer}"));
-    (error["cause"]["name"].as_str().unwrap_or_default().to_owned(), error["cause"]["info"].to_string())
+    assert!(
+        error["data"]["TxExecutionError"]["InvalidTxError"].is_object()
+            || error["data"]["TxExecutionError"]["InvalidTxError"].is_string(),
+        "{error}"
+    );
+    (error["cause"]["name"].as_str().unwrap_or_default().to_owned(), error["data"].to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,4 +286,38 @@ fn state_survives_a_restart_from_its_file() {
     assert!(refusal(&r).1.contains("InvalidNonce"));
     drop(devnet);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `create_account` on the root's registrar (deployed by `provision`), as
+/// near-api-js's `createAccount("name.devnet")` calls it: the account gets the
+/// key and the NEAR; asked again, the registrar answers `false` and sends the
+/// NEAR back; the root keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roots_registrar_creates_accounts_for_anyone() {
+    let devnet = Devnet::start(DevnetConfig::default()).unwrap();
+    let ready = agentwire_agent::devnet::provision(&devnet, &["alice"], 10 * ONE_NEAR, 0).await.unwrap();
+    let alice = &ready.users[0];
+    let key = random_secret_key();
+    let args = json!({ "new_account_id": "carol.devnet", "new_public_key": key.public_key().to_string() });
+    let create = || rpc_support::call("create_account", args.clone(), 2 * ONE_NEAR, 60);
+    let (a0, r0) = (devnet.balance("alice.devnet"), devnet.balance("devnet"));
+    let answer = rpc_support::send(&devnet, alice, "devnet", create(), "FINAL");
+    let outcome = &answer["result"];
+    assert_eq!(outcome["status"]["SuccessValue"], base64::engine::general_purpose::STANDARD.encode("true"), "{answer}");
+    assert_eq!(devnet.balance("carol.devnet"), 2 * ONE_NEAR);
+    assert!(devnet.chain().access_key(&"carol.devnet".parse().unwrap(), &key.public_key()).is_ok());
+    assert_eq!(devnet.balance("alice.devnet"), a0 - 2 * ONE_NEAR - rpc_support::burnt(outcome));
+    assert_eq!(devnet.balance("devnet"), r0);
+
+    let a1 = devnet.balance("alice.devnet");
+    let answer = rpc_support::send(&devnet, alice, "devnet", create(), "FINAL");
+    let outcome = &answer["result"];
+    assert_eq!(
+        outcome["status"]["SuccessValue"],
+        base64::engine::general_purpose::STANDARD.encode("false"),
+        "{answer}"
+    );
+    assert_eq!(devnet.balance("alice.devnet"), a1 - rpc_support::burnt(outcome), "the NEAR came back");
+    assert_eq!(devnet.balance("carol.devnet"), 2 * ONE_NEAR);
+    assert_eq!(devnet.balance("devnet"), r0);
 }
