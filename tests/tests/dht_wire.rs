@@ -73,8 +73,11 @@ struct Raw {
     kad: kad::Behaviour<MemoryStore>,
 }
 
+/// Something to do with a raw peer's swarm, on its task.
+type SwarmJob = Box<dyn FnOnce(&mut Swarm<Raw>) + Send>;
+
 enum Job {
-    Run(Box<dyn FnOnce(&mut Swarm<Raw>) + Send>),
+    Run(SwarmJob),
     /// Stop polling the swarm until the sender is used or dropped: the
     /// peer's connections stay up but its Kademlia answers nothing.
     Pause(oneshot::Receiver<()>),
@@ -82,8 +85,17 @@ enum Job {
 
 /// What a raw peer saw.
 enum Seen {
-    Kad(kad::Event),
+    Kad(Box<kad::Event>),
     Connected(PeerId),
+}
+
+impl Seen {
+    fn kad(&self) -> Option<&kad::Event> {
+        match self {
+            Seen::Kad(e) => Some(e),
+            Seen::Connected(_) => None,
+        }
+    }
 }
 
 /// A plain libp2p Kademlia node on loopback QUIC, driven by its own task.
@@ -129,7 +141,7 @@ impl RawPeer {
                     },
                     event = swarm.select_next_some() => {
                         let seen = match event {
-                            SwarmEvent::Behaviour(RawEvent::Kad(e)) => Seen::Kad(e),
+                            SwarmEvent::Behaviour(RawEvent::Kad(e)) => Seen::Kad(Box::new(e)),
                             SwarmEvent::ConnectionEstablished { peer_id, .. } => Seen::Connected(peer_id),
                             _ => continue,
                         };
@@ -188,16 +200,17 @@ fn client(bootstrap: Vec<Multiaddr>) -> DhtConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brands_provider_announcements_carry_its_addresses() {
     let mut raw = RawPeer::start(Mode::Server, StoreInserts::FilterBoth).await;
-    let provider_for =
-        |account: &'static str| {
-            let key = account_provider_key(&AccountId::new(account).unwrap());
-            move |seen: &Seen| match seen {
-                Seen::Kad(kad::Event::InboundRequest {
-                    request: kad::InboundRequest::AddProvider { record: Some(p) },
-                }) if p.key.as_ref() == key.as_slice() => Some(p.clone()),
-                _ => None,
+    let provider_for = |account: &'static str| {
+        let key = account_provider_key(&AccountId::new(account).unwrap());
+        move |seen: &Seen| match seen.kad() {
+            Some(kad::Event::InboundRequest { request: kad::InboundRequest::AddProvider { record: Some(p) } })
+                if p.key.as_ref() == key.as_slice() =>
+            {
+                Some(p.clone())
             }
-        };
+            _ => None,
+        }
+    };
 
     // By default a server announces its listen addresses (loopback here).
     let (brand, identity) = node(server(vec![raw.addr.clone()])).await;
@@ -245,7 +258,7 @@ async fn a_record_lookup_that_hears_a_stale_record_first_returns_the_newest() {
     });
     old_holder
         .next("the lookup's GET_VALUE", |s| {
-            matches!(s, Seen::Kad(kad::Event::InboundRequest { request: kad::InboundRequest::GetRecord { .. } }))
+            matches!(s.kad(), Some(kad::Event::InboundRequest { request: kad::InboundRequest::GetRecord { .. } }))
                 .then_some(())
         })
         .await;
@@ -259,8 +272,8 @@ async fn a_record_lookup_that_hears_a_stale_record_first_returns_the_newest() {
     // The peer that answered with the old record is sent the newest.
     let newest_bytes = newest.encoded().to_vec();
     old_holder
-        .next("the newest record, sent back by the lookup", |s| match s {
-            Seen::Kad(kad::Event::InboundRequest {
+        .next("the newest record, sent back by the lookup", |s| match s.kad() {
+            Some(kad::Event::InboundRequest {
                 request: kad::InboundRequest::PutRecord { source, record: Some(r), .. },
             }) if *source == me => Some(r.value == newest_bytes),
             _ => None,
@@ -317,12 +330,12 @@ async fn a_raw_writers_records_are_stored_only_when_valid() {
         let id =
             writer.run(move |s| s.behaviour_mut().kad.put_record_to(record, [peer].into_iter(), Quorum::One)).await;
         writer
-            .next("the put's outcome", |s| match s {
-                Seen::Kad(kad::Event::OutboundQueryProgressed {
-                    id: q,
-                    result: kad::QueryResult::PutRecord(_),
-                    ..
-                }) if *q == id => Some(()),
+            .next("the put's outcome", |s| match s.kad() {
+                Some(kad::Event::OutboundQueryProgressed { id: q, result: kad::QueryResult::PutRecord(_), .. })
+                    if *q == id =>
+                {
+                    Some(())
+                }
                 _ => None,
             })
             .await

@@ -78,7 +78,7 @@ impl RecordWalk {
 enum Pending {
     Publish(oneshot::Sender<Result<(), DhtError>>),
     Providers(Walk<HashSet<PeerId>>, oneshot::Sender<Walk<HashSet<PeerId>>>),
-    Record(RecordWalk, oneshot::Sender<Walk<Option<SignedRecord>>>),
+    Record(Box<RecordWalk>, oneshot::Sender<Walk<Option<SignedRecord>>>),
 }
 
 pub(crate) struct Node {
@@ -180,7 +180,7 @@ impl Node {
             }
             Command::Record(agent, reply) => {
                 let q = self.swarm.behaviour_mut().kad.get_record(record_key(&agent).into());
-                self.pending.insert(q, Pending::Record(RecordWalk::default(), reply));
+                self.pending.insert(q, Pending::Record(Box::default(), reply));
             }
             Command::Stored(key, reply) => {
                 let value = self.swarm.behaviour_mut().kad.store_mut().get(&key.into()).map(|r| r.value.clone());
@@ -247,9 +247,7 @@ impl Node {
         let store = self.swarm.behaviour_mut().kad.store_mut();
         match request {
             kad::InboundRequest::PutRecord { record: Some(record), source, .. } => {
-                if store.put(record).is_err() {
-                    tracing::debug!(peer = %source, "refused a record");
-                }
+                let _ = store.put(record).inspect_err(|_| tracing::debug!(peer = %source, "refused a record"));
             }
             kad::InboundRequest::AddProvider { record: Some(provider) } => {
                 let _ = store.add_provider(provider);
@@ -316,7 +314,7 @@ impl Node {
 
     /// Answers a record walk, and sends the newest record to the peers that
     /// answered with an older one (they take it: its sequence is higher).
-    fn finish_record(&mut self, walk: RecordWalk, reply: oneshot::Sender<Walk<Option<SignedRecord>>>, asked: u32) {
+    fn finish_record(&mut self, walk: Box<RecordWalk>, reply: oneshot::Sender<Walk<Option<SignedRecord>>>, asked: u32) {
         if let Some(best) = &walk.best {
             let r = best.record();
             let record = Record {
