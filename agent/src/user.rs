@@ -3,6 +3,7 @@
 //! endpoint registry (unless told not to), and keeps one session per brand.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,28 @@ pub enum Lookup {
     Service(String),
 }
 
+/// Where a user agent's sockets go, and its DHT settings.
+#[derive(Clone, Debug)]
+pub struct UserConfig {
+    /// The DHT node (always a client). Its `listen` is empty by default: it
+    /// accepts nothing and dials from an ephemeral port on every interface;
+    /// give e.g. `/ip4/127.0.0.1/udp/0/quic-v1` to keep it on one address.
+    pub dht: DhtConfig,
+    /// Where the session endpoint binds (default `0.0.0.0:0`: any interface,
+    /// an ephemeral port; it only dials out).
+    pub quic_bind: SocketAddr,
+}
+
+impl UserConfig {
+    /// The defaults, with these bootstrap peers.
+    pub fn new(bootstrap: Vec<Multiaddr>) -> UserConfig {
+        UserConfig {
+            dht: DhtConfig { bootstrap, ..DhtConfig::default() },
+            quic_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+}
+
 /// What went wrong, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -49,6 +72,24 @@ pub enum UserError {
     NoAddress,
 }
 
+impl UserError {
+    /// The one thing to do about it.
+    pub fn action(&self) -> &'static str {
+        match self {
+            UserError::Dht(e) => e.action(),
+            UserError::NotRegistered(_) => "the record may be forged: use another agent, or ask the brand to register",
+            UserError::Registry(_) => "check the NEAR RPC, or skip the registry check for pure messaging",
+            UserError::Transport(_) => "retry later; the brand may be down",
+            UserError::NoAddress => "the brand must publish a record with an address",
+        }
+    }
+
+    /// Whether the same call a little later may succeed ([`DhtError::retry_may_help`]).
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, UserError::Dht(e) if e.retry_may_help())
+    }
+}
+
 /// A running user agent.
 pub struct UserAgent {
     identity: Arc<LocalIdentity>,
@@ -61,21 +102,28 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
-    /// Starts a DHT client node and a QUIC endpoint. `registry`: the channel
-    /// contract to check endpoints against (`None` skips the check).
+    /// Starts a DHT client node and a QUIC endpoint with the defaults of
+    /// [`UserConfig::new`]. `registry`: the channel contract to check
+    /// endpoints against (`None` skips the check).
     pub async fn start(
         identity: Arc<LocalIdentity>,
         bootstrap: Vec<Multiaddr>,
         registry: Option<ChannelClient>,
         limits: TransportLimits,
     ) -> Result<UserAgent, UserError> {
-        let listen =
-            vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().map_err(|_| DhtError::Setup("listen address".into()))?];
-        let dht =
-            Dht::start(&identity.identity, DhtConfig { listen, bootstrap, server: false, ..DhtConfig::default() })
-                .await?;
-        let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(|_| DhtError::Setup("bind".into()))?)
-            .map_err(TransportError::Io)?;
+        UserAgent::start_with(identity, UserConfig::new(bootstrap), registry, limits).await
+    }
+
+    /// Starts a DHT client node and a QUIC endpoint as `config` says. Fails
+    /// when no bootstrap peer answers (within the DHT's connect timeout).
+    pub async fn start_with(
+        identity: Arc<LocalIdentity>,
+        config: UserConfig,
+        registry: Option<ChannelClient>,
+        limits: TransportLimits,
+    ) -> Result<UserAgent, UserError> {
+        let dht = Dht::start(&identity.identity, DhtConfig { server: false, ..config.dht }).await?;
+        let endpoint = quinn::Endpoint::client(config.quic_bind).map_err(TransportError::Io)?;
         Ok(UserAgent {
             identity,
             dht,

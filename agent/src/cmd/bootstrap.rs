@@ -28,9 +28,12 @@ pub fn run(args: BootstrapArgs, json: bool) -> Result<(), String> {
             listen: super::multiaddrs(&args.listen)?,
             bootstrap: super::multiaddrs(&args.bootstrap)?,
             server: true,
+            // A bootstrap node starts even when the others are down: it is
+            // what the others join, and it keeps trying to reach them.
+            require_bootstrap: false,
             ..DhtConfig::default()
         };
-        let dht = Dht::start(&identity.identity, config).await.map_err(|e| e.to_string())?;
+        let dht = Dht::start(&identity.identity, config).await.map_err(|e| format!("{e}\n  {}", e.action()))?;
         let addrs = dht.listen_addrs().await.map_err(|e| e.to_string())?;
         if json {
             println!("{}", serde_json::json!({ "peer_id": dht.peer_id().to_string(), "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>() }));

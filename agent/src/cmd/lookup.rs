@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentwire_agent::quic::TransportLimits;
-use agentwire_agent::user::{Lookup, UserAgent};
+use agentwire_agent::user::{Lookup, UserAgent, UserConfig};
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::LocalIdentity;
 use rand_core::OsRng;
@@ -21,6 +21,9 @@ pub struct LookupArgs {
     /// DHT bootstrap peers.
     #[arg(long, required = true)]
     pub bootstrap: Vec<String>,
+    /// Where the DHT client listens (e.g. /ip4/127.0.0.1/udp/0/quic-v1); default: nowhere, it only dials.
+    #[arg(long)]
+    pub p2p_listen: Vec<String>,
 }
 
 pub fn run(args: LookupArgs, json: bool) -> Result<(), String> {
@@ -33,19 +36,21 @@ pub fn run(args: LookupArgs, json: bool) -> Result<(), String> {
     rt.block_on(async {
         // A throwaway identity: looking up reveals nothing about the user.
         let identity = Arc::new(LocalIdentity::generate(&mut OsRng));
-        let user = UserAgent::start(identity, super::multiaddrs(&args.bootstrap)?, None, TransportLimits::default())
+        let mut config = UserConfig::new(super::multiaddrs(&args.bootstrap)?);
+        config.dht.listen = super::multiaddrs(&args.p2p_listen)?;
+        let user = UserAgent::start_with(identity, config, None, TransportLimits::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e}\n  {}", e.action()))?;
         let mut result = user.find(&lookup).await;
         for _ in 0..6 {
-            if result.is_ok() {
+            if !result.as_ref().is_err_and(|e| e.retry_may_help()) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             result = user.find(&lookup).await;
         }
         let peers = user.dht().routing_table_size().await.unwrap_or(0);
-        let records = result.map_err(|e| e.to_string())?;
+        let records = result.map_err(|e| format!("{e}\n  {}", e.action()))?;
         for rec in &records {
             let r = rec.record();
             if json {

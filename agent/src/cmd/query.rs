@@ -42,24 +42,22 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
-        let mut found = Err("not found".to_string());
+        let mut found = user.find(&lookup).await;
         for _ in 0..10 {
-            found = user.find(&lookup).await.map_err(|e| match e {
-                agentwire_agent::user::UserError::Registry(e) => format!(
-                    "{e}\n  the endpoint registry is on NEAR ({}, contract {}): start `agentwire devnet`, \
-                     pass --near-rpc/--contract, or --skip-registry-check for pure messaging",
-                    args.user.near_rpc, args.user.contract
-                ),
-                other => other.to_string(),
-            });
-            if matches!(&found, Err(e) if e.contains("endpoint registry")) {
-                break;
-            }
-            if found.is_ok() {
+            if !found.as_ref().is_err_and(|e| e.retry_may_help()) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            found = user.find(&lookup).await;
         }
+        let found = found.map_err(|e| match e {
+            agentwire_agent::user::UserError::Registry(e) => format!(
+                "{e}\n  the endpoint registry is on NEAR ({}, contract {}): start `agentwire devnet`, \
+                 pass --near-rpc/--contract, or --skip-registry-check for pure messaging",
+                args.user.near_rpc, args.user.contract
+            ),
+            other => format!("{other}\n  {}", other.action()),
+        });
         let records = found?;
         let record = &records[0];
         let conn = user.session(record).await.map_err(|e| e.to_string())?;

@@ -22,7 +22,10 @@ pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
     config.bootstrap.extend(args.bootstrap);
     let rt = super::runtime()?;
     rt.block_on(async {
-        let running = brand::start(config, TransportLimits::default()).await.map_err(|e| e.to_string())?;
+        let running = brand::start(config, TransportLimits::default()).await.map_err(|e| match &e {
+            brand::BrandError::Dht(d) => format!("{e}\n  {}", d.action()),
+            _ => e.to_string(),
+        })?;
         let r = running.record.record();
         let p2p = running.dht.listen_addrs().await.map_err(|e| e.to_string())?;
         if json {

@@ -9,7 +9,7 @@ use agentwire_agent::keyfile;
 use agentwire_agent::near::ChannelClient;
 use agentwire_agent::pay::Payer;
 use agentwire_agent::quic::TransportLimits;
-use agentwire_agent::user::UserAgent;
+use agentwire_agent::user::{UserAgent, UserConfig};
 
 use super::payer_args::PayerArgs;
 
@@ -19,6 +19,12 @@ pub struct UserArgs {
     /// DHT bootstrap peers.
     #[arg(long, required = true)]
     pub bootstrap: Vec<String>,
+    /// Where the DHT client listens (e.g. /ip4/127.0.0.1/udp/0/quic-v1); default: nowhere, it only dials.
+    #[arg(long)]
+    pub p2p_listen: Vec<String>,
+    /// Where the session endpoint binds.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub bind: std::net::SocketAddr,
     /// The user agent's key file (created if missing; default ~/.agentwire/user.key).
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -46,10 +52,12 @@ impl UserArgs {
             Some(ChannelClient::new(&self.near_rpc, &self.contract).map_err(|e| e.to_string())?)
         };
         let payer = self.payer.build(&self.near_rpc, &self.contract)?;
-        let bootstrap = super::multiaddrs(&self.bootstrap)?;
-        let user = UserAgent::start(identity, bootstrap, registry, TransportLimits::default())
+        let mut config = UserConfig::new(super::multiaddrs(&self.bootstrap)?);
+        config.dht.listen = super::multiaddrs(&self.p2p_listen)?;
+        config.quic_bind = self.bind;
+        let user = UserAgent::start_with(identity, config, registry, TransportLimits::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e}\n  {}", e.action()))?;
         Ok((user, payer))
     }
 }
