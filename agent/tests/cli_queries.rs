@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use agentwire_agent::devnet::{provision, Provisioned};
 use agentwire_agent::dht::Dht;
