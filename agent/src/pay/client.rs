@@ -148,7 +148,10 @@ pub async fn query<F: Future<Output = ()>>(
                     // What the receipt charges for this request: its total less
                     // what was charged before (exact when queries do not overlap).
                     let most = p.price.saturating_add(finished.paid);
-                    paid = receipt.receipt.cumulative.saturating_sub(p.charged_before).min(most);
+                    paid = match p.charged_before {
+                        Some(before) => receipt.receipt.cumulative.saturating_sub(before).min(most),
+                        None => most,
+                    };
                     payer.answered(&payee, &currency, p, Some(receipt.receipt.cumulative)).await;
                     for inc in &increments {
                         payer.answered(&payee, &currency, inc, Some(receipt.receipt.cumulative)).await;

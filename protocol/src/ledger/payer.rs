@@ -34,6 +34,8 @@ pub struct PayerLedger {
     reserved: u128,
     unconfirmed: bool,
     charged: u128,
+    /// `charged` is what the payee's last receipt or statement said (not a guess).
+    charged_known: bool,
     in_flight: u128,
     closing: bool,
 }
@@ -72,9 +74,10 @@ pub struct Payment {
     /// Whether this is a new total (`false`: the highest voucher re-sent,
     /// paying from credit).
     pub new_total: bool,
-    /// What the payee had charged, as far as the payer knew when it paid
-    /// (a receipt's total less this is what the request cost).
-    pub charged_before: u128,
+    /// What the payee had charged when the payer paid, if its last receipt or
+    /// statement said so since the payer last lost track (a restart, a
+    /// payment request): a receipt's total less this is what the request cost.
+    pub charged_before: Option<u128>,
 }
 
 /// What the payer persists of a channel: the reservation and the last voucher signed.
@@ -97,6 +100,7 @@ impl PayerLedger {
             reserved: 0,
             unconfirmed: false,
             charged: 0,
+            charged_known: true,
             in_flight: 0,
             closing: false,
         }
@@ -127,6 +131,7 @@ impl PayerLedger {
         // Nothing is known of the payee's charges: the floor is taken as credit
         // to probe with; the payee corrects it.
         l.charged = 0;
+        l.charged_known = false;
         Ok(l)
     }
 
@@ -144,7 +149,7 @@ impl PayerLedger {
                 // Nothing recorded: a voucher for the floor promises nothing new.
                 None => SignedVoucher::sign(self.channel.voucher(self.signed), key),
             };
-            let charged_before = self.charged;
+            let charged_before = self.charged_known.then_some(self.charged);
             self.in_flight = self.in_flight.saturating_add(price);
             return Ok(Payment { voucher, reserve: None, price, new_total: false, charged_before });
         }
@@ -158,7 +163,8 @@ impl PayerLedger {
         self.last = Some(voucher.clone());
         self.in_flight = self.in_flight.saturating_add(price);
         let reserve = (total > self.reserved).then(|| total.saturating_add(policy.reserve_ahead).min(self.deposit));
-        Ok(Payment { voucher, reserve, price, new_total: true, charged_before: self.charged })
+        let charged_before = self.charged_known.then_some(self.charged);
+        Ok(Payment { voucher, reserve, price, new_total: true, charged_before })
     }
 
     /// A reservation of `reserved` is durable.
@@ -172,6 +178,7 @@ impl PayerLedger {
         self.in_flight = self.in_flight.saturating_sub(payment_price);
         if let Some(c) = charged {
             self.charged = c.min(self.signed.max(self.reserved));
+            self.charged_known = true;
         }
     }
 
@@ -197,7 +204,10 @@ impl PayerLedger {
             None => Resync::UpToDate,
         };
         self.unconfirmed = false;
+        // The payee holds no credit for us: take everything signed as charged
+        // (it may still hold forgiven credit; it says so in its next receipt).
         self.charged = self.signed;
+        self.charged_known = false;
         Ok(r)
     }
 

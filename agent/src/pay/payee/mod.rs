@@ -210,7 +210,12 @@ impl Payee {
         for due in self.money.claims_due() {
             let id = due.channel.channel_id;
             let unclaimed = self.money.channels().into_iter().find(|c| c.channel.channel_id == id).map_or(0, |c| c.unclaimed);
-            let stale = self.last_claim.lock().map(|m| m.get(&id).is_none_or(|t| t.elapsed() >= self.config.claim_every)).unwrap_or(true);
+            // A channel first seen now starts its claim interval now.
+            let stale = self
+                .last_claim
+                .lock()
+                .map(|mut m| m.entry(id).or_insert_with(Instant::now).elapsed() >= self.config.claim_every)
+                .unwrap_or(true);
             let above = self.config.claim_above > 0 && unclaimed >= self.config.claim_above;
             if !(force || stale || above) {
                 continue;
