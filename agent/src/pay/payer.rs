@@ -45,9 +45,11 @@ pub struct PayerConfig {
     /// fsync covers many payments. After a crash the total is settled with
     /// the brand before anything new is signed (spec §8.4).
     pub reserve_queries: u128,
-    /// Sign this many queries beyond what a request needs (default 0):
-    /// later requests then re-send the same voucher. The brand keeps what is
-    /// not used as credit; a brand crash forfeits at most this much.
+    /// Sign this many queries beyond what a request needs (default 8):
+    /// later requests re-send the same voucher, which the brand neither
+    /// verifies again nor persists again (spec §8.4 credit). What is not used
+    /// stays the payer's credit at the brand; a brand crash forfeits at most
+    /// this many prices.
     pub pay_ahead_queries: u128,
 }
 
@@ -64,7 +66,7 @@ impl Default for PayerConfig {
             challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
             max_increments: 64,
             reserve_queries: 64,
-            pay_ahead_queries: 0,
+            pay_ahead_queries: 8,
         }
     }
 }
@@ -482,11 +484,17 @@ impl Payer {
         if &r.response_hash != response_hash {
             return Err(PayError::Receipt("response hash is not that of the answer received"));
         }
+        self.check_total(payee, currency, r.cumulative).await
+    }
+
+    /// Checks a receipt's charged total against what we signed (spec §8.2):
+    /// never above it (after a restart, above the durable reservation).
+    pub async fn check_total(&self, payee: &str, currency: &Currency, cumulative: u128) -> Result<(), PayError> {
         let bound = match self.channels.lock().await.get(&name(payee, currency)) {
             Some(slot) => lock(slot)?.ledger.receipt_bound(),
             None => 0,
         };
-        if r.cumulative > bound {
+        if cumulative > bound {
             return Err(PayError::Receipt("states a total above what we signed"));
         }
         Ok(())
