@@ -85,6 +85,19 @@ fn print_receipt(o: &QueryOutcome) {
             c.channel_id
         );
     }
+    if let Some(p) = &o.proof {
+        let e = &p.entry;
+        println!(
+            "     receipt: request {}…  response {}…  cumulative {}  channel {}  leaf {} of {} in the brand's signed batch {}, verified",
+            short(&e.request_hash),
+            short(&e.response_hash),
+            near(e.cumulative),
+            p.channel.channel_id,
+            p.index + 1,
+            p.count,
+            p.seq
+        );
+    }
 }
 
 /// Runs the demo.

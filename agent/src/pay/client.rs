@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use agentwire_protocol::exchange::ExchangeError;
 use agentwire_protocol::ledger::{ChannelRef, Payment};
-use agentwire_protocol::receipts::ReceiptProof;
+use agentwire_protocol::receipts::{ReceiptProof, Settled};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::SignedReceipt;
 use agentwire_protocol::record::SignedRecord;
@@ -39,9 +39,64 @@ pub struct QueryOutcome {
     pub proof: Option<ReceiptProof>,
 }
 
-/// A paid answer's batch receipt on its way: resolves once the batch came and
-/// checked out and the payer recorded the charge (spec §8.7).
-pub type PendingReceipt<'a> = Pin<Box<dyn Future<Output = Result<Settlement, QueryError>> + Send + 'a>>;
+impl QueryOutcome {
+    /// The channel that paid and the charged total the answer's receipt (one
+    /// of its own, or its entry in a batch) states.
+    pub fn charged_total(&self) -> Option<(&ChannelRef, u128)> {
+        let total = match (&self.receipt, &self.proof) {
+            (Some(r), _) => r.receipt.cumulative,
+            (None, Some(p)) => p.entry.cumulative,
+            (None, None) => return None,
+        };
+        Some((self.channel.as_ref()?, total))
+    }
+}
+
+/// A paid answer's batch receipt on its way (spec §8.7): settle it with the
+/// payer once it comes ([`ReceiptDue::settle`]), which checks it and records
+/// the charge.
+pub struct ReceiptDue {
+    receipt: Pin<Box<dyn Future<Output = Result<Settled, ReceiptError>> + Send + 'static>>,
+    payee: String,
+    currency: Currency,
+    payment: Payment,
+    increments: Vec<Payment>,
+    most: u128,
+}
+
+impl std::fmt::Debug for ReceiptDue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptDue").field("payee", &self.payee).finish_non_exhaustive()
+    }
+}
+
+impl ReceiptDue {
+    /// Waits for the receipt, checks it against what `payer` signed and records the charge.
+    pub async fn settle(self, payer: &Payer) -> Result<Settlement, QueryError> {
+        let ReceiptDue { receipt, payee, currency, payment, increments, most } = self;
+        let settled = match receipt.await {
+            Ok(s) => s,
+            Err(e) => {
+                // Delivered, but unproven: recorded without a total; the brand is suspect.
+                payer.answered(&payee, &currency, &payment, None).await;
+                for inc in &increments {
+                    payer.answered(&payee, &currency, inc, None).await;
+                }
+                tracing::warn!(error = %e, brand = %payee, "no valid receipt for a paid answer");
+                return Err(QueryError::from(PayError::Receipt(match e {
+                    ReceiptError::Batch(_) => "the receipt batch does not check out",
+                    _ => "the brand did not send the answer's receipt",
+                })));
+            }
+        };
+        payer.check_total(&payee, &currency, settled.cumulative).await?;
+        payer.answered(&payee, &currency, &payment, Some(settled.cumulative)).await;
+        for inc in &increments {
+            payer.answered(&payee, &currency, inc, Some(settled.cumulative)).await;
+        }
+        Ok(Settlement { paid: charged_for(&payment, settled.cumulative, most), proof: settled.proof })
+    }
+}
 
 /// A batch receipt, checked: the proof to keep and what the answer cost.
 #[derive(Debug)]
@@ -89,11 +144,11 @@ pub async fn query<F: Future<Output = ()>>(
     on_chunk: impl FnMut(&[u8]) -> F,
 ) -> Result<QueryOutcome, QueryError> {
     let (mut outcome, pending) = query_deferred(conn, record, service, body, payer, on_chunk).await?;
-    if let Some(pending) = pending {
+    if let (Some(pending), Some(payer)) = (pending, payer) {
         if let Some(channel) = outcome.channel.clone() {
             let _ = conn.flush_receipts(&channel).await;
         }
-        let settled = pending.await?;
+        let settled = pending.settle(payer).await?;
         outcome.paid = settled.paid;
         outcome.proof = Some(settled.proof);
     }
@@ -101,17 +156,17 @@ pub async fn query<F: Future<Output = ()>>(
 }
 
 /// Like [`query`], but returns as soon as the answer is in: a paid answer's
-/// batch receipt comes later, checked by the returned future (which must be
-/// awaited for the payer to record the charge). For clients that keep many
-/// queries in flight: the batch then covers many answers.
-pub async fn query_deferred<'a, F: Future<Output = ()>>(
-    conn: &'a Connection,
+/// batch receipt comes later ([`ReceiptDue`], which must be settled for the
+/// payer to record the charge). For clients that keep many queries in
+/// flight: a batch then covers many answers.
+pub async fn query_deferred<F: Future<Output = ()>>(
+    conn: &Connection,
     record: &SignedRecord,
     service: &str,
     body: Vec<u8>,
-    payer: Option<&'a Payer>,
+    payer: Option<&Payer>,
     mut on_chunk: impl FnMut(&[u8]) -> F,
-) -> Result<(QueryOutcome, Option<PendingReceipt<'a>>), QueryError> {
+) -> Result<(QueryOutcome, Option<ReceiptDue>), QueryError> {
     let r = record.record();
     let payee = r.near_account.as_str().to_owned();
     let offer = r.services.iter().find(|s| s.name == service);
@@ -204,30 +259,14 @@ pub async fn query_deferred<'a, F: Future<Output = ()>>(
                         }
                         None if conn.negotiated().batch => {
                             let receipt = conn.receipt(finished.id, ch, request_hash, finished.response_hash);
-                            let (payee, currency) = (payee.clone(), currency.clone());
-                            pending = Some(Box::pin(async move {
-                                let settled = match receipt.await {
-                                    Ok(s) => s,
-                                    Err(e) => {
-                                        // Delivered, but unproven: recorded without a total; the brand is suspect.
-                                        payer.answered(&payee, &currency, &p, None).await;
-                                        for inc in &increments {
-                                            payer.answered(&payee, &currency, inc, None).await;
-                                        }
-                                        tracing::warn!(error = %e, brand = %payee, "no valid receipt for a paid answer");
-                                        return Err(QueryError::from(PayError::Receipt(match e {
-                                            ReceiptError::Batch(_) => "the receipt batch does not check out",
-                                            _ => "the brand did not send the answer's receipt",
-                                        })));
-                                    }
-                                };
-                                payer.check_total(&payee, &currency, settled.cumulative).await?;
-                                payer.answered(&payee, &currency, &p, Some(settled.cumulative)).await;
-                                for inc in &increments {
-                                    payer.answered(&payee, &currency, inc, Some(settled.cumulative)).await;
-                                }
-                                Ok(Settlement { paid: charged_for(&p, settled.cumulative, most), proof: settled.proof })
-                            }) as PendingReceipt<'a>);
+                            pending = Some(ReceiptDue {
+                                receipt: Box::pin(receipt),
+                                payee: payee.clone(),
+                                currency: currency.clone(),
+                                payment: p,
+                                increments,
+                                most,
+                            });
                             paid = most;
                         }
                         None => return Err(PayError::Receipt("a paid answer came without a receipt").into()),
