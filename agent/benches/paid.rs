@@ -223,6 +223,7 @@ async fn world(dir: &std::path::Path) -> World {
         let mut config = PayerConfig::default();
         if let Some(k) = ahead {
             config.pay_ahead_queries = k;
+            config.pay_ahead_max_queries = k;
         }
         let store = Store::open(&dir.join(format!("payer-{who}-{service}")), StoreConfig::default()).unwrap();
         let account = format!("{who}.devnet");

@@ -51,6 +51,10 @@ pub struct PayerConfig {
     /// stays the payer's credit at the brand; a brand crash forfeits at most
     /// this many prices.
     pub pay_ahead_queries: u128,
+    /// When many queries are in flight, pay ahead up to this many at once
+    /// (default 64), so a burst costs one voucher rather than one each; 0
+    /// with `pay_ahead_queries` 0 pays every query exactly.
+    pub pay_ahead_max_queries: u128,
 }
 
 const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
@@ -67,6 +71,7 @@ impl Default for PayerConfig {
             max_increments: 64,
             reserve_queries: 64,
             pay_ahead_queries: 8,
+            pay_ahead_max_queries: 64,
         }
     }
 }
@@ -234,6 +239,7 @@ impl Payer {
     fn policy(&self, price: u128) -> PayPolicy {
         PayPolicy {
             ahead: price.saturating_mul(self.config.pay_ahead_queries),
+            ahead_cap: price.saturating_mul(self.config.pay_ahead_max_queries.max(self.config.pay_ahead_queries)),
             reserve_ahead: price.saturating_mul(self.config.reserve_queries),
         }
     }

@@ -31,8 +31,7 @@ struct Served {
     m: ResponseStream,
 }
 
-/// Serves a stream that should carry one Request. A paid request moves to
-/// its own task once read: its signature work is worth spreading over the cores.
+/// Serves a stream that should carry one Request.
 pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvStream, allowed: bool) {
     let (writer, reader) = match peer.open(recv.id()) {
         Ok(halves) => halves,
@@ -50,12 +49,9 @@ pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvS
     );
     let mut s = Served { peer, send, inbound: Inbound::new(recv), m };
     let Some(request) = s.next_request().await else { return };
-    let priced = s.peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
-    if priced {
-        tokio::spawn(s.answer(request));
-    } else {
-        s.answer(request).await;
-    }
+    // Paid or not, answered on the connection's task: a paid request costs no
+    // signature (receipts come in batches, vouchers are verified once).
+    s.answer(request).await;
 }
 
 impl Served {
