@@ -48,10 +48,16 @@ impl Call {
     /// Runs the machine until it reports something, writing what it produces.
     async fn event(&mut self) -> Result<RequestEvent, TransportError> {
         loop {
-            flush(&mut self.m, &mut self.send).await?;
+            // Once the answer is in, ending our direction is best effort: a
+            // brand that stopped reading the stream has the whole exchange.
+            if let Err(e) = flush(&mut self.m, &mut self.send).await {
+                if !self.m.is_done() {
+                    return Err(e);
+                }
+            }
             if let Some(ev) = self.m.poll_event() {
                 if self.m.is_done() {
-                    flush(&mut self.m, &mut self.send).await?;
+                    let _ = flush(&mut self.m, &mut self.send).await;
                 }
                 return Ok(ev);
             }

@@ -62,7 +62,9 @@ pub struct TransportLimits {
     /// sends it a round trip later, once it has the answer.
     pub end_grace: Duration,
     /// Streams of one connection kept open at once only for their peer's end
-    /// of stream (default 64); past this, one is dropped unread (STOP_SENDING).
+    /// of stream (default 256, the stream limit: a paid requester ends its
+    /// direction a round trip after its answer); past this, one is dropped
+    /// unread (STOP_SENDING).
     pub max_ending_streams: usize,
     /// Most answers one receipt batch covers (default 64; spec §8.7).
     pub receipt_batch: usize,
@@ -85,7 +87,7 @@ impl Default for TransportLimits {
             payment_timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(60),
             end_grace: Duration::from_secs(2),
-            max_ending_streams: 64,
+            max_ending_streams: 256,
             receipt_batch: 64,
             receipt_delay_ms: 5,
             session: SessionLimits::default(),
