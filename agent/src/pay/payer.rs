@@ -641,3 +641,7 @@ fn status(key: &str, c: &Channel) -> ChannelStatus {
         signed_unconfirmed: c.ledger.is_unconfirmed(),
     }
 }
+
+#[cfg(test)]
+#[path = "payer_tests.rs"]
+mod tests;
