@@ -17,12 +17,15 @@
 //! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --profile contract`
 //! (the `contract` profile keeps overflow checks and aborts on panic).
 
+pub mod accounting;
 pub mod channel;
 pub mod contract;
 pub mod entry;
 pub mod events;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fuzzing;
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
+pub mod harness;
 pub mod json;
 pub mod store;
 pub mod weak_keys;
