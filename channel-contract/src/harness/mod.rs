@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod chain;
+pub mod named;
 pub mod scenario;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,23 +49,44 @@ pub fn random_sequences(seed: u64, n: usize, len: usize) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn corpus_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/contract_invariants")
+    }
+
+    /// The named sequences are in the corpus as written here
+    /// (`AGENTWIRE_WRITE_CORPUS=1` writes them).
+    #[test]
+    fn the_named_sequences_are_in_the_corpus() {
+        for (name, bytes) in named::files() {
+            let path = corpus_dir().join(name);
+            if std::env::var_os("AGENTWIRE_WRITE_CORPUS").is_some() {
+                std::fs::write(&path, &bytes).expect("write corpus");
+            }
+            assert_eq!(std::fs::read(&path).ok(), Some(bytes), "{} is stale", path.display());
+        }
+    }
+
     /// The committed corpus (fuzz/corpus/contract_invariants) and 200 random
-    /// sequences from a fixed seed, interleaved, then again with every
-    /// receipt delivered at once.
+    /// sequences from a fixed seed (`AGENTWIRE_HARNESS_RANDOM` sets how
+    /// many), interleaved, then again with every receipt delivered at once.
     #[test]
     fn the_invariants_hold_over_the_corpus_and_random_sequences() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/contract_invariants");
+        let dir = corpus_dir();
         let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|e| std::fs::read(e.expect("entry").path()).expect("corpus file"))
             .collect();
         assert!(!inputs.is_empty(), "no committed corpus");
-        inputs.extend(random_sequences(11, 200, 600));
+        let random = std::env::var("AGENTWIRE_HARNESS_RANDOM").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
+        inputs.extend(random_sequences(11, random, 600));
         let mut steps = 0;
         for data in &inputs {
             steps += Scenario::run_bytes(data, Delivery::Interleaved);
             steps += Scenario::run_bytes(data, Delivery::Immediate);
         }
         eprintln!("{} sequences, {steps} steps, no violation", 2 * inputs.len());
+        for (what, (n, _)) in scenario::stats() {
+            eprintln!("{n:>8}  {what}");
+        }
     }
 }

@@ -151,6 +151,41 @@ pub fn decode(data: &[u8]) -> ([u8; 32], Vec<Op>) {
     (seed, ops)
 }
 
+/// The bytes [`decode`] reads back as `ops` with `seed` (how named
+/// sequences are written to the corpus).
+pub fn encode(seed: u8, ops: &[Op]) -> Vec<u8> {
+    let mut out = vec![seed];
+    for op in ops {
+        let (code, args): (u8, Vec<u8>) = match *op {
+            Op::StorageDeposit { who, target, amount } => (0, vec![who, target, amount]),
+            Op::StorageWithdraw { who, amount, attach } => (1, vec![who, amount, attach]),
+            Op::Open { payer, payee, deposit, extra, flags } => (2, vec![payer, payee, deposit, extra, flags]),
+            Op::OpenToken { fake, payer, payee, amount, flags } => {
+                (3, vec![u8::from(!fake), payer, payee, amount, flags])
+            }
+            Op::TopUp { who, channel, amount } => (4, vec![who, channel, amount]),
+            Op::TopUpToken { fake, who, channel, amount } => (5, vec![u8::from(!fake), who, channel, amount]),
+            Op::Sign { channel, amount } => (6, vec![channel, amount]),
+            Op::Claim { who, channel, voucher } => (7, vec![who, channel, voucher]),
+            Op::Close { who, channel, voucher } => (8, vec![who, channel, voucher]),
+            Op::StartClose { who, channel } => (9, vec![who, channel]),
+            Op::Finalize { who, channel } => (10, vec![who, channel]),
+            Op::FastForward => (11, vec![]),
+            Op::WithdrawOwed { who, channel } => (12, vec![who, channel]),
+            Op::RegisterEndpoint { who, key } => (13, vec![who, key]),
+            Op::RevokeEndpoint { who, key } => (14, vec![who, key]),
+            Op::AddToken { who, token } => (15, vec![who, token]),
+            Op::View { who, method, deposit } => (16, vec![who, method, deposit]),
+            Op::Private { who, method, deposit } => (17, vec![who, method, deposit]),
+            Op::Deliver { pick, fail } => (18, vec![pick, fail]),
+            Op::DeliverAll => (19, vec![]),
+        };
+        out.push(code);
+        out.extend(args);
+    }
+    out
+}
+
 /// What the harness knows of a channel, independently of the contract.
 #[derive(Clone, Debug, Default)]
 struct ChannelModel {
@@ -265,13 +300,19 @@ impl Scenario {
         self.channels.keys().copied().collect()
     }
 
-    /// A known channel id (or, now and then, one that never existed).
+    /// Mostly a channel that is stored now; sometimes any channel ever
+    /// opened, or one that never existed.
     fn pick_channel(&self, sel: u8) -> u64 {
-        let ids = self.ids();
+        let live: Vec<u64> = self.chain.storage.keys().filter(|k| k.len() == 9 && k[0] == b'c').map(|k| {
+            u64::from_le_bytes([k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]])
+        }).collect();
+        let ids = if sel % 4 == 0 || live.is_empty() { self.ids() } else { live };
         if ids.is_empty() || sel == 255 {
             return 1_000_000 + u64::from(sel);
         }
-        ids[sel as usize % ids.len()]
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids[sel as usize / 4 % ids.len()]
     }
 
     fn audit(&self) -> Audit {
@@ -291,6 +332,7 @@ impl Scenario {
     fn call(&mut self, method: &str, args: &str, who: &str, deposit: u128) -> Result<Vec<String>, String> {
         let r = self.chain.call(method, args, who, deposit);
         self.steps += 1;
+        count(method, &r.outcome);
         let payable = METHODS.iter().find(|(m, _, _)| *m == method).map(|(_, _, p)| *p);
         if r.outcome.is_ok() {
             match payable {
@@ -619,6 +661,7 @@ impl Scenario {
         let args = format!(r#"{{"sender_id":"{sender}","amount":"{amount}","msg":"{msg}"}}"#);
         let r = self.chain.call("ft_on_transfer", &args, token, 0);
         self.steps += 1;
+        count("ft_on_transfer", &r.outcome);
         if token == FAKE_TOKEN && r.outcome.is_ok() {
             violated("a token off the allow-list was accepted".into());
         }
@@ -640,6 +683,7 @@ impl Scenario {
                 }
             }
             Delivered::Callback { method, args, results, call } => {
+                count(&format!("{method} {results:?}"), &call.outcome);
                 if let Err(e) = call.outcome {
                     violated(format!("callback {method} panicked ({e}): the money it handles is lost"));
                 }
@@ -952,6 +996,31 @@ impl Scenario {
         let v = Voucher { contract, channel_id: id, epoch: self.epoch, cumulative };
         (cumulative, hex(&key_of(&m.payer).sign_raw(&v.signing_bytes())), true)
     }
+}
+
+thread_local! {
+    static STATS: std::cell::RefCell<BTreeMap<String, (u64, u64)>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// Counts calls by method and outcome (read with [`stats`]): how a corpus
+/// can be seen to reach every path.
+fn count(method: &str, outcome: &Result<(), String>) {
+    STATS.with(|s| {
+        let mut s = s.borrow_mut();
+        let key = match outcome {
+            Ok(()) => method.to_owned(),
+            Err(e) => format!("{method}: {}", e.chars().take(48).collect::<String>()),
+        };
+        let e = s.entry(key).or_default();
+        e.0 += 1;
+        e.1 += u64::from(outcome.is_ok());
+    });
+}
+
+/// Calls made on this thread so far, by method (successes) and by method
+/// and refusal message.
+pub fn stats() -> BTreeMap<String, (u64, u64)> {
+    STATS.with(|s| s.borrow().clone())
 }
 
 fn endpoint_key(sel: u8) -> String {
