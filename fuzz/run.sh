@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame message record handshake_initiator handshake_responder stream_open voucher_verify payee_ledger contract_json store_log payer_state)
+[ ${#targets[@]} -gt 0 ] || targets=(frame message record handshake_initiator handshake_responder stream_open voucher_verify payee_ledger contract_json contract_invariants store_log payer_state)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 scratch=${FUZZ_SCRATCH:-/tmp/agentwire-fuzz}
 for t in "${targets[@]}"; do

@@ -252,7 +252,6 @@ const NO_DEPOSIT: &[(&str, &str)] = &[
     ("channels_of", r#"{"account_id":"payee.devnet"}"#),
     ("config", "{}"),
     ("storage_balance_of", r#"{"account_id":"payee.devnet"}"#),
-    ("owed_of", r#"{"account_id":"payee.devnet","channel_id":"0"}"#),
     ("is_endpoint", r#"{"account_id":"payee.devnet","key":"00"}"#),
     ("endpoint_keys", r#"{"account_id":"payee.devnet"}"#),
     ("claim", r#"{"channel_id":"0","cumulative":"1","signature":"00"}"#),
@@ -285,5 +284,17 @@ async fn nothing_attached_to_a_method_without_deposit_is_kept() {
             wallet.check(&w, &format!("{method} with {deposit} yoctoNEAR attached: refunded"));
             assert_eq!(w.contract(), contract0, "{method}: the contract kept nothing");
         }
+    }
+    // The contract's own callbacks, called from outside with NEAR attached:
+    // refused as private, the NEAR refunded.
+    for (method, args) in [
+        ("on_payout", r#"{"channel_id":"0","to_payee":true,"amount":"1"}"#),
+        ("on_settle", r#"{"channel_id":"0","payout":"1","refund":"1"}"#),
+        ("on_storage_withdraw", r#"{"account":"payee.devnet","amount":"1","kept":true}"#),
+    ] {
+        let r = c.call_on(c.contract(), &payee, method, serde_json::from_str(args).unwrap(), ONE_NEAR, 30).await;
+        wallet.expected -= refused(r, &format!("Method {method} is private"));
+        wallet.check(&w, &format!("{method} called from outside: refunded"));
+        assert_eq!(w.contract(), contract0);
     }
 }
