@@ -186,6 +186,38 @@ pub fn encode(seed: u8, ops: &[Op]) -> Vec<u8> {
     out
 }
 
+/// One thing a sequence did to the chain, as another chain can replay it
+/// (the devnet replays samples through the compiled wasm).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A call by an account, with its outcome (`Err` holds the panic message;
+    /// the caller not having the NEAR is `NotEnoughBalance`).
+    Call { method: String, args: String, who: String, deposit: u128, outcome: Result<(), String> },
+    /// `ft_transfer_call` of `amount` of `token` from `sender` to the
+    /// contract; `accepted` if the contract kept the tokens.
+    TokenTransfer { token: String, sender: String, amount: u128, msg: String, accepted: bool },
+    /// Time passes (ns).
+    Advance(u64),
+    /// `who` registers with `token`.
+    Register { token: String, who: String },
+    /// The end of an op: the contract's state then (another chain should
+    /// hold the same, but for block timestamps).
+    Checkpoint(Box<Snapshot>),
+}
+
+/// The contract's state and balances at a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Raw storage.
+    pub storage: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// NEAR balance.
+    pub balance: u128,
+    /// Storage usage, bytes (code included).
+    pub storage_usage: u64,
+    /// Balance in the allow-listed token.
+    pub token_balance: u128,
+}
+
 /// What the harness knows of a channel, independently of the contract.
 #[derive(Clone, Debug, Default)]
 struct ChannelModel {
@@ -225,6 +257,8 @@ pub struct Scenario {
     given: BTreeMap<String, u128>,
     channels: BTreeMap<u64, ChannelModel>,
     epoch: u64,
+    /// What was done, if asked for ([`Scenario::record`]).
+    pub transcript: Option<Vec<Step>>,
 }
 
 fn person(i: u8) -> &'static str {
@@ -251,8 +285,12 @@ impl Scenario {
     /// A fresh chain with the contract deployed and initialized.
     pub fn new(seed: [u8; 32], delivery: Delivery) -> Scenario {
         let mut chain = Chain::new(&PEOPLE, WALLET, TOKENS, seed);
+        // An account not registered with a NEP-141 token cannot hold it.
         if let Some(r) = chain.registered.get_mut(TOKEN) {
             r.retain(|a| a != UNREGISTERED);
+        }
+        if let Some(l) = chain.tokens.get_mut(TOKEN) {
+            l.remove(UNREGISTERED);
         }
         let init = format!(
             r#"{{"owner_id":"{OWNER}","min_challenge_period_ns":"{HOUR_NS}","tokens":["{TOKEN}"]}}"#
@@ -282,7 +320,24 @@ impl Scenario {
             given: BTreeMap::new(),
             channels: BTreeMap::new(),
             epoch,
+            transcript: None,
         }
+    }
+
+    /// Starts recording a transcript of the steps (see [`Step`]).
+    pub fn record(&mut self) {
+        self.transcript = Some(Vec::new());
+    }
+
+    fn note(&mut self, step: Step) {
+        if let Some(t) = self.transcript.as_mut() {
+            t.push(step);
+        }
+    }
+
+    /// The contract's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Runs fuzz bytes: the sequence, then the drain and the final checks.
@@ -294,6 +349,18 @@ impl Scenario {
         }
         s.drain();
         s.steps
+    }
+
+    /// Runs `ops` from a given random seed, recording the transcript.
+    pub fn run_recorded(seed: [u8; 32], ops: &[Op], delivery: Delivery) -> Scenario {
+        let mut s = Scenario::new(seed, delivery);
+        s.record();
+        s.checkpoint();
+        for op in ops {
+            s.apply(op);
+        }
+        s.drain();
+        s
     }
 
     fn ids(&self) -> Vec<u64> {
@@ -333,6 +400,13 @@ impl Scenario {
         let r = self.chain.call(method, args, who, deposit);
         self.steps += 1;
         count(method, &r.outcome);
+        self.note(Step::Call {
+            method: method.to_owned(),
+            args: args.to_owned(),
+            who: who.to_owned(),
+            deposit,
+            outcome: r.outcome.clone(),
+        });
         let payable = METHODS.iter().find(|(m, _, _)| *m == method).map(|(_, _, p)| *p);
         if r.outcome.is_ok() {
             match payable {
@@ -367,6 +441,19 @@ impl Scenario {
             self.deliver_all();
         }
         self.check();
+        self.checkpoint();
+    }
+
+    fn checkpoint(&mut self) {
+        if self.transcript.is_some() {
+            let snapshot = Snapshot {
+                storage: self.chain.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                balance: self.chain.balance,
+                storage_usage: self.chain.storage_usage,
+                token_balance: self.chain.token_balance(TOKEN, CONTRACT),
+            };
+            self.note(Step::Checkpoint(Box::new(snapshot)));
+        }
     }
 
     fn step(&mut self, op: &Op) {
@@ -505,10 +592,7 @@ impl Scenario {
                 let who = self.actor(id, who, who % 2 == 0);
                 let _ = self.call("finalize", &format!(r#"{{"channel_id":"{id}"}}"#), &who, 0);
             }
-            Op::FastForward => {
-                self.chain.now_ns += HOUR_NS + 1_000_000_000;
-                self.chain.height += 3_600;
-            }
+            Op::FastForward => self.advance(HOUR_NS + 1_000_000_000),
             Op::WithdrawOwed { who, channel } => {
                 let id = self.pick_channel(channel);
                 let who = self.actor(id, who, who % 2 == 0);
@@ -668,6 +752,13 @@ impl Scenario {
         if r.outcome.is_err() {
             mv(&mut self.chain, CONTRACT, sender);
         }
+        self.note(Step::TokenTransfer {
+            token: token.to_owned(),
+            sender: sender.to_owned(),
+            amount,
+            msg: msg.replace("\\\"", "\""),
+            accepted: r.outcome.is_ok(),
+        });
         r.outcome.ok().map(|()| r.logs)
     }
 
@@ -909,6 +1000,7 @@ impl Scenario {
         if let Some(r) = self.chain.registered.get_mut(TOKEN) {
             r.push(UNREGISTERED.to_owned());
         }
+        self.note(Step::Register { token: TOKEN.to_owned(), who: UNREGISTERED.to_owned() });
         self.deliver_all();
         for _round in 0..4 {
             let a = self.audit();
@@ -938,7 +1030,7 @@ impl Scenario {
                     if c.closing_since_ns == 0 {
                         let _ = self.call("start_close", &format!(r#"{{"channel_id":"{id}"}}"#), &c.payer.clone(), 0);
                     }
-                    self.chain.now_ns += 31 * 24 * HOUR_NS;
+                    self.advance(31 * 24 * HOUR_NS);
                     if let Err(e) = self.call("finalize", &format!(r#"{{"channel_id":"{id}"}}"#), &c.payer.clone(), 0) {
                         violated(format!("the payer cannot finalize channel {id}: {e}"));
                     }
@@ -988,6 +1080,13 @@ impl Scenario {
             }
         }
         self.check();
+        self.checkpoint();
+    }
+
+    fn advance(&mut self, ns: u64) {
+        self.chain.now_ns += ns;
+        self.chain.height += ns / 1_000_000_000;
+        self.note(Step::Advance(ns));
     }
 
     fn voucher_for(&self, id: u64, cumulative: u128) -> (u128, String, bool) {
