@@ -298,3 +298,60 @@ async fn nothing_attached_to_a_method_without_deposit_is_kept() {
         assert_eq!(w.contract(), contract0);
     }
 }
+
+/// The storage methods with bad amounts, for another account and for one
+/// that does not exist, and twice in one block (one transaction's receipt):
+/// each works with exact accounting or is refused with the deposit refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_methods_with_bad_amounts_and_twice_in_one_block() {
+    let w = world().await;
+    let c = &w.client;
+    let (alice, bob) = (w.user("alice"), w.user("bob"));
+    let mut wallet = Wallet::of(&w, &alice);
+    let contract0 = w.contract();
+    // 0, 1 yoctoNEAR and just under the minimum: refused, refunded.
+    for amount in [0, 1, MIN - 1] {
+        wallet.expected -= refused(c.storage_deposit(&alice, amount).await, "attach at least 0.01 NEAR");
+        wallet.check(&w, "a refused deposit is refunded");
+    }
+    // Twice in one block, for itself: both count.
+    let b = batch(&w, &alice, &[("storage_deposit", json!({}), MIN), ("storage_deposit", json!({}), MIN)]).await;
+    assert_eq!(b.ok, Ok(()));
+    wallet.expected -= 2 * MIN + b.tokens_burnt;
+    wallet.check(&w, "two deposits");
+    let balance = c.storage_balance_of(&alice.id).await.unwrap();
+    assert_eq!(balance, 2 * MIN - (62 + alice.id.len() as u128) * 10_000_000_000_000_000_000, "less its record");
+    // For another account and for one that does not exist, in one block.
+    let b = batch(
+        &w,
+        &alice,
+        &[
+            ("storage_deposit", json!({ "account_id": "bob.devnet" }), MIN),
+            ("storage_deposit", json!({ "account_id": "nobody.devnet" }), MIN),
+        ],
+    )
+    .await;
+    assert_eq!(b.ok, Ok(()));
+    wallet.expected -= 2 * MIN + b.tokens_burnt;
+    wallet.check(&w, "deposits for others");
+    assert!(c.storage_balance_of(&"nobody.devnet".parse().unwrap()).await.unwrap() > 0, "kept for an account that does not exist");
+    // Withdrawing everything twice in one block: the second finds nothing,
+    // so the whole receipt fails and both yoctoNEAR come back.
+    let b = batch(&w, &alice, &[("storage_withdraw", json!({}), 1), ("storage_withdraw", json!({}), 1)]).await;
+    assert!(b.ok.as_ref().is_err_and(|e| e.contains("not that much unused storage balance")), "{:?}", b.ok);
+    wallet.expected -= b.tokens_burnt;
+    wallet.check(&w, "a failed receipt changes nothing");
+    assert_eq!(c.storage_balance_of(&alice.id).await.unwrap(), balance);
+    // More than the balance, then exactly all of it.
+    let r = c.storage_withdraw(&alice, Some(balance + 1)).await;
+    wallet.expected -= refused(r, "not that much unused storage balance");
+    let o = c.storage_withdraw(&alice, Some(balance)).await.unwrap();
+    wallet.expected += 2 * MIN - 1 - burnt(&o);
+    wallet.check(&w, "exactly what it deposited for itself, its record's storage included");
+    // Bob withdraws what alice gave him.
+    let mut bob_wallet = Wallet::of(&w, &bob);
+    let o = c.storage_withdraw(&bob, None).await.unwrap();
+    bob_wallet.expected += MIN - 1 - burnt(&o);
+    bob_wallet.check(&w, "a deposit made for it");
+    assert_eq!(w.contract(), contract0 + MIN + 2, "only nobody's deposit and the two fees stay");
+}

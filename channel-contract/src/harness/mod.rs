@@ -9,6 +9,8 @@
 //! - [`scenario`]: sequences, the model of what each account is owed, the checks.
 
 pub mod audit;
+#[cfg(test)]
+mod bad_input;
 pub mod chain;
 pub mod named;
 pub mod scenario;
