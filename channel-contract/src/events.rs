@@ -9,7 +9,7 @@ use crate::store::Currency;
 
 fn emit(name: &str, data: &str) {
     let mut s = String::with_capacity(80 + name.len() + data.len());
-    s.push_str(r#"EVENT_JSON:{"standard":"agentwire-channels","version":"1.0.0","event":""#);
+    s.push_str(r#"EVENT_JSON:{"standard":"agentwire-channels","version":"1.1.0","event":""#);
     s.push_str(name);
     s.push_str(r#"","data":[{"#);
     s.push_str(data);
