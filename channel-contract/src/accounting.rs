@@ -11,8 +11,9 @@
 //! - a channel record and its index entries are paid by the channel's payer;
 //! - an endpoint record is paid by its account.
 //!
-//! A payer's own record counts what it paid for elsewhere (`pins`) and is not
-//! deleted while that is above 0, so a credit always finds it. Sizes are
+//! An account's record counts what it paid for elsewhere and its storage
+//! withdrawals in flight (`pins`), and is not deleted while that is above 0,
+//! so a credit or a failed withdrawal's refund always finds it. Sizes are
 //! computed from the layout, not measured, so a credit can never pick up
 //! bytes someone else paid for.
 

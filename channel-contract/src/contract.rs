@@ -16,13 +16,12 @@
 use near_sdk::json_types::{U128, U64};
 use near_sdk::{env, AccountId, Gas, GasWeight, NearToken, PromiseError, PromiseIndex};
 
+use crate::accounting::{self, Records};
 use crate::channel::{Channel, ChannelError, Settlement, MAX_CHALLENGE_PERIOD_NS};
 use crate::events;
 use crate::json::{push_dec, push_str};
 pub use crate::store::Currency;
-use crate::accounting::{self, Records};
 use crate::store::{self, Account, Config, StoredChannel, IN_PAYEE_INDEX, IN_PAYER_INDEX};
-use crate::weak_keys::is_small_order;
 
 /// Version of the stored layout (`VersionedChannel` variants follow it).
 pub const STATE_VERSION: u16 = 2;
@@ -108,7 +107,7 @@ fn proto_account(a: &str) -> agentwire_protocol::account::AccountId {
         .unwrap_or_else(|_| env::panic_str("account id outside the AgentWire account rules"))
 }
 
-fn parse_hex<const N: usize>(s: &str, what: &str) -> [u8; N] {
+pub(crate) fn parse_hex<const N: usize>(s: &str, what: &str) -> [u8; N] {
     let b = s.as_bytes();
     if b.len() != 2 * N {
         env::panic_str(&[what, ": expected ", if N == 32 { "32" } else { "64" }, " bytes of hex"].concat());
@@ -132,7 +131,7 @@ fn verify(msg: &[u8], sig: &[u8; 64], key: &[u8; 32]) -> bool {
     env::ed25519_verify(sig, msg, key)
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     store::config().unwrap_or_else(|| env::panic_str("The contract is not initialized"))
 }
 
@@ -155,7 +154,7 @@ fn core(id: u64, ch: &StoredChannel) -> Channel {
     }
 }
 
-fn view(id: u64, ch: &StoredChannel) -> ChannelView {
+pub(crate) fn view(id: u64, ch: &StoredChannel) -> ChannelView {
     ChannelView {
         id: U64(id),
         epoch: U64(ch.epoch),
@@ -285,7 +284,13 @@ impl ChannelContract {
     /// Callback of `storage_withdraw`: unpins a record that stayed, and puts a
     /// failed transfer's amount back into the storage balance (a deleted
     /// record comes back, paid from that amount, which included its storage).
-    pub fn on_storage_withdraw(&mut self, account: AccountId, amount: U128, kept: bool, result: Result<(), PromiseError>) {
+    pub fn on_storage_withdraw(
+        &mut self,
+        account: AccountId,
+        amount: U128,
+        kept: bool,
+        result: Result<(), PromiseError>,
+    ) {
         let mut recs = Records::default();
         if kept {
             let rec = recs.get(&account);
@@ -434,7 +439,13 @@ impl ChannelContract {
     /// Callback of a payout of channel `channel_id` (to its payee or payer):
     /// on failure, undoes the claim if the channel is still open, or keeps the
     /// amount owed to its receiver; deletes a settled channel with nothing left.
-    pub fn on_payout(&mut self, channel_id: U64, to_payee: bool, amount: U128, result: Result<(), PromiseError>) -> bool {
+    pub fn on_payout(
+        &mut self,
+        channel_id: U64,
+        to_payee: bool,
+        amount: U128,
+        result: Result<(), PromiseError>,
+    ) -> bool {
         let id = channel_id.0;
         let mut ch = load_channel(id);
         ch.in_flight = ch.in_flight.saturating_sub(1);
@@ -470,8 +481,7 @@ impl ChannelContract {
 
 /// Keeps a failed payout in the channel for its receiver.
 fn owe(id: u64, ch: &mut StoredChannel, to_payee: bool, amount: u128) {
-    let (owed, receiver) =
-        if to_payee { (&mut ch.owed_payee, &ch.payee) } else { (&mut ch.owed_payer, &ch.payer) };
+    let (owed, receiver) = if to_payee { (&mut ch.owed_payee, &ch.payee) } else { (&mut ch.owed_payer, &ch.payer) };
     *owed = owed.checked_add(amount).unwrap_or_else(|| fail(ChannelError::Overflow));
     events::payout_owed(id, receiver.as_str(), &ch.currency, amount);
 }
@@ -660,117 +670,4 @@ fn settle(id: u64, mut ch: StoredChannel, claimed: u128, s: Settlement, name: &s
         (false, false) => {}
     }
     finish(id, ch);
-}
-
-// Endpoint registry, views and the owner's method.
-impl ChannelContract {
-    /// Registers an agent identity key (hex ed25519) that speaks for the
-    /// caller's account; its storage comes from the caller's storage balance.
-    pub fn register_endpoint(&mut self, key: String) {
-        let account = env::predecessor_account_id();
-        let bytes = parse_hex::<32>(&key, "key");
-        if is_small_order(&bytes) {
-            env::panic_str("key is a small-order point");
-        }
-        let mut keys = store::endpoints(account.as_str());
-        if keys.len() >= MAX_ENDPOINT_KEYS as usize {
-            env::panic_str("too many endpoint keys");
-        }
-        if keys.contains(&bytes) {
-            env::panic_str("key already registered");
-        }
-        keys.push(bytes);
-        let grown = store::endpoint_bytes(account.as_str(), keys.len())
-            - store::endpoint_bytes(account.as_str(), keys.len() - 1);
-        store::set_endpoints(account.as_str(), &keys);
-        let mut rec = Account::load(account.as_str());
-        if keys.len() == 1 {
-            // The record stays while the key record exists, to take its credit.
-            accounting::pin(&mut rec);
-        }
-        accounting::charge(&mut rec, grown);
-        rec.save(account.as_str());
-        events::endpoint("endpoint_registered", account.as_str(), &hex(&bytes));
-    }
-
-    /// Revokes one of the caller's endpoint keys; its storage is credited back.
-    pub fn revoke_endpoint(&mut self, key: String) {
-        let account = env::predecessor_account_id();
-        let bytes = parse_hex::<32>(&key, "key");
-        let mut keys = store::endpoints(account.as_str());
-        let Some(pos) = keys.iter().position(|k| *k == bytes) else { env::panic_str("no such endpoint key") };
-        keys.remove(pos);
-        let freed = store::endpoint_bytes(account.as_str(), keys.len() + 1)
-            - store::endpoint_bytes(account.as_str(), keys.len());
-        store::set_endpoints(account.as_str(), &keys);
-        let mut recs = Records::default();
-        if keys.is_empty() {
-            recs.release(&account, freed);
-        } else {
-            let rec = recs.get(&account);
-            if !rec.present {
-                env::panic_str("corrupt state");
-            }
-            accounting::add(rec, accounting::cost(freed));
-        }
-        recs.save();
-        events::endpoint("endpoint_revoked", account.as_str(), &hex(&bytes));
-    }
-
-    /// Whether `key` (hex) is registered for `account_id`.
-    pub fn is_endpoint(&self, account_id: AccountId, key: String) -> bool {
-        let key = key.to_ascii_lowercase();
-        store::endpoints(account_id.as_str()).iter().any(|k| hex(k) == key)
-    }
-
-    /// The keys registered for `account_id`.
-    pub fn endpoint_keys(&self, account_id: AccountId) -> Vec<String> {
-        store::endpoints(account_id.as_str()).iter().map(|k| hex(k)).collect()
-    }
-
-    /// One channel (settled ones too, until every payout of them is done).
-    pub fn get_channel(&self, channel_id: U64) -> Option<ChannelView> {
-        store::channel(channel_id.0).map(|c| view(channel_id.0, &c))
-    }
-
-    /// Channels where `account_id` is payer or payee, paged.
-    pub fn channels_of(&self, account_id: AccountId, from_index: Option<u32>, limit: Option<u32>) -> Vec<ChannelView> {
-        Account::load(account_id.as_str())
-            .ids
-            .iter()
-            .skip(from_index.unwrap_or(0) as usize)
-            .take(limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize)
-            .filter_map(|id| self.get_channel(U64(*id)))
-            .collect()
-    }
-
-    /// The contract's configuration.
-    pub fn config(&self) -> ConfigView {
-        let c = config();
-        ConfigView {
-            owner: c.owner,
-            state_version: c.state_version,
-            epoch: U64(c.epoch),
-            min_challenge_period_ns: U64(c.min_challenge_period_ns),
-            tokens: store::tokens(),
-        }
-    }
-
-    /// Accepts another NEP-141 token (owner only); its storage comes from the
-    /// owner's storage balance and stays (tokens are never removed).
-    pub fn add_token(&mut self, token: AccountId) {
-        let owner = env::predecessor_account_id();
-        if owner != config().owner {
-            env::panic_str("owner only");
-        }
-        let mut t = store::tokens();
-        if !t.contains(&token) {
-            let grown = 4 + token.len() as u64;
-            t.push(token);
-            store::set_tokens(&t);
-            let mut rec = Account::load(owner.as_str());
-            accounting::charge(&mut rec, grown);
-            rec.save(owner.as_str());
-        }
-    }
 }

@@ -140,8 +140,21 @@ pub fn channel_bytes(ch: &StoredChannel) -> u64 {
         Currency::Near => 1,
         Currency::Token(t) => 1 + 4 + t.len() as u64,
     };
-    let value = 1 + 8 + (4 + ch.payer.len() as u64) + (4 + ch.payee.len() as u64) + 32 + currency
-        + 16 + 16 + 8 + 8 + 1 + 1 + 4 + 16 + 16;
+    let value = 1
+        + 8
+        + (4 + ch.payer.len() as u64)
+        + (4 + ch.payee.len() as u64)
+        + 32
+        + currency
+        + 16
+        + 16
+        + 8
+        + 8
+        + 1
+        + 1
+        + 4
+        + 16
+        + 16;
     9 + value + RECORD_OVERHEAD
 }
 
@@ -202,7 +215,10 @@ impl Account {
         if rest.len() % 8 != 0 {
             return None;
         }
-        let ids = rest.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
+        let ids = rest
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
         Some(Account { balance, pins, sponsor, ids, present: true, stored: true })
     }
 

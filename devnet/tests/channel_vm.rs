@@ -89,7 +89,9 @@ fn callbacks(o: &CallOutcome) -> Vec<(String, Value, usize)> {
     o.receipts
         .iter()
         .filter_map(|a| match a {
-            MockAction::FunctionCallWeight { receipt_index, method_name, args, .. } if method_name.starts_with(b"on_") => {
+            MockAction::FunctionCallWeight { receipt_index, method_name, args, .. }
+                if method_name.starts_with(b"on_") =>
+            {
                 let waits = match o.receipts.get(*receipt_index as usize) {
                     Some(MockAction::CreateReceipt { receipt_indices, .. }) => receipt_indices.len(),
                     _ => panic!("a callback without its receipt"),
@@ -106,7 +108,9 @@ fn run_callbacks(vm: &mut ContractVm, o: &CallOutcome, succeeded: bool) -> Vec<C
     callbacks(o)
         .into_iter()
         .map(|(method, args, waits)| {
-            let results = (0..waits).map(|_| if succeeded { PriorResult::Success(vec![]) } else { PriorResult::Failed }).collect();
+            let results = (0..waits)
+                .map(|_| if succeeded { PriorResult::Success(vec![]) } else { PriorResult::Failed })
+                .collect();
             ok(vm.callback(&method, &args, results).expect("vm"))
         })
         .collect()
@@ -152,7 +156,14 @@ fn channel_life_in_the_vm_and_gas_table() {
             0,
         )
         .expect("vm"));
-    assert_eq!(callbacks(&o), vec![("on_payout".into(), json!({"channel_id": id.to_string(), "to_payee": true, "amount": NEAR.to_string()}), 1)]);
+    assert_eq!(
+        callbacks(&o),
+        vec![(
+            "on_payout".into(),
+            json!({"channel_id": id.to_string(), "to_payee": true, "amount": NEAR.to_string()}),
+            1
+        )]
+    );
     table.push(("claim", o.burnt_gas));
     assert_eq!(channel(&mut vm, id)["claimed"], NEAR.to_string());
     // The transfer failed: the claim is rolled back.
@@ -236,8 +247,13 @@ fn entry_point_checks_only_the_wasm_enforces() {
     let (_, id) = open(&mut vm, NEAR);
     // #[private] callbacks refuse outsiders.
     err(
-        vm.call("on_payout", &json!({"channel_id": id.to_string(), "to_payee": true, "amount": "1"}), "mallory.test.near", 0)
-            .expect("vm"),
+        vm.call(
+            "on_payout",
+            &json!({"channel_id": id.to_string(), "to_payee": true, "amount": "1"}),
+            "mallory.test.near",
+            0,
+        )
+        .expect("vm"),
         "is private",
     );
     // Methods that take no deposit refuse one, views included.
@@ -248,7 +264,10 @@ fn entry_point_checks_only_the_wasm_enforces() {
         ("storage_balance_of", json!({"account_id": "user.test.near"})),
         ("channels_of", json!({"account_id": "user.test.near"})),
     ] {
-        err(vm.call(method, &args, "brand.test.near", 1).expect("vm"), &format!("Method {method} doesn't accept deposit"));
+        err(
+            vm.call(method, &args, "brand.test.near", 1).expect("vm"),
+            &format!("Method {method} doesn't accept deposit"),
+        );
     }
     // Re-initialisation is impossible.
     err(
@@ -276,8 +295,13 @@ fn entry_point_checks_only_the_wasm_enforces() {
     );
     // A voucher for another deployment's epoch fails the same way.
     err(
-        vm.call("claim", &json!({"channel_id": id.to_string(), "cumulative": "1", "signature": sign(id, 1_000, 1)}), "brand.test.near", 0)
-            .expect("vm"),
+        vm.call(
+            "claim",
+            &json!({"channel_id": id.to_string(), "cumulative": "1", "signature": sign(id, 1_000, 1)}),
+            "brand.test.near",
+            0,
+        )
+        .expect("vm"),
         "voucher signature does not verify",
     );
     // The all-zero key is refused on chain.
@@ -317,13 +341,23 @@ fn a_voucher_of_another_deployment_is_refused() {
     let (_, id) = open(&mut first, NEAR);
     let old = sign(id, EPOCH, NEAR / 2);
     ok(first
-        .call("claim", &json!({"channel_id": id.to_string(), "cumulative": (NEAR / 2).to_string(), "signature": old}), "brand.test.near", 0)
+        .call(
+            "claim",
+            &json!({"channel_id": id.to_string(), "cumulative": (NEAR / 2).to_string(), "signature": old}),
+            "brand.test.near",
+            0,
+        )
         .expect("vm"));
     let mut second = ContractVm::deploy(CONTRACT, contract_wasm()).expect("deploy");
     second.block_height = 1_000; // the same height: only the seed differs
     second.random_seed = [6; 32];
     ok(second
-        .call("new", &json!({"owner_id": "owner.test.near", "min_challenge_period_ns": HOUR_NS.to_string(), "tokens": []}), CONTRACT, 0)
+        .call(
+            "new",
+            &json!({"owner_id": "owner.test.near", "min_challenge_period_ns": HOUR_NS.to_string(), "tokens": []}),
+            CONTRACT,
+            0,
+        )
         .expect("vm"));
     let (_, id2) = open(&mut second, NEAR);
     assert_eq!(id2, id, "the same channel id");
@@ -349,7 +383,12 @@ fn gas_of_the_other_methods() {
         format!(r#"{{"Open":{{"payee":"brand.test.near","payer_key":"{key}","challenge_period_ns":"{HOUR_NS}"}}}}"#);
     let open_token = |vm: &mut ContractVm| {
         ok(vm
-            .call("ft_on_transfer", &json!({"sender_id": "user.test.near", "amount": "1000000", "msg": msg}), "usdc.test.near", 0)
+            .call(
+                "ft_on_transfer",
+                &json!({"sender_id": "user.test.near", "amount": "1000000", "msg": msg}),
+                "usdc.test.near",
+                0,
+            )
             .expect("vm"))
     };
     let o = open_token(&mut vm);
@@ -382,7 +421,9 @@ fn gas_of_the_other_methods() {
     let o = ok(vm.call("close", &json!({"channel_id": "0", "final_voucher": null}), "brand.test.near", 0).expect("vm"));
     table.push(("close (no voucher, refund only)", o.burnt_gas));
     run_callbacks(&mut vm, &o, true);
-    let o = ok(vm.call("close", &json!({"channel_id": id.to_string(), "final_voucher": null}), "brand.test.near", 0).expect("vm"));
+    let o = ok(vm
+        .call("close", &json!({"channel_id": id.to_string(), "final_voucher": null}), "brand.test.near", 0)
+        .expect("vm"));
     run_callbacks(&mut vm, &o, true);
     // The owed amounts, withdrawn: the payer's fails again (still owed), the payee's is paid.
     let o = ok(vm.call("withdraw_owed", &json!({"channel_id": "1"}), "user.test.near", 0).expect("vm"));
@@ -393,7 +434,10 @@ fn gas_of_the_other_methods() {
     let o = ok(vm.call("withdraw_owed", &json!({"channel_id": "1"}), "brand.test.near", 0).expect("vm"));
     run_callbacks(&mut vm, &o, true);
     err(vm.call("withdraw_owed", &json!({"channel_id": "1"}), "brand.test.near", 0).expect("vm"), "nothing owed");
-    err(vm.call("withdraw_owed", &json!({"channel_id": "1"}), "mallory.test.near", 0).expect("vm"), "only the payer or the payee");
+    err(
+        vm.call("withdraw_owed", &json!({"channel_id": "1"}), "mallory.test.near", 0).expect("vm"),
+        "only the payer or the payee",
+    );
     let o = ok(vm.call("withdraw_owed", &json!({"channel_id": "1"}), "user.test.near", 0).expect("vm"));
     run_callbacks(&mut vm, &o, true);
     assert_eq!(channel(&mut vm, 1), Value::Null, "nothing owed or in flight: deleted");
@@ -414,7 +458,11 @@ fn gas_of_the_other_methods() {
     let o = ok(vm.call("storage_withdraw", &json!({}), "user.test.near", 1).expect("vm"));
     table.push(("storage_withdraw (all: record deleted)", o.burnt_gas));
     assert_eq!(before - vm.storage_usage(), 62 + 14, "the payer's record is gone");
-    assert_eq!(callbacks(&o)[0].1["amount"], json!((2 * NEAR / 10 + NEAR / 100 - 1000).to_string()), "all of it, its record's storage included");
+    assert_eq!(
+        callbacks(&o)[0].1["amount"],
+        json!((2 * NEAR / 10 + NEAR / 100 - 1000).to_string()),
+        "all of it, its record's storage included"
+    );
     ok(vm.call("storage_deposit", &json!({}), "brand.test.near", NEAR / 10).expect("vm"));
     let ep = hexs(&Keypair::from_seed(&[3; 32]).public().to_bytes());
     let before = vm.storage_usage();

@@ -346,7 +346,8 @@ async fn a_voucher_from_a_previous_devnet_run_is_refused() {
 
     let w = world().await;
     let c = &w.client;
-    let (id2, _) = c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, ONE_NEAR, STORAGE).await.unwrap();
+    let (id2, _) =
+        c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, ONE_NEAR, STORAGE).await.unwrap();
     assert_eq!(id2, id, "the same channel id on the same contract account");
     let epoch = c.get_channel(id2).await.unwrap().unwrap().epoch;
     assert_ne!(epoch, old_epoch, "another chain, another epoch");

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use agentwire_agent::near::{ChannelClient, NearAccount, NearError};
 use agentwire_channel::harness::audit::{audit, Audit};
 use agentwire_channel::harness::chain::{CODE_BYTES, CONTRACT, FAKE_TOKEN, OWNER, TOKEN};
-use agentwire_channel::harness::scenario::{decode, Delivery, Scenario, Snapshot, Step, PEOPLE, TOKENS, UNREGISTERED, WALLET};
+use agentwire_channel::harness::scenario::{
+    decode, Delivery, Scenario, Snapshot, Step, PEOPLE, TOKENS, UNREGISTERED, WALLET,
+};
 use agentwire_channel::harness::{named, random_sequences};
 use agentwire_devnet::contracts::Contract as Wasm;
 use agentwire_devnet::{DevAccount, Devnet, DevnetConfig, ONE_NEAR};
@@ -93,7 +95,10 @@ async fn devnet() -> (Replay, u64) {
             if token == TOKEN && who == UNREGISTERED {
                 continue;
             }
-            client.ft_storage_deposit(&issuer, &token_id, &who.parse().unwrap(), ONE_NEAR / 100).await.expect("register");
+            client
+                .ft_storage_deposit(&issuer, &token_id, &who.parse().unwrap(), ONE_NEAR / 100)
+                .await
+                .expect("register");
             if who != CONTRACT {
                 let args = json!({ "receiver_id": who, "amount": TOKENS.to_string() });
                 client.call_on(&token_id, &issuer, "ft_transfer", args, 1, 30).await.expect("fund");
@@ -151,7 +156,8 @@ impl Replay {
             audit(&storage, tokens_bytes(&storage), &BTreeMap::new()),
             audit(&native_storage, tokens_bytes(&native_storage), &BTreeMap::new()),
         );
-        let (a, n): (Audit, Audit) = (a.unwrap_or_else(|e| panic!("{here}: devnet state: {e}")), n.expect("native state"));
+        let (a, n): (Audit, Audit) =
+            (a.unwrap_or_else(|e| panic!("{here}: devnet state: {e}")), n.expect("native state"));
         assert_eq!(a.accounts, n.accounts, "{here}: account records");
         assert_eq!(a.endpoints, n.endpoints, "{here}: endpoint keys");
         assert_eq!((a.epoch, a.next_channel_id, &a.tokens), (n.epoch, n.next_channel_id, &n.tokens), "{here}: config");
@@ -205,7 +211,9 @@ async fn replay(name: &str, data: &[u8]) {
                         let want = want.trim_end_matches(|c: char| c.is_ascii_digit());
                         assert!(reason.contains(want), "{name}: {method} by {who}: {reason:?}, natively {want:?}")
                     }
-                    _ => panic!("{name}: {method} {args} by {who} with {deposit}: {got:?} on the devnet, natively {outcome:?}"),
+                    _ => panic!(
+                        "{name}: {method} {args} by {who} with {deposit}: {got:?} on the devnet, natively {outcome:?}"
+                    ),
                 }
             }
             Step::TokenTransfer { token, sender, amount, msg, accepted } => {

@@ -235,7 +235,14 @@ async fn revoking_a_key_after_the_balance_reached_zero_credits_its_storage() {
     wallet.check(&w, "withdrew what the key did not use");
     assert_eq!(c.storage_balance_of(&brand.id).await.unwrap(), 0);
     let o = c
-        .call_on(c.contract(), &brand, "revoke_endpoint", json!({ "key": key.to_bytes().map(|b| format!("{b:02x}")).concat() }), 0, 30)
+        .call_on(
+            c.contract(),
+            &brand,
+            "revoke_endpoint",
+            json!({ "key": key.to_bytes().map(|b| format!("{b:02x}")).concat() }),
+            0,
+            30,
+        )
         .await
         .unwrap();
     wallet.expected -= burnt(&o);
@@ -334,7 +341,10 @@ async fn storage_methods_with_bad_amounts_and_twice_in_one_block() {
     assert_eq!(b.ok, Ok(()));
     wallet.expected -= 2 * MIN + b.tokens_burnt;
     wallet.check(&w, "deposits for others");
-    assert!(c.storage_balance_of(&"nobody.devnet".parse().unwrap()).await.unwrap() > 0, "kept for an account that does not exist");
+    assert!(
+        c.storage_balance_of(&"nobody.devnet".parse().unwrap()).await.unwrap() > 0,
+        "kept for an account that does not exist"
+    );
     // Withdrawing everything twice in one block: the second finds nothing,
     // so the whole receipt fails and both yoctoNEAR come back.
     let b = batch(&w, &alice, &[("storage_withdraw", json!({}), 1), ("storage_withdraw", json!({}), 1)]).await;

@@ -185,7 +185,7 @@ fn account(key_len: u64, v: &[u8]) -> Result<RawAccount, String> {
         0 => None,
         _ => Some(String::from_utf8(r.take(n)?.to_vec()).map_err(|_| "sponsor")?),
     };
-    if r.b.len() % 8 != 0 {
+    if !r.b.len().is_multiple_of(8) {
         return Err("account index not a whole number of ids".into());
     }
     let mut ids = Vec::new();

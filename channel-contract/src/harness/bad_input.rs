@@ -57,7 +57,11 @@ fn storage_deposit_of_every_amount_for_self_others_and_nobody() {
             let refused = "attach at least 0.01 NEAR to deposit for storage";
             assert_eq!(deposits[..3], [&Err(refused.into()), &Err(refused.into()), &Err(refused.into())]);
             assert_eq!(deposits[3..6], [&Ok(()), &Ok(()), &Ok(())], "the minimum and more work, to the yocto");
-            assert_eq!(deposits[6], &Err("NotEnoughBalance".into()), "more than the caller has never reaches the contract");
+            assert_eq!(
+                deposits[6],
+                &Err("NotEnoughBalance".into()),
+                "more than the caller has never reaches the contract"
+            );
         }
     }
 }

@@ -371,7 +371,9 @@ impl Chain {
                 let results: Vec<PromiseResult> = p
                     .waits_on
                     .iter()
-                    .map(|w| if self.results[w] { PromiseResult::Successful(Vec::new()) } else { PromiseResult::Failed })
+                    .map(
+                        |w| if self.results[w] { PromiseResult::Successful(Vec::new()) } else { PromiseResult::Failed },
+                    )
                     .collect();
                 let oks: Vec<bool> = p.waits_on.iter().map(|w| self.results[w]).collect();
                 let r = self.run(method, args, CONTRACT, 0, results);

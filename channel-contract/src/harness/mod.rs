@@ -6,6 +6,7 @@
 //!
 //! - [`chain`]: the mocked chain around the contract (balances, tokens, receipts).
 //! - [`audit`]: the contract's raw storage read on its own, and who pays for each byte.
+//! - [`ops`]: the ops of a sequence and their encoding as fuzz bytes.
 //! - [`scenario`]: sequences, the model of what each account is owed, the checks.
 
 pub mod audit;
@@ -13,6 +14,7 @@ pub mod audit;
 mod bad_input;
 pub mod chain;
 pub mod named;
+pub mod ops;
 pub mod scenario;
 
 use std::sync::atomic::{AtomicU64, Ordering};

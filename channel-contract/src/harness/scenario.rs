@@ -30,39 +30,13 @@ use agentwire_protocol::identity::Keypair;
 use agentwire_protocol::voucher::Voucher;
 
 use super::audit::{audit, Audit};
-use super::chain::{Chain, Delivered, Kind, Payable, BYTE_COST, CODE_BYTES, CONTRACT, FAKE_TOKEN, METHODS, OWNER, TOKEN};
+use super::chain::{
+    Chain, Delivered, Kind, Payable, BYTE_COST, CODE_BYTES, CONTRACT, FAKE_TOKEN, METHODS, OWNER, TOKEN,
+};
+pub use super::ops::{decode, encode, Op, GHOST, PEOPLE, TOKENS, UNREGISTERED, WALLET};
+use super::ops::{endpoint_key, person, HOUR_NS, NEAR, NEAR_AMOUNTS, TOKEN_AMOUNTS};
 
-/// The accounts that act (the last is the owner).
-pub const PEOPLE: [&str; 5] = ["alice.test", "bob.test", "carol.test", "mallory.test", OWNER];
-/// `carol` is never registered with the token: token payouts to her fail.
-pub const UNREGISTERED: &str = "carol.test";
-/// An account that does not exist: anyone can name it, it can never act.
-pub const GHOST: &str = "ghost.test";
-/// Each account's NEAR at the start (1 000 NEAR).
-pub const WALLET: u128 = 1_000 * NEAR;
-/// Each account's tokens at the start.
-pub const TOKENS: u128 = 1_000_000_000_000;
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
-const MIN: u128 = crate::contract::MIN_STORAGE_DEPOSIT;
-const HOUR_NS: u64 = 3_600_000_000_000;
-
-const NEAR_AMOUNTS: [u128; 14] = [
-    0,
-    1,
-    2,
-    MIN - 1,
-    MIN,
-    MIN + 1,
-    100_000_000_000_000_000_000,
-    1_000_000_000_000_000_000_000,
-    3 * MIN,
-    NEAR / 10,
-    NEAR,
-    5 * NEAR,
-    100 * NEAR,
-    1_000_000 * NEAR,
-];
-const TOKEN_AMOUNTS: [u128; 7] = [0, 1, 2, 1_000, 1_000_000, 1_000_000_000, 10_000_000_000_000];
+mod invariants;
 
 /// How receipts are delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,118 +46,6 @@ pub enum Delivery {
     /// Right after each call, failing only as they would on a real chain
     /// (token payouts to an unregistered account): what the devnet does.
     Immediate,
-}
-
-/// One step of a sequence (decoded from fuzz bytes).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    StorageDeposit { who: u8, target: u8, amount: u8 },
-    StorageWithdraw { who: u8, amount: u8, attach: u8 },
-    Open { payer: u8, payee: u8, deposit: u8, extra: u8, flags: u8 },
-    OpenToken { fake: bool, payer: u8, payee: u8, amount: u8, flags: u8 },
-    TopUp { who: u8, channel: u8, amount: u8 },
-    TopUpToken { fake: bool, who: u8, channel: u8, amount: u8 },
-    Sign { channel: u8, amount: u8 },
-    Claim { who: u8, channel: u8, voucher: u8 },
-    Close { who: u8, channel: u8, voucher: u8 },
-    StartClose { who: u8, channel: u8 },
-    Finalize { who: u8, channel: u8 },
-    FastForward,
-    WithdrawOwed { who: u8, channel: u8 },
-    RegisterEndpoint { who: u8, key: u8 },
-    RevokeEndpoint { who: u8, key: u8 },
-    AddToken { who: u8, token: u8 },
-    View { who: u8, method: u8, deposit: u8 },
-    Private { who: u8, method: u8, deposit: u8 },
-    Deliver { pick: u8, fail: u8 },
-    DeliverAll,
-}
-
-/// Decodes fuzz bytes into a sequence: the first byte picks the random seed
-/// of `new`, then each op takes an opcode byte and its argument bytes
-/// (missing bytes read as 0).
-pub fn decode(data: &[u8]) -> ([u8; 32], Vec<Op>) {
-    let seed = [data.first().copied().unwrap_or(0); 32];
-    let mut ops = Vec::new();
-    let mut i = 1;
-    let next = |i: &mut usize| {
-        let b = data.get(*i).copied().unwrap_or(0);
-        *i += 1;
-        b
-    };
-    while i < data.len() && ops.len() < 256 {
-        let op = match next(&mut i) % 20 {
-            0 => Op::StorageDeposit { who: next(&mut i), target: next(&mut i), amount: next(&mut i) },
-            1 => Op::StorageWithdraw { who: next(&mut i), amount: next(&mut i), attach: next(&mut i) },
-            2 => Op::Open {
-                payer: next(&mut i),
-                payee: next(&mut i),
-                deposit: next(&mut i),
-                extra: next(&mut i),
-                flags: next(&mut i),
-            },
-            3 => Op::OpenToken {
-                fake: next(&mut i) % 8 == 0,
-                payer: next(&mut i),
-                payee: next(&mut i),
-                amount: next(&mut i),
-                flags: next(&mut i),
-            },
-            4 => Op::TopUp { who: next(&mut i), channel: next(&mut i), amount: next(&mut i) },
-            5 => Op::TopUpToken { fake: next(&mut i) % 8 == 0, who: next(&mut i), channel: next(&mut i), amount: next(&mut i) },
-            6 => Op::Sign { channel: next(&mut i), amount: next(&mut i) },
-            7 => Op::Claim { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i) },
-            8 => Op::Close { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i) },
-            9 => Op::StartClose { who: next(&mut i), channel: next(&mut i) },
-            10 => Op::Finalize { who: next(&mut i), channel: next(&mut i) },
-            11 => Op::FastForward,
-            12 => Op::WithdrawOwed { who: next(&mut i), channel: next(&mut i) },
-            13 => Op::RegisterEndpoint { who: next(&mut i), key: next(&mut i) },
-            14 => Op::RevokeEndpoint { who: next(&mut i), key: next(&mut i) },
-            15 => Op::AddToken { who: next(&mut i), token: next(&mut i) },
-            16 => Op::View { who: next(&mut i), method: next(&mut i), deposit: next(&mut i) },
-            17 => Op::Private { who: next(&mut i), method: next(&mut i), deposit: next(&mut i) },
-            18 => Op::Deliver { pick: next(&mut i), fail: next(&mut i) },
-            _ => Op::DeliverAll,
-        };
-        ops.push(op);
-    }
-    (seed, ops)
-}
-
-/// The bytes [`decode`] reads back as `ops` with `seed` (how named
-/// sequences are written to the corpus).
-pub fn encode(seed: u8, ops: &[Op]) -> Vec<u8> {
-    let mut out = vec![seed];
-    for op in ops {
-        let (code, args): (u8, Vec<u8>) = match *op {
-            Op::StorageDeposit { who, target, amount } => (0, vec![who, target, amount]),
-            Op::StorageWithdraw { who, amount, attach } => (1, vec![who, amount, attach]),
-            Op::Open { payer, payee, deposit, extra, flags } => (2, vec![payer, payee, deposit, extra, flags]),
-            Op::OpenToken { fake, payer, payee, amount, flags } => {
-                (3, vec![u8::from(!fake), payer, payee, amount, flags])
-            }
-            Op::TopUp { who, channel, amount } => (4, vec![who, channel, amount]),
-            Op::TopUpToken { fake, who, channel, amount } => (5, vec![u8::from(!fake), who, channel, amount]),
-            Op::Sign { channel, amount } => (6, vec![channel, amount]),
-            Op::Claim { who, channel, voucher } => (7, vec![who, channel, voucher]),
-            Op::Close { who, channel, voucher } => (8, vec![who, channel, voucher]),
-            Op::StartClose { who, channel } => (9, vec![who, channel]),
-            Op::Finalize { who, channel } => (10, vec![who, channel]),
-            Op::FastForward => (11, vec![]),
-            Op::WithdrawOwed { who, channel } => (12, vec![who, channel]),
-            Op::RegisterEndpoint { who, key } => (13, vec![who, key]),
-            Op::RevokeEndpoint { who, key } => (14, vec![who, key]),
-            Op::AddToken { who, token } => (15, vec![who, token]),
-            Op::View { who, method, deposit } => (16, vec![who, method, deposit]),
-            Op::Private { who, method, deposit } => (17, vec![who, method, deposit]),
-            Op::Deliver { pick, fail } => (18, vec![pick, fail]),
-            Op::DeliverAll => (19, vec![]),
-        };
-        out.push(code);
-        out.extend(args);
-    }
-    out
 }
 
 /// One thing a sequence did to the chain, as another chain can replay it
@@ -261,16 +123,12 @@ pub struct Scenario {
     pub transcript: Option<Vec<Step>>,
 }
 
-fn person(i: u8) -> &'static str {
-    PEOPLE[i as usize % PEOPLE.len()]
-}
-
 fn key_of(who: &str) -> Keypair {
     let i = PEOPLE.iter().position(|p| *p == who).unwrap_or(7) as u8;
     Keypair::from_seed(&[i + 1; 32])
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -292,9 +150,7 @@ impl Scenario {
         if let Some(l) = chain.tokens.get_mut(TOKEN) {
             l.remove(UNREGISTERED);
         }
-        let init = format!(
-            r#"{{"owner_id":"{OWNER}","min_challenge_period_ns":"{HOUR_NS}","tokens":["{TOKEN}"]}}"#
-        );
+        let init = format!(r#"{{"owner_id":"{OWNER}","min_challenge_period_ns":"{HOUR_NS}","tokens":["{TOKEN}"]}}"#);
         let r = chain.call("new", &init, CONTRACT, 0);
         if r.outcome.is_err() {
             violated(format!("new failed: {:?}", r.outcome));
@@ -370,10 +226,14 @@ impl Scenario {
     /// Mostly a channel that is stored now; sometimes any channel ever
     /// opened, or one that never existed.
     fn pick_channel(&self, sel: u8) -> u64 {
-        let live: Vec<u64> = self.chain.storage.keys().filter(|k| k.len() == 9 && k[0] == b'c').map(|k| {
-            u64::from_le_bytes([k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]])
-        }).collect();
-        let ids = if sel % 4 == 0 || live.is_empty() { self.ids() } else { live };
+        let live: Vec<u64> = self
+            .chain
+            .storage
+            .keys()
+            .filter(|k| k.len() == 9 && k[0] == b'c')
+            .map(|k| u64::from_le_bytes([k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]]))
+            .collect();
+        let ids = if sel.is_multiple_of(4) || live.is_empty() { self.ids() } else { live };
         if ids.is_empty() || sel == 255 {
             return 1_000_000 + u64::from(sel);
         }
@@ -578,7 +438,9 @@ impl Scenario {
                     format!(r#"{{"channel_id":"{id}"}}"#)
                 } else {
                     let (cumulative, sig, _) = self.sign_voucher(id, voucher);
-                    format!(r#"{{"channel_id":"{id}","final_voucher":{{"cumulative":"{cumulative}","signature":"{sig}"}}}}"#)
+                    format!(
+                        r#"{{"channel_id":"{id}","final_voucher":{{"cumulative":"{cumulative}","signature":"{sig}"}}}}"#
+                    )
                 };
                 let _ = self.call("close", &args, &who, 0);
             }
@@ -636,7 +498,9 @@ impl Scenario {
                     0 => ("on_payout", format!(r#"{{"channel_id":"{id}","to_payee":true,"amount":"1"}}"#)),
                     1 => ("on_settle", format!(r#"{{"channel_id":"{id}","payout":"1","refund":"1"}}"#)),
                     2 => ("on_storage_withdraw", format!(r#"{{"account":"{who}","amount":"{NEAR}","kept":true}}"#)),
-                    _ => ("new", format!(r#"{{"owner_id":"{who}","min_challenge_period_ns":"{HOUR_NS}","tokens":[]}}"#)),
+                    _ => {
+                        ("new", format!(r#"{{"owner_id":"{who}","min_challenge_period_ns":"{HOUR_NS}","tokens":[]}}"#))
+                    }
                 };
                 let deposit = NEAR_AMOUNTS[deposit as usize % 3];
                 match self.call(name, &args, who, deposit) {
@@ -660,11 +524,27 @@ impl Scenario {
         let Some(m) = self.channels.get(&id) else { return person(sel).to_owned() };
         let who = match sel % 8 {
             0 => person(sel / 8),
-            1 => if payer { &m.payee } else { &m.payer },
-            _ => if payer { &m.payer } else { &m.payee },
+            1 => {
+                if payer {
+                    &m.payee
+                } else {
+                    &m.payer
+                }
+            }
+            _ => {
+                if payer {
+                    &m.payer
+                } else {
+                    &m.payee
+                }
+            }
         };
         // An account that does not exist never acts.
-        if who == GHOST { person(sel).to_owned() } else { who.to_owned() }
+        if who == GHOST {
+            person(sel).to_owned()
+        } else {
+            who.to_owned()
+        }
     }
 
     /// A voucher for channel `id`: (cumulative, signature hex, whether the
@@ -787,8 +667,11 @@ impl Scenario {
 
     /// Books what a callback's transfers did.
     fn settle_callback(&mut self, method: &str, args: &[u8], results: &[bool]) {
-        let v: serde_json::Value = serde_json::from_slice(args).unwrap_or_else(|e| violated(format!("{method} args: {e}")));
-        let num = |k: &str| v[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or_else(|| violated(format!("{method}: {k}")));
+        let v: serde_json::Value =
+            serde_json::from_slice(args).unwrap_or_else(|e| violated(format!("{method} args: {e}")));
+        let num = |k: &str| {
+            v[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or_else(|| violated(format!("{method}: {k}")))
+        };
         match method {
             "on_storage_withdraw" => {
                 if results.first() == Some(&true) {
@@ -800,7 +683,10 @@ impl Scenario {
                 let id = num("channel_id") as u64;
                 let to_payee = v["to_payee"].as_bool().unwrap_or_else(|| violated("to_payee".into()));
                 if results.first() == Some(&true) {
-                    let m = self.channels.get_mut(&id).unwrap_or_else(|| violated(format!("payout of unknown channel {id}")));
+                    let m = self
+                        .channels
+                        .get_mut(&id)
+                        .unwrap_or_else(|| violated(format!("payout of unknown channel {id}")));
                     if to_payee {
                         m.paid_payee += num("amount");
                     } else {
@@ -810,7 +696,8 @@ impl Scenario {
             }
             "on_settle" => {
                 let id = num("channel_id") as u64;
-                let m = self.channels.get_mut(&id).unwrap_or_else(|| violated(format!("settle of unknown channel {id}")));
+                let m =
+                    self.channels.get_mut(&id).unwrap_or_else(|| violated(format!("settle of unknown channel {id}")));
                 if results.first() == Some(&true) {
                     m.paid_payee += num("payout");
                 }
@@ -832,255 +719,6 @@ impl Scenario {
         if !self.chain.pending.is_empty() {
             violated("receipts that can never run".into());
         }
-    }
-
-    /// Amounts of payouts whose callback has not run: per channel (payee,
-    /// payer) and per account for storage withdrawals.
-    fn in_flight(&self) -> (BTreeMap<u64, (u128, u128)>, BTreeMap<String, u128>) {
-        let mut channels: BTreeMap<u64, (u128, u128)> = BTreeMap::new();
-        let mut storage: BTreeMap<String, u128> = BTreeMap::new();
-        for p in &self.chain.pending {
-            let Kind::Callback { method, args } = &p.kind else { continue };
-            let v: serde_json::Value = serde_json::from_slice(args).unwrap_or_default();
-            let num = |k: &str| v[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or(0);
-            match method.as_str() {
-                "on_storage_withdraw" => {
-                    *storage.entry(v["account"].as_str().unwrap_or_default().to_owned()).or_default() += num("amount")
-                }
-                "on_payout" => {
-                    let e = channels.entry(num("channel_id") as u64).or_default();
-                    if v["to_payee"].as_bool() == Some(true) {
-                        e.0 += num("amount");
-                    } else {
-                        e.1 += num("amount");
-                    }
-                }
-                "on_settle" => {
-                    let e = channels.entry(num("channel_id") as u64).or_default();
-                    e.0 += num("payout");
-                    e.1 += num("refund");
-                }
-                _ => {}
-            }
-        }
-        (channels, storage)
-    }
-
-    /// Every invariant of the module documentation.
-    pub fn check(&self) {
-        let a = self.audit();
-        let chain = &self.chain;
-        if a.total_bytes + CODE_BYTES != chain.storage_usage {
-            violated(format!("{} bytes counted, the runtime says {}", a.total_bytes + CODE_BYTES, chain.storage_usage));
-        }
-        let (flight, storage_flight) = self.in_flight();
-        let at_rest = chain.pending.is_empty();
-        // Storage money, per account.
-        let mut people: Vec<String> = a.owned.keys().chain(a.accounts.keys()).cloned().collect();
-        people.extend(self.storage_in.keys().cloned());
-        people.sort();
-        people.dedup();
-        for who in &people {
-            let put = self.storage_in.get(who).copied().unwrap_or(0);
-            let out = self.storage_out.get(who).copied().unwrap_or(0) + storage_flight.get(who).copied().unwrap_or(0);
-            let held = a.balance(who) + u128::from(a.owned(who)) * BYTE_COST;
-            if put.checked_sub(out) != Some(held) {
-                violated(format!("{who}: put {put} into storage, took {out} out, but holds {held}"));
-            }
-        }
-        // Channels.
-        for (id, m) in &self.channels {
-            let (f_payee, f_payer) = flight.get(id).copied().unwrap_or((0, 0));
-            if m.paid_payee + m.paid_payer + f_payee + f_payer > m.funded {
-                violated(format!("channel {id}: paid out more than was paid in"));
-            }
-            match a.channels.get(id) {
-                Some(c) => {
-                    if c.deposit != m.funded {
-                        violated(format!("channel {id}: deposit {} but {} was paid in", c.deposit, m.funded));
-                    }
-                    if (&c.payer, &c.payee, &c.token) != (&m.payer, &m.payee, &m.token) {
-                        violated(format!("channel {id}: parties or currency changed"));
-                    }
-                    if c.claimed > m.max_signed() {
-                        violated(format!("channel {id}: claimed {} above every signed voucher", c.claimed));
-                    }
-                    if !c.settled && c.claimed != m.paid_payee + f_payee {
-                        violated(format!("channel {id}: claimed {} but paid {} + in flight {f_payee}", c.claimed, m.paid_payee));
-                    }
-                    if c.settled {
-                        let total = m.paid_payee + m.paid_payer + f_payee + f_payer + c.owed_payee + c.owed_payer;
-                        if total != m.funded || m.paid_payee + f_payee + c.owed_payee != c.claimed {
-                            violated(format!("channel {id}: settled money does not add up"));
-                        }
-                    }
-                    if c.in_flight as usize
-                        != chain
-                            .pending
-                            .iter()
-                            .filter(|p| matches!(&p.kind, Kind::Callback { args, .. } if callback_channel(args) == Some(*id)))
-                            .map(|p| p.waits_on.len())
-                            .sum::<usize>()
-                    {
-                        violated(format!("channel {id}: in_flight {} disagrees with the pending payouts", c.in_flight));
-                    }
-                }
-                None => {
-                    if f_payee > 0 || f_payer > 0 {
-                        violated(format!("channel {id}: deleted with payouts in flight"));
-                    }
-                    if m.paid_payee + m.paid_payer != m.funded {
-                        violated(format!("channel {id}: deleted, but paid out {} of {}", m.paid_payee + m.paid_payer, m.funded));
-                    }
-                    if m.paid_payee > m.max_signed() {
-                        violated(format!("channel {id}: payee paid above every signed voucher"));
-                    }
-                }
-            }
-        }
-        for id in a.channels.keys() {
-            if !self.channels.contains_key(id) {
-                violated(format!("channel {id} exists but was never opened"));
-            }
-        }
-        // Solvency in NEAR: exact at rest.
-        let needed = u128::from(chain.storage_usage) * BYTE_COST + a.near_liabilities();
-        let Some(surplus) = chain.balance.checked_sub(needed) else {
-            violated(format!("insolvent: holds {} but owes {needed}", chain.balance));
-        };
-        let expected = self.surplus0 + self.fees_in + self.ft_back - self.ft_out;
-        if surplus < expected || (at_rest && surplus != expected) {
-            violated(format!("spare NEAR {surplus}, expected {expected} (at rest: {at_rest})"));
-        }
-        // Solvency in every token.
-        let mut tokens: Vec<String> = a.channels.values().filter_map(|c| c.token.clone()).collect();
-        tokens.push(TOKEN.to_owned());
-        tokens.sort();
-        tokens.dedup();
-        for t in tokens {
-            let held = chain.token_balance(&t, CONTRACT);
-            let owed = a.token_liabilities(&t);
-            if held < owed || (at_rest && held != owed) {
-                violated(format!("{t}: holds {held}, channels hold {owed} (at rest: {at_rest})"));
-            }
-        }
-        // No account gained more than valid vouchers paid it (and storage
-        // balances others gave it).
-        for who in PEOPLE {
-            let given = self.given.get(who).copied().unwrap_or(0);
-            let earned: u128 = given + self
-                .channels
-                .values()
-                .filter(|m| m.payee == who && m.token.is_none())
-                .map(ChannelModel::max_signed)
-                .sum::<u128>();
-            if chain.wallets.get(who).copied().unwrap_or(0) > WALLET + earned {
-                violated(format!("{who} gained more NEAR than vouchers paid it"));
-            }
-            for t in [TOKEN, FAKE_TOKEN] {
-                let earned: u128 = self
-                    .channels
-                    .values()
-                    .filter(|m| m.payee == who && m.token.as_deref() == Some(t))
-                    .map(ChannelModel::max_signed)
-                    .sum();
-                if chain.token_balance(t, who) > TOKENS + earned {
-                    violated(format!("{who} gained more {t} than vouchers paid it"));
-                }
-            }
-        }
-    }
-
-    /// Ends everything: registers everyone with the token, delivers every
-    /// receipt, closes every channel (the payee with its best voucher, or
-    /// the payer unilaterally), withdraws what is owed, revokes every key and
-    /// withdraws every storage balance. Then only the contract's own state
-    /// is left and everyone has exactly what the vouchers say.
-    pub fn drain(&mut self) {
-        if let Some(r) = self.chain.registered.get_mut(TOKEN) {
-            r.push(UNREGISTERED.to_owned());
-        }
-        self.note(Step::Register { token: TOKEN.to_owned(), who: UNREGISTERED.to_owned() });
-        self.deliver_all();
-        for _round in 0..4 {
-            let a = self.audit();
-            if a.channels.is_empty() {
-                break;
-            }
-            for (id, c) in &a.channels {
-                let id = *id;
-                if c.settled {
-                    for (who, owed) in [(&c.payee, c.owed_payee), (&c.payer, c.owed_payer)] {
-                        if owed > 0 && who != GHOST {
-                            let _ = self.call("withdraw_owed", &format!(r#"{{"channel_id":"{id}"}}"#), who, 0);
-                        }
-                    }
-                } else if c.payee != GHOST {
-                    let best = self.channels[&id].signed.iter().copied().filter(|s| *s <= c.deposit).max().unwrap_or(0);
-                    let args = if best > c.claimed {
-                        let (_, sig, _) = self.voucher_for(id, best);
-                        format!(r#"{{"channel_id":"{id}","final_voucher":{{"cumulative":"{best}","signature":"{sig}"}}}}"#)
-                    } else {
-                        format!(r#"{{"channel_id":"{id}"}}"#)
-                    };
-                    if let Err(e) = self.call("close", &args, &c.payee.clone(), 0) {
-                        violated(format!("the payee cannot close channel {id}: {e}"));
-                    }
-                } else {
-                    if c.closing_since_ns == 0 {
-                        let _ = self.call("start_close", &format!(r#"{{"channel_id":"{id}"}}"#), &c.payer.clone(), 0);
-                    }
-                    self.advance(31 * 24 * HOUR_NS);
-                    if let Err(e) = self.call("finalize", &format!(r#"{{"channel_id":"{id}"}}"#), &c.payer.clone(), 0) {
-                        violated(format!("the payer cannot finalize channel {id}: {e}"));
-                    }
-                }
-                self.deliver_all();
-            }
-        }
-        let a = self.audit();
-        if !a.channels.is_empty() {
-            violated(format!("channels left after the drain: {:?}", a.channels));
-        }
-        for (who, keys) in &a.endpoints {
-            for k in keys {
-                if let Err(e) = self.call("revoke_endpoint", &format!(r#"{{"key":"{}"}}"#, hex(k)), who, 0) {
-                    violated(format!("{who} cannot revoke its key: {e}"));
-                }
-            }
-        }
-        let a = self.audit();
-        for who in a.accounts.keys() {
-            if who != GHOST {
-                if let Err(e) = self.call("storage_withdraw", "{}", who, 1) {
-                    violated(format!("{who} cannot withdraw its storage: {e}"));
-                }
-                self.fees_in += 1;
-            }
-        }
-        self.deliver_all();
-        // Only the contract's own state, the owner's allow-list additions and
-        // what was deposited for the account that does not exist are left.
-        let a = self.audit();
-        for who in a.accounts.keys() {
-            if who != GHOST {
-                violated(format!("{who}'s record is left after it withdrew everything"));
-            }
-        }
-        for who in PEOPLE {
-            let put = self.storage_in.get(who).copied().unwrap_or(0);
-            let out = self.storage_out.get(who).copied().unwrap_or(0);
-            if put - out != u128::from(a.owned(who)) * BYTE_COST {
-                violated(format!("{who} got back {out} of the {put} it put into storage"));
-            }
-        }
-        for (id, m) in &self.channels {
-            if m.paid_payee + m.paid_payer != m.funded || m.paid_payee > m.max_signed() {
-                violated(format!("channel {id}: in the end paid {} + {} of {}", m.paid_payee, m.paid_payer, m.funded));
-            }
-        }
-        self.check();
-        self.checkpoint();
     }
 
     fn advance(&mut self, ns: u64) {
@@ -1120,13 +758,6 @@ fn count(method: &str, outcome: &Result<(), String>) {
 /// and refusal message.
 pub fn stats() -> BTreeMap<String, (u64, u64)> {
     STATS.with(|s| s.borrow().clone())
-}
-
-fn endpoint_key(sel: u8) -> String {
-    if sel % 8 == 7 {
-        return "00".repeat(32);
-    }
-    hex(&Keypair::from_seed(&[100 + sel % 4; 32]).public().to_bytes())
 }
 
 fn callback_channel(args: &[u8]) -> Option<u64> {
