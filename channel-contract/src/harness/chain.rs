@@ -157,6 +157,10 @@ fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
 }
 
 thread_local! {
+    /// The mocked VM's configuration, built once per thread: near-sdk builds it
+    /// from NEAR's parameter files, which takes far longer than a call.
+    static CONFIG: (near_parameters::vm::Config, near_parameters::RuntimeFeesConfig) =
+        (near_sdk::test_vm_config(), near_parameters::RuntimeFeesConfig::test());
     /// Set while a contract call runs: its panics are the contract refusing
     /// the call, not harness failures, and are not printed.
     static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -209,8 +213,8 @@ impl Chain {
             height: 1_000,
             now_ns: 1_700_000_000_000_000_000,
             seed,
-            config: near_sdk::test_vm_config(),
-            fees: near_parameters::RuntimeFeesConfig::test(),
+            config: CONFIG.with(|c| c.0.clone()),
+            fees: CONFIG.with(|c| c.1.clone()),
         }
     }
 

@@ -234,6 +234,10 @@ impl Scenario {
         let a = self.audit();
         for who in a.accounts.keys() {
             if who != GHOST {
+                // An account that spent all its NEAR gets the 1 yoctoNEAR to attach.
+                if let Some(w) = self.chain.wallets.get_mut(who) {
+                    *w = (*w).max(1);
+                }
                 if let Err(e) = self.call("storage_withdraw", "{}", who, 1) {
                     violated(format!("{who} cannot withdraw its storage: {e}"));
                 }
