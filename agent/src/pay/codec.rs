@@ -77,12 +77,22 @@ pub(crate) fn encode_payer(channel_id: u64, epoch: u64, currency: &Currency, las
 /// (channel id, epoch, currency) of a payer payload.
 pub(crate) fn decode_payer_head(p: &[u8]) -> Option<(u64, u64, Currency)> {
     let mut parts = p.splitn(4, |b| *b == b'\n');
-    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let epoch = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let id = canonical_u64(parts.next()?)?;
+    let epoch = canonical_u64(parts.next()?)?;
     let token = std::str::from_utf8(parts.next()?).ok()?;
     let currency = if token.is_empty() { Currency::Near } else { Currency::Token(token.parse().ok()?) };
     parts.next()?;
     Some((id, epoch, currency))
+}
+
+/// A decimal `u64` exactly as `to_string` writes it: digits only, no sign, no
+/// leading zero. Anything else is not a payload we wrote (the store is refused).
+fn canonical_u64(text: &[u8]) -> Option<u64> {
+    let canonical = !text.is_empty() && text.iter().all(u8::is_ascii_digit) && (text[0] != b'0' || text.len() == 1);
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// The voucher after a payer payload's three lines, if one was stored.
@@ -126,5 +136,14 @@ mod tests {
         let rest = key.strip_prefix(&payer_prefix("c.near")).unwrap();
         assert_eq!(parse_payer_key(rest), Some((3, Some(9), "bob.near/usdc.near")));
         assert_eq!(parse_payer_key("00000000000000000003/bob.near"), Some((3, None, "bob.near")));
+    }
+
+    #[test]
+    fn payload_numbers_are_read_only_as_written() {
+        // Found by the payer_state fuzz target: "03" read as 3 would not write back as read.
+        for bad in ["03\n9\n\n", "+3\n9\n\n", "3\n09\n\n", "\n9\n\n", "3 \n9\n\n", "18446744073709551616\n9\n\n"] {
+            assert_eq!(decode_payer_head(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(decode_payer_head(b"0\n18446744073709551615\n\n"), Some((0, u64::MAX, Currency::Near)));
     }
 }
