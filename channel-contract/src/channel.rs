@@ -5,8 +5,11 @@
 //! is tested natively and once. Signature checks are injected (`env::ed25519_verify`
 //! on chain), and so is time (block timestamp, nanoseconds).
 //!
-//! Money rule: `claimed <= deposit` always; a payout is `new total - claimed`,
-//! a refund `deposit - claimed`, both computed with checked arithmetic.
+//! Money rule: `claimed <= deposit` always, and `claimed` is at most the
+//! highest voucher total that verified; a payout is `new total - claimed`, a
+//! refund `deposit - claimed`, both computed with checked arithmetic. A claim
+//! may stop below its voucher's total (`amount`: the payee forgave part of
+//! what the payer signed), never above it.
 
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::voucher::Voucher;
@@ -44,6 +47,10 @@ pub enum ChannelError {
     VoucherExceedsDeposit,
     /// The voucher's total is not above what was already claimed.
     NothingToClaim,
+    /// A claim's `amount` is above its voucher's total.
+    AmountExceedsVoucher,
+    /// A claim's `amount` is not above what was already claimed.
+    AmountNotAboveClaimed,
     /// The voucher's signature does not verify under the channel's key.
     BadSignature,
     /// An amount overflowed.
@@ -73,6 +80,8 @@ impl ChannelError {
             }
             ChannelError::VoucherExceedsDeposit => "voucher exceeds the deposit",
             ChannelError::NothingToClaim => "voucher total is not above the claimed total",
+            ChannelError::AmountExceedsVoucher => "amount exceeds the voucher total",
+            ChannelError::AmountNotAboveClaimed => "amount is not above the claimed total",
             ChannelError::BadSignature => "voucher signature does not verify",
             ChannelError::Overflow => "amount overflow",
         };
@@ -124,6 +133,38 @@ pub struct Channel {
     pub closing_since_ns: Option<u64>,
     /// `close` or `finalize` ran: nothing but owed payouts is left.
     pub settled: bool,
+}
+
+/// A voucher the payee redeems, and how much of it: `claim`'s arguments, or
+/// `close`'s final voucher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoucherClaim {
+    /// The total the payer signed.
+    pub cumulative: u128,
+    /// The payer's signature of the voucher for `cumulative`.
+    pub signature: [u8; 64],
+    /// The claimed total after this claim, at most `cumulative`; `None`
+    /// claims all of `cumulative`. Below it when the payee forgave part of
+    /// what the payer signed (an answer it did not deliver).
+    pub amount: Option<u128>,
+}
+
+impl VoucherClaim {
+    /// A claim of the whole voucher.
+    pub fn whole(cumulative: u128, signature: [u8; 64]) -> VoucherClaim {
+        VoucherClaim { cumulative, signature, amount: None }
+    }
+
+    /// The claimed total this asks for; refuses an `amount` above the
+    /// voucher's total (never clamped: the caller asked for something the
+    /// payer did not sign).
+    fn target(&self) -> Result<u128, ChannelError> {
+        match self.amount {
+            Some(a) if a > self.cumulative => Err(ChannelError::AmountExceedsVoucher),
+            Some(a) => Ok(a),
+            None => Ok(self.cumulative),
+        }
+    }
 }
 
 /// Money that leaves the contract when a channel ends.
@@ -205,42 +246,43 @@ impl Channel {
         Ok(())
     }
 
-    /// Checks a voucher and returns the payout it allows, without changing state.
-    fn check_voucher(
-        &self,
-        contract: &AccountId,
-        cumulative: u128,
-        signature: &[u8; 64],
-        verify: &VerifyFn,
-    ) -> Result<u128, ChannelError> {
-        if cumulative > self.deposit {
+    /// Checks a voucher claim and returns the payout it allows (its target
+    /// total minus `claimed`), without changing state.
+    fn check_voucher(&self, contract: &AccountId, v: &VoucherClaim, verify: &VerifyFn) -> Result<u128, ChannelError> {
+        if v.cumulative > self.deposit {
             return Err(ChannelError::VoucherExceedsDeposit);
         }
-        if cumulative <= self.claimed {
-            return Err(ChannelError::NothingToClaim);
+        let target = v.target()?;
+        if target <= self.claimed {
+            return Err(if v.amount.is_some() {
+                ChannelError::AmountNotAboveClaimed
+            } else {
+                ChannelError::NothingToClaim
+            });
         }
-        if !verify(&self.voucher_message(contract, cumulative), signature, &self.payer_key) {
+        if !verify(&self.voucher_message(contract, v.cumulative), &v.signature, &self.payer_key) {
             return Err(ChannelError::BadSignature);
         }
-        cumulative.checked_sub(self.claimed).ok_or(ChannelError::Overflow)
+        target.checked_sub(self.claimed).ok_or(ChannelError::Overflow)
     }
 
-    /// The payee claims up to `cumulative`; the channel stays open. Allowed
-    /// while a close is pending, until the channel is finalized. Returns the payout.
+    /// The payee claims up to `v`'s target total (its `amount`, else its
+    /// `cumulative`); the channel stays open. Allowed while a close is
+    /// pending, until the channel is settled. The same voucher may be claimed
+    /// again with a higher `amount`, up to its `cumulative`. Returns the payout.
     pub fn claim(
         &mut self,
         contract: &AccountId,
         caller: &AccountId,
-        cumulative: u128,
-        signature: &[u8; 64],
+        v: &VoucherClaim,
         verify: &VerifyFn,
     ) -> Result<u128, ChannelError> {
         self.not_settled()?;
         if *caller != self.payee {
             return Err(ChannelError::NotPayee);
         }
-        let payout = self.check_voucher(contract, cumulative, signature, verify)?;
-        self.claimed = cumulative;
+        let payout = self.check_voucher(contract, v, verify)?;
+        self.claimed = self.claimed.checked_add(payout).ok_or(ChannelError::Overflow)?;
         Ok(payout)
     }
 
@@ -250,14 +292,16 @@ impl Channel {
         Ok(())
     }
 
-    /// The payee closes at once: claims `final_voucher` if given and higher,
-    /// refunds the rest to the payer. The channel is settled: the caller sends
-    /// the money and removes the channel once every payout is done.
+    /// The payee closes at once: claims `final_voucher` if given and its
+    /// target total is above the claimed total, refunds the rest to the
+    /// payer. A final voucher whose target adds nothing is ignored, but an
+    /// `amount` above its voucher is refused. The channel is settled: the
+    /// caller sends the money and removes the channel once every payout is done.
     pub fn close(
         &mut self,
         contract: &AccountId,
         caller: &AccountId,
-        final_voucher: Option<(u128, [u8; 64])>,
+        final_voucher: Option<&VoucherClaim>,
         verify: &VerifyFn,
     ) -> Result<Settlement, ChannelError> {
         self.not_settled()?;
@@ -265,9 +309,7 @@ impl Channel {
             return Err(ChannelError::NotPayee);
         }
         let payout = match final_voucher {
-            Some((cumulative, sig)) if cumulative > self.claimed => {
-                self.check_voucher(contract, cumulative, &sig, verify)?
-            }
+            Some(v) if v.target()? > self.claimed => self.check_voucher(contract, v, verify)?,
             _ => 0,
         };
         let claimed = self.claimed.checked_add(payout).ok_or(ChannelError::Overflow)?;
@@ -358,27 +400,45 @@ mod tests {
         let (k, mut ch, contract) = setup();
         let payee = acct("brand.near");
         let s = sign(&k, &ch, &contract, 300);
-        assert_eq!(ch.claim(&contract, &acct("user.near"), 300, &s, &verify), Err(ChannelError::NotPayee));
-        assert_eq!(ch.claim(&contract, &payee, 300, &s, &verify), Ok(300));
+        assert_eq!(
+            ch.claim(&contract, &acct("user.near"), &VoucherClaim::whole(300, s), &verify),
+            Err(ChannelError::NotPayee)
+        );
+        assert_eq!(ch.claim(&contract, &payee, &VoucherClaim::whole(300, s), &verify), Ok(300));
         // Replay: nothing more to claim.
-        assert_eq!(ch.claim(&contract, &payee, 300, &s, &verify), Err(ChannelError::NothingToClaim));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(300, s), &verify),
+            Err(ChannelError::NothingToClaim)
+        );
         let s5 = sign(&k, &ch, &contract, 500);
-        assert_eq!(ch.claim(&contract, &payee, 500, &s5, &verify), Ok(200));
+        assert_eq!(ch.claim(&contract, &payee, &VoucherClaim::whole(500, s5), &verify), Ok(200));
         // Another contract, channel or epoch: the signature does not match this channel.
         let other = acct("other.near");
         let s_other = sign(&k, &ch, &other, 600);
-        assert_eq!(ch.claim(&contract, &payee, 600, &s_other, &verify), Err(ChannelError::BadSignature));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(600, s_other), &verify),
+            Err(ChannelError::BadSignature)
+        );
         let mut ch2 = ch.clone();
         ch2.id = 2;
         let s_ch2 = sign(&k, &ch2, &contract, 600);
-        assert_eq!(ch.claim(&contract, &payee, 600, &s_ch2, &verify), Err(ChannelError::BadSignature));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(600, s_ch2), &verify),
+            Err(ChannelError::BadSignature)
+        );
         let mut ch3 = ch.clone();
         ch3.epoch = 78;
         let s_ep = sign(&k, &ch3, &contract, 600);
-        assert_eq!(ch.claim(&contract, &payee, 600, &s_ep, &verify), Err(ChannelError::BadSignature));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(600, s_ep), &verify),
+            Err(ChannelError::BadSignature)
+        );
         // Above the deposit: never, even with a valid signature.
         let s_big = sign(&k, &ch, &contract, 1_001);
-        assert_eq!(ch.claim(&contract, &payee, 1_001, &s_big, &verify), Err(ChannelError::VoucherExceedsDeposit));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(1_001, s_big), &verify),
+            Err(ChannelError::VoucherExceedsDeposit)
+        );
         assert_eq!(ch.claimed, 500);
     }
 
@@ -386,10 +446,10 @@ mod tests {
     fn failed_transfer_rolls_back() {
         let (k, mut ch, contract) = setup();
         let s = sign(&k, &ch, &contract, 400);
-        let payout = ch.claim(&contract, &acct("brand.near"), 400, &s, &verify).unwrap();
+        let payout = ch.claim(&contract, &acct("brand.near"), &VoucherClaim::whole(400, s), &verify).unwrap();
         ch.rollback_claim(payout).unwrap();
         assert_eq!(ch.claimed, 0);
-        assert_eq!(ch.claim(&contract, &acct("brand.near"), 400, &s, &verify), Ok(400));
+        assert_eq!(ch.claim(&contract, &acct("brand.near"), &VoucherClaim::whole(400, s), &verify), Ok(400));
     }
 
     #[test]
@@ -403,7 +463,7 @@ mod tests {
         assert_eq!(ch.top_up(&payer, 5), Err(ChannelError::Closing));
         assert_eq!(ch.finalize(&payer, ends - 1), Err(ChannelError::ChallengePeriodRunning { ends_ns: ends }));
         let s = sign(&k, &ch, &contract, 700);
-        assert_eq!(ch.claim(&contract, &payee, 700, &s, &verify), Ok(700));
+        assert_eq!(ch.claim(&contract, &payee, &VoucherClaim::whole(700, s), &verify), Ok(700));
         assert_eq!(ch.finalize(&acct("stranger.near"), ends), Err(ChannelError::NotParty));
         assert_eq!(ch.finalize(&payer, ends), Ok(Settlement { payout: 0, refund: 300 }));
     }
@@ -413,16 +473,130 @@ mod tests {
         let (k, mut ch, contract) = setup();
         let payee = acct("brand.near");
         let s = sign(&k, &ch, &contract, 250);
-        ch.claim(&contract, &payee, 250, &s, &verify).unwrap();
+        ch.claim(&contract, &payee, &VoucherClaim::whole(250, s), &verify).unwrap();
         let s2 = sign(&k, &ch, &contract, 600);
-        assert_eq!(ch.close(&contract, &acct("user.near"), Some((600, s2)), &verify), Err(ChannelError::NotPayee));
-        assert_eq!(ch.close(&contract, &payee, Some((600, s2)), &verify), Ok(Settlement { payout: 350, refund: 400 }));
+        assert_eq!(
+            ch.close(&contract, &acct("user.near"), Some(&VoucherClaim::whole(600, s2)), &verify),
+            Err(ChannelError::NotPayee)
+        );
+        assert_eq!(
+            ch.close(&contract, &payee, Some(&VoucherClaim::whole(600, s2)), &verify),
+            Ok(Settlement { payout: 350, refund: 400 })
+        );
         let (_, mut fresh, contract) = setup();
         assert_eq!(fresh.close(&contract, &payee, None, &verify), Ok(Settlement { payout: 0, refund: 1_000 }));
         let mut forged = sign(&k, &fresh, &contract, 900);
         forged[0] ^= 1;
         let (_, mut again, contract) = setup();
-        assert_eq!(again.close(&contract, &payee, Some((900, forged)), &verify), Err(ChannelError::BadSignature));
+        assert_eq!(
+            again.close(&contract, &payee, Some(&VoucherClaim::whole(900, forged)), &verify),
+            Err(ChannelError::BadSignature)
+        );
+    }
+
+    fn part(cumulative: u128, signature: [u8; 64], amount: u128) -> VoucherClaim {
+        VoucherClaim { cumulative, signature, amount: Some(amount) }
+    }
+
+    #[test]
+    fn partial_claims_stop_below_the_voucher_and_never_above_it() {
+        let (k, mut ch, contract) = setup();
+        let payee = acct("brand.near");
+        let s = sign(&k, &ch, &contract, 600);
+        // Above the voucher's total: refused, never clamped, even by 1.
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 601), &verify), Err(ChannelError::AmountExceedsVoucher));
+        assert_eq!(
+            ch.claim(&contract, &payee, &part(600, s, u128::MAX), &verify),
+            Err(ChannelError::AmountExceedsVoucher)
+        );
+        // Zero adds nothing.
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 0), &verify), Err(ChannelError::AmountNotAboveClaimed));
+        // Part of it; then more of the same voucher; then all of it (equal = whole).
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 250), &verify), Ok(250));
+        assert_eq!(ch.claimed, 250);
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 250), &verify), Err(ChannelError::AmountNotAboveClaimed));
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 249), &verify), Err(ChannelError::AmountNotAboveClaimed));
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 400), &verify), Ok(150));
+        assert_eq!(ch.claim(&contract, &payee, &part(600, s, 600), &verify), Ok(200));
+        assert_eq!(
+            ch.claim(&contract, &payee, &VoucherClaim::whole(600, s), &verify),
+            Err(ChannelError::NothingToClaim)
+        );
+        assert_eq!(ch.claimed, 600);
+        // The amount does not make a bad voucher good, nor one above the deposit.
+        let mut forged = sign(&k, &ch, &contract, 900);
+        forged[0] ^= 1;
+        assert_eq!(ch.claim(&contract, &payee, &part(900, forged, 700), &verify), Err(ChannelError::BadSignature));
+        let big = sign(&k, &ch, &contract, 1_001);
+        assert_eq!(
+            ch.claim(&contract, &payee, &part(1_001, big, 700), &verify),
+            Err(ChannelError::VoucherExceedsDeposit)
+        );
+        // The amount is not signed: the signature is over `cumulative` only.
+        assert_eq!(ch.claim(&contract, &payee, &part(700, s, 650), &verify), Err(ChannelError::BadSignature));
+        assert_eq!(ch.claimed, 600);
+        // A failed transfer of a partial claim rolls back just that part.
+        let s9 = sign(&k, &ch, &contract, 900);
+        let payout = ch.claim(&contract, &payee, &part(900, s9, 700), &verify).unwrap();
+        assert_eq!(payout, 100);
+        ch.rollback_claim(payout).unwrap();
+        assert_eq!(ch.claimed, 600);
+        assert_eq!(ch.close(&contract, &payee, None, &verify), Ok(Settlement { payout: 0, refund: 400 }));
+    }
+
+    #[test]
+    fn close_with_a_partial_final_voucher_refunds_what_was_forgiven() {
+        let (k, ch, contract) = setup();
+        let payee = acct("brand.near");
+        let s = sign(&k, &ch, &contract, 800);
+        let mut c = ch.clone();
+        c.claim(&contract, &payee, &part(800, s, 200), &verify).unwrap();
+        // Above the voucher: refused, even when it would add nothing else.
+        assert_eq!(
+            c.close(&contract, &payee, Some(&part(800, s, 801)), &verify),
+            Err(ChannelError::AmountExceedsVoucher)
+        );
+        assert_eq!(
+            c.close(&contract, &payee, Some(&part(100, s, 150)), &verify),
+            Err(ChannelError::AmountExceedsVoucher)
+        );
+        assert!(!c.settled);
+        // At or below the claimed total: adds nothing, not verified, not an error.
+        let mut at = c.clone();
+        assert_eq!(
+            at.close(&contract, &payee, Some(&part(800, [0; 64], 200)), &verify),
+            Ok(Settlement { payout: 0, refund: 800 })
+        );
+        let mut below = c.clone();
+        assert_eq!(
+            below.close(&contract, &payee, Some(&part(800, s, 0)), &verify),
+            Ok(Settlement { payout: 0, refund: 800 })
+        );
+        // Part of the final voucher: the payer gets back what the payee forgave.
+        let mut partial = c.clone();
+        assert_eq!(
+            partial.close(&contract, &payee, Some(&part(800, s, 500)), &verify),
+            Ok(Settlement { payout: 300, refund: 500 })
+        );
+        assert_eq!((partial.claimed, partial.settled), (500, true));
+        // Equal to the voucher: as without an amount.
+        let mut equal = c.clone();
+        assert_eq!(
+            equal.close(&contract, &payee, Some(&part(800, s, 800)), &verify),
+            Ok(Settlement { payout: 600, refund: 200 })
+        );
+        // Above the claimed total, the voucher must verify and fit the deposit.
+        let mut forged = c.clone();
+        assert_eq!(
+            forged.close(&contract, &payee, Some(&part(800, [0; 64], 300)), &verify),
+            Err(ChannelError::BadSignature)
+        );
+        let big = sign(&k, &ch, &contract, 1_001);
+        let mut over = c.clone();
+        assert_eq!(
+            over.close(&contract, &payee, Some(&part(1_001, big, 300)), &verify),
+            Err(ChannelError::VoucherExceedsDeposit)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use near_sdk::json_types::{U128, U64};
 use near_sdk::{env, AccountId, Gas, GasWeight, NearToken, PromiseError, PromiseIndex};
 
 use crate::accounting::{self, Records};
-use crate::channel::{Channel, ChannelError, Settlement, MAX_CHALLENGE_PERIOD_NS};
+use crate::channel::{Channel, ChannelError, Settlement, VoucherClaim, MAX_CHALLENGE_PERIOD_NS};
 use crate::events;
 use crate::json::{push_dec, push_str};
 pub use crate::store::Currency;
@@ -79,6 +79,8 @@ pub struct FinalVoucher {
     pub cumulative: U128,
     /// Hex of the 64-byte ed25519 signature.
     pub signature: String,
+    /// The claimed total after the close, at most `cumulative` (default: `cumulative`).
+    pub amount: Option<U128>,
 }
 
 /// `msg` of `ft_transfer_call` to this contract.
@@ -359,15 +361,27 @@ impl ChannelContract {
 
     // ---- paying out ----
 
-    /// The payee claims up to `cumulative` with the payer's voucher signature (hex).
-    pub fn claim(&mut self, channel_id: U64, cumulative: U128, signature: String) -> PromiseIndex {
-        let sig = parse_hex::<64>(&signature, "signature");
+    /// The payee claims with the payer's voucher for `cumulative` (signature
+    /// in hex): the claimed total becomes `amount` (at most `cumulative`;
+    /// default `cumulative`), and the difference is paid out.
+    pub fn claim(
+        &mut self,
+        channel_id: U64,
+        cumulative: U128,
+        signature: String,
+        amount: Option<U128>,
+    ) -> PromiseIndex {
+        let v = VoucherClaim {
+            cumulative: cumulative.0,
+            signature: parse_hex::<64>(&signature, "signature"),
+            amount: amount.map(|a| a.0),
+        };
         let contract = proto_account(env::current_account_id().as_str());
         let caller = proto_account(env::predecessor_account_id().as_str());
         let id = channel_id.0;
         let mut ch = load_channel(id);
         let mut c = core(id, &ch);
-        let payout = ok(c.claim(&contract, &caller, cumulative.0, &sig, &verify));
+        let payout = ok(c.claim(&contract, &caller, &v, &verify));
         ch.claimed = c.claimed;
         ch.in_flight = add_u32(ch.in_flight, 1);
         events::claimed(id, ch.claimed, payout);
@@ -376,16 +390,20 @@ impl ChannelContract {
         pay(&payee, &currency, payout, id, true)
     }
 
-    /// The payee closes at once: claims `final_voucher` (if above the claimed
-    /// total) and refunds the rest to the payer.
+    /// The payee closes at once: claims `final_voucher` up to its `amount`
+    /// (if that is above the claimed total) and refunds the rest to the payer.
     pub fn close(&mut self, channel_id: U64, final_voucher: Option<FinalVoucher>) {
         let contract = proto_account(env::current_account_id().as_str());
         let caller = proto_account(env::predecessor_account_id().as_str());
         let id = channel_id.0;
         let ch = load_channel(id);
         let mut c = core(id, &ch);
-        let fv = final_voucher.map(|v| (v.cumulative.0, parse_hex::<64>(&v.signature, "signature")));
-        let settlement = ok(c.close(&contract, &caller, fv, &verify));
+        let fv = final_voucher.map(|v| VoucherClaim {
+            cumulative: v.cumulative.0,
+            signature: parse_hex::<64>(&v.signature, "signature"),
+            amount: v.amount.map(|a| a.0),
+        });
+        let settlement = ok(c.close(&contract, &caller, fv.as_ref(), &verify));
         settle(id, ch, c.claimed, settlement, "closed");
     }
 

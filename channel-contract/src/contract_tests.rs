@@ -88,7 +88,7 @@ fn claim_pays_the_payee_and_a_failed_transfer_rolls_back() {
     let mut c = deploy();
     let id = open_near(&mut c, 5 * NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, EPOCH, 2 * NEAR));
+    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, EPOCH, 2 * NEAR), None);
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(2 * NEAR));
     assert!(!get_created_receipts().is_empty());
     ctx("channels.near", 0, 11);
@@ -97,7 +97,7 @@ fn claim_pays_the_payee_and_a_failed_transfer_rolls_back() {
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(0), "claim restored");
     // Success leaves state alone.
     ctx("brand.near", 0, 12);
-    let _ = c.claim(U64(id), U128(NEAR), sign(id, EPOCH, NEAR));
+    let _ = c.claim(U64(id), U128(NEAR), sign(id, EPOCH, NEAR), None);
     ctx("channels.near", 0, 13);
     assert!(c.on_payout(U64(id), true, U128(NEAR), Ok(())));
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(NEAR));
@@ -109,7 +109,7 @@ fn claim_by_anyone_else_is_refused() {
     let mut c = deploy();
     let id = open_near(&mut c, NEAR);
     ctx("mallory.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1), None);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn voucher_for_another_epoch_is_refused() {
     let mut c = deploy();
     let id = open_near(&mut c, NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH - 1, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH - 1, 1), None);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn claim_above_the_deposit_never_touches_other_funds() {
     let id = open_near(&mut c, NEAR);
     let _other = open_near(&mut c, 100 * NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(NEAR + 1), sign(id, EPOCH, NEAR + 1));
+    let _ = c.claim(U64(id), U128(NEAR + 1), sign(id, EPOCH, NEAR + 1), None);
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn token_channel_unilateral_close_with_claim_then_finalize() {
     assert_eq!(ends, 100 + HOUR_NS);
     // The payee claims inside the challenge period.
     ctx("brand.near", 0, 200);
-    let _ = c.claim(U64(id), U128(600_000), sign(id, EPOCH, 600_000));
+    let _ = c.claim(U64(id), U128(600_000), sign(id, EPOCH, 600_000), None);
     ctx("channels.near", 0, 201);
     assert!(c.on_payout(U64(id), true, U128(600_000), Ok(())));
     ctx("user.near", 0, ends);
@@ -174,7 +174,7 @@ fn token_channel_unilateral_close_with_claim_then_finalize() {
     assert!(get_logs().iter().any(|l| l.contains("\"refund\":\"900000\"")));
     assert!(c.get_channel(U64(id)).unwrap().settled, "kept until the refund is done");
     ctx("user.near", 0, ends + 1);
-    let _ = std::panic::catch_unwind(|| ChannelContract.claim(U64(id), U128(600_001), sign(id, EPOCH, 600_001)))
+    let _ = std::panic::catch_unwind(|| ChannelContract.claim(U64(id), U128(600_001), sign(id, EPOCH, 600_001), None))
         .expect_err("a settled channel takes no vouchers");
     ctx("channels.near", 0, ends + 2);
     assert!(c.on_payout(U64(id), false, U128(900_000), Ok(())));
@@ -197,7 +197,7 @@ fn cooperative_close_settles_and_a_failed_refund_stays_owed_in_the_channel() {
     let mut c = deploy();
     let id = open_near(&mut c, 3 * NEAR);
     ctx("brand.near", 0, 10);
-    c.close(U64(id), Some(FinalVoucher { cumulative: U128(NEAR), signature: sign(id, EPOCH, NEAR) }));
+    c.close(U64(id), Some(FinalVoucher { cumulative: U128(NEAR), signature: sign(id, EPOCH, NEAR), amount: None }));
     let v = c.get_channel(U64(id)).unwrap();
     assert!(v.settled && v.closing_since_ns.is_some(), "settled, and shown as closing to older readers");
     ctx("channels.near", 0, 11);
@@ -255,7 +255,7 @@ fn settlement_with_two_failed_transfers_owes_both_parties() {
     let mut c = deploy();
     let id = open_near(&mut c, 7);
     ctx("brand.near", 0, 10);
-    c.close(U64(id), Some(FinalVoucher { cumulative: U128(3), signature: sign(id, EPOCH, 3) }));
+    c.close(U64(id), Some(FinalVoucher { cumulative: U128(3), signature: sign(id, EPOCH, 3), amount: None }));
     ctx("channels.near", 0, 11);
     c.on_settle(U64(id), U128(3), U128(4), [Err(PromiseError::Failed), Ok(())]);
     let v = c.get_channel(U64(id)).unwrap();
@@ -273,9 +273,90 @@ fn the_index_is_bounded_but_unlisted_channels_still_work() {
     let listed = c.channels_of(acc("brand.near"), Some(crate::store::MAX_INDEXED as u32 - 1), None);
     assert_eq!(listed.len(), 1, "the index is full");
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1), None);
     c.close(U64(id), None);
     ctx("channels.near", 0, 11);
     c.on_payout(U64(id), true, U128(1), Ok(()));
     assert!(c.get_channel(U64(id)).is_none());
+}
+
+/// The `on_payout` amount of the last call's callback.
+fn payout_amount() -> Option<String> {
+    get_created_receipts().iter().find_map(|r| {
+        r.actions.iter().find_map(|a| match a {
+            near_sdk::mock::MockAction::FunctionCallWeight { method_name, args, .. }
+                if method_name.as_slice() == b"on_payout" =>
+            {
+                let v: serde_json::Value = serde_json::from_slice(args).ok()?;
+                v["amount"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+    })
+}
+
+#[test]
+fn a_partial_claim_pays_only_its_amount_and_the_same_voucher_can_claim_more() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    let voucher = sign(id, EPOCH, 3 * NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(3 * NEAR), voucher.clone(), Some(U128(NEAR)));
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(NEAR));
+    assert_eq!(payout_amount(), Some(NEAR.to_string()));
+    assert!(get_logs().iter().any(|l| l.contains(&format!(r#""cumulative":"{NEAR}","payout":"{NEAR}""#))));
+    // The payout failed: rolled back to 0, claimed again with more of the voucher.
+    ctx("channels.near", 0, 11);
+    assert!(!c.on_payout(U64(id), true, U128(NEAR), Err(PromiseError::Failed)));
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(0));
+    ctx("brand.near", 0, 12);
+    let _ = c.claim(U64(id), U128(3 * NEAR), voucher.clone(), Some(U128(2 * NEAR)));
+    assert_eq!(payout_amount(), Some((2 * NEAR).to_string()));
+    ctx("brand.near", 0, 13);
+    let _ = c.claim(U64(id), U128(3 * NEAR), voucher.clone(), None);
+    assert_eq!(payout_amount(), Some(NEAR.to_string()), "the rest of the voucher");
+    assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(3 * NEAR));
+}
+
+#[test]
+#[should_panic(expected = "amount exceeds the voucher total")]
+fn a_claim_above_its_voucher_is_refused_not_clamped() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(NEAR), sign(id, EPOCH, NEAR), Some(U128(NEAR + 1)));
+}
+
+#[test]
+#[should_panic(expected = "amount is not above the claimed total")]
+fn a_partial_claim_at_the_claimed_total_is_refused() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    ctx("brand.near", 0, 10);
+    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, EPOCH, 2 * NEAR), Some(U128(NEAR)));
+    ctx("brand.near", 0, 11);
+    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, EPOCH, 2 * NEAR), Some(U128(NEAR)));
+}
+
+#[test]
+fn close_with_a_partial_final_voucher_refunds_what_the_payee_forgave() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    ctx("brand.near", 0, 10);
+    let fv =
+        FinalVoucher { cumulative: U128(3 * NEAR), signature: sign(id, EPOCH, 3 * NEAR), amount: Some(U128(2 * NEAR)) };
+    c.close(U64(id), Some(fv));
+    assert!(get_logs().iter().any(|l| l.contains(&format!(r#""payout":"{}","refund":"{}""#, 2 * NEAR, 3 * NEAR))));
+    let v = c.get_channel(U64(id)).unwrap();
+    assert_eq!((v.claimed, v.settled), (U128(2 * NEAR), true));
+}
+
+#[test]
+#[should_panic(expected = "amount exceeds the voucher total")]
+fn close_with_an_amount_above_its_final_voucher_is_refused() {
+    let mut c = deploy();
+    let id = open_near(&mut c, 5 * NEAR);
+    ctx("brand.near", 0, 10);
+    let above = FinalVoucher { cumulative: U128(NEAR), signature: sign(id, EPOCH, NEAR), amount: Some(U128(NEAR + 1)) };
+    c.close(U64(id), Some(above));
 }

@@ -240,7 +240,8 @@ pub mod methods {
         let id = u64_arg(req(&a, "channel_id"), "channel_id");
         let cumulative = u128_arg(req(&a, "cumulative"), "cumulative");
         let sig = string(req(&a, "signature"), "signature");
-        env::promise_return(ChannelContract.claim(id, cumulative, sig));
+        let amount = a.opt("amount").map(|r| u128_arg(r, "amount"));
+        env::promise_return(ChannelContract.claim(id, cumulative, sig, amount));
     }
 
     pub fn close() {
@@ -253,6 +254,7 @@ pub mod methods {
             FinalVoucher {
                 cumulative: u128_arg(req(&v, "cumulative"), "cumulative"),
                 signature: string(req(&v, "signature"), "signature"),
+                amount: v.opt("amount").map(|r| u128_arg(r, "amount")),
             }
         });
         ChannelContract.close(id, fv);

@@ -139,9 +139,9 @@ fn records_freed_in_every_order() {
     ];
     // Channels by opening order: 0 = alice→bob, 1 = alice→carol, 2 = carol→bob.
     let frees = [
-        Op::Close { who: 2, channel: 0, voucher: 0 },
-        Op::Close { who: 2, channel: 4, voucher: 0 },
-        Op::Close { who: 2, channel: 8, voucher: 0 },
+        Op::Close { who: 2, channel: 0, voucher: 0, amount: 0 },
+        Op::Close { who: 2, channel: 4, voucher: 0, amount: 0 },
+        Op::Close { who: 2, channel: 8, voucher: 0, amount: 0 },
         Op::RevokeEndpoint { who: ALICE, key: 0 },
         Op::StorageWithdraw { who: ALICE, amount: 0, attach: 2 },
         deposit(BOB, SELF, MIN),
@@ -171,5 +171,49 @@ fn permutations(v: &mut Vec<usize>, k: usize, f: &mut dyn FnMut(&[usize])) {
         v.swap(k, i);
         permutations(v, k + 1, f);
         v.swap(k, i);
+    }
+}
+
+/// Partial claims and closes with an amount (the named corpus sequence):
+/// a part, then at, below and above the limits, more of the same voucher
+/// after a failed transfer, all of it, a close with part of a higher
+/// voucher; a final voucher with an amount above it refused, one at the
+/// claimed total ignored. The harness checks the money after every step.
+#[test]
+fn partial_claims_and_closes_with_an_amount() {
+    let (_, seed, ops) = super::named::sequences()
+        .into_iter()
+        .find(|(name, _, _)| *name == "partial-claims-and-closes-with-an-amount")
+        .expect("named sequence");
+    let not_above = Err("amount is not above the claimed total".to_owned());
+    let above = Err("amount exceeds the voucher total".to_owned());
+    for delivery in [Delivery::Interleaved, Delivery::Immediate] {
+        let s = Scenario::run_recorded([seed; 32], &ops, delivery);
+        let got: Vec<(String, Result<(), String>)> = s
+            .transcript
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Call { method, outcome, .. } if method == "claim" || method == "close" => Some((method, outcome)),
+                _ => None,
+            })
+            .collect();
+        let c = |m: &str, o: &Result<(), String>| (m.to_owned(), o.clone());
+        assert_eq!(
+            got,
+            vec![
+                c("claim", &Ok(())),
+                c("claim", &not_above),
+                c("claim", &not_above),
+                c("claim", &above),
+                c("claim", &above),
+                c("claim", &Ok(())),
+                c("claim", &Ok(())),
+                c("close", &Ok(())),
+                c("close", &above),
+                c("close", &Ok(())),
+            ],
+            "{delivery:?}"
+        );
     }
 }

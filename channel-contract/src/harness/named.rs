@@ -40,6 +40,22 @@ fn open(payer: u8, payee: u8, amount: u8) -> Op {
     Op::Open { payer, payee, deposit: amount, extra: 0, flags: GOOD }
 }
 
+/// `amount` selectors of a claim or close (see `Scenario::amount_arg`): part
+/// of the voucher (about `k`/16 of what is left above the claimed total),
+/// equal to it, one above it, `u128::MAX`, at the claimed total, below it.
+const fn part(k: u8) -> u8 {
+    2 + 8 * k
+}
+const EQUAL: u8 = 4;
+const ABOVE: u8 = 5;
+const MAX: u8 = 13;
+const AT_CLAIMED: u8 = 6;
+const BELOW_CLAIMED: u8 = 7;
+
+fn claim(channel: u8, amount: u8) -> Op {
+    Op::Claim { who: PARTY, channel, voucher: LATEST, amount }
+}
+
 /// Delivers the first ready receipt, failing it.
 const FAIL_FIRST: Op = Op::Deliver { pick: 0, fail: 0 };
 
@@ -61,9 +77,9 @@ pub fn sequences() -> Vec<(&'static str, u8, Vec<Op>)> {
                 deposit(BOB, MIN),
                 open(ALICE, CAROL, NEAR),
                 open(BOB, CAROL, NEAR),
-                Op::Close { who: PARTY, channel: FIRST, voucher: 0 },
+                Op::Close { who: PARTY, channel: FIRST, voucher: 0, amount: 0 },
                 Op::DeliverAll,
-                Op::Close { who: PARTY, channel: FIRST, voucher: 0 },
+                Op::Close { who: PARTY, channel: FIRST, voucher: 0, amount: 0 },
                 Op::DeliverAll,
                 withdraw_all(ALICE),
                 withdraw_all(BOB),
@@ -102,9 +118,9 @@ pub fn sequences() -> Vec<(&'static str, u8, Vec<Op>)> {
                 deposit(ALICE, MIN),
                 open(ALICE, BOB, FIVE_NEAR),
                 Op::Sign { channel: FIRST, amount: 3 },
-                Op::Claim { who: PARTY, channel: FIRST, voucher: 0 },
+                Op::Claim { who: PARTY, channel: FIRST, voucher: 0, amount: 0 },
                 Op::Sign { channel: FIRST, amount: 4 },
-                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: 0 },
                 FAIL_FIRST,
                 Op::DeliverAll,
                 Op::WithdrawOwed { who: PAYEE, channel: FIRST },
@@ -118,9 +134,9 @@ pub fn sequences() -> Vec<(&'static str, u8, Vec<Op>)> {
                 deposit(ALICE, MIN),
                 Op::OpenToken { fake: false, payer: ALICE, payee: CAROL, amount: TOKENS, flags: GOOD },
                 Op::Sign { channel: FIRST, amount: 4 },
-                Op::Claim { who: PARTY, channel: FIRST, voucher: 0 },
+                Op::Claim { who: PARTY, channel: FIRST, voucher: 0, amount: 0 },
                 Op::DeliverAll,
-                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: 0 },
                 Op::DeliverAll,
                 Op::WithdrawOwed { who: PAYEE, channel: FIRST },
                 Op::DeliverAll,
@@ -147,8 +163,8 @@ pub fn sequences() -> Vec<(&'static str, u8, Vec<Op>)> {
                 open(ALICE, BOB, NEAR),
                 deposit(BOB, MIN),
                 open(BOB, ALICE, NEAR),
-                Op::Close { who: PARTY, channel: SECOND, voucher: 0 },
-                Op::Close { who: PARTY, channel: FIRST, voucher: 0 },
+                Op::Close { who: PARTY, channel: SECOND, voucher: 0, amount: 0 },
+                Op::Close { who: PARTY, channel: FIRST, voucher: 0, amount: 0 },
                 Op::DeliverAll,
             ],
         ),
@@ -172,12 +188,44 @@ pub fn sequences() -> Vec<(&'static str, u8, Vec<Op>)> {
                 deposit(MALLORY, MIN),
                 Op::OpenToken { fake: false, payer: MALLORY, payee: CAROL, amount: TOKENS, flags: GOOD },
                 Op::Sign { channel: FIRST, amount: 4 },
-                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: 0 },
                 FAIL_FIRST,
                 FAIL_FIRST,
                 Op::DeliverAll,
                 Op::WithdrawOwed { who: PAYEE, channel: FIRST },
                 Op::WithdrawOwed { who: PARTY, channel: FIRST },
+                Op::DeliverAll,
+            ],
+        ),
+        (
+            "partial-claims-and-closes-with-an-amount",
+            11,
+            vec![
+                deposit(ALICE, MIN),
+                open(ALICE, BOB, FIVE_NEAR),
+                open(ALICE, CAROL, NEAR),
+                Op::Sign { channel: FIRST, amount: 7 },
+                claim(FIRST, part(8)),
+                // The same voucher: at, below, above the claimed total's limits.
+                claim(FIRST, AT_CLAIMED),
+                claim(FIRST, BELOW_CLAIMED),
+                claim(FIRST, ABOVE),
+                claim(FIRST, MAX),
+                // More of the same voucher; the first part's transfer fails.
+                claim(FIRST, part(12)),
+                FAIL_FIRST,
+                Op::DeliverAll,
+                claim(FIRST, EQUAL),
+                Op::DeliverAll,
+                // A higher voucher, closed with part of it.
+                Op::Sign { channel: FIRST, amount: 7 },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: part(4) },
+                Op::DeliverAll,
+                // A final voucher above its amount is refused; one at the
+                // claimed total adds nothing and everything is refunded.
+                Op::Sign { channel: FIRST, amount: 4 },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: ABOVE },
+                Op::Close { who: PARTY, channel: FIRST, voucher: LATEST, amount: AT_CLAIMED },
                 Op::DeliverAll,
             ],
         ),

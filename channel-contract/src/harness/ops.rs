@@ -40,25 +40,98 @@ pub(crate) const TOKEN_AMOUNTS: [u128; 7] = [0, 1, 2, 1_000, 1_000_000, 1_000_00
 /// One step of a sequence (decoded from fuzz bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    StorageDeposit { who: u8, target: u8, amount: u8 },
-    StorageWithdraw { who: u8, amount: u8, attach: u8 },
-    Open { payer: u8, payee: u8, deposit: u8, extra: u8, flags: u8 },
-    OpenToken { fake: bool, payer: u8, payee: u8, amount: u8, flags: u8 },
-    TopUp { who: u8, channel: u8, amount: u8 },
-    TopUpToken { fake: bool, who: u8, channel: u8, amount: u8 },
-    Sign { channel: u8, amount: u8 },
-    Claim { who: u8, channel: u8, voucher: u8 },
-    Close { who: u8, channel: u8, voucher: u8 },
-    StartClose { who: u8, channel: u8 },
-    Finalize { who: u8, channel: u8 },
+    StorageDeposit {
+        who: u8,
+        target: u8,
+        amount: u8,
+    },
+    StorageWithdraw {
+        who: u8,
+        amount: u8,
+        attach: u8,
+    },
+    Open {
+        payer: u8,
+        payee: u8,
+        deposit: u8,
+        extra: u8,
+        flags: u8,
+    },
+    OpenToken {
+        fake: bool,
+        payer: u8,
+        payee: u8,
+        amount: u8,
+        flags: u8,
+    },
+    TopUp {
+        who: u8,
+        channel: u8,
+        amount: u8,
+    },
+    TopUpToken {
+        fake: bool,
+        who: u8,
+        channel: u8,
+        amount: u8,
+    },
+    Sign {
+        channel: u8,
+        amount: u8,
+    },
+    /// `amount` picks the claim's `amount` argument: absent, a valid part,
+    /// equal to the voucher, above it, at or below the claimed total.
+    Claim {
+        who: u8,
+        channel: u8,
+        voucher: u8,
+        amount: u8,
+    },
+    Close {
+        who: u8,
+        channel: u8,
+        voucher: u8,
+        amount: u8,
+    },
+    StartClose {
+        who: u8,
+        channel: u8,
+    },
+    Finalize {
+        who: u8,
+        channel: u8,
+    },
     FastForward,
-    WithdrawOwed { who: u8, channel: u8 },
-    RegisterEndpoint { who: u8, key: u8 },
-    RevokeEndpoint { who: u8, key: u8 },
-    AddToken { who: u8, token: u8 },
-    View { who: u8, method: u8, deposit: u8 },
-    Private { who: u8, method: u8, deposit: u8 },
-    Deliver { pick: u8, fail: u8 },
+    WithdrawOwed {
+        who: u8,
+        channel: u8,
+    },
+    RegisterEndpoint {
+        who: u8,
+        key: u8,
+    },
+    RevokeEndpoint {
+        who: u8,
+        key: u8,
+    },
+    AddToken {
+        who: u8,
+        token: u8,
+    },
+    View {
+        who: u8,
+        method: u8,
+        deposit: u8,
+    },
+    Private {
+        who: u8,
+        method: u8,
+        deposit: u8,
+    },
+    Deliver {
+        pick: u8,
+        fail: u8,
+    },
     DeliverAll,
 }
 
@@ -100,8 +173,8 @@ pub fn decode(data: &[u8]) -> ([u8; 32], Vec<Op>) {
                 amount: next(&mut i),
             },
             6 => Op::Sign { channel: next(&mut i), amount: next(&mut i) },
-            7 => Op::Claim { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i) },
-            8 => Op::Close { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i) },
+            7 => Op::Claim { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i), amount: next(&mut i) },
+            8 => Op::Close { who: next(&mut i), channel: next(&mut i), voucher: next(&mut i), amount: next(&mut i) },
             9 => Op::StartClose { who: next(&mut i), channel: next(&mut i) },
             10 => Op::Finalize { who: next(&mut i), channel: next(&mut i) },
             11 => Op::FastForward,
@@ -134,8 +207,8 @@ pub fn encode(seed: u8, ops: &[Op]) -> Vec<u8> {
             Op::TopUp { who, channel, amount } => (4, vec![who, channel, amount]),
             Op::TopUpToken { fake, who, channel, amount } => (5, vec![u8::from(!fake), who, channel, amount]),
             Op::Sign { channel, amount } => (6, vec![channel, amount]),
-            Op::Claim { who, channel, voucher } => (7, vec![who, channel, voucher]),
-            Op::Close { who, channel, voucher } => (8, vec![who, channel, voucher]),
+            Op::Claim { who, channel, voucher, amount } => (7, vec![who, channel, voucher, amount]),
+            Op::Close { who, channel, voucher, amount } => (8, vec![who, channel, voucher, amount]),
             Op::StartClose { who, channel } => (9, vec![who, channel]),
             Op::Finalize { who, channel } => (10, vec![who, channel]),
             Op::FastForward => (11, vec![]),

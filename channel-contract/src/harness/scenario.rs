@@ -16,7 +16,9 @@
 //!   1-yoctoNEAR fees it keeps and pays;
 //! - per channel: the deposit is what its payer paid in; what the payee was
 //!   paid, is being paid and is owed is the claimed total, never above the
-//!   highest voucher its payer signed; nothing is paid twice;
+//!   deposit nor the highest voucher total the contract verified (claims may
+//!   stop below their voucher: `amount`); an accepted claim moves the claimed
+//!   total to exactly its amount, never past its voucher; nothing is paid twice;
 //! - calls that must be refused (deposits on methods that take none, calls
 //!   of callbacks from outside, bad vouchers) are.
 //!
@@ -90,6 +92,9 @@ struct ChannelModel {
     funded: u128,
     /// Totals its payer signed, in signing order.
     signed: Vec<u128>,
+    /// The highest voucher total the contract accepted (a claim, or a
+    /// close's final voucher that added to the claimed total).
+    verified: u128,
     paid_payee: u128,
     paid_payer: u128,
 }
@@ -422,27 +427,41 @@ impl Scenario {
                     m.signed.push(total);
                 }
             }
-            Op::Claim { who, channel, voucher } => {
+            Op::Claim { who, channel, voucher, amount } => {
                 let id = self.pick_channel(channel);
                 let who = self.actor(id, who, false);
                 let (cumulative, sig, valid) = self.sign_voucher(id, voucher);
-                let args = format!(r#"{{"channel_id":"{id}","cumulative":"{cumulative}","signature":"{sig}"}}"#);
-                if self.call("claim", &args, &who, 0).is_ok() && !valid {
-                    violated(format!("claim of a bad voucher on channel {id} succeeded"));
+                let before = self.claimed_now(id);
+                let (extra, amount) = self.amount_arg(before, cumulative, amount);
+                let args = format!(r#"{{"channel_id":"{id}","cumulative":"{cumulative}","signature":"{sig}"{extra}}}"#);
+                if self.call("claim", &args, &who, 0).is_ok() {
+                    self.claimed_through(id, "claim", valid, cumulative, amount, before);
                 }
             }
-            Op::Close { who, channel, voucher } => {
+            Op::Close { who, channel, voucher, amount } => {
                 let id = self.pick_channel(channel);
                 let who = self.actor(id, who, false);
-                let args = if voucher % 4 == 0 {
-                    format!(r#"{{"channel_id":"{id}"}}"#)
+                let before = self.claimed_now(id);
+                let (args, claim) = if voucher % 4 == 0 {
+                    (format!(r#"{{"channel_id":"{id}"}}"#), None)
                 } else {
-                    let (cumulative, sig, _) = self.sign_voucher(id, voucher);
-                    format!(
-                        r#"{{"channel_id":"{id}","final_voucher":{{"cumulative":"{cumulative}","signature":"{sig}"}}}}"#
-                    )
+                    let (cumulative, sig, valid) = self.sign_voucher(id, voucher);
+                    let (extra, amount) = self.amount_arg(before, cumulative, amount);
+                    let args = format!(
+                        r#"{{"channel_id":"{id}","final_voucher":{{"cumulative":"{cumulative}","signature":"{sig}"{extra}}}}}"#
+                    );
+                    (args, Some((cumulative, valid, amount)))
                 };
-                let _ = self.call("close", &args, &who, 0);
+                if self.call("close", &args, &who, 0).is_ok() {
+                    if let Some((cumulative, valid, amount)) = claim {
+                        // A final voucher that adds nothing is ignored, unverified.
+                        if amount.unwrap_or(cumulative) > before {
+                            self.claimed_through(id, "close", valid, cumulative, amount, before);
+                        } else if amount.is_some_and(|a| a > cumulative) {
+                            violated(format!("close of channel {id} accepted an amount above its voucher"));
+                        }
+                    }
+                }
             }
             Op::StartClose { who, channel } => {
                 let id = self.pick_channel(channel);
@@ -586,6 +605,63 @@ impl Scenario {
             }
         }
         v
+    }
+
+    /// The channel's claimed total in the contract now (0 if it is not stored).
+    fn claimed_now(&self, id: u64) -> u128 {
+        self.audit().channels.get(&id).map_or(0, |c| c.claimed)
+    }
+
+    /// The `amount` argument of a claim or close (see [`Op::Claim`]) for a
+    /// voucher of `cumulative` on a channel that has `claimed`: the JSON to
+    /// add to the arguments, and the amount it names.
+    fn amount_arg(&self, claimed: u128, cumulative: u128, sel: u8) -> (String, Option<u128>) {
+        let k = u128::from(sel / 8);
+        let amount = match sel % 8 {
+            0 => return (String::new(), None),
+            1 => return (r#","amount":null"#.to_owned(), None),
+            // A valid part: above the claimed total, below the voucher's.
+            2 | 3 if cumulative > claimed => claimed + 1 + (cumulative - claimed - 1) / 16 * (k % 16),
+            2 | 3 => cumulative,
+            4 => cumulative,
+            5 if k % 2 == 0 => cumulative.saturating_add(1),
+            5 => u128::MAX,
+            6 => claimed,
+            _ => claimed.saturating_sub(1 + k),
+        };
+        (format!(r#","amount":"{amount}""#), Some(amount))
+    }
+
+    /// Checks a claim (or a close's final voucher) the contract accepted: the
+    /// voucher was the payer's, the claimed total went from `before` up to
+    /// its target and no further than the voucher; then notes the voucher as
+    /// verified.
+    fn claimed_through(
+        &mut self,
+        id: u64,
+        method: &str,
+        valid: bool,
+        cumulative: u128,
+        amount: Option<u128>,
+        before: u128,
+    ) {
+        let target = amount.unwrap_or(cumulative);
+        if !valid {
+            violated(format!("{method} of a bad voucher on channel {id} succeeded"));
+        }
+        if target > cumulative {
+            violated(format!("{method} on channel {id} accepted {target}, above its voucher's {cumulative}"));
+        }
+        if target <= before {
+            violated(format!("{method} on channel {id} accepted {target}, not above the claimed {before}"));
+        }
+        let now = self.claimed_now(id);
+        if now != target {
+            violated(format!("{method} on channel {id} of {target}: the claimed total is {now}"));
+        }
+        if let Some(m) = self.channels.get_mut(&id) {
+            m.verified = m.verified.max(cumulative);
+        }
     }
 
     fn opened(&mut self, id: u64, payer: &str, payee: &str, token: Option<String>, deposit: u128) {

@@ -74,8 +74,11 @@ impl Scenario {
                     if (&c.payer, &c.payee, &c.token) != (&m.payer, &m.payee, &m.token) {
                         violated(format!("channel {id}: parties or currency changed"));
                     }
-                    if c.claimed > m.max_signed() {
-                        violated(format!("channel {id}: claimed {} above every signed voucher", c.claimed));
+                    if c.claimed > m.verified || c.claimed > c.deposit {
+                        violated(format!(
+                            "channel {id}: claimed {} above the highest verified voucher {} or the deposit {}",
+                            c.claimed, m.verified, c.deposit
+                        ));
                     }
                     if !c.settled && c.claimed != m.paid_payee + f_payee {
                         violated(format!(
@@ -111,8 +114,8 @@ impl Scenario {
                             m.funded
                         ));
                     }
-                    if m.paid_payee > m.max_signed() {
-                        violated(format!("channel {id}: payee paid above every signed voucher"));
+                    if m.paid_payee > m.verified {
+                        violated(format!("channel {id}: payee paid above every verified voucher"));
                     }
                 }
             }
@@ -143,7 +146,7 @@ impl Scenario {
                 violated(format!("{t}: holds {held}, channels hold {owed} (at rest: {at_rest})"));
             }
         }
-        // No account gained more than valid vouchers paid it (and storage
+        // No account gained more than verified vouchers paid it (and storage
         // balances others gave it).
         for who in PEOPLE {
             let given = self.given.get(who).copied().unwrap_or(0);
@@ -152,7 +155,7 @@ impl Scenario {
                     .channels
                     .values()
                     .filter(|m| m.payee == who && m.token.is_none())
-                    .map(ChannelModel::max_signed)
+                    .map(|m| m.verified)
                     .sum::<u128>();
             if chain.wallets.get(who).copied().unwrap_or(0) > WALLET + earned {
                 violated(format!("{who} gained more NEAR than vouchers paid it"));
@@ -162,7 +165,7 @@ impl Scenario {
                     .channels
                     .values()
                     .filter(|m| m.payee == who && m.token.as_deref() == Some(t))
-                    .map(ChannelModel::max_signed)
+                    .map(|m| m.verified)
                     .sum();
                 if chain.token_balance(t, who) > TOKENS + earned {
                     violated(format!("{who} gained more {t} than vouchers paid it"));
@@ -207,6 +210,9 @@ impl Scenario {
                     };
                     if let Err(e) = self.call("close", &args, &c.payee.clone(), 0) {
                         violated(format!("the payee cannot close channel {id}: {e}"));
+                    }
+                    if best > c.claimed {
+                        self.claimed_through(id, "close", true, best, None, c.claimed);
                     }
                 } else {
                     if c.closing_since_ns == 0 {
@@ -261,7 +267,7 @@ impl Scenario {
             }
         }
         for (id, m) in &self.channels {
-            if m.paid_payee + m.paid_payer != m.funded || m.paid_payee > m.max_signed() {
+            if m.paid_payee + m.paid_payer != m.funded || m.paid_payee > m.verified {
                 violated(format!("channel {id}: in the end paid {} + {} of {}", m.paid_payee, m.paid_payer, m.funded));
             }
         }
