@@ -433,15 +433,22 @@ impl ChannelClient {
         self.call(payee, "claim", args, 0).await
     }
 
-    /// The payee closes now, claiming `last` if given; the rest goes back to the payer.
+    /// The payee closes now, claiming `last` if given up to `amount` (the
+    /// claimed total it ends at: less than the voucher when credit was
+    /// forgiven); the rest goes back to the payer.
     pub async fn close(
         &self,
         payee: &NearAccount,
         channel_id: u64,
-        last: Option<&SignedVoucher>,
+        last: Option<(&SignedVoucher, u128)>,
     ) -> Result<TxOutcome, NearError> {
-        let final_voucher =
-            last.map(|v| json!({ "cumulative": v.voucher.cumulative.to_string(), "signature": hex(&v.signature) }));
+        let final_voucher = last.map(|(v, amount)| {
+            let mut fv = json!({ "cumulative": v.voucher.cumulative.to_string(), "signature": hex(&v.signature) });
+            if amount < v.voucher.cumulative {
+                fv["amount"] = json!(amount.to_string());
+            }
+            fv
+        });
         self.call(payee, "close", json!({ "channel_id": channel_id.to_string(), "final_voucher": final_voucher }), 0)
             .await
     }
