@@ -96,8 +96,8 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), CliError> {
                 "answer": String::from_utf8_lossy(&outcome.body),
                 "paid": outcome.paid.to_string(),
                 "currency": offer.currency.as_text(),
-                "receipt_cumulative": outcome.receipt.as_ref().map(|r| r.receipt.cumulative.to_string()),
-                "channel_id": outcome.receipt.as_ref().map(|r| r.receipt.channel_id),
+                "receipt_cumulative": outcome.charged_total().map(|(_, c)| c.to_string()),
+                "channel_id": outcome.charged_total().map(|(c, _)| c.channel_id),
             });
             writeln!(out, "{v}")
         } else {
@@ -105,13 +105,12 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), CliError> {
             body.and_then(|_| writeln!(out))
         };
         written.map_err(|e| CliError::new("Stdout", format!("writing the answer: {e}"), "check where stdout goes"))?;
-        if let (false, Some(receipt)) = (json, &outcome.receipt) {
-            let c = &receipt.receipt;
+        if let (false, Some((channel, total))) = (json, outcome.charged_total()) {
             eprintln!(
                 "paid {} (receipt verified; {} charged in total on channel {})",
                 money::show(chain.as_ref(), outcome.paid, &offer.currency).await,
-                money::show(chain.as_ref(), c.cumulative, &offer.currency).await,
-                c.channel_id
+                money::show(chain.as_ref(), total, &offer.currency).await,
+                channel.channel_id
             );
         }
         Ok(())
