@@ -241,16 +241,9 @@ async fn register(config: &BrandConfig, p: &PaymentsConfig, identity: &LocalIden
     let chain = ChannelClient::new(&p.near_rpc, &config.channel_contract).map_err(config_err)?;
     let unreachable =
         |e: crate::near::NearError| config_err(format!("registering the agent key on {}: {e}", p.near_rpc));
-    let me = identity.identity.public();
-    if chain.is_endpoint(&account.id, &me).await.map_err(unreachable)? {
-        return Ok(());
+    if chain.ensure_endpoint(&account, &identity.identity.public()).await.map_err(unreachable)? {
+        tracing::info!(account = %account.id, "registered the agent key in the endpoint registry");
     }
-    const REGISTRY_STORAGE: u128 = 10_000_000_000_000_000_000_000; // 0.01 NEAR
-    if chain.storage_balance_of(&account.id).await.map_err(unreachable)? < REGISTRY_STORAGE {
-        chain.storage_deposit(&account, REGISTRY_STORAGE).await.map_err(unreachable)?;
-    }
-    chain.register_endpoint(&account, &me).await.map_err(unreachable)?;
-    tracing::info!(account = %account.id, "registered the agent key in the endpoint registry");
     Ok(())
 }
 

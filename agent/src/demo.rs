@@ -100,17 +100,38 @@ fn print_receipt(o: &QueryOutcome) {
     }
 }
 
-/// Runs the demo.
-pub fn run(args: DemoArgs) -> Result<(), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(demo(args))
+/// The demo's temporary directory (keys, stores, the brand's TOML): removed
+/// when the demo ends however it ends, a signal or a failed write included
+/// (only SIGKILL leaves it).
+struct DemoDir(std::path::PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-async fn demo(args: DemoArgs) -> Result<(), Error> {
+/// Runs the demo. SIGINT or SIGTERM stops it (its directory removed); a
+/// closed stdout (SIGPIPE is ignored by Rust) fails a write and unwinds the same way.
+pub fn run(args: DemoArgs) -> Result<(), Error> {
+    let dir = DemoDir(std::env::temp_dir().join(format!("agentwire-demo-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    // Declared after `dir`, so dropped first: every task using the directory ends before it goes.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        tokio::select! {
+            r = demo(args, &dir.0) => r,
+            _ = crate::cmd::shutdown_signal() => {
+                eprintln!("stopped; {} removed", dir.0.display());
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn demo(args: DemoArgs, dir: &std::path::Path) -> Result<(), Error> {
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("agentwire-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
 
     println!("AgentWire demo: a local NEAR devnet, a DHT bootstrap node, a brand agent and a user agent\n");
     let devnet = Devnet::start(DevnetConfig::default())?;
@@ -126,7 +147,7 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
     let boot_addr = boot_addr.to_string();
     println!("2. DHT bootstrap node on {boot_addr}");
 
-    std::fs::write(dir.join("brand.near-key"), secret("brand.devnet")?)?;
+    agentwire_agent::keyfile::write_secret(&dir.join("brand.near-key"), &secret("brand.devnet")?)?;
     let toml = BRAND_TOML.replace("BOOT", &boot_addr).replace("RPC", &ready.rpc_url);
     std::fs::write(dir.join("brand.toml"), toml)?;
     let running = brand::start(BrandConfig::load(&dir.join("brand.toml"))?, TransportLimits::default()).await?;
@@ -260,11 +281,11 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
         println!("  curl -N -X POST -H 'Accept: text/event-stream' http://{local}/v1/query/brand.devnet/story -d 'one two three four'");
         println!("  python3 examples/gateway.py");
         println!("Ctrl-C stops it.");
-        let _ = tokio::signal::ctrl_c().await;
+        // The signal ends `run`'s select, which drops all of this and removes the directory.
+        std::future::pending::<()>().await;
     }
     conn.close();
     running.shutdown().await;
     drop(boot);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

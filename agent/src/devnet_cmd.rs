@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use agentwire_agent::devnet::{provision, ONE_USDC};
+use agentwire_agent::keyfile;
 use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
+
+use crate::cmd::CliError;
 
 /// Options of `agentwire devnet`.
 #[derive(clap::Args, Debug)]
@@ -25,33 +28,40 @@ pub struct DevnetArgs {
     /// USDC given to each new user account.
     #[arg(long, default_value_t = 1_000)]
     pub usdc_each: u128,
-    /// Print the set-up as JSON (one object) instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write each account's secret key to `DIR/<account>.near-key` (for `--near-key-file`).
+    /// Also write each account's secret key to `DIR/<account>.near-key` (for `--near-key-file`; owner-only, 0600).
     #[arg(long, value_name = "DIR")]
     pub keys_dir: Option<PathBuf>,
 }
 
-pub fn run(args: DevnetArgs) -> Result<(), String> {
+pub fn run(args: DevnetArgs, json: bool) -> Result<(), CliError> {
     let config = DevnetConfig { listen: args.listen, state_file: args.state.clone(), ..DevnetConfig::default() };
-    let devnet = Devnet::start(config).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let near_each = args.near_each.checked_mul(ONE_NEAR).ok_or("--near-each is too large")?;
-    let usdc_each = args.usdc_each.checked_mul(ONE_USDC).ok_or("--usdc-each is too large")?;
+    let devnet = Devnet::start(config).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("in use") {
+            CliError::new(
+                "PortInUse",
+                format!("cannot listen on {}: {text}", args.listen),
+                format!("choose another port than {} with --listen, or stop what uses it", args.listen.port()),
+            )
+        } else {
+            CliError::new("Devnet", format!("the devnet did not start: {text}"), "check --listen and --state")
+        }
+    })?;
+    let runtime = super::cmd::runtime()?;
+    let near_each = args.near_each.checked_mul(ONE_NEAR).ok_or_else(|| CliError::usage("--near-each is too large"))?;
+    let usdc_each = args.usdc_each.checked_mul(ONE_USDC).ok_or_else(|| CliError::usage("--usdc-each is too large"))?;
     let names: Vec<&str> = args.accounts.iter().map(String::as_str).filter(|n| !n.is_empty()).collect();
     let ready = runtime
         .block_on(provision(&devnet, &names, near_each, usdc_each))
-        .map_err(|e| format!("setting up the devnet: {e}"))?;
+        .map_err(|e| CliError::from(e).context("setting up the devnet"))?;
     let root = devnet.root();
     if let Some(dir) = &args.keys_dir {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for u in &ready.users {
             let path = dir.join(format!("{}.near-key", u.account_id));
-            std::fs::write(&path, u.secret_key.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+            keyfile::write_secret(&path, &u.secret_key.to_string())?;
         }
     }
-    if args.json {
+    if json {
         let users: Vec<_> = ready
             .users
             .iter()
@@ -78,7 +88,7 @@ pub fn run(args: DevnetArgs) -> Result<(), String> {
             None => println!("State is in memory (use --state FILE to keep it). Ctrl-C stops the devnet."),
         }
     }
-    runtime.block_on(async { tokio::signal::ctrl_c().await }).map_err(|e| e.to_string())?;
+    runtime.block_on(super::cmd::shutdown_signal());
     devnet.shutdown();
     Ok(())
 }

@@ -54,6 +54,14 @@ pub fn create(path: &Path) -> Result<LocalIdentity, KeyFileError> {
     let identity = LocalIdentity::generate(&mut OsRng);
     let text =
         format!("{HEADER}\n{}\n{}\n", hex::encode(identity.identity.seed()), hex::encode(identity.noise.secret()));
+    write_secret(path, &text)?;
+    Ok(identity)
+}
+
+/// Writes a secret (a key file) readable by its owner only (0600 from the
+/// first byte), atomically: a temporary file, fsync, rename over `path`,
+/// fsync of the directory. Replaces what `path` held.
+pub fn write_secret(path: &Path, text: &str) -> Result<(), KeyFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io(dir))?;
     }
@@ -72,7 +80,7 @@ pub fn create(path: &Path) -> Result<LocalIdentity, KeyFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     }
-    Ok(identity)
+    Ok(())
 }
 
 /// Loads the identity in `path`.
@@ -111,6 +119,14 @@ mod tests {
         assert_eq!(made.agent_id(), back.agent_id());
         assert_eq!(made.noise.public(), back.noise.public());
         assert!(matches!(create(&path), Err(KeyFileError::Exists(_))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "owner only");
+            write_secret(&dir.join("x.near-key"), "ed25519:secret").unwrap();
+            let mode = fs::metadata(dir.join("x.near-key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "a NEAR key is owner only too");
+        }
         fs::write(&path, "nope").unwrap();
         assert!(matches!(load(&path), Err(KeyFileError::Malformed(_))));
         fs::remove_dir_all(&dir).unwrap();

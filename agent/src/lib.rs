@@ -9,6 +9,7 @@
 //! - [`brand`], [`config`], [`metrics`]: a brand agent (`agentwire serve`) from TOML, with Prometheus metrics.
 //! - [`user`]: a user agent: discovery, the endpoint-registry check, sessions.
 //! - [`keyfile`]: the agent's key file.
+//! - [`units`]: amounts, dates and durations for people.
 
 pub mod brand;
 pub mod config;
@@ -24,4 +25,5 @@ pub mod near;
 pub mod pay;
 pub mod quic;
 pub mod services;
+pub mod units;
 pub mod user;

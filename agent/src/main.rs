@@ -58,20 +58,24 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log.as_str()));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let json = cli.json;
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Walkthrough => walkthrough::run(),
-        Command::Devnet(args) => devnet_cmd::run(args).map_err(Into::into),
-        Command::Identity(c) => cmd::identity::run(c, cli.json).map_err(Into::into),
-        Command::Bootstrap(a) => cmd::bootstrap::run(a, cli.json).map_err(Into::into),
-        Command::Serve(a) => cmd::serve::run(a, cli.json).map_err(Into::into),
-        Command::Query(a) => cmd::query::run(a, cli.json).map_err(Into::into),
-        Command::Lookup(a) => cmd::lookup::run(a, cli.json).map_err(Into::into),
-        Command::Channel(c) => cmd::channel::run(c, cli.json).map_err(Into::into),
-        Command::Gateway(a) => cmd::gateway::run(a, cli.json).map_err(Into::into),
+        Command::Demo(args) => demo::run(args)
+            .map_err(|e| cmd::CliError::new("Demo", format!("the demo failed: {e}"), "run it again; `--log info` shows each step")),
+        Command::Walkthrough => walkthrough::run().map_err(|e| {
+            cmd::CliError::new("Walkthrough", format!("the walkthrough failed: {e}"), "report it: it runs in-process and should not fail")
+        }),
+        Command::Devnet(args) => devnet_cmd::run(args, json),
+        Command::Identity(c) => cmd::identity::run(c, json),
+        Command::Bootstrap(a) => cmd::bootstrap::run(a, json),
+        Command::Serve(a) => cmd::serve::run(a, json),
+        Command::Query(a) => cmd::query::run(a, json),
+        Command::Lookup(a) => cmd::lookup::run(a, json),
+        Command::Channel(c) => cmd::channel::run(c, json),
+        Command::Gateway(a) => cmd::gateway::run(a, json),
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
+        e.print(json);
         std::process::exit(1);
     }
 }

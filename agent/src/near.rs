@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+mod error;
+pub use error::NearError;
+
 /// Gas attached to channel calls: the method plus its payout and callback
 /// (spec/contract.md §8 lists what each needs).
 pub const CALL_GAS_TGAS: u64 = 100;
@@ -26,36 +29,6 @@ pub const CHANNELS_PAGE: u32 = 100;
 /// Most channels the contract lists per account (its `MAX_INDEXED`); one
 /// opened past this is usable but not listed (spec/contract.md §3.5).
 pub const CHANNELS_LISTED: usize = 512;
-
-/// What went wrong talking to NEAR, and what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum NearError {
-    /// The RPC could not be reached or answered with an error: retry later.
-    #[error("NEAR RPC unavailable or refused the request: {0} (retry later; check the RPC URL)")]
-    Rpc(String),
-    /// The transaction ran and the contract refused it: fix the request.
-    /// Gas was still paid (`tokens_burnt`); attached deposits came back.
-    #[error("{method} failed on chain: {reason}")]
-    Failed {
-        /// The contract method.
-        method: String,
-        /// The contract's or runtime's reason.
-        reason: String,
-        /// yoctoNEAR burnt for gas by the failed transaction (0 if it never ran).
-        tokens_burnt: u128,
-    },
-    /// The answer did not have the expected shape: the contract or RPC is not what we expect.
-    #[error("unexpected answer from NEAR: {0}")]
-    BadResponse(String),
-    /// An account id or key was not valid.
-    #[error("invalid {what}: {value}")]
-    Invalid {
-        /// What was being parsed.
-        what: &'static str,
-        /// The offending value.
-        value: String,
-    },
-}
 
 /// A NEAR account we can sign for.
 #[derive(Clone)]
@@ -182,11 +155,20 @@ mod opt_u64_string {
     }
 }
 
+/// Storage balance paid before listing an endpoint (0.01 NEAR; the unused
+/// rest stays in the account's storage balance).
+pub const REGISTRY_STORAGE: u128 = 10_000_000_000_000_000_000_000;
+
+/// The lowest gas price NEAR charges (yoctoNEAR per gas): the floor of
+/// what a transaction's attached gas can cost.
+pub const MIN_GAS_PRICE: u128 = 100_000_000;
+
 /// Client for one channel contract on one NEAR network.
 #[derive(Clone, Debug)]
 pub struct ChannelClient {
     network: NetworkConfig,
     contract: AccountId,
+    rpc_url: String,
 }
 
 fn outcome_of(method: &str, result: ExecutionSuccess) -> Result<TxOutcome, NearError> {
@@ -207,7 +189,16 @@ impl ChannelClient {
     pub fn new(rpc_url: &str, contract: &str) -> Result<Self, NearError> {
         let url: url::Url =
             rpc_url.parse().map_err(|_| NearError::Invalid { what: "RPC URL", value: rpc_url.to_owned() })?;
-        Ok(ChannelClient { network: NetworkConfig::from_rpc_url("agentwire", url), contract: parse_account(contract)? })
+        Ok(ChannelClient {
+            network: NetworkConfig::from_rpc_url("agentwire", url),
+            contract: parse_account(contract)?,
+            rpc_url: rpc_url.to_owned(),
+        })
+    }
+
+    /// The RPC URL, as given.
+    pub fn rpc_url(&self) -> &str {
+        &self.rpc_url
     }
 
     /// The channel contract's account.
@@ -237,16 +228,40 @@ impl ChannelClient {
             .gas(NearGas::from_tgas(gas_tgas))
             .with_signer(signer.id.clone(), signer.signer.clone())
             .send_to(&self.network)
-            .await
-            .map_err(|e| NearError::Rpc(e.to_string()))?;
+            .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let error = error::from_send(&e, &self.rpc_url, signer.id.as_str(), method);
+                return Err(self.explain(error, signer, deposit, gas_tgas).await);
+            }
+        };
         match result.into_result() {
             Ok(success) => outcome_of(method, success),
             Err(TransactionResultError::Failure(failure)) => Err(NearError::Failed {
                 method: method.to_owned(),
-                reason: failure.to_string(),
+                reason: error::refusal(&failure),
                 tokens_burnt: failure.outcomes().iter().map(|o| o.tokens_burnt.as_yoctonear()).sum(),
             }),
             Err(pending @ TransactionResultError::Pending(_)) => Err(NearError::Rpc(pending.to_string())),
+        }
+    }
+
+    /// A transaction refused before it ran: NEAR's reason is in a part of
+    /// the error `near-api` drops, so a balance below what it attaches plus
+    /// its gas is checked here and said in amounts.
+    async fn explain(&self, error: NearError, signer: &NearAccount, deposit: u128, gas_tgas: u64) -> NearError {
+        let NearError::InvalidTransaction { method } = &error else { return error };
+        let gas = u128::from(gas_tgas).saturating_mul(1_000_000_000_000).saturating_mul(MIN_GAS_PRICE);
+        match self.near_balance(&signer.id).await {
+            Ok(balance) if balance < deposit.saturating_add(gas) => NearError::NotEnoughBalance {
+                account: signer.id.to_string(),
+                method: method.clone(),
+                balance,
+                attached: deposit,
+                gas,
+            },
+            _ => error,
         }
     }
 
@@ -273,7 +288,7 @@ impl ChannelClient {
             .fetch_from(&self.network)
             .await
             .map(|d| d.data)
-            .map_err(|e| NearError::Rpc(format!("{method}: {e}")))
+            .map_err(|e| error::from_query(&e, &self.rpc_url, receiver.as_str(), method))
     }
 
     async fn view<T: DeserializeOwned + Send + Sync + 'static>(
@@ -291,7 +306,17 @@ impl ChannelClient {
             .fetch_from(&self.network)
             .await
             .map(|d| d.data.amount.as_yoctonear())
-            .map_err(|e| NearError::Rpc(e.to_string()))
+            .map_err(|e| error::from_query(&e, &self.rpc_url, account.as_str(), "view_account"))
+    }
+
+    /// The chain's time: the latest block's timestamp, ns since the Unix
+    /// epoch (challenge periods end by it; a devnet may run ahead of the clock).
+    pub async fn chain_time_ns(&self) -> Result<u64, NearError> {
+        near_api::Chain::block()
+            .fetch_from(&self.network)
+            .await
+            .map(|b| b.header.timestamp)
+            .map_err(|e| error::from_other_query(&e, &self.rpc_url, "block"))
     }
 
     /// Opens a NEAR channel; `storage` yoctoNEAR beyond `deposit` pays for its storage.
@@ -474,6 +499,20 @@ impl ChannelClient {
         self.call(account, "register_endpoint", json!({ "key": hex(&key.to_bytes()) }), 0).await
     }
 
+    /// Lists `key` for the caller's account in the endpoint registry unless
+    /// it is already, paying the registry's storage first when the account's
+    /// storage balance is short. Returns whether it was newly listed.
+    pub async fn ensure_endpoint(&self, account: &NearAccount, key: &VoucherKey) -> Result<bool, NearError> {
+        if self.is_endpoint(&account.id, key).await? {
+            return Ok(false);
+        }
+        if self.storage_balance_of(&account.id).await? < REGISTRY_STORAGE {
+            self.storage_deposit(account, REGISTRY_STORAGE).await?;
+        }
+        self.register_endpoint(account, key).await?;
+        Ok(true)
+    }
+
     /// Whether `key` speaks for `account` in the endpoint registry.
     pub async fn is_endpoint(&self, account: &AccountId, key: &VoucherKey) -> Result<bool, NearError> {
         self.view("is_endpoint", json!({ "account_id": account, "key": hex(&key.to_bytes()) })).await
@@ -508,6 +547,16 @@ impl ChannelClient {
     pub async fn ft_balance_of(&self, token: &AccountId, account: &AccountId) -> Result<u128, NearError> {
         let s: String = self.view_on(token, "ft_balance_of", json!({ "account_id": account })).await?;
         s.parse().map_err(|_| NearError::BadResponse(format!("ft_balance_of returned {s:?}")))
+    }
+
+    /// A NEP-141 token's decimals (its `ft_metadata`, NEP-148).
+    pub async fn ft_decimals(&self, token: &AccountId) -> Result<u8, NearError> {
+        #[derive(Deserialize)]
+        struct Metadata {
+            decimals: u8,
+        }
+        let m: Metadata = self.view_on(token, "ft_metadata", json!({})).await?;
+        Ok(m.decimals)
     }
 
     /// Registers `account` with `token` (NEP-145), paid by `payer`.

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use crate::dht::{Dht, DhtConfig, DhtError};
 use crate::near::{ChannelClient, NearError};
 use crate::quic::{connect, Connection, Target, TransportError, TransportLimits};
+use crate::units;
 use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 
 /// How long a registry answer is trusted.
@@ -70,6 +71,46 @@ pub enum UserError {
     /// The record has no QUIC address.
     #[error("the agent's record has no address")]
     NoAddress,
+    /// The agent did not answer at its record's address: it is down, or its record is stale.
+    #[error("{0}")]
+    Unanswered(Box<Unanswered>),
+}
+
+/// An agent that did not answer at the address its record gives, with what
+/// the record says about its age (a stopped brand stays on the DHT until
+/// its record expires).
+#[derive(Debug)]
+pub struct Unanswered {
+    /// The agent.
+    pub agent: AgentId,
+    /// The account it speaks for.
+    pub account: String,
+    /// The address dialed.
+    pub addr: SocketAddr,
+    /// Why the session failed.
+    pub cause: TransportError,
+    /// The record's sequence number (by convention its publication time, Unix seconds).
+    pub seq: u64,
+    /// When the record expires, Unix seconds.
+    pub expires_at: u64,
+    /// How long ago this node's DHT dial to the agent's DHT node failed, if it just did.
+    pub dht_unanswered: Option<Duration>,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = units::now_secs();
+        write!(f, "the agent {} of {} did not answer at {}: {}", self.agent, self.account, self.addr, self.cause)?;
+        if let Some(ago) = self.dht_unanswered {
+            write!(f, "; its DHT node did not answer either ({:.1} s ago)", ago.as_secs_f64())?;
+        }
+        write!(f, ". Its record may be stale: ")?;
+        // The spec recommends the publication time as `seq`; say so only when it looks like one.
+        if (1_000_000_000..=now + 300).contains(&self.seq) {
+            write!(f, "published {}, ", units::when(self.seq, now))?;
+        }
+        write!(f, "expires {}", units::when(self.expires_at, now))
+    }
 }
 
 impl UserError {
@@ -81,6 +122,9 @@ impl UserError {
             UserError::Registry(_) => "check the NEAR RPC, or skip the registry check for pure messaging",
             UserError::Transport(_) => "retry later; the brand may be down",
             UserError::NoAddress => "the brand must publish a record with an address",
+            UserError::Unanswered(_) => {
+                "the brand is probably stopped (its record stays on the DHT until it expires): retry later, or ask another agent (`agentwire lookup --check` shows which answer)"
+            }
         }
     }
 
@@ -123,7 +167,8 @@ impl UserAgent {
         limits: TransportLimits,
     ) -> Result<UserAgent, UserError> {
         let dht = Dht::start(&identity.identity, DhtConfig { server: false, ..config.dht }).await?;
-        let endpoint = quinn::Endpoint::client(config.quic_bind).map_err(TransportError::Io)?;
+        let endpoint = quinn::Endpoint::client(config.quic_bind)
+            .map_err(|source| TransportError::Bind { addr: config.quic_bind, source })?;
         Ok(UserAgent {
             identity,
             dht,
@@ -195,6 +240,17 @@ impl UserAgent {
             Err(TransportError::Handshake(_)) => {
                 let xx = Target { addr, identity: Some(r.identity), noise_static: None };
                 connect(&self.endpoint, self.identity.clone(), &xx, &caps, self.limits).await?
+            }
+            Err(cause @ (TransportError::ConnectTimeout { .. } | TransportError::Connection(_))) => {
+                return Err(UserError::Unanswered(Box::new(Unanswered {
+                    agent,
+                    account: r.near_account.as_str().to_owned(),
+                    addr,
+                    cause,
+                    seq: r.seq,
+                    expires_at: r.expires_at,
+                    dht_unanswered: self.dht.unanswered(agent).await.ok().flatten(),
+                })))
             }
             Err(e) => return Err(e.into()),
         };

@@ -47,3 +47,33 @@ fn the_python_gateway_example_runs_against_the_demo() {
     assert!(text.contains("story: a tale told one word at a time by a brand agent"), "{text}");
     assert!(text.contains("channel "), "{text}");
 }
+
+/// Issue 14: a demo stopped by a signal left `agentwire-demo-PID`, with keys
+/// in it, behind. SIGINT in the middle and SIGTERM while serving both remove it.
+#[test]
+fn a_demo_stopped_by_a_signal_removes_its_directory() {
+    for (signal, args) in [("-INT", vec!["demo"]), ("-TERM", vec!["demo", "--serve", "127.0.0.1:0"])] {
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_agentwire"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("agentwire-demo-{}", demo.id()));
+        let wait_for = if args.len() == 1 { "3. Brand agent" } else { "Still running" };
+        let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains(wait_for) => break,
+                Some(_) => {}
+                None => panic!("the demo exited before {wait_for:?}"),
+            }
+        }
+        assert!(dir.join("brand.toml").exists(), "the demo works in {}", dir.display());
+        let kill = Command::new("kill").args([signal, &demo.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        std::thread::spawn(move || for _ in lines {});
+        let status = demo.wait().unwrap();
+        assert!(!dir.exists(), "{signal}: {} is left behind (exit {status})", dir.display());
+    }
+}

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use agentwire_agent::dht::{Dht, DhtConfig};
 use agentwire_agent::keyfile;
 
+use super::CliError;
+
 /// Options of `agentwire bootstrap`.
 #[derive(clap::Args, Debug)]
 pub struct BootstrapArgs {
@@ -19,9 +21,9 @@ pub struct BootstrapArgs {
     pub bootstrap: Vec<String>,
 }
 
-pub fn run(args: BootstrapArgs, json: bool) -> Result<(), String> {
+pub fn run(args: BootstrapArgs, json: bool) -> Result<(), CliError> {
     let path = args.key.unwrap_or_else(|| super::default_key_path("bootstrap"));
-    let identity = keyfile::load_or_create(&path).map_err(|e| e.to_string())?;
+    let identity = keyfile::load_or_create(&path)?;
     let rt = super::runtime()?;
     rt.block_on(async {
         let config = DhtConfig {
@@ -33,8 +35,8 @@ pub fn run(args: BootstrapArgs, json: bool) -> Result<(), String> {
             require_bootstrap: false,
             ..DhtConfig::default()
         };
-        let dht = Dht::start(&identity.identity, config).await.map_err(|e| format!("{e}\n  {}", e.action()))?;
-        let addrs = dht.listen_addrs().await.map_err(|e| e.to_string())?;
+        let dht = Dht::start(&identity.identity, config).await?;
+        let addrs = dht.listen_addrs().await?;
         if json {
             println!("{}", serde_json::json!({ "peer_id": dht.peer_id().to_string(), "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>() }));
         } else {
@@ -44,6 +46,7 @@ pub fn run(args: BootstrapArgs, json: bool) -> Result<(), String> {
             }
             println!("Ctrl-C stops it.");
         }
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+        super::shutdown_signal().await;
+        Ok(())
     })
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use agentwire_agent::gateway::{self, Gateway};
 
+use super::CliError;
+
 /// Options of `agentwire gateway`.
 #[derive(clap::Args, Debug)]
 pub struct GatewayArgs {
@@ -21,13 +23,21 @@ pub struct GatewayArgs {
     pub user: super::user_args::UserArgs,
 }
 
-pub fn run(args: GatewayArgs, json: bool) -> Result<(), String> {
+pub fn run(args: GatewayArgs, json: bool) -> Result<(), CliError> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
         let paying = payer.as_ref().map(|p| p.account().to_owned());
         let gw = Arc::new(Gateway::new(user, payer, args.token.clone()));
-        let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| e.to_string())?;
+        let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| {
+            let action = if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("choose another port than {} with --listen (port 0 picks a free one), or stop what uses it", args.listen.port())
+            } else {
+                "use a loopback --listen address, or --allow-remote with --token".to_owned()
+            };
+            let code = if e.kind() == std::io::ErrorKind::AddrInUse { "PortInUse" } else { "CannotListen" };
+            CliError::new(code, format!("cannot listen on {}: {e}", args.listen), action)
+        })?;
         if json {
             println!("{}", serde_json::json!({ "listen": addr.to_string(), "payer": paying }));
         } else {
@@ -36,7 +46,9 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), String> {
                 Some(a) => println!("  paying from {a}"),
                 None => println!("  no payer: only free services (pass --near-account and --near-key-file)"),
             }
-            println!("  POST /v1/query/<account>/<service>   GET /v1/channels   Ctrl-C stops it");
+            println!("  POST /v1/query/<account>/<service>   POST /v1/service/<service>   GET /v1/channels");
+            println!("  `agentwire channel status --gateway http://{addr} --near-account …` reads its channels");
+            println!("Ctrl-C stops it.");
         }
         super::shutdown_signal().await;
         Ok(())

@@ -12,6 +12,7 @@ use agentwire_agent::quic::TransportLimits;
 use agentwire_agent::user::{UserAgent, UserConfig};
 
 use super::payer_args::PayerArgs;
+use super::CliError;
 
 /// User-agent options.
 #[derive(clap::Args, Debug)]
@@ -25,7 +26,7 @@ pub struct UserArgs {
     /// Where the session endpoint binds.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub bind: std::net::SocketAddr,
-    /// The user agent's key file (created if missing; default ~/.agentwire/user.key).
+    /// The agent's key file (created if missing; default ~/.agentwire/agent.key).
     #[arg(long)]
     pub key: Option<PathBuf>,
     /// NEAR RPC (endpoint registry and payments).
@@ -43,21 +44,16 @@ pub struct UserArgs {
 
 impl UserArgs {
     /// Starts the user agent and builds the payer (if an account is given).
-    pub async fn start(&self) -> Result<(UserAgent, Option<Payer>), String> {
-        let path = self.key.clone().unwrap_or_else(|| super::default_key_path("user"));
-        let identity = Arc::new(keyfile::load_or_create(&path).map_err(|e| e.to_string())?);
-        let registry = if self.skip_registry_check {
-            None
-        } else {
-            Some(ChannelClient::new(&self.near_rpc, &self.contract).map_err(|e| e.to_string())?)
-        };
+    pub async fn start(&self) -> Result<(UserAgent, Option<Payer>), CliError> {
+        let path = super::agent_key_path(&self.key);
+        let identity = Arc::new(keyfile::load_or_create(&path)?);
+        let registry =
+            if self.skip_registry_check { None } else { Some(ChannelClient::new(&self.near_rpc, &self.contract)?) };
         let payer = self.payer.build(&self.near_rpc, &self.contract)?;
         let mut config = UserConfig::new(super::multiaddrs(&self.bootstrap)?);
         config.dht.listen = super::multiaddrs(&self.p2p_listen)?;
         config.quic_bind = self.bind;
-        let user = UserAgent::start_with(identity, config, registry, TransportLimits::default())
-            .await
-            .map_err(|e| format!("{e}\n  {}", e.action()))?;
+        let user = UserAgent::start_with(identity, config, registry, TransportLimits::default()).await?;
         Ok((user, payer))
     }
 }

@@ -83,6 +83,7 @@ pub(crate) fn swarm(
                 kad,
                 identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
                 ping: ping::Behaviour::default(),
+                unanswered: super::unanswered::Unanswered::new(config.unanswered_memory),
             }
         })
         .map_err(|e| setup(&e))?

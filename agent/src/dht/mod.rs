@@ -23,6 +23,7 @@ mod error;
 mod join;
 mod node;
 mod store;
+mod unanswered;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -96,6 +97,11 @@ pub struct DhtConfig {
     pub max_providers_per_key: usize,
     /// Candidates a lookup checks (default 32).
     pub max_lookup_results: usize,
+    /// How long a peer that did not answer a dial (on any address) is not
+    /// dialed again (default 30 s; zero: always dial). A lookup's second
+    /// walk then skips a stopped brand's node at once instead of waiting
+    /// the connect timeout a second time. Inbound connections are never refused.
+    pub unanswered_memory: Duration,
 }
 
 impl Default for DhtConfig {
@@ -116,6 +122,7 @@ impl Default for DhtConfig {
             max_records: 1024,
             max_providers_per_key: 64,
             max_lookup_results: 32,
+            unanswered_memory: Duration::from_secs(30),
         }
     }
 }
@@ -198,6 +205,14 @@ impl Dht {
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, DhtError> {
         let addrs = self.ask(Command::Listening).await?;
         Ok(addrs.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id))).collect())
+    }
+
+    /// How long ago a dial to `agent`'s DHT node failed on every address,
+    /// if that is within [`DhtConfig::unanswered_memory`]: a hint that the
+    /// agent itself is down (its node and its sessions are one process).
+    pub async fn unanswered(&self, agent: AgentId) -> Result<Option<Duration>, DhtError> {
+        let Ok(peer) = PeerId::from_bytes(agent.as_bytes()) else { return Ok(None) };
+        self.ask(|tx| Command::Unanswered(peer, tx)).await
     }
 
     /// Peers in the routing table.

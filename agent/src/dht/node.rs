@@ -25,6 +25,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<ValidatingStore>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
+    pub(crate) unanswered: super::unanswered::Unanswered,
 }
 
 pub(crate) enum Command {
@@ -36,6 +37,8 @@ pub(crate) enum Command {
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<()>),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<usize>),
+    /// How long ago a dial to this peer failed on every address (within the memory).
+    Unanswered(PeerId, oneshot::Sender<Option<Duration>>),
 }
 
 /// What a walk found, and how it ended.
@@ -196,6 +199,9 @@ impl Node {
             }
             Command::Listening(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Unanswered(peer, reply) => {
+                let _ = reply.send(self.swarm.behaviour().unanswered.failed_at(&peer).map(|at| at.elapsed()));
             }
             Command::Peers(reply) => {
                 let n = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();

@@ -31,6 +31,15 @@ pub enum TransportError {
     /// The Noise handshake failed (wrong key, tampered, wrong pattern): refetch the record; retry once with XX.
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The peer did not answer the connection at all (QUIC and TLS) in time:
+    /// it is down or unreachable at this address.
+    #[error("no answer from {addr} within {} ms", .timeout.as_millis())]
+    ConnectTimeout {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The connect timeout.
+        timeout: std::time::Duration,
+    },
     /// The handshake did not complete in time.
     #[error("the peer did not complete the handshake within {0:?}")]
     HandshakeTimeout(std::time::Duration),
@@ -51,7 +60,7 @@ impl TransportError {
             TransportError::HandshakeTimeout(_) => ErrorCode::HandshakeFailed,
             TransportError::Session(e) => e.code(),
             TransportError::Exchange(e) => e.code(),
-            TransportError::Connection(_) => ErrorCode::Unavailable,
+            TransportError::Connection(_) | TransportError::ConnectTimeout { .. } => ErrorCode::Unavailable,
             TransportError::Config(_) | TransportError::Bind { .. } | TransportError::Io(_) => ErrorCode::Internal,
         }
     }
@@ -60,7 +69,7 @@ impl TransportError {
     pub fn action(&self) -> Action {
         match self {
             TransportError::Exchange(e) => e.action(),
-            TransportError::Connection(_) => Action::RetryLater,
+            TransportError::Connection(_) | TransportError::ConnectTimeout { .. } => Action::RetryLater,
             TransportError::Config(_) | TransportError::Bind { .. } | TransportError::Io(_) => Action::GiveUp,
             other => other.code().action(),
         }

@@ -375,7 +375,7 @@ impl Payer {
 
     /// The deposit a new channel opens with: `deposit_queries` at `price`, at
     /// least the record's `min_deposit`.
-    fn first_deposit(&self, price: u128, min_deposit: u128) -> u128 {
+    pub fn first_deposit(&self, price: u128, min_deposit: u128) -> u128 {
         price.saturating_mul(self.config.deposit_queries.max(1)).max(min_deposit)
     }
 

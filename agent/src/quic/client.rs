@@ -113,7 +113,8 @@ fn stream_id(id: quinn::StreamId) -> u64 {
     VarInt::from(id).into_inner()
 }
 
-/// Connects to `target` and completes the handshake within the limits' timeout.
+/// Connects to `target` within the limits' connect timeout, then completes
+/// the handshake within their handshake timeout.
 pub async fn connect(
     endpoint: &quinn::Endpoint,
     local: Arc<LocalIdentity>,
@@ -124,8 +125,14 @@ pub async fn connect(
     let config = tls::client_config(&limits)?;
     let connecting = endpoint.connect_with(config, target.addr, "agentwire").map_err(conn_err)?;
     let ending = EndingStreams::new(&limits);
+    // First the peer must answer at all (QUIC and TLS, one round trip):
+    // a peer that is down fails within the connect timeout. A slow peer
+    // then has the whole handshake timeout for the Noise handshake.
+    let conn = tokio::time::timeout(limits.connect_timeout, connecting)
+        .await
+        .map_err(|_| TransportError::ConnectTimeout { addr: target.addr, timeout: limits.connect_timeout })?
+        .map_err(conn_err)?;
     let run = async {
-        let conn = connecting.await.map_err(conn_err)?;
         let mut binding = [0u8; CHANNEL_BINDING_LEN];
         conn.export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
             .map_err(|_| TransportError::Connection("TLS exporter unavailable".into()))?;

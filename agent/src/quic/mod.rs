@@ -46,7 +46,13 @@ pub struct TransportLimits {
     pub max_streams_per_connection: u32,
     /// Requests per second a peer may start, with a burst of as many (default 2000).
     pub max_requests_per_sec: u32,
-    /// Time allowed for the whole Noise handshake (default 10 s).
+    /// Time an initiator allows the peer to answer at all: the QUIC and TLS
+    /// handshake, one round trip (default 1 s; the client's initial RTT
+    /// estimate of 100 ms lets two lost packets be sent again within it). A
+    /// peer that is down fails here, not after the handshake timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the Noise handshake once QUIC is up (default 10 s:
+    /// a slow or busy peer still gets it).
     pub handshake_timeout: Duration,
     /// A connection idle this long is closed (default 30 s; keep-alives at a third).
     pub idle_timeout: Duration,
@@ -81,6 +87,7 @@ impl Default for TransportLimits {
             max_connections_per_ip: 64,
             max_streams_per_connection: 256,
             max_requests_per_sec: 2000,
+            connect_timeout: tls::DEFAULT_CONNECT_TIMEOUT,
             handshake_timeout: tls::DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: Duration::from_secs(30),
             request_read_timeout: Duration::from_secs(30),

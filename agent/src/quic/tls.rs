@@ -35,6 +35,7 @@ fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>, Tl
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout).map_err(|e| TlsConfigError(e.to_string()))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(limits.idle_timeout / 3));
+    t.initial_rtt(INITIAL_RTT);
     Ok(Arc::new(t))
 }
 
@@ -115,6 +116,15 @@ impl ServerCertVerifier for NoiseAuthenticates {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Default time for a peer to answer a connection at all (also in [`TransportLimits`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The first round trip's estimate before any is measured. QUIC's default
+/// (333 ms, RFC 9002) sends a lost first packet again only after about a
+/// second; 100 ms (what browsers use) resends it after about 300 ms, so the
+/// connect timeout covers two losses. A far peer costs one spare packet.
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 /// Default handshake timeout (also in [`TransportLimits`]).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -218,6 +218,11 @@ impl Store {
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked),
             Err(TryLockError::Error(e)) => return Err(StoreError::Io(e)),
         }
+        // Who holds it, for whoever finds it locked (`lock_holder`): the
+        // lock is ours, so nobody else writes the file.
+        let holder = format!("pid {}: {}\n", std::process::id(), std::env::args().collect::<Vec<_>>().join(" "));
+        lock_file.set_len(0)?;
+        (&lock_file).write_all(holder.as_bytes())?;
         let lock_file = Arc::new(lock_file);
         let (log, map, truncated) = recover(dir, &config, Arc::clone(&lock_file))?;
         let shared = Arc::new(Shared {
@@ -236,6 +241,14 @@ impl Store {
             thread::Builder::new().name("vstore-writer".into()).spawn(move || run_writer(writer_shared, log))?;
         let inner = Inner { shared, writer: Mutex::new(Some(handle)), _lock: lock_file };
         Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// Who holds the lock of the store in `dir` (its process id and command
+    /// line, as that process wrote them), if anyone says so.
+    pub fn lock_holder(dir: &Path) -> Option<String> {
+        let text = fs::read_to_string(dir.join("LOCK")).ok()?;
+        let line = text.lines().next()?.trim();
+        (!line.is_empty()).then(|| line.chars().take(512).collect())
     }
 
     /// Highest durable entry for `key`.
