@@ -15,11 +15,20 @@ pub struct ServeArgs {
     /// More DHT bootstrap peers (added to the configuration's).
     #[arg(long)]
     pub bootstrap: Vec<String>,
+    /// PostgreSQL URL of the money store this brand's endpoints share (a
+    /// fleet); overrides `payments.store_url`, and AGENTWIRE_STORE_URL overrides the file.
+    #[arg(long)]
+    pub store_url: Option<String>,
 }
 
 pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
     let mut config = BrandConfig::load(&args.config).map_err(|e| e.to_string())?;
     config.bootstrap.extend(args.bootstrap);
+    let store_url = args.store_url.or_else(|| std::env::var("AGENTWIRE_STORE_URL").ok().filter(|u| !u.is_empty()));
+    if let Some(url) = store_url {
+        let payments = config.payments.as_mut().ok_or("--store-url: the configuration has no [payments] section")?;
+        payments.store_url = Some(url);
+    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let running = brand::start(config, TransportLimits::default()).await.map_err(|e| match &e {
@@ -63,11 +72,14 @@ pub fn run(args: ServeArgs, json: bool) -> Result<(), String> {
             };
             println!(
                 "{}",
-                serde_json::json!({"stopped": true, "claimed": pairs(&report.claimed), "unclaimed": pairs(&report.unclaimed)})
+                serde_json::json!({"stopped": true, "claimed": pairs(&report.claimed), "unclaimed": pairs(&report.unclaimed), "left_to_fleet": report.left_to_fleet})
             );
         } else {
             for (id, total) in &report.claimed {
                 println!("claimed channel {id} on chain: {total} in total");
+            }
+            if report.left_to_fleet {
+                println!("another endpoint of the fleet makes the claims");
             }
             for (id, amount) in &report.unclaimed {
                 println!("channel {id}: {amount} not claimed (the claim failed); the voucher is kept and claimed after the next start");
