@@ -69,12 +69,13 @@ SELECT a.refund::text AS refund FROM a
 "#;
 
 /// A streamed answer's content begins to leave: its admission is charged
-/// even if the endpoint dies. No row: it was forgiven by a sweep.
+/// even if the endpoint dies (idempotent). No row: it is not pending (it was
+/// taken back by a sweep).
 ///
 /// `$1` endpoint, `$2` sequence.
 pub const DELIVERING: &str = r#"
 UPDATE agentwire_admissions SET state = 1
-WHERE endpoint = $1::bigint AND seq = $2::bigint AND state = 0
+WHERE endpoint = $1::bigint AND seq = $2::bigint AND state < 2
 RETURNING seq
 "#;
 
