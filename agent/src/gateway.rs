@@ -159,11 +159,26 @@ fn receipt_json(r: &SignedReceipt) -> Value {
     })
 }
 
+/// A receipt out of a batch (spec §8.7): the entry, its place in the batch, its path and the root signature.
+fn proof_json(p: &agentwire_protocol::receipts::ReceiptProof) -> Value {
+    let e = &p.entry;
+    json!({
+        "contract": p.channel.contract.as_str(),
+        "channel_id": p.channel.channel_id,
+        "epoch": p.channel.epoch,
+        "request_hash": hex::encode(e.request_hash),
+        "response_hash": hex::encode(e.response_hash),
+        "cumulative": e.cumulative.to_string(),
+        "batch": { "seq": p.seq, "count": p.count, "index": p.index, "path": p.path.iter().map(hex::encode).collect::<Vec<_>>() },
+        "signature": hex::encode(p.signature),
+    })
+}
+
 fn outcome_json(o: &QueryOutcome, with_answer: bool) -> Value {
     let mut v = json!({
         "streamed": o.streamed,
         "paid": o.paid.to_string(),
-        "receipt": o.receipt.as_ref().map(receipt_json),
+        "receipt": o.receipt.as_ref().map(receipt_json).or_else(|| o.proof.as_ref().map(proof_json)),
     });
     if with_answer {
         match std::str::from_utf8(&o.body) {

@@ -291,8 +291,8 @@ fn load(
                     match user.ask(&records, "chat", q.clone(), Some(&payer), |_| async {}).await {
                         Ok((_, out)) => {
                             assert_eq!(out.body, q);
-                            let r = out.receipt.expect("a paid answer has a receipt").receipt;
-                            received.lock().unwrap().push((Instant::now(), out.paid, r.cumulative));
+                            let (_, total) = out.charged_total().expect("a paid answer has a checked receipt");
+                            received.lock().unwrap().push((Instant::now(), out.paid, total));
                         }
                         Err(e) => {
                             if matches!(e, AskError::Query(_)) {

@@ -32,6 +32,8 @@ pub mod ledger;
 #[cfg(feature = "full")]
 pub mod payment;
 #[cfg(feature = "full")]
+pub mod receipts;
+#[cfg(feature = "full")]
 pub mod record;
 #[cfg(feature = "full")]
 pub mod session;

@@ -13,6 +13,8 @@
 
 mod embedded;
 mod money;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +64,9 @@ pub struct PayeeConfig {
     /// How often the store is asked whether this endpoint is the fleet's
     /// claimer (default 2 s; keep it under a third of a shared store's lease).
     pub claimer_every: Duration,
+    /// Longest a request waits for the chain (a channel's first check, a
+    /// deposit re-read) before it is refused with `Unavailable` (default 5 s).
+    pub chain_timeout: Duration,
 }
 
 impl Default for PayeeConfig {
@@ -72,6 +77,7 @@ impl Default for PayeeConfig {
             watch_every: Duration::from_secs(30),
             max_channels: 100_000,
             claimer_every: Duration::from_secs(2),
+            chain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -182,11 +188,11 @@ impl Payee {
     async fn channel_of(&self, voucher: &SignedVoucher, currency: &Currency) -> Result<(), Refusal> {
         let id = voucher.voucher.channel_id;
         if self.money.currency(id).is_none() {
-            let view = self
-                .chain
-                .get_channel(id)
+            let unavailable = || refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later");
+            let view = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id))
                 .await
-                .map_err(|_| refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later"))?
+                .map_err(|_| unavailable())?
+                .map_err(|_| unavailable())?
                 .ok_or_else(|| refuse(ErrorCode::UnknownChannel, format!("channel {id} does not exist on chain")))?;
             // A channel that pays another agent is unknown here (25); one that
             // pays us under another epoch is refused by the ledger (22).
@@ -217,7 +223,7 @@ impl Payee {
         let mut admitted = self.money.admit(id, voucher, price, delivering).await;
         if let Err(MoneyError::Payment(PaymentError::ExceedsDeposit { .. })) = admitted {
             // The payer may have topped up since we last looked.
-            if let Ok(Some(view)) = self.chain.get_channel(id).await {
+            if let Ok(Ok(Some(view))) = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id)).await {
                 if self.money.top_up(id, view.deposit).await.is_ok() {
                     admitted = self.money.admit(id, voucher, price, delivering).await;
                 }

@@ -349,7 +349,7 @@ impl Inner {
                         k.saw_accepted(v);
                     }
                     let persist = raised.then(|| v.clone());
-                    return Ok(Admission { persist, required, price, version: seq });
+                    return Ok(Admission { persist, required, price, number: seq });
                 }
                 Ok(None) => {
                     self.close_open(seq);
@@ -541,8 +541,8 @@ impl PayeeMoney for PgMoney {
     fn delivering<'a>(&'a self, channel_id: u64, admission: &'a Admission) -> BoxFuture<'a, Result<(), MoneyError>> {
         Box::pin(async move {
             let k = self.inner.known(channel_id)?;
-            let seq = admission.version as i64;
-            let endpoint = self.inner.endpoint_of(admission.version);
+            let seq = admission.number as i64;
+            let endpoint = self.inner.endpoint_of(admission.number);
             let write = Write::Delivering { key: k.key.clone(), endpoint, seq };
             self.inner.on_admission(write, k.key.clone(), endpoint, seq).await
         })
@@ -550,13 +550,13 @@ impl PayeeMoney for PgMoney {
 
     fn settle(&self, channel_id: u64, admission: Admission, actual: u128) -> BoxFuture<'_, Result<(), MoneyError>> {
         Box::pin(async move {
-            let endpoint = self.inner.endpoint_of(admission.version);
+            let endpoint = self.inner.endpoint_of(admission.number);
             let k = self.inner.known(channel_id)?;
-            let seq = admission.version as i64;
+            let seq = admission.number as i64;
             let write =
                 Write::Settle { key: k.key.clone(), endpoint, seq, actual: actual.min(admission.price).to_string() };
             let settled = self.inner.on_admission(write, k.key.clone(), endpoint, seq).await;
-            self.inner.close_open(admission.version);
+            self.inner.close_open(admission.number);
             settled
         })
     }
