@@ -10,6 +10,10 @@
 #   5. a dependency check: protocol/ pulls in no async runtime or network stack.
 # With Node.js on the machine it first installs the pinned near-api-js
 # (`npm ci` in tests/js) so the workspace tests drive the devnet with it too.
+# When PostgreSQL 15+ is missing it installs Debian's `postgresql-15` (the
+# major version pinned; Debian's mirror keeps only the latest patch release);
+# the pg_money and fleet tests start throwaway clusters with it (initdb,
+# pg_ctl, a loopback port) and remove them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +42,16 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   export AGENTWIRE_REQUIRE_NODE=1
 else
   echo "WARNING: node or npm is not installed: the near-api-js devnet test will be SKIPPED"
+fi
+
+echo "==> PostgreSQL for the shared money store's tests (pg_money, fleet)"
+if [ -n "${AGENTWIRE_PG_BIN:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "found: ${AGENTWIRE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
+else
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql-15
 fi
 
 echo "==> cargo test --workspace"

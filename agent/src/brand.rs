@@ -16,7 +16,9 @@ use crate::config::{BrandConfig, HandlerConfig, PaymentsConfig};
 use crate::dht::{Dht, DhtConfig};
 use crate::near::{ChannelClient, NearAccount};
 use crate::pay::store::{Store, StoreConfig};
-use crate::pay::{Payee, PayeeConfig, Price};
+#[cfg(feature = "postgres")]
+use crate::pay::pg::{PgConfig, PgMoney};
+use crate::pay::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
 use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
@@ -70,6 +72,9 @@ pub struct ShutdownReport {
     /// unreachable, say). The voucher is kept; the watcher claims it after
     /// the next start, so start again before the channel could be closed.
     pub unclaimed: Vec<(u64, u128)>,
+    /// This endpoint of a fleet was not the claimer: the fleet's claimer
+    /// claims (nothing was claimed or left unclaimed by this one).
+    pub left_to_fleet: bool,
 }
 
 fn config_err(e: impl std::fmt::Display) -> BrandError {
@@ -143,7 +148,7 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
     }
     let identity = Arc::new(crate::keyfile::load_or_create(&config.identity)?);
     let payee = match &config.payments {
-        Some(p) => Some(Arc::new(payee(&config, p)?)),
+        Some(p) => Some(Arc::new(payee(&config, p, &identity).await?)),
         None => None,
     };
     let meter = payee.clone().map(|p| p as Arc<dyn crate::quic::Meter>);
@@ -208,8 +213,10 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
     Ok(RunningBrand { identity, server, dht, record, metrics, payee, refresher, payee_task })
 }
 
-/// The payee of a configuration: its chain client, claiming account, prices and store.
-fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> {
+/// The payee of a configuration: its chain client, claiming account, prices
+/// and money store (the embedded one in `store`, or the fleet's database at
+/// `store_url`).
+async fn payee(config: &BrandConfig, p: &PaymentsConfig, identity: &LocalIdentity) -> Result<Payee, BrandError> {
     let key = std::fs::read_to_string(&p.near_key_file)
         .map_err(|e| config_err(format!("payments.near_key_file {}: {e}", p.near_key_file.display())))?;
     let account = NearAccount::new(&config.near_account, key.trim()).map_err(config_err)?;
@@ -221,15 +228,58 @@ fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> 
             s.increment.as_ref().map(|i| Increment { chunks: i.chunks, price: i.price.0, currency: currency.clone() });
         prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment });
     }
-    let store = Store::open(&p.store, StoreConfig::default())
-        .map_err(|e| config_err(format!("payments.store {}: {e}", p.store.display())))?;
     let policy = PayeeConfig {
         claim_above: p.claim_above.0,
         claim_every: Duration::from_secs(p.claim_every_secs.max(1)),
         watch_every: Duration::from_secs(p.watch_every_secs.max(1)),
+        // Asked several times per lease, so a dead claimer is replaced promptly.
+        claimer_every: Duration::from_millis((p.fleet_lease_secs.max(1) * 1000 / 4).max(250)),
         ..PayeeConfig::default()
     };
-    Payee::near(chain, account, prices, store, policy).map_err(config_err)
+    let money: Arc<dyn PayeeMoney> = match (&p.store_url, &p.store) {
+        (Some(url), _) => fleet_store(config, p, url, identity, &policy).await?,
+        (None, Some(dir)) => {
+            let store = Store::open(dir, StoreConfig::default())
+                .map_err(|e| config_err(format!("payments.store {}: {e}", dir.display())))?;
+            Arc::new(LedgerMoney::new(store, policy.max_channels))
+        }
+        (None, None) => {
+            return Err(config_err(
+                "payments: give `store` (a directory: one endpoint) or `store_url` (PostgreSQL: a fleet of endpoints)",
+            ))
+        }
+    };
+    Payee::near_with(chain, account, prices, money, policy).map_err(config_err)
+}
+
+/// The money store a fleet of endpoints shares.
+#[cfg(feature = "postgres")]
+async fn fleet_store(
+    config: &BrandConfig,
+    p: &PaymentsConfig,
+    url: &str,
+    identity: &LocalIdentity,
+    policy: &PayeeConfig,
+) -> Result<Arc<dyn PayeeMoney>, BrandError> {
+    let agent = identity.identity.public().agent_id().to_string();
+    let mut pg = PgConfig::new(url, &config.near_account, &config.channel_contract, &agent);
+    pg.lease = Duration::from_secs(p.fleet_lease_secs.max(1));
+    pg.max_channels = policy.max_channels;
+    let money = PgMoney::connect(pg).await.map_err(|e| {
+        config_err(format!("payments.store_url: {e} (is PostgreSQL 15+ running there, and the database created?)"))
+    })?;
+    Ok(Arc::new(money))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn fleet_store(
+    _config: &BrandConfig,
+    _p: &PaymentsConfig,
+    _url: &str,
+    _identity: &LocalIdentity,
+    _policy: &PayeeConfig,
+) -> Result<Arc<dyn PayeeMoney>, BrandError> {
+    Err(config_err("payments.store_url: this agent was built without the `postgres` feature"))
 }
 
 /// Lists this agent's key for the brand's account in the contract's endpoint
@@ -268,8 +318,17 @@ impl RunningBrand {
             report.claimed = task.await.unwrap_or_default();
         }
         if let Some(payee) = &self.payee {
-            report.unclaimed =
-                payee.channels().into_iter().filter(|c| c.2 > 0).map(|(id, _, unclaimed)| (id, unclaimed)).collect();
+            if payee.is_claimer() {
+                report.unclaimed = payee
+                    .channels()
+                    .await
+                    .into_iter()
+                    .filter(|c| c.2 > 0)
+                    .map(|(id, _, unclaimed)| (id, unclaimed))
+                    .collect();
+            } else {
+                report.left_to_fleet = true;
+            }
         }
         report
     }

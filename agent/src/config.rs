@@ -92,8 +92,20 @@ pub struct PaymentsConfig {
     pub near_rpc: String,
     /// File holding the secret key (`ed25519:...`) of `near_account`, which signs claims.
     pub near_key_file: PathBuf,
-    /// Directory of the durable voucher store (created if missing).
-    pub store: PathBuf,
+    /// Directory of the embedded voucher store (created if missing): the
+    /// store of a brand with one endpoint.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// A PostgreSQL URL (`postgres://user@host:port/db`): the money store
+    /// that several endpoints of the brand share (a fleet). Takes the place
+    /// of `store`; `agentwire serve --store-url` or `AGENTWIRE_STORE_URL`
+    /// override it.
+    #[serde(default)]
+    pub store_url: Option<String>,
+    /// With `store_url`: an endpoint not heard from for this long is taken
+    /// for dead, and the claimer lease passes on after it (default 10).
+    #[serde(default = "default_fleet_lease")]
+    pub fleet_lease_secs: u64,
     /// Claim a channel once this much is unclaimed (default 0: by time only).
     #[serde(default)]
     pub claim_above: Amount,
@@ -107,6 +119,10 @@ pub struct PaymentsConfig {
 
 fn default_rpc() -> String {
     "http://127.0.0.1:3030".into()
+}
+
+fn default_fleet_lease() -> u64 {
+    10
 }
 
 fn default_claim_every() -> u64 {
@@ -228,7 +244,12 @@ impl BrandConfig {
         resolve(&mut config.identity);
         if let Some(pay) = config.payments.as_mut() {
             resolve(&mut pay.near_key_file);
-            resolve(&mut pay.store);
+            if let Some(store) = pay.store.as_mut() {
+                resolve(store);
+            }
+            if pay.fleet_lease_secs == 0 {
+                return Err(invalid("payments.fleet_lease_secs must be at least 1".into()));
+            }
         }
         if config.services.is_empty() {
             return Err(invalid("at least one [[service]] is needed".into()));
@@ -246,7 +267,7 @@ impl BrandConfig {
             let priced = s.price.0 > 0 || s.increment.is_some();
             if priced && config.payments.is_none() {
                 return Err(invalid(format!(
-                    "service {} has a price: add a [payments] section (near_key_file, store) or make it free",
+                    "service {} has a price: add a [payments] section (near_key_file, store or store_url) or make it free",
                     s.name
                 )));
             }
@@ -289,7 +310,8 @@ store = "vouchers"
         .unwrap();
         let c = BrandConfig::load(&path).unwrap();
         assert_eq!(c.identity, dir.join("brand.key"));
-        assert_eq!(c.payments.as_ref().unwrap().store, dir.join("vouchers"));
+        assert_eq!(c.payments.as_ref().unwrap().store, Some(dir.join("vouchers")));
+        assert_eq!(c.payments.as_ref().unwrap().store_url, None);
         // A priced service without [payments] would be served for free: refused.
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.find("[payments]").unwrap()]).unwrap();

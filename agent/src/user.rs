@@ -1,6 +1,15 @@
 //! A user agent: finds brands on the DHT by NEAR account or service, checks
 //! that an agent claiming a NEAR account is listed in the contract's
-//! endpoint registry (unless told not to), and keeps one session per brand.
+//! endpoint registry (unless told not to), and keeps one session per brand
+//! endpoint.
+//!
+//! A brand may run several endpoints (a fleet: one record per endpoint, all
+//! under its account, sharing its channels). [`UserAgent::ask`] keeps going
+//! to the endpoint it used last; when that one fails (unreachable, timed
+//! out, or unable to take payments), it is passed over for
+//! [`ENDPOINT_DOWN_FOR`] and the next query goes to another endpoint, with
+//! the same channel: the payer's channel is with the account, not the
+//! endpoint.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,12 +24,17 @@ use tokio::sync::Mutex;
 
 use crate::dht::{Dht, DhtConfig, DhtError};
 use crate::near::{ChannelClient, NearError};
+use crate::pay::{query, Payer, QueryError, QueryOutcome};
 use crate::quic::{connect, Connection, Target, TransportError, TransportLimits};
 use crate::units;
 use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 
 /// How long a registry answer is trusted.
 pub const REGISTRY_CACHE: Duration = Duration::from_secs(300);
+
+/// How long an endpoint that failed a query is passed over while its brand
+/// has others.
+pub const ENDPOINT_DOWN_FOR: Duration = Duration::from_secs(30);
 
 /// What to look for.
 #[derive(Clone, Debug)]
@@ -143,6 +157,10 @@ pub struct UserAgent {
     limits: TransportLimits,
     verified: Mutex<HashMap<(String, AgentId), (Instant, bool)>>,
     sessions: Mutex<HashMap<AgentId, Arc<Connection>>>,
+    /// Endpoints that failed, and when.
+    down: Mutex<HashMap<AgentId, Instant>>,
+    /// The endpoint each brand (account) was last reached at.
+    last_used: Mutex<HashMap<String, AgentId>>,
 }
 
 impl UserAgent {
@@ -177,6 +195,8 @@ impl UserAgent {
             limits,
             verified: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
         })
     }
 
@@ -257,5 +277,122 @@ impl UserAgent {
         let conn = Arc::new(conn);
         self.sessions.lock().await.insert(agent, conn.clone());
         Ok(conn)
+    }
+
+    /// The endpoints of `records` in the order to try them: the one this
+    /// brand was last reached at first, then those not passed over, then
+    /// those that failed (longest ago first), so a brand whose every
+    /// endpoint failed is still tried.
+    async fn endpoint_order(&self, records: &[SignedRecord]) -> Vec<SignedRecord> {
+        let last = match records.first() {
+            Some(r) => self.last_used.lock().await.get(r.record().near_account.as_str()).copied(),
+            None => None,
+        };
+        let down = self.down.lock().await;
+        let failed_at = |r: &SignedRecord| {
+            down.get(&r.record().agent_id()).copied().filter(|at| at.elapsed() < ENDPOINT_DOWN_FOR)
+        };
+        let mut order: Vec<(u8, Option<Instant>, usize)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match failed_at(r) {
+                Some(at) => (2, Some(at), i),
+                None if Some(r.record().agent_id()) == last => (0, None, i),
+                None => (1, None, i),
+            })
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, _, i)| records[i].clone()).collect()
+    }
+
+    /// A session to one endpoint of a brand, among `records` (what
+    /// [`UserAgent::find`] returned for its account): the endpoint last used
+    /// while it works, else the next one that can be reached. Returns the
+    /// record of the endpoint with the session.
+    pub async fn session_to_brand(
+        &self,
+        records: &[SignedRecord],
+    ) -> Result<(SignedRecord, Arc<Connection>), UserError> {
+        let mut last_error = UserError::NoAddress;
+        for record in self.endpoint_order(records).await {
+            match self.session(&record).await {
+                Ok(conn) => {
+                    let r = record.record();
+                    self.last_used.lock().await.insert(r.near_account.as_str().to_owned(), r.agent_id());
+                    return Ok((record, conn));
+                }
+                Err(e) => {
+                    tracing::info!(agent = %record.record().agent_id(), error = %e, "endpoint unreachable; trying the next");
+                    self.endpoint_failed(&record).await;
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// The endpoint of `record` failed: its session is dropped, and its
+    /// brand's next queries go to another endpoint for [`ENDPOINT_DOWN_FOR`].
+    pub async fn endpoint_failed(&self, record: &SignedRecord) {
+        let r = record.record();
+        let agent = r.agent_id();
+        if let Some(c) = self.sessions.lock().await.remove(&agent) {
+            c.close();
+        }
+        self.down.lock().await.insert(agent, Instant::now());
+        let mut last = self.last_used.lock().await;
+        if last.get(r.near_account.as_str()) == Some(&agent) {
+            last.remove(r.near_account.as_str());
+        }
+    }
+
+    /// Asks `service` of the brand whose endpoints are `records`, paying
+    /// with `payer` if it is priced, on the endpoint [`UserAgent::session_to_brand`]
+    /// picks. A query that fails because of its endpoint (unreachable, cut
+    /// off, or unable to take payments now) marks it failed, so the next
+    /// query goes to another endpoint; the query itself is not re-sent (it
+    /// may have been served). Returns the record of the endpoint that answered.
+    pub async fn ask<F: std::future::Future<Output = ()>>(
+        &self,
+        records: &[SignedRecord],
+        service: &str,
+        body: Vec<u8>,
+        payer: Option<&Payer>,
+        on_chunk: impl FnMut(&[u8]) -> F,
+    ) -> Result<(SignedRecord, QueryOutcome), AskError> {
+        let (record, conn) = self.session_to_brand(records).await.map_err(AskError::Connect)?;
+        match query(&conn, &record, service, body, payer, on_chunk).await {
+            Ok(outcome) => Ok((record, outcome)),
+            Err(e) => {
+                if endpoint_fault(&e) {
+                    self.endpoint_failed(&record).await;
+                }
+                Err(AskError::Query(e))
+            }
+        }
+    }
+}
+
+/// Why [`UserAgent::ask`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// No endpoint of the brand could be reached.
+    #[error(transparent)]
+    Connect(UserError),
+    /// The query failed on the endpoint reached.
+    #[error(transparent)]
+    Query(QueryError),
+}
+
+/// Whether a failed query says its endpoint is unusable now (the brand's
+/// other endpoints may not be): the connection or a wait failed, or the
+/// brand answered that it cannot serve (its payment database, say).
+pub fn endpoint_fault(e: &QueryError) -> bool {
+    match e {
+        QueryError::Transport(t) => match t.remote() {
+            Some((code, _)) => code == agentwire_protocol::wire::ErrorCode::Unavailable,
+            None => true,
+        },
+        _ => false,
     }
 }

@@ -365,7 +365,7 @@ async fn killing_the_user_20_times_loses_no_money() {
         .collect();
     assert_eq!(signed.len(), 1, "one channel for the whole run, across 20 crashes: {signed:?}");
     let delivered: u128 = received.iter().map(|r| r.0).sum();
-    let durable: std::collections::BTreeMap<u64, u128> = payee.channels().iter().map(|c| (c.0, c.1)).collect();
+    let durable: std::collections::BTreeMap<u64, u128> = payee.channels().await.iter().map(|c| (c.0, c.1)).collect();
     for (id, highest) in highest_receipts(&received) {
         assert!(durable[&id] >= highest, "every answer received is covered by a persisted voucher (channel {id})");
     }

@@ -379,8 +379,8 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     let (id, epoch) = (s.channel_id, s.epoch);
     let payee = acme.payee.clone().unwrap();
     let served = || acme.server.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
-    let durable = || payee.channels().iter().find(|c| c.0 == id).map(|c| c.1);
-    let (served0, durable0) = (served(), durable());
+    let durable = || async { payee.channels().await.iter().find(|c| c.0 == id).map(|c| c.1) };
+    let (served0, durable0) = (served(), durable().await);
     assert_eq!(durable0, Some(MILLI));
 
     let call = |v: Option<SignedVoucher>| conn.call("chat", b"x".to_vec(), v);
@@ -416,7 +416,7 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     assert_eq!(code(call(Some(sign(&key, id, epoch, 1_000 * MILLI))).await), "ExceedsDeposit");
     // No voucher at all on a priced service.
     assert_eq!(code(call(None).await), "PaymentRequired(last=None)");
-    assert_eq!((served(), durable()), (served0, durable0), "nothing served, nothing persisted");
+    assert_eq!((served(), durable().await), (served0, durable0), "nothing served, nothing persisted");
 
     // A receipt that does not verify is refused by the payer: a tampered entry
     // of a batch, and a total above what the payer signed.

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Where Prometheus metrics are served, instead of the configuration's `metrics`.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// PostgreSQL URL of the money store this brand's endpoints share (a
+    /// fleet); overrides `payments.store_url`, and AGENTWIRE_STORE_URL overrides the file.
+    #[arg(long)]
+    pub store_url: Option<String>,
 }
 
 /// The configuration with the command line's overrides.
@@ -48,6 +52,18 @@ fn configure(args: &ServeArgs) -> Result<BrandConfig, CliError> {
     }
     if args.metrics.is_some() {
         config.metrics = args.metrics;
+    }
+    let store_url =
+        args.store_url.clone().or_else(|| std::env::var("AGENTWIRE_STORE_URL").ok().filter(|u| !u.is_empty()));
+    if let Some(url) = store_url {
+        let payments = config.payments.as_mut().ok_or_else(|| {
+            CliError::new(
+                "Config",
+                "--store-url: the configuration has no [payments] section",
+                "add a [payments] section (see examples/brand.toml) or drop --store-url",
+            )
+        })?;
+        payments.store_url = Some(url);
     }
     Ok(config)
 }
@@ -147,11 +163,14 @@ pub fn run(args: ServeArgs, json: bool) -> Result<(), CliError> {
             };
             println!(
                 "{}",
-                serde_json::json!({"stopped": true, "claimed": pairs(&report.claimed), "unclaimed": pairs(&report.unclaimed)})
+                serde_json::json!({"stopped": true, "claimed": pairs(&report.claimed), "unclaimed": pairs(&report.unclaimed), "left_to_fleet": report.left_to_fleet})
             );
         } else {
             for (id, total) in &report.claimed {
                 println!("claimed channel {id} on chain: {} in total", near(*total));
+            }
+            if report.left_to_fleet {
+                println!("another endpoint of the fleet makes the claims");
             }
             for (id, amount) in &report.unclaimed {
                 println!(

@@ -102,12 +102,22 @@ pub trait Meter: Send + Sync + 'static {
         voucher: &'a SignedVoucher,
     ) -> BoxFuture<'a, Result<u128, Refusal>>;
 
-    /// Settles an answer; resolves once whatever it forgave is durable (the
-    /// receipt or statement may leave then).
+    /// The first content of a streamed answer is about to leave, before the
+    /// answer is settled: from now on it is charged even if this endpoint
+    /// dies before settling it (a fleet's shared store takes back what a dead
+    /// endpoint admitted and never began to deliver). Resolves once that is
+    /// durable; a refusal stops the answer (not charged).
+    fn delivering<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Result<(), Refusal>> {
+        let _ = ticket;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Settles an answer; resolves once the charge, and whatever it forgave,
+    /// is durable (the answer, receipt or statement may leave then).
     fn settle(&self, ticket: Ticket, outcome: Outcome) -> BoxFuture<'_, Result<Settled, Refusal>>;
 
     /// The highest voucher accepted on `ticket`'s channel (sent when asking for more).
-    fn last_voucher(&self, ticket: &Ticket) -> Option<SignedVoucher>;
+    fn last_voucher<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Option<SignedVoucher>>;
 
     /// Whether `service` is charged for (such requests are served on their own task).
     fn is_priced(&self, service: &str) -> bool {

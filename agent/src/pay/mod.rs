@@ -9,7 +9,8 @@
 //!   restart, receipt and statement checks.
 //! - [`client`]: one paid query end to end.
 //! - [`chain`], [`stores`]: what each side needs from the chain and the store;
-//!   [`store`]: the embedded crash-safe log; [`testing`]: in-memory doubles
+//!   [`store`]: the embedded crash-safe log; `pg` (feature `postgres`): the
+//!   money store a fleet of endpoints shares; [`testing`]: in-memory doubles
 //!   that fail on purpose.
 
 pub mod chain;
@@ -17,6 +18,8 @@ pub mod client;
 mod codec;
 pub mod payee;
 pub mod payer;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod store;
 pub mod stores;
 #[doc(hidden)]

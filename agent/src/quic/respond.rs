@@ -203,24 +203,33 @@ impl Served {
 
     async fn stream(&mut self, mut items: mpsc::Receiver<StreamItem>, mut ticket: Option<Ticket>) {
         let mut actual = None;
+        let mut first = true;
         while let Some(item) = items.recv().await {
             match item {
                 StreamItem::Chunk(data) => {
+                    if first {
+                        first = false;
+                        // Content leaves before the settlement: the payment is now at stake.
+                        if let (Some(t), Some(meter)) = (ticket.as_ref(), self.peer.meter.clone()) {
+                            if let Err(refusal) = meter.delivering(t).await {
+                                let (code, text) = match refusal {
+                                    Refusal::Error(code, text) => (code, text),
+                                    Refusal::PaymentRequired { .. } => (ErrorCode::Internal, "internal error".into()),
+                                };
+                                return self.fail(ticket, code, &text).await;
+                            }
+                        }
+                    }
                     if self.m.increment_due() {
                         let Some(t) = ticket.as_mut() else { return };
                         if !self.increment(t).await {
                             // The payer did not pay: what was delivered stays charged.
-                            if let (Some(t), Some(meter)) = (ticket, self.peer.meter.clone()) {
-                                let _ = meter.settle(t, Outcome::Delivered { actual: None }).await;
-                            }
-                            return;
+                            return self.delivered_in_part(ticket).await;
                         }
                     }
-                    if self.m.chunk(data).is_err() {
-                        return;
-                    }
-                    if flush(&mut self.m, &mut self.send).await.is_err() {
-                        return;
+                    if self.m.chunk(data).is_err() || flush(&mut self.m, &mut self.send).await.is_err() {
+                        // The payer's side is gone: what was sent stays charged.
+                        return self.delivered_in_part(ticket).await;
                     }
                 }
                 StreamItem::Charge(c) => actual = Some(c),
@@ -236,11 +245,19 @@ impl Served {
         }
     }
 
+    /// A streamed answer stopped after some content left: settled as
+    /// delivered (never left unsettled), with no receipt.
+    async fn delivered_in_part(&mut self, ticket: Option<Ticket>) {
+        if let (Some(t), Some(meter)) = (ticket, self.peer.meter.clone()) {
+            let _ = meter.settle(t, Outcome::Delivered { actual: None }).await;
+        }
+    }
+
     /// Asks for and admits a metered stream's next increment; false if it
     /// was not paid (the answer is then stopped, with the reason written).
     async fn increment(&mut self, ticket: &mut Ticket) -> bool {
         let Some(meter) = self.peer.meter.clone() else { return false };
-        if self.m.ask_increment(meter.last_voucher(ticket), now_ms()).is_err() {
+        if self.m.ask_increment(meter.last_voucher(ticket).await, now_ms()).is_err() {
             return false;
         }
         let voucher = match self.event().await {

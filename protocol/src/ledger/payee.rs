@@ -42,6 +42,8 @@ pub struct PayeeLedger {
     durable: u128,
     /// The forgiven credit of the last snapshot made durable.
     durable_forgiven: u128,
+    /// Admissions made so far (each one's [`Admission::number`]).
+    admitted: u64,
 }
 
 /// A request admitted against a voucher. Answer only once
@@ -56,6 +58,10 @@ pub struct Admission {
     pub required: u128,
     /// The price admitted (at most what it will be charged).
     pub price: u128,
+    /// Which admission this is: the ledger numbers its own in order; a
+    /// shared money store (PostgreSQL, for a fleet) puts the number of its
+    /// admission row here, so that it settles that very row.
+    pub number: u64,
 }
 
 /// What the payee persists of a channel: the highest voucher and the
@@ -87,6 +93,7 @@ impl PayeeLedger {
             durable_version: 0,
             durable: 0,
             durable_forgiven: 0,
+            admitted: 0,
         }
     }
 
@@ -164,7 +171,8 @@ impl PayeeLedger {
         };
         self.spent = required;
         self.pending += price;
-        Ok(Admission { persist, required, price })
+        self.admitted = self.admitted.wrapping_add(1);
+        Ok(Admission { persist, required, price, number: self.admitted })
     }
 
     /// The answer to `admission` was sent (charged `actual`, at most its
@@ -381,10 +389,12 @@ mod tests {
         let mut l = ledger(1_000);
         let a = l.admit(&v(300), 100).unwrap();
         persist(&mut l);
-        // The same voucher again (not verified again) pays the next two.
-        for _ in 0..2 {
+        // The same voucher again (not verified again) pays the next two;
+        // each admission has a number of its own.
+        for n in 2..4 {
             let b = l.admit(&v(300), 100).unwrap();
-            assert_eq!(b.persist, None);
+            assert_eq!((b.persist.clone(), b.number), (None, n));
+            assert_ne!(b.number, a.number);
             assert!(l.can_serve(&b));
             let _ = l.settle(b, 100);
         }

@@ -6,14 +6,18 @@
 //! payer's unilateral close is claimed inside the challenge period.
 //!
 //! The chain ([`PayeeChain`]) and the money state ([`PayeeMoney`]) are
-//! traits: NEAR and the embedded store in production, in-memory doubles that
-//! fail on purpose in tests.
+//! traits: NEAR and the embedded store (or, for a fleet of endpoints, a
+//! shared PostgreSQL database) in production, in-memory doubles that fail on
+//! purpose in tests. In a fleet, only the endpoint that holds the store's
+//! claimer lease claims and watches the chain ([`PayeeMoney::claimer`]).
 
+mod embedded;
 mod money;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +30,8 @@ use agentwire_protocol::wire::ErrorCode;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use money::{ChainChannel, ChannelMoney, ClaimDue, LedgerMoney, MoneyError, PayeeMoney};
+pub use embedded::LedgerMoney;
+pub use money::{ChainChannel, ChannelMoney, ClaimDue, MoneyError, PayeeMoney};
 
 use super::chain::{NearChain, PayeeChain};
 use super::store::Store;
@@ -56,6 +61,9 @@ pub struct PayeeConfig {
     pub watch_every: Duration,
     /// Channels held in memory at once (default 100,000); beyond it new channels get `Unavailable`.
     pub max_channels: usize,
+    /// How often the store is asked whether this endpoint is the fleet's
+    /// claimer (default 2 s; keep it under a third of a shared store's lease).
+    pub claimer_every: Duration,
     /// Longest a request waits for the chain (a channel's first check, a
     /// deposit re-read) before it is refused with `Unavailable` (default 5 s).
     pub chain_timeout: Duration,
@@ -68,6 +76,7 @@ impl Default for PayeeConfig {
             claim_every: Duration::from_secs(3600),
             watch_every: Duration::from_secs(30),
             max_channels: 100_000,
+            claimer_every: Duration::from_secs(2),
             chain_timeout: Duration::from_secs(5),
         }
     }
@@ -82,6 +91,8 @@ pub struct Payee {
     last_claim: Mutex<HashMap<u64, Instant>>,
     /// yoctoNEAR burnt for gas by this payee's claims (for accounting).
     gas_burnt: Mutex<u128>,
+    /// Whether this endpoint was the fleet's claimer when last asked.
+    claimer: AtomicBool,
 }
 
 fn refuse(code: ErrorCode, text: impl Into<String>) -> Refusal {
@@ -92,8 +103,12 @@ fn money_refusal(e: MoneyError) -> Refusal {
     match e {
         MoneyError::Payment(p) => refuse(p.code(), p.to_string()),
         MoneyError::Store(_) => refuse(ErrorCode::Unavailable, "could not record the payment; retry later"),
+        MoneyError::Unavailable(_) | MoneyError::Lost => refuse(
+            ErrorCode::Unavailable,
+            "the brand cannot record payments now (its payment database is unreachable); nothing was charged, retry later",
+        ),
         MoneyError::Full => refuse(ErrorCode::Unavailable, "too many channels; retry later"),
-        MoneyError::NotLoaded(_) => refuse(ErrorCode::Internal, "internal error"),
+        MoneyError::NotLoaded(_) | MoneyError::Corrupt { .. } => refuse(ErrorCode::Internal, "internal error"),
     }
 }
 
@@ -112,6 +127,7 @@ impl Payee {
             config,
             last_claim: Mutex::new(HashMap::new()),
             gas_burnt: Mutex::new(0),
+            claimer: AtomicBool::new(false),
         }
     }
 
@@ -125,6 +141,18 @@ impl Payee {
         config: PayeeConfig,
     ) -> Result<Payee, NearError> {
         let money = Arc::new(LedgerMoney::new(store, config.max_channels));
+        Payee::near_with(client, account, prices, money, config)
+    }
+
+    /// A payee for `account` on NEAR through `client`'s contract, with its
+    /// state in `money` (a database shared by a fleet of endpoints, say).
+    pub fn near_with(
+        client: ChannelClient,
+        account: NearAccount,
+        prices: HashMap<String, Price>,
+        money: Arc<dyn PayeeMoney>,
+        config: PayeeConfig,
+    ) -> Result<Payee, NearError> {
         Ok(Payee::new(Arc::new(NearChain::new(client, account)?), money, prices, config))
     }
 
@@ -176,12 +204,14 @@ impl Payee {
         Ok(())
     }
 
-    /// Admits `voucher` for `price`: resolves once what the answer needs is durable.
+    /// Admits `voucher` for `price`: resolves once what the answer needs is
+    /// durable. `delivering`: content leaves as soon as it is admitted.
     async fn pay(
         &self,
         voucher: &SignedVoucher,
         price: u128,
         currency: &Currency,
+        delivering: bool,
     ) -> Result<agentwire_protocol::ledger::Admission, Refusal> {
         let contract = self.chain.contract();
         if &voucher.voucher.contract != contract {
@@ -190,18 +220,19 @@ impl Payee {
         }
         self.channel_of(voucher, currency).await?;
         let id = voucher.voucher.channel_id;
-        let mut admitted = self.money.admit(id, voucher, price).await;
+        let mut admitted = self.money.admit(id, voucher, price, delivering).await;
         if let Err(MoneyError::Payment(PaymentError::ExceedsDeposit { .. })) = admitted {
             // The payer may have topped up since we last looked.
             if let Ok(Ok(Some(view))) = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id)).await {
-                self.money.top_up(id, view.deposit);
-                admitted = self.money.admit(id, voucher, price).await;
+                if self.money.top_up(id, view.deposit).await.is_ok() {
+                    admitted = self.money.admit(id, voucher, price, delivering).await;
+                }
             }
         }
         match admitted {
             Ok(a) => Ok(a),
             Err(MoneyError::Payment(PaymentError::InsufficientPayment { .. })) => {
-                let last_voucher = self.money.highest(id).map(Box::new);
+                let last_voucher = self.money.highest(id).await.map_err(money_refusal)?.map(Box::new);
                 Err(Refusal::PaymentRequired { price, currency: currency.clone(), last_voucher })
             }
             Err(e) => Err(money_refusal(e)),
@@ -213,9 +244,16 @@ impl Payee {
     /// (channel, claimed total) claimed.
     pub async fn claim_due(&self, force: bool) -> Vec<(u64, u128)> {
         let mut done = Vec::new();
-        for due in self.money.claims_due() {
+        let (due, states) = match (self.money.claims_due().await, self.money.channels().await) {
+            (Ok(due), Ok(states)) => (due, states),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read what is due for claims; will retry");
+                return done;
+            }
+        };
+        for due in due {
             let id = due.channel.channel_id;
-            let unclaimed = self.money.channels().into_iter().find(|c| c.channel.channel_id == id).map_or(0, |c| c.unclaimed);
+            let unclaimed = states.iter().find(|c| c.channel.channel_id == id).map_or(0, |c| c.unclaimed);
             // A channel first seen now starts its claim interval now.
             let stale = self
                 .last_claim
@@ -268,17 +306,40 @@ impl Payee {
             }
             closing |= is_closing;
         }
-        let urgent = closing && self.money.channels().iter().any(|c| c.closing && c.unclaimed > 0);
+        let urgent = closing
+            && self.money.channels().await.is_ok_and(|all| all.iter().any(|c| c.closing && c.unclaimed > 0));
         Ok(self.claim_due(urgent).await)
     }
 
     /// Watches and claims by policy until `stop` fires, then claims
     /// everything; returns the (channel, total) that last claim made.
+    ///
+    /// In a fleet only the endpoint holding the store's claimer lease does
+    /// this ([`PayeeMoney::claimer`], asked every `claimer_every`); one that
+    /// takes the lease over watches at once. At the stop, only the holder
+    /// claims, then every endpoint leaves the fleet.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Vec<(u64, u128)> {
-        let mut tick = tokio::time::interval(self.config.watch_every);
+        let mut tick = tokio::time::interval(self.config.claimer_every.min(self.config.watch_every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watched: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    let holder = self.money.claimer().await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot take or renew the claimer lease");
+                        false
+                    });
+                    if holder != self.claimer.swap(holder, Ordering::AcqRel) {
+                        tracing::info!(claimer = holder, "this endpoint {} the fleet's claims", if holder { "now makes" } else { "no longer makes" });
+                    }
+                    if !holder {
+                        watched = None;
+                        continue;
+                    }
+                    if watched.is_some_and(|at| at.elapsed() < self.config.watch_every) {
+                        continue;
+                    }
+                    watched = Some(Instant::now());
                     if let Err(e) = self.watch_once().await {
                         tracing::warn!(error = %e, "could not read channels on chain");
                     }
@@ -286,7 +347,17 @@ impl Payee {
                 _ = stop.changed() => break,
             }
         }
-        self.claim_due(true).await
+        let holder = self.money.claimer().await.unwrap_or(false);
+        self.claimer.store(holder, Ordering::Release);
+        let claimed = if holder { self.claim_due(true).await } else { Vec::new() };
+        self.money.leave().await;
+        claimed
+    }
+
+    /// Whether this endpoint was the one that claims and watches the chain
+    /// when last asked (always, with the embedded store, once running).
+    pub fn is_claimer(&self) -> bool {
+        self.claimer.load(Ordering::Acquire)
     }
 
     /// yoctoNEAR this payee's claims burnt for gas so far.
@@ -294,9 +365,11 @@ impl Payee {
         self.gas_burnt.lock().map_or(0, |g| *g)
     }
 
-    /// Per channel: (id, durable total, unclaimed part of what was charged).
-    pub fn channels(&self) -> Vec<(u64, u128, u128)> {
-        self.money.channels().into_iter().map(|c| (c.channel.channel_id, c.durable, c.unclaimed)).collect()
+    /// Per channel: (id, durable total, unclaimed part of what was charged);
+    /// empty when the store cannot be read.
+    pub async fn channels(&self) -> Vec<(u64, u128, u128)> {
+        let all = self.money.channels().await.unwrap_or_default();
+        all.into_iter().map(|c| (c.channel.channel_id, c.durable, c.unclaimed)).collect()
     }
 
     fn price_of(&self, service: &str) -> Option<&Price> {
@@ -319,7 +392,7 @@ impl Meter for Payee {
                     last_voucher: None,
                 });
             };
-            let admission = self.pay(voucher, price.price, &price.currency).await?;
+            let admission = self.pay(voucher, price.price, &price.currency, false).await?;
             let channel = ChannelRef {
                 contract: self.chain.contract().clone(),
                 channel_id: voucher.voucher.channel_id,
@@ -347,7 +420,8 @@ impl Meter for Payee {
                 let e = PaymentError::WrongChannel;
                 return Err(refuse(e.code(), format!("{e}: pay the stream on the channel that paid its request")));
             }
-            let admission = self.pay(voucher, inc.price, &inc.currency).await?;
+            // The increment's chunks follow at once: it counts as delivering.
+            let admission = self.pay(voucher, inc.price, &inc.currency, true).await?;
             ticket.cumulative = admission.required;
             ticket.admissions.push(admission);
             Ok(ticket.cumulative)
@@ -382,7 +456,14 @@ impl Meter for Payee {
         self.price_of(service).is_some()
     }
 
-    fn last_voucher(&self, ticket: &Ticket) -> Option<SignedVoucher> {
-        self.money.highest(ticket.channel.channel_id)
+    fn last_voucher<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Option<SignedVoucher>> {
+        Box::pin(async move { self.money.highest(ticket.channel.channel_id).await.ok().flatten() })
+    }
+
+    fn delivering<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Result<(), Refusal>> {
+        Box::pin(async move {
+            let Some(first) = ticket.admissions.first() else { return Ok(()) };
+            self.money.delivering(ticket.channel.channel_id, first).await.map_err(money_refusal)
+        })
     }
 }

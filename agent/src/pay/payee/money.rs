@@ -1,25 +1,23 @@
 //! The payee's money state as store operations: admission, settlement,
-//! claims. [`PayeeMoney`] is what a brand's endpoint asks of it, so that a
-//! second implementation (a database shared by several endpoints) can stand
-//! behind the same payee. [`LedgerMoney`] is the embedded one: the protocol's
-//! [`PayeeLedger`] per channel in memory, its snapshots made durable through a
-//! [`PayeeStore`] with one writer per channel (later changes ride on its next
-//! write), and every admission or settlement resolved only once what it
-//! needs is durable (persist before serve).
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+//! claims. [`PayeeMoney`] is what a brand's endpoint asks of it, so that the
+//! same payee runs on the embedded store of one endpoint
+//! ([`super::LedgerMoney`]) or on a database shared by a fleet of endpoints
+//! (`crate::pay::pg::PgMoney`, feature `postgres`).
+//!
+//! Every implementation keeps the rules of the protocol's
+//! [`agentwire_protocol::ledger::PayeeLedger`] (spec §8.3, §13.10): checks in
+//! the spec's order, nothing changed by a refused voucher, an admission
+//! resolved only once what its answer needs is durable, a refund durable
+//! before the statement saying so leaves, claims of what was charged and
+//! never more than the durable voucher.
 
 use agentwire_protocol::identity::PublicKey;
-use agentwire_protocol::ledger::{Admission, ChannelRef, PayeeLedger};
+use agentwire_protocol::ledger::{Admission, ChannelRef};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedVoucher};
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 
 use crate::pay::store::StoreError;
-use crate::pay::stores::PayeeStore;
 
 /// A channel as the chain describes it, checked by the payee.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,9 +43,25 @@ pub enum MoneyError {
     /// The ledger refused the payment (the payer must act).
     #[error(transparent)]
     Payment(#[from] PaymentError),
-    /// The store failed: nothing more is admitted on the channel until a restart.
+    /// The embedded store failed: nothing more is admitted on the channel until a restart.
     #[error("payment state store: {0}")]
     Store(#[from] StoreError),
+    /// The shared database cannot be reached or refused the operation; nothing
+    /// was charged for the request (retry later).
+    #[error("payment database: {0}")]
+    Unavailable(String),
+    /// The stored state of a channel cannot be right (refused, not trusted).
+    #[error("stored state of channel {channel}: {reason}")]
+    Corrupt {
+        /// The channel id.
+        channel: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The admission was taken back (this endpoint was taken for dead and
+    /// its unsettled admissions forgiven): its answer must not leave.
+    #[error("the admission was forgiven while this endpoint was unreachable")]
+    Lost,
     /// The channel is not loaded (check it on chain first).
     #[error("channel {0} is not loaded")]
     NotLoaded(u64),
@@ -85,283 +99,58 @@ pub struct ClaimDue {
 }
 
 /// The payee's money state.
+///
+/// An [`Admission`] returned by [`PayeeMoney::admit`] is the store's handle
+/// on that admission: pass it back unchanged to [`PayeeMoney::delivering`]
+/// and [`PayeeMoney::settle`] (its `version` is the ledger version for the
+/// embedded store, the admission's number for a shared one).
 pub trait PayeeMoney: Send + Sync + 'static {
     /// Makes a channel checked on chain known (restoring its persisted state),
-    /// or refreshes its deposit and closing flag.
+    /// or refreshes its deposit, claimed total and closing flag.
     fn load(&self, channel: ChainChannel) -> BoxFuture<'_, Result<(), MoneyError>>;
     /// Whether a channel is known, and its currency.
     fn currency(&self, channel_id: u64) -> Option<Currency>;
-    /// Admits `voucher` for `price`; resolves once what the answer needs is durable.
+    /// Admits `voucher` for `price`; resolves once what the answer needs is
+    /// durable. `delivering`: the answer's content leaves as soon as this
+    /// resolves (a metered stream's increment), see [`PayeeMoney::delivering`].
     fn admit<'a>(
         &'a self,
         channel_id: u64,
         voucher: &'a SignedVoucher,
         price: u128,
+        delivering: bool,
     ) -> BoxFuture<'a, Result<Admission, MoneyError>>;
-    /// Settles an answer at `actual` (0: failed); resolves once a refund is durable.
+    /// The first content of a streamed answer is about to leave before its
+    /// settlement: from now on the admission counts as charged even if this
+    /// endpoint dies before settling it. Resolves once that is durable.
+    fn delivering<'a>(&'a self, channel_id: u64, admission: &'a Admission) -> BoxFuture<'a, Result<(), MoneyError>> {
+        let _ = (channel_id, admission);
+        Box::pin(async { Ok(()) })
+    }
+    /// Settles an answer at `actual` (0: failed); resolves once the charge
+    /// (and a refund) is durable: the answer, receipt or statement may leave then.
     fn settle(&self, channel_id: u64, admission: Admission, actual: u128) -> BoxFuture<'_, Result<(), MoneyError>>;
     /// The highest voucher accepted on a channel.
-    fn highest(&self, channel_id: u64) -> Option<SignedVoucher>;
-    /// The deposit grew on chain.
-    fn top_up(&self, channel_id: u64, deposit: u128);
+    fn highest(&self, channel_id: u64) -> BoxFuture<'_, Result<Option<SignedVoucher>, MoneyError>>;
+    /// The deposit grew on chain (a lower value changes nothing).
+    fn top_up(&self, channel_id: u64, deposit: u128) -> BoxFuture<'_, Result<(), MoneyError>>;
     /// A close started on chain: admit nothing more.
-    fn start_close(&self, channel_id: u64);
+    fn start_close(&self, channel_id: u64) -> BoxFuture<'_, Result<(), MoneyError>>;
     /// Channels with something to claim.
-    fn claims_due(&self) -> Vec<ClaimDue>;
+    fn claims_due(&self) -> BoxFuture<'_, Result<Vec<ClaimDue>, MoneyError>>;
     /// The chain paid out up to `claimed`.
     fn record_claim(&self, channel_id: u64, claimed: u128) -> BoxFuture<'_, Result<(), MoneyError>>;
     /// Every known channel's state.
-    fn channels(&self) -> Vec<ChannelMoney>;
-}
-
-/// One channel in memory.
-struct Slot {
-    currency: Currency,
-    ledger: Mutex<PayeeLedger>,
-    /// The durable ledger version (or a failed store); waiters watch it.
-    durable: watch::Sender<Durable>,
-    /// A task is writing this channel's snapshot: later changes ride on its next write.
-    persisting: AtomicBool,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Durable {
-    version: u64,
-    /// The store failed: nothing more becomes durable on this channel until a restart.
-    failed: bool,
-}
-
-/// The embedded money state: ledgers in memory, snapshots in a [`PayeeStore`].
-pub struct LedgerMoney<S: PayeeStore> {
-    store: Arc<S>,
-    channels: Mutex<HashMap<u64, Arc<Slot>>>,
-    max_channels: usize,
-}
-
-fn poisoned() -> MoneyError {
-    MoneyError::Store(StoreError::Closed)
-}
-
-fn with<T>(slot: &Slot, f: impl FnOnce(&mut PayeeLedger) -> T) -> Result<T, MoneyError> {
-    let mut l = slot.ledger.lock().map_err(|_| poisoned())?;
-    Ok(f(&mut l))
-}
-
-impl<S: PayeeStore> LedgerMoney<S> {
-    /// Money state kept in `store`, at most `max_channels` channels in memory.
-    pub fn new(store: S, max_channels: usize) -> LedgerMoney<S> {
-        LedgerMoney { store: Arc::new(store), channels: Mutex::new(HashMap::new()), max_channels }
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<ChannelMoney>, MoneyError>>;
+    /// Whether this endpoint is the one that claims and watches the chain
+    /// now. A shared store takes or renews a lease (and, holding it, takes
+    /// back what dead endpoints admitted and never settled); an embedded one
+    /// is the only endpoint and always is.
+    fn claimer(&self) -> BoxFuture<'_, Result<bool, MoneyError>> {
+        Box::pin(async { Ok(true) })
     }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    fn slot(&self, channel_id: u64) -> Result<Arc<Slot>, MoneyError> {
-        self.channels.lock().map_err(|_| poisoned())?.get(&channel_id).cloned().ok_or(MoneyError::NotLoaded(channel_id))
-    }
-
-    /// Makes the channel's current snapshot durable, then everything that
-    /// changed meanwhile; one writer per channel at a time.
-    fn flush(&self, slot: &Arc<Slot>) {
-        if slot.persisting.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (slot, store) = (slot.clone(), self.store.clone());
-        tokio::spawn(async move {
-            loop {
-                let next = with(&slot, |l| l.snapshot().map(|s| (s, l.channel().clone()))).ok().flatten();
-                let Some((snapshot, channel)) = next else {
-                    slot.persisting.store(false, Ordering::Release);
-                    // A change between the check and the release would wait forever: look again.
-                    let again = with(&slot, |l| l.snapshot().is_some()).unwrap_or(false);
-                    if again && !slot.persisting.swap(true, Ordering::AcqRel) {
-                        continue;
-                    }
-                    return;
-                };
-                if let Err(e) = store.persist(&channel, &snapshot).await {
-                    tracing::error!(channel = channel.channel_id, error = %e, "could not persist a payment; the channel takes none until a restart");
-                    slot.durable.send_modify(|d| d.failed = true);
-                    slot.persisting.store(false, Ordering::Release);
-                    return;
-                }
-                let _ = with(&slot, |l| l.mark_durable(&snapshot));
-                slot.durable.send_if_modified(|d| {
-                    let raise = snapshot.version > d.version;
-                    d.version = d.version.max(snapshot.version);
-                    raise
-                });
-            }
-        });
-    }
-
-    /// Waits until `ready` holds of the channel's ledger, persisting what is
-    /// pending meanwhile (one writer per channel; later changes ride along).
-    async fn until(&self, slot: &Arc<Slot>, ready: impl Fn(&PayeeLedger) -> bool) -> Result<(), MoneyError> {
-        if with(slot, |l| ready(l))? {
-            return Ok(());
-        }
-        self.flush(slot);
-        let mut rx = slot.durable.subscribe();
-        let d = *rx
-            .wait_for(|d| d.failed || slot.ledger.lock().map(|l| ready(&l)).unwrap_or(true))
-            .await
-            .map_err(|_| poisoned())?;
-        if d.failed && !with(slot, |l| ready(l))? {
-            return Err(MoneyError::Store(StoreError::Closed));
-        }
-        Ok(())
-    }
-
-    /// Waits until `version` is durable on `slot`.
-    async fn durable(&self, slot: &Arc<Slot>, version: u64) -> Result<(), MoneyError> {
-        self.until(slot, |l| l.is_durable(version)).await
-    }
-}
-
-impl<S: PayeeStore> PayeeMoney for LedgerMoney<S> {
-    fn load(&self, c: ChainChannel) -> BoxFuture<'_, Result<(), MoneyError>> {
-        Box::pin(async move {
-            let id = c.channel.channel_id;
-            if let Ok(slot) = self.slot(id) {
-                with(&slot, |l| {
-                    let _ = l.top_up(c.deposit);
-                    l.record_claim(c.claimed);
-                    if c.closing {
-                        l.start_close();
-                    }
-                })?;
-                return Ok(());
-            }
-            let stored = self.store.load(&c.channel)?;
-            // The chain's claimed total is authoritative (a claim whose outcome we did not see).
-            let claimed = stored.claimed.max(c.claimed);
-            let mut ledger =
-                PayeeLedger::restore(c.channel.clone(), c.payer_key, c.deposit, stored.voucher, stored.forgiven, claimed)
-                    .inspect_err(|e| tracing::error!(channel = id, error = %e, "stored channel state refused"))?;
-            if c.closing {
-                ledger.start_close();
-            }
-            let slot = Arc::new(Slot {
-                currency: c.currency,
-                ledger: Mutex::new(ledger),
-                durable: watch::Sender::new(Durable::default()),
-                persisting: AtomicBool::new(false),
-            });
-            let mut map = self.channels.lock().map_err(|_| poisoned())?;
-            if map.contains_key(&id) {
-                return Ok(());
-            }
-            if map.len() >= self.max_channels {
-                return Err(MoneyError::Full);
-            }
-            map.insert(id, slot);
-            Ok(())
-        })
-    }
-
-    fn currency(&self, channel_id: u64) -> Option<Currency> {
-        self.slot(channel_id).ok().map(|s| s.currency.clone())
-    }
-
-    fn admit<'a>(
-        &'a self,
-        channel_id: u64,
-        voucher: &'a SignedVoucher,
-        price: u128,
-    ) -> BoxFuture<'a, Result<Admission, MoneyError>> {
-        Box::pin(async move {
-            let slot = self.slot(channel_id)?;
-            if slot.durable.borrow().failed {
-                return Err(MoneyError::Store(StoreError::Closed));
-            }
-            let admission = with(&slot, |l| l.admit(voucher, price))??;
-            if let Err(e) = self.until(&slot, |l| l.can_serve(&admission)).await {
-                // Not durable: the answer must not leave, and the admission is undone.
-                let _ = with(&slot, |l| l.settle(admission, 0));
-                return Err(e);
-            }
-            Ok(admission)
-        })
-    }
-
-    fn settle(&self, channel_id: u64, admission: Admission, actual: u128) -> BoxFuture<'_, Result<(), MoneyError>> {
-        Box::pin(async move {
-            let slot = self.slot(channel_id)?;
-            if let Some(version) = with(&slot, |l| l.settle(admission, actual))? {
-                self.durable(&slot, version).await?;
-            }
-            Ok(())
-        })
-    }
-
-    fn highest(&self, channel_id: u64) -> Option<SignedVoucher> {
-        let slot = self.slot(channel_id).ok()?;
-        with(&slot, |l| l.highest().cloned()).ok().flatten()
-    }
-
-    fn top_up(&self, channel_id: u64, deposit: u128) {
-        if let Ok(slot) = self.slot(channel_id) {
-            let _ = with(&slot, |l| l.top_up(deposit));
-        }
-    }
-
-    fn start_close(&self, channel_id: u64) {
-        if let Ok(slot) = self.slot(channel_id) {
-            let _ = with(&slot, |l| l.start_close());
-        }
-    }
-
-    fn claims_due(&self) -> Vec<ClaimDue> {
-        let Ok(map) = self.channels.lock() else { return Vec::new() };
-        map.values()
-            .filter_map(|slot| {
-                with(slot, |l| {
-                    let voucher = l.highest()?.clone();
-                    // Claim only what the durable voucher covers.
-                    (l.unclaimed() > 0 && voucher.voucher.cumulative <= l.durable()).then(|| ClaimDue {
-                        channel: l.channel().clone(),
-                        voucher,
-                        target: l.claim_target(),
-                    })
-                })
-                .ok()
-                .flatten()
-            })
-            .collect()
-    }
-
-    fn record_claim(&self, channel_id: u64, claimed: u128) -> BoxFuture<'_, Result<(), MoneyError>> {
-        Box::pin(async move {
-            let slot = self.slot(channel_id)?;
-            let channel = with(&slot, |l| {
-                l.record_claim(claimed);
-                l.channel().clone()
-            })?;
-            self.store.record_claim(&channel, claimed).await?;
-            Ok(())
-        })
-    }
-
-    fn channels(&self) -> Vec<ChannelMoney> {
-        let Ok(map) = self.channels.lock() else { return Vec::new() };
-        let mut out: Vec<ChannelMoney> = map
-            .values()
-            .filter_map(|slot| {
-                with(slot, |l| ChannelMoney {
-                    channel: l.channel().clone(),
-                    durable: l.durable(),
-                    charged: l.charged(),
-                    forgiven: l.forgiven(),
-                    unclaimed: l.unclaimed(),
-                    closing: l.is_closing(),
-                })
-                .ok()
-            })
-            .collect();
-        out.sort_by_key(|c| c.channel.channel_id);
-        out
+    /// This endpoint stops: gives up the claimer's lease and leaves the fleet.
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
