@@ -120,8 +120,7 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
-    let service =
-        |name: &str, price| Service { name: name.into(), description: String::new(), price, currency: Currency::Near };
+    let service = |name: &str, price| Service::per_query(name, "", price, Currency::Near);
     let record = AgentRecord {
         identity: brand.identity.public(),
         near_account: AccountId::new("brand.devnet").unwrap(),
