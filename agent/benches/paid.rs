@@ -96,8 +96,8 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
     let chain = ChannelClient::new(&ready.rpc_url, ready.channels.as_str()).unwrap();
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
     let prices: HashMap<String, Price> = [
-        ("chat".to_string(), Price { price: PRICE, currency: Currency::Near, increment: None }),
-        ("free".to_string(), Price { price: 0, currency: Currency::Near, increment: None }),
+        ("chat".to_string(), Price::per_query(PRICE, Currency::Near, None)),
+        ("free".to_string(), Price::per_query(0, Currency::Near, None)),
     ]
     .into();
     let payee = Payee::near(

@@ -20,7 +20,7 @@ use crate::pay::{Payee, PayeeConfig, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
 use agentwire_protocol::exchange::{PAY_V1, STREAM_V1};
-use crate::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
+use crate::services::{Builtin, HttpProxy, HttpProxyConfig, OpenAiChat, OpenAiConfig, Router};
 
 /// Why a brand agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,23 @@ pub fn router(config: &BrandConfig) -> Result<Router, BrandError> {
                 }
                 Arc::new(HttpProxy::new(c).map_err(config_err)?)
             }
+            HandlerConfig::OpenAi { url, models, max_tokens, api_key, api_key_env, headers, timeout_secs } => {
+                let mut c = OpenAiConfig::new(url, models.clone());
+                c.max_tokens = *max_tokens;
+                c.headers = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                c.api_key = match (api_key, api_key_env) {
+                    (Some(k), _) => Some(k.clone()),
+                    (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                        config_err(format!("service {}: handler.api_key_env {var} is not set", s.name))
+                    })?),
+                    (None, None) => None,
+                };
+                if let Some(t) = timeout_secs {
+                    c.timeout = Duration::from_secs(*t);
+                }
+                c.pricing = s.pricing();
+                Arc::new(OpenAiChat::new(c).map_err(config_err)?)
+            }
         };
         router = router.route(&s.name, service);
     }
@@ -111,7 +128,11 @@ fn sign_record(
         .iter()
         .map(|s| {
             let currency = currency_of(&s.currency)?;
-            Ok(Offer { name: s.name.clone(), description: s.description.clone(), price: s.price.0, currency })
+            Ok(Offer {
+                interface: s.interface(),
+                pricing: s.pricing(),
+                ..Offer::per_query(&s.name, &s.description, s.price.0, currency)
+            })
         })
         .collect::<Result<Vec<_>, BrandError>>()?;
     let now = now_secs();
@@ -218,7 +239,7 @@ fn payee(config: &BrandConfig, p: &PaymentsConfig) -> Result<Payee, BrandError> 
         let currency = currency_of(&s.currency)?;
         let increment =
             s.increment.as_ref().map(|i| Increment { chunks: i.chunks, price: i.price.0, currency: currency.clone() });
-        prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment });
+        prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment, pricing: s.pricing() });
     }
     let store = Store::open(&p.store, StoreConfig::default())
         .map_err(|e| config_err(format!("payments.store {}: {e}", p.store.display())))?;

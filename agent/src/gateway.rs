@@ -143,6 +143,7 @@ fn query_error(e: &QueryError) -> Response<Body> {
         }
         QueryError::Transport(_) => error(StatusCode::BAD_GATEWAY, "Unreachable", e, "retry later"),
         QueryError::NoPayments => error(StatusCode::BAD_GATEWAY, "NoPayments", e, "use another brand"),
+        QueryError::BadRequest(_) => error(StatusCode::BAD_REQUEST, "BadRequest", e, "fix the request"),
     }
 }
 

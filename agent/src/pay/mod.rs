@@ -15,6 +15,7 @@
 pub mod chain;
 pub mod client;
 mod codec;
+pub mod limits;
 pub mod payee;
 pub mod payer;
 pub mod store;
@@ -25,6 +26,7 @@ pub mod testing;
 pub use chain::{NearChain, PayeeChain, PayerChain};
 pub use client::{query, QueryError, QueryOutcome};
 pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
+pub use limits::{DepositOffer, LimitError, Limits, Spending};
 pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};
 pub use stores::{PayeeStore, PayerStore};
 

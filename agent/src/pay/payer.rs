@@ -18,6 +18,7 @@ use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
 
 use super::chain::{NearChain, PayerChain};
+use super::limits::{DepositOffer, LimitError, Spending};
 use super::codec::{decode_payer_head, decode_payer_voucher, encode_payer, parse_payer_key};
 use super::store::{Store, StoreError};
 use super::stores::{PayerRecord, PayerStore};
@@ -110,6 +111,9 @@ pub enum PayError {
     /// An account id that is not one.
     #[error("{0} is not a NEAR account id")]
     Account(String),
+    /// A spending control refused: nothing was signed and no channel opened.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// The payer's channel with one brand.
@@ -130,6 +134,8 @@ pub struct Payer {
     /// Per payee (and token): held while a channel is loaded or opened on
     /// chain, so one brand's slow open does not hold up payments to others.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The user's limits: checked before anything is signed or deposited.
+    spending: Spending,
 }
 
 /// A channel's state for display.
@@ -199,7 +205,19 @@ impl Payer {
             config,
             channels: tokio::sync::Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
+            spending: Spending::unlimited(),
         }
+    }
+
+    /// This payer with spending controls.
+    pub fn with_spending(mut self, spending: Spending) -> Payer {
+        self.spending = spending;
+        self
+    }
+
+    /// The spending controls (budgets are reserved here before a query is paid).
+    pub fn spending(&self) -> &Spending {
+        &self.spending
     }
 
     /// A payer spending from `account` on NEAR through `client`'s contract,
@@ -336,6 +354,8 @@ impl Payer {
         }
         let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
         let payee_id = AccountId::new(payee).map_err(|_| PayError::Account(payee.to_owned()))?;
+        // The deposit is stated (and confirmable) before anything is locked.
+        self.spending.allow_deposit(&DepositOffer { payee: payee.to_owned(), currency: currency.clone(), deposit })?;
         let id = self
             .chain
             .open(
