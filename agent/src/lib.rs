@@ -11,6 +11,7 @@
 //! - [`keyfile`]: the agent's key file.
 
 pub mod brand;
+pub mod catalog;
 pub mod config;
 pub mod devnet;
 pub mod dht;
@@ -19,6 +20,8 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod gateway;
 pub mod keyfile;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod metrics;
 pub mod near;
 pub mod pay;

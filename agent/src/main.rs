@@ -50,6 +50,9 @@ enum Command {
     Channel(cmd::channel::ChannelCmd),
     /// A localhost HTTP API for agents in any language (discovery, encryption, payment behind it).
     Gateway(cmd::gateway::GatewayArgs),
+    /// An MCP server on stdio: tools to find services, ask brands and show channels.
+    #[cfg(feature = "mcp")]
+    Mcp(cmd::mcp::McpArgs),
 }
 
 fn main() {
@@ -69,6 +72,8 @@ fn main() {
         Command::Lookup(a) => cmd::lookup::run(a, cli.json).map_err(Into::into),
         Command::Channel(c) => cmd::channel::run(c, cli.json).map_err(Into::into),
         Command::Gateway(a) => cmd::gateway::run(a, cli.json).map_err(Into::into),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(a) => cmd::mcp::run(a).map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

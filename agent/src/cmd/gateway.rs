@@ -17,6 +17,9 @@ pub struct GatewayArgs {
     /// Allow a non-loopback listen address (only with --token).
     #[arg(long, requires = "token")]
     pub allow_remote: bool,
+    /// Service names `GET /v1/models` looks up on the DHT (brands already used are listed too).
+    #[arg(long, default_value = "chat", value_delimiter = ',')]
+    pub discover: Vec<String>,
     #[command(flatten)]
     pub user: super::user_args::UserArgs,
 }
@@ -26,7 +29,9 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), String> {
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
         let paying = payer.as_ref().map(|p| p.account().to_owned());
-        let gw = Arc::new(Gateway::new(user, payer, args.token.clone()));
+        let gw = Arc::new(
+            Gateway::new(user, payer, args.token.clone()).discover(args.discover.clone()).near_rpc(&args.user.near_rpc),
+        );
         let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| e.to_string())?;
         if json {
             println!("{}", serde_json::json!({ "listen": addr.to_string(), "payer": paying }));
@@ -36,6 +41,7 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), String> {
                 Some(a) => println!("  paying from {a}"),
                 None => println!("  no payer: only free services (pass --near-account and --near-key-file)"),
             }
+            println!("  OpenAI-compatible: base_url http://{addr}/v1 (POST /v1/chat/completions, GET /v1/models)");
             println!("  POST /v1/query/<account>/<service>   GET /v1/channels   Ctrl-C stops it");
         }
         super::shutdown_signal().await;

@@ -5,6 +5,8 @@ pub mod channel;
 pub mod gateway;
 pub mod identity;
 pub mod lookup;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod payer_args;
 pub mod query;
 pub mod serve;
