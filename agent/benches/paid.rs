@@ -1,40 +1,49 @@
-//! Load generator for paid queries (spec §13.5), not a timed test: it
-//! prints figures for BENCHMARKS.md. Over one connection, in one run and on
-//! one runtime configuration:
+//! Load generator for paid queries (spec §8.4 credit, §8.7 receipts in
+//! batches, §13.5), not a timed test: it prints figures for BENCHMARKS.md.
+//! Over one connection, in one run, on each runtime configuration, the
+//! stacks take turns in interleaved rounds (this machine's speed drifts):
 //!
-//! - **paid**: AgentWire sessions with a voucher per request. The payer
-//!   persists each new total (fsync, group commit) before sending; the payee
-//!   verifies strictly, persists (fsync, group commit) before answering, and
-//!   signs a receipt; the payer checks the receipt. The chain is the devnet,
-//!   touched only to open the channel.
-//! - **unpaid**: the same sessions and service, free.
-//! - **ceiling**: plain quinn (TLS 1.3, no Noise), one stream per request; the
-//!   client signs a voucher, the server verifies it strictly: the crypto a
-//!   paid request cannot avoid, with no persistence and no receipt.
+//! - **plain quinn**: TLS 1.3, one stream per request, an echo: no Noise, no
+//!   payment — the transport ceiling.
+//! - **unpaid**: AgentWire sessions (Noise inside QUIC), a free echo.
+//! - **paid**: the same session and echo, priced: the payer pays ahead
+//!   (default policy: 8 queries per voucher; `k = 1`: a voucher per query),
+//!   the payee admits against durable vouchers (fsync'd, group commit) and
+//!   signs receipts in batches; the payer checks every batch. Answers are
+//!   measured as they arrive; their receipts are checked alongside, and all
+//!   of them before a round ends.
 //!
 //!   cargo bench -p agentwire-agent --bench paid [-- REQUESTS]
+//!
+//! The last line is machine-readable (multi-thread runtime, default policy):
+//! `RATIO paid_over_unpaid_64=<x> paid_over_unpaid_p50=<y> unpaid_over_quinn_64=<z>`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentwire_agent::devnet::provision;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig};
-use agentwire_agent::pay::{query, Payee, PayeeConfig, Payer, PayerConfig, Price};
+use agentwire_agent::pay::{query_deferred, Payee, PayeeConfig, Payer, PayerConfig, Price, ReceiptDue};
 use agentwire_agent::quic::{connect, tls, Connection, Meter, Server, Target, TransportLimits};
 use agentwire_agent::services::{Builtin, Router};
 use agentwire_devnet::{Devnet, DevnetConfig, ONE_NEAR};
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::{Keypair, LocalIdentity};
-use agentwire_protocol::payment::SignedVoucher;
 use agentwire_protocol::record::{AgentRecord, Currency, Service, SignedRecord};
-use agentwire_protocol::voucher::Voucher;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand_core::OsRng;
+use tokio::sync::mpsc;
 
 const BODY: usize = 200;
 const IN_FLIGHT: usize = 64;
 const PRICE: u128 = ONE_NEAR / 1_000_000;
+const ROUNDS: usize = 3;
+const CAPS: [&str; 3] = ["pay/1", "stream/1", "receipts/1"];
 
 #[derive(Default, Clone, Copy)]
 struct Figures {
@@ -48,11 +57,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn measure<F, Fut>(call: F, sequential: usize, parallel: usize) -> Figures
-where
-    F: Fn(Vec<u8>) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Vec<u8>> + Send,
-{
+type Call = Arc<dyn Fn(Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+
+async fn measure(call: &Call, sequential: usize, parallel: usize) -> Figures {
     let body = vec![7u8; BODY];
     for _ in 0..100 {
         call(body.clone()).await;
@@ -81,17 +88,90 @@ where
     Figures { seq_rps, p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), par_rps }
 }
 
+/// One payer paying over one session; its receipts are settled on a task of their own.
 struct Paid {
     conn: Connection,
     record: SignedRecord,
-    payer: Payer,
+    payer: Arc<Payer>,
     service: &'static str,
+    dues: mpsc::UnboundedSender<ReceiptDue>,
+    sent: AtomicU64,
+    settled: Arc<AtomicU64>,
 }
 
-/// Paid and unpaid figures over one AgentWire session to a metered brand.
-async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures) {
+impl Paid {
+    fn call(self: &Arc<Self>) -> Call {
+        let p = self.clone();
+        Arc::new(move |body| {
+            let p = p.clone();
+            Box::pin(async move {
+                let payer = (p.service == "chat").then_some(&*p.payer);
+                let (out, due) = query_deferred(&p.conn, &p.record, p.service, body, payer, |_| async {})
+                    .await
+                    .expect("query");
+                if let Some(due) = due {
+                    p.sent.fetch_add(1, Ordering::Relaxed);
+                    let _ = p.dues.send(due);
+                }
+                out.body
+            })
+        })
+    }
+
+    /// Waits until every receipt sent for was checked.
+    async fn all_settled(&self) {
+        let want = self.sent.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            if self.settled.load(Ordering::Relaxed) >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("receipts missing: {} of {want}", self.settled.load(Ordering::Relaxed));
+    }
+}
+
+/// Checks receipts as they come (each settle waits for its batch).
+fn settle_receipts(payer: Arc<Payer>, settled: Arc<AtomicU64>) -> mpsc::UnboundedSender<ReceiptDue> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReceiptDue>();
+    tokio::spawn(async move {
+        let mut running = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                due = rx.recv() => match due {
+                    Some(due) => {
+                        let payer = payer.clone();
+                        running.push(async move { due.settle(&payer).await });
+                    }
+                    None => break,
+                },
+                Some(r) = running.next(), if !running.is_empty() => {
+                    r.expect("every receipt checks out");
+                    settled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        while let Some(r) = running.next().await {
+            r.expect("every receipt checks out");
+            settled.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    tx
+}
+
+struct World {
+    _devnet: Devnet,
+    _server: Server,
+    default: Arc<Paid>,
+    exact: Arc<Paid>,
+    free: Arc<Paid>,
+    quinn: Call,
+}
+
+/// A metered brand on the devnet, and payers with each policy.
+async fn world(dir: &std::path::Path) -> World {
     let devnet = Devnet::start(DevnetConfig::default()).unwrap();
-    let ready = provision(&devnet, &["brand", "alice"], 1_000 * ONE_NEAR, 0).await.unwrap();
+    let ready = provision(&devnet, &["brand", "alice", "bob"], 1_000 * ONE_NEAR, 0).await.unwrap();
     let secret = |who: &str| ready.users.iter().find(|u| u.account_id.as_str() == who).unwrap().secret_key.to_string();
     let chain = ChannelClient::new(&ready.rpc_url, ready.channels.as_str()).unwrap();
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
@@ -106,14 +186,16 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
         prices,
         Store::open(&dir.join("payee"), StoreConfig::default()).unwrap(),
         PayeeConfig::default(),
-    ).unwrap();
+    )
+    .unwrap();
     let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
     let router = Router::new().route("chat", Arc::new(Builtin::Echo)).route("free", Arc::new(Builtin::Echo));
     let meter: Arc<dyn Meter> = Arc::new(payee);
+    let caps: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();
     let server = Server::bind_metered(
         "127.0.0.1:0".parse().unwrap(),
         brand.clone(),
-        vec!["pay/1".into(), "stream/1".into()],
+        caps.clone(),
         Arc::new(router),
         Some(meter),
         limits,
@@ -137,62 +219,52 @@ async fn agentwire(requests: usize, dir: &std::path::Path) -> (Figures, Figures)
     .unwrap();
     let target = Target { addr, identity: Some(brand.identity.public()), noise_static: Some(brand.noise.public()) };
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let conn = connect(&ep, user, &target, &["pay/1".into(), "stream/1".into()], limits).await.unwrap();
-    let payer = Payer::near(
-        chain,
-        NearAccount::new("alice.devnet", &secret("alice.devnet")).unwrap(),
-        Keypair::generate(&mut OsRng),
-        Store::open(&dir.join("payer"), StoreConfig::default()).unwrap(),
-        PayerConfig::default(),
-    ).unwrap();
-    payer.open("brand.devnet", &Currency::Near, 500 * ONE_NEAR).await.unwrap();
-    let run = |service: &'static str, p: Arc<Paid>| {
-        let _ = service;
-        move |body: Vec<u8>| {
-            let p = p.clone();
-            async move {
-                let payer = (p.service == "chat").then_some(&p.payer);
-                query(&p.conn, &p.record, p.service, body, payer, |_| async {}).await.expect("query").body
-            }
+    let mut paid = Vec::new();
+    for (who, ahead, service) in [("alice", None, "chat"), ("bob", Some(0), "chat"), ("alice", None, "free")] {
+        let conn = connect(&ep, Arc::new(LocalIdentity::generate(&mut OsRng)), &target, &caps, limits).await.unwrap();
+        let mut config = PayerConfig::default();
+        if let Some(k) = ahead {
+            config.pay_ahead_queries = k;
+            config.pay_ahead_max_queries = k;
         }
-    };
-    let paid = Arc::new(Paid { conn, record: record.clone(), payer, service: "chat" });
-    // Sequential paid requests wait for two fsyncs each: a tenth as many.
-    let paid_figures = measure(run("chat", paid.clone()), requests / 10, requests).await;
-    let paid = Arc::try_unwrap(paid).ok().expect("sole owner");
-    let free = Arc::new(Paid { service: "free", ..paid });
-    let free_figures = measure(run("free", free.clone()), requests, requests).await;
-    drop(free);
-    server.shutdown().await;
-    drop(devnet);
-    (paid_figures, free_figures)
+        let store = Store::open(&dir.join(format!("payer-{who}-{service}")), StoreConfig::default()).unwrap();
+        let account = format!("{who}.devnet");
+        let near = NearAccount::new(&account, &secret(&account)).unwrap();
+        let payer = Arc::new(Payer::near(chain.clone(), near, Keypair::generate(&mut OsRng), store, config).unwrap());
+        if service == "chat" {
+            payer.open("brand.devnet", &Currency::Near, 500 * ONE_NEAR).await.unwrap();
+        }
+        let settled = Arc::new(AtomicU64::new(0));
+        let dues = settle_receipts(payer.clone(), settled.clone());
+        paid.push(Arc::new(Paid {
+            conn,
+            record: record.clone(),
+            payer,
+            service,
+            dues,
+            sent: AtomicU64::new(0),
+            settled,
+        }));
+    }
+    let free = paid.pop().unwrap();
+    let exact = paid.pop().unwrap();
+    let default = paid.pop().unwrap();
+    World { _devnet: devnet, _server: server, default, exact, free, quinn: plain_quinn().await }
 }
 
-/// The ceiling: plain quinn, a voucher signed per request and verified strictly.
-async fn ceiling(requests: usize) -> Figures {
+/// Plain quinn: an echo over TLS 1.3, one bidirectional stream per request.
+async fn plain_quinn() -> Call {
     let limits = TransportLimits::default();
     let server = quinn::Endpoint::server(tls::server_config(&limits).unwrap(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
-    let payer = Arc::new(Keypair::generate(&mut OsRng));
-    let payer_key = payer.public();
-    let contract = AccountId::new("channels.devnet").unwrap();
-    let c2 = contract.clone();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
-            let contract = c2.clone();
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let contract = contract.clone();
                     tokio::spawn(async move {
-                        let msg = recv.read_to_end(4096).await.unwrap();
-                        let (body, rest) = msg.split_at(BODY);
-                        let cumulative = u128::from_le_bytes(rest[..16].try_into().unwrap());
-                        let signature: [u8; 64] = rest[16..80].try_into().unwrap();
-                        let v = Voucher { contract, channel_id: 1, epoch: 1, cumulative };
-                        SignedVoucher { voucher: v, signature }.verify(&payer_key).expect("strict verify");
-                        send.write_all(body).await.unwrap();
+                        let Ok(msg) = recv.read_to_end(4096).await else { return };
+                        let _ = send.write_all(&msg).await;
                         let _ = send.finish();
                     });
                 }
@@ -201,34 +273,51 @@ async fn ceiling(requests: usize) -> Figures {
     });
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = ep.connect_with(tls::client_config(&limits).unwrap(), addr, "agentwire").unwrap().await.unwrap();
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let call = move |body: Vec<u8>| {
-        let (conn, payer, contract, counter) = (conn.clone(), payer.clone(), contract.clone(), counter.clone());
-        async move {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u128;
-            let v = Voucher { contract, channel_id: 1, epoch: 1, cumulative: n };
-            let signed = SignedVoucher::sign(v, &payer);
-            let mut msg = body;
-            msg.extend_from_slice(&n.to_le_bytes());
-            msg.extend_from_slice(&signed.signature);
+    Arc::new(move |body| {
+        let conn = conn.clone();
+        Box::pin(async move {
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
-            send.write_all(&msg).await.unwrap();
+            send.write_all(&body).await.unwrap();
             send.finish().unwrap();
             recv.read_to_end(4096).await.unwrap()
-        }
-    };
-    measure(call, requests, requests).await
+        })
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn us(d: Duration) -> String {
     format!("{} µs", d.as_micros())
 }
 
+/// Medians over rounds of each stack's figures.
+#[derive(Default)]
+struct Rounds(Vec<Figures>);
+
+impl Rounds {
+    fn summary(&self) -> Figures {
+        let pick = |f: fn(&Figures) -> f64| median(self.0.iter().map(f).collect());
+        Figures {
+            seq_rps: pick(|f| f.seq_rps),
+            p50: Duration::from_secs_f64(pick(|f| f.p50.as_secs_f64())),
+            p99: Duration::from_secs_f64(pick(|f| f.p99.as_secs_f64())),
+            par_rps: pick(|f| f.par_rps),
+        }
+    }
+}
+
 fn main() {
     let requests: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(20_000);
-    println!("Paid queries vs unpaid vs the crypto-only ceiling, {requests} requests of {BODY} B ({IN_FLIGHT} in flight; paid sequential: {})\n", requests / 10);
+    println!(
+        "Paid vs unpaid vs plain quinn, {requests} requests of {BODY} B ({IN_FLIGHT} in flight; sequential: {}), median of {ROUNDS} interleaved rounds\n",
+        requests / 4
+    );
     println!("| runtime | stack | sequential req/s | p50 | p99 | {IN_FLIGHT} in flight req/s |");
     println!("|---|---|---|---|---|---|");
+    let mut ratio_line = String::new();
     for (name, rt) in [
         (
             "multi-thread (2 workers)",
@@ -240,26 +329,59 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let d2 = dir.clone();
         // The load runs on a runtime worker, as an application's tasks do.
-        let (paid, free, top) = rt
+        let stacks = rt
             .block_on(rt.spawn(async move {
-                let (paid, free) = agentwire(requests, &d2).await;
-                (paid, free, ceiling(requests).await)
+                let w = world(&d2).await;
+                let calls: [(&str, Call); 4] = [
+                    ("plain quinn (TLS 1.3 echo)", w.quinn.clone()),
+                    ("AgentWire unpaid", w.free.call()),
+                    ("AgentWire paid, default policy (8 ahead)", w.default.call()),
+                    ("AgentWire paid, k = 1", w.exact.call()),
+                ];
+                let mut rounds: Vec<Rounds> = (0..calls.len()).map(|_| Rounds::default()).collect();
+                for round in 0..ROUNDS {
+                    // Alternate the order so drift does not fall on one stack.
+                    let order: Vec<usize> =
+                        if round % 2 == 0 { (0..calls.len()).collect() } else { (0..calls.len()).rev().collect() };
+                    for i in order {
+                        rounds[i].0.push(measure(&calls[i].1, requests / 4, requests).await);
+                        for p in [&w.default, &w.exact] {
+                            p.all_settled().await;
+                        }
+                    }
+                }
+                calls.iter().map(|c| c.0.to_owned()).zip(rounds.iter().map(Rounds::summary)).collect::<Vec<_>>()
             }))
             .expect("benchmark task");
-        for (stack, f) in [
-            ("AgentWire paid (durable vouchers)", &paid),
-            ("AgentWire unpaid", &free),
-            ("ceiling: quinn + sign + verify", &top),
-        ] {
+        for (stack, f) in &stacks {
             println!("| {name} | {stack} | {:.0} | {} | {} | {:.0} |", f.seq_rps, us(f.p50), us(f.p99), f.par_rps);
         }
+        let (quinn, unpaid, paid, exact) = (stacks[0].1, stacks[1].1, stacks[2].1, stacks[3].1);
+        for (label, p) in [("paid (default) / unpaid", paid), ("paid (k = 1) / unpaid", exact)] {
+            println!(
+                "| {name} | **{label}** | {:.2}× | {:.2}× | {:.2}× | **{:.2}×** |",
+                p.seq_rps / unpaid.seq_rps,
+                p.p50.as_secs_f64() / unpaid.p50.as_secs_f64(),
+                p.p99.as_secs_f64() / unpaid.p99.as_secs_f64(),
+                p.par_rps / unpaid.par_rps
+            );
+        }
         println!(
-            "| {name} | **paid / ceiling** | {:.2}× | {:.2}× | {:.2}× | **{:.2}×** |",
-            paid.seq_rps / top.seq_rps,
-            paid.p50.as_secs_f64() / top.p50.as_secs_f64(),
-            paid.p99.as_secs_f64() / top.p99.as_secs_f64(),
-            paid.par_rps / top.par_rps
+            "| {name} | **unpaid / plain quinn** | {:.2}× | {:.2}× | {:.2}× | **{:.2}×** |",
+            unpaid.seq_rps / quinn.seq_rps,
+            unpaid.p50.as_secs_f64() / quinn.p50.as_secs_f64(),
+            unpaid.p99.as_secs_f64() / quinn.p99.as_secs_f64(),
+            unpaid.par_rps / quinn.par_rps
         );
+        if ratio_line.is_empty() {
+            ratio_line = format!(
+                "RATIO paid_over_unpaid_64={:.3} paid_over_unpaid_p50={:.3} unpaid_over_quinn_64={:.3}",
+                paid.par_rps / unpaid.par_rps,
+                paid.p50.as_secs_f64() / unpaid.p50.as_secs_f64(),
+                unpaid.par_rps / quinn.par_rps
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
+    println!("\n{ratio_line}");
 }

@@ -19,7 +19,7 @@ use crate::pay::store::{Store, StoreConfig};
 use crate::pay::{Payee, PayeeConfig, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
-use agentwire_protocol::exchange::{PAY_V1, STREAM_V1};
+use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 use crate::services::{Builtin, HttpProxy, HttpProxyConfig, OpenAiChat, OpenAiConfig, Router};
 
 /// Why a brand agent could not start.
@@ -172,6 +172,7 @@ pub async fn start(config: BrandConfig, limits: TransportLimits) -> Result<Runni
     let mut caps = vec![STREAM_V1.to_owned()];
     if payee.is_some() {
         caps.push(PAY_V1.to_owned());
+        caps.push(RECEIPTS_V1.to_owned());
     }
     let server =
         Server::bind_metered(config.listen, identity.clone(), caps, Arc::new(router(&config)?), meter, limits)?;

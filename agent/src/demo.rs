@@ -85,6 +85,19 @@ fn print_receipt(o: &QueryOutcome) {
             c.channel_id
         );
     }
+    if let Some(p) = &o.proof {
+        let e = &p.entry;
+        println!(
+            "     receipt: request {}…  response {}…  cumulative {}  channel {}  leaf {} of {} in the brand's signed batch {}, verified",
+            short(&e.request_hash),
+            short(&e.response_hash),
+            near(e.cumulative),
+            p.channel.channel_id,
+            p.index + 1,
+            p.count,
+            p.seq
+        );
+    }
 }
 
 /// Runs the demo.
@@ -202,14 +215,23 @@ async fn demo(args: DemoArgs) -> Result<(), Error> {
 
     let alice_after = devnet.balance("alice.devnet");
     let brand_after = devnet.balance("brand.devnet");
-    let alice_gas = alice_before - alice_after - paid;
     println!("11. Balances after: alice {}, brand {}", near(alice_after), near(brand_after));
+    // Checked: a chain that paid more than the receipts add up to is a failure to report, not a panic.
+    let alice_gas = alice_before.checked_sub(alice_after).and_then(|spent| spent.checked_sub(paid));
+    let brand_gas = (brand_before + claimed).checked_sub(brand_after);
+    let (Some(alice_gas), Some(brand_gas)) = (alice_gas, brand_gas) else {
+        return Err(format!(
+            "balances do not add up: alice {alice_before} -> {alice_after} after paying {paid}, \
+             brand {brand_before} -> {brand_after} after claiming {claimed} (yoctoNEAR)"
+        )
+        .into());
+    };
     println!("    alice paid {} for answers + {} gas", near(paid), near(alice_gas));
     println!(
         "    brand received {} − {} gas for the claim = {}",
         near(claimed),
-        near(brand_before + claimed - brand_after),
-        near(brand_after - brand_before)
+        near(brand_gas),
+        near(claimed - brand_gas)
     );
     if claimed != paid {
         return Err(format!("claimed {claimed} but alice paid {paid}").into());

@@ -211,7 +211,7 @@ impl AgentWireTools {
                 "(answered by {} / {}; paid {paid}{})",
                 record.record().near_account.as_str(),
                 args.service,
-                outcome.receipt.as_ref().map(|r| format!(", receipt verified on channel {}", r.receipt.channel_id)).unwrap_or_default()
+                outcome.charged_total().map(|(c, _)| format!(", receipt verified on channel {}", c.channel_id)).unwrap_or_default()
             )),
         ]);
         result.structured_content = Some(json!({
@@ -221,7 +221,7 @@ impl AgentWireTools {
             "paid": outcome.paid.to_string(),
             "paid_text": paid,
             "usage": usage.map(|u| json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens })),
-            "receipt_cumulative": outcome.receipt.as_ref().map(|r| r.receipt.cumulative.to_string()),
+            "receipt_cumulative": outcome.charged_total().map(|(_, total)| total.to_string()),
         }));
         result
     }

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::dht::{Dht, DhtConfig, DhtError};
 use crate::near::{ChannelClient, NearError};
 use crate::quic::{connect, Connection, Target, TransportError, TransportLimits};
-use agentwire_protocol::exchange::{PAY_V1, STREAM_V1};
+use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 
 /// How long a registry answer is trusted.
 pub const REGISTRY_CACHE: Duration = Duration::from_secs(300);
@@ -188,7 +188,7 @@ impl UserAgent {
             }
         }
         let addr = *r.quic_addrs.first().ok_or(UserError::NoAddress)?;
-        let caps = vec![STREAM_V1.to_owned(), PAY_V1.to_owned()];
+        let caps = vec![STREAM_V1.to_owned(), PAY_V1.to_owned(), RECEIPTS_V1.to_owned()];
         let ik = Target { addr, identity: Some(r.identity), noise_static: Some(r.noise_static) };
         let conn = match connect(&self.endpoint, self.identity.clone(), &ik, &caps, self.limits).await {
             Ok(c) => c,

@@ -234,8 +234,8 @@ async fn killing_the_brand_20_times_loses_no_money() {
                 match query(&conn, &record, "chat", q.clone(), Some(&payer), |_| async {}).await {
                     Ok(out) => {
                         assert_eq!(out.body, q);
-                        let r = out.receipt.expect("receipt").receipt;
-                        received.lock().unwrap().push((out.paid, r.channel_id, r.cumulative));
+                        let (channel, total) = out.charged_total().expect("a checked receipt");
+                        received.lock().unwrap().push((out.paid, channel.channel_id, total));
                     }
                     // The brand died under us: drop the session; the next one reconnects.
                     _ => conn.close(),

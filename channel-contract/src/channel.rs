@@ -34,6 +34,8 @@ pub enum ChannelError {
     PeriodTooLong,
     /// A close has started: no top-ups.
     Closing,
+    /// The channel was closed or finalized: only owed payouts are left.
+    Closed,
     /// `finalize` before a close was started.
     NotClosing,
     /// `finalize` before the challenge period ended.
@@ -64,6 +66,7 @@ impl ChannelError {
             }
             ChannelError::PeriodTooLong => "challenge period above the maximum of 30 days",
             ChannelError::Closing => "channel is closing",
+            ChannelError::Closed => "channel is closed",
             ChannelError::NotClosing => "no close was started",
             ChannelError::ChallengePeriodRunning { ends_ns } => {
                 return with_number("challenge period runs until ", *ends_ns, "")
@@ -119,6 +122,8 @@ pub struct Channel {
     pub challenge_period_ns: u64,
     /// When the payer started a unilateral close.
     pub closing_since_ns: Option<u64>,
+    /// `close` or `finalize` ran: nothing but owed payouts is left.
+    pub settled: bool,
 }
 
 /// Money that leaves the contract when a channel ends.
@@ -168,6 +173,7 @@ impl Channel {
             claimed: 0,
             challenge_period_ns,
             closing_since_ns: None,
+            settled: false,
         })
     }
 
@@ -178,6 +184,7 @@ impl Channel {
 
     /// Adds to the deposit; only the payer, and not once a close started.
     pub fn top_up(&mut self, caller: &AccountId, amount: u128) -> Result<(), ChannelError> {
+        self.not_settled()?;
         if *caller != self.payer {
             return Err(ChannelError::NotPayer);
         }
@@ -188,6 +195,13 @@ impl Channel {
             return Err(ChannelError::ZeroAmount);
         }
         self.deposit = self.deposit.checked_add(amount).ok_or(ChannelError::Overflow)?;
+        Ok(())
+    }
+
+    fn not_settled(&self) -> Result<(), ChannelError> {
+        if self.settled {
+            return Err(ChannelError::Closed);
+        }
         Ok(())
     }
 
@@ -221,6 +235,7 @@ impl Channel {
         signature: &[u8; 64],
         verify: &VerifyFn,
     ) -> Result<u128, ChannelError> {
+        self.not_settled()?;
         if *caller != self.payee {
             return Err(ChannelError::NotPayee);
         }
@@ -236,7 +251,8 @@ impl Channel {
     }
 
     /// The payee closes at once: claims `final_voucher` if given and higher,
-    /// refunds the rest to the payer. The caller removes the channel.
+    /// refunds the rest to the payer. The channel is settled: the caller sends
+    /// the money and removes the channel once every payout is done.
     pub fn close(
         &mut self,
         contract: &AccountId,
@@ -244,6 +260,7 @@ impl Channel {
         final_voucher: Option<(u128, [u8; 64])>,
         verify: &VerifyFn,
     ) -> Result<Settlement, ChannelError> {
+        self.not_settled()?;
         if *caller != self.payee {
             return Err(ChannelError::NotPayee);
         }
@@ -256,11 +273,13 @@ impl Channel {
         let claimed = self.claimed.checked_add(payout).ok_or(ChannelError::Overflow)?;
         let refund = self.deposit.checked_sub(claimed).ok_or(ChannelError::Overflow)?;
         self.claimed = claimed;
+        self.settled = true;
         Ok(Settlement { payout, refund })
     }
 
     /// The payer starts a unilateral close at `now_ns`.
     pub fn start_close(&mut self, caller: &AccountId, now_ns: u64) -> Result<u64, ChannelError> {
+        self.not_settled()?;
         if *caller != self.payer {
             return Err(ChannelError::NotPayer);
         }
@@ -272,8 +291,9 @@ impl Channel {
     }
 
     /// After the challenge period, refunds what was not claimed. Payer or
-    /// payee may call it. The caller removes the channel.
+    /// payee may call it. The channel is settled, as by [`Channel::close`].
     pub fn finalize(&mut self, caller: &AccountId, now_ns: u64) -> Result<Settlement, ChannelError> {
+        self.not_settled()?;
         if *caller != self.payer && *caller != self.payee {
             return Err(ChannelError::NotParty);
         }
@@ -283,6 +303,7 @@ impl Channel {
             return Err(ChannelError::ChallengePeriodRunning { ends_ns });
         }
         let refund = self.deposit.checked_sub(self.claimed).ok_or(ChannelError::Overflow)?;
+        self.settled = true;
         Ok(Settlement { payout: 0, refund })
     }
 }

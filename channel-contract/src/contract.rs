@@ -3,24 +3,28 @@
 //! events, views and the endpoint registry. Every rule about a channel itself
 //! is in [`crate::channel`]; [`crate::entry`] turns JSON into these calls.
 //!
-//! Storage is paid by whoever creates it, from a per-account storage balance
-//! (`storage_deposit`, or NEAR attached to `open` beyond the deposit), and is
-//! credited back when the entry is deleted. A payout whose transfer fails is
-//! rolled back (claims) or kept as an owed balance the account can withdraw
-//! (`withdraw_owed`): money never disappears.
+//! Storage: every stored byte has exactly one payer, who is credited when it
+//! is freed (spec/contract.md §6.5). An account pays from its storage balance
+//! (`storage_deposit`, or NEAR attached to `open` beyond the deposit) for its
+//! own record, the channels it opens (with their index entries) and its
+//! endpoint keys; a payer pays for the record of a payee that had none, and
+//! that record remembers it. A payout whose transfer fails is rolled back
+//! (claims) or kept in the channel as owed to its receiver (`withdraw_owed`):
+//! a channel stays stored until every payout of it is done, so money never
+//! disappears and every owed amount sits in storage its payer paid for.
 
 use near_sdk::json_types::{U128, U64};
 use near_sdk::{env, AccountId, Gas, GasWeight, NearToken, PromiseError, PromiseIndex};
 
+use crate::accounting::{self, Records};
 use crate::channel::{Channel, ChannelError, Settlement, MAX_CHALLENGE_PERIOD_NS};
 use crate::events;
 use crate::json::{push_dec, push_str};
 pub use crate::store::Currency;
-use crate::store::{self, Account, ChannelV1, Config, IN_PAYEE_INDEX, IN_PAYER_INDEX};
-use crate::weak_keys::is_small_order;
+use crate::store::{self, Account, Config, StoredChannel, IN_PAYEE_INDEX, IN_PAYER_INDEX};
 
 /// Version of the stored layout (`VersionedChannel` variants follow it).
-pub const STATE_VERSION: u16 = 1;
+pub const STATE_VERSION: u16 = 2;
 /// Gas for an `ft_transfer` payout.
 const GAS_FT_TRANSFER: Gas = Gas::from_tgas(10);
 /// Gas for a payout callback.
@@ -32,10 +36,11 @@ pub const MAX_PAGE: u32 = 100;
 /// No deployment may set a minimum challenge period below one hour (Filecoin's
 /// one-epoch period is the cautionary tale).
 pub const MIN_CHALLENGE_PERIOD_FLOOR_NS: u64 = 3_600 * 1_000_000_000;
-/// Smallest `storage_deposit`: enough for the balance entry it creates.
+/// Smallest `storage_deposit`: 1 000 bytes, far more than the largest account
+/// record it may create (126 bytes), which is paid from it.
 pub const MIN_STORAGE_DEPOSIT: u128 = 10_000_000_000_000_000_000_000; // 0.01 NEAR
 /// Storage price, yoctoNEAR per byte (protocol constant; `env::storage_byte_cost`).
-const BYTE_COST: u128 = 10_000_000_000_000_000_000;
+pub const BYTE_COST: u128 = 10_000_000_000_000_000_000;
 
 /// A channel as views return it (amounts as strings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +55,14 @@ pub struct ChannelView {
     pub deposit: U128,
     pub claimed: U128,
     pub challenge_period_ns: U64,
+    /// `None` while open; when the close started (for a settled channel that
+    /// was never closing: when it was closed).
     pub closing_since_ns: Option<U64>,
+    /// Closed or finalized: only owed payouts are left.
+    pub settled: bool,
+    /// Failed payouts kept for the payee / the payer (`withdraw_owed`).
+    pub owed_to_payee: U128,
+    pub owed_to_payer: U128,
 }
 
 /// The contract's configuration as `config` returns it.
@@ -95,7 +107,7 @@ fn proto_account(a: &str) -> agentwire_protocol::account::AccountId {
         .unwrap_or_else(|_| env::panic_str("account id outside the AgentWire account rules"))
 }
 
-fn parse_hex<const N: usize>(s: &str, what: &str) -> [u8; N] {
+pub(crate) fn parse_hex<const N: usize>(s: &str, what: &str) -> [u8; N] {
     let b = s.as_bytes();
     if b.len() != 2 * N {
         env::panic_str(&[what, ": expected ", if N == 32 { "32" } else { "64" }, " bytes of hex"].concat());
@@ -119,15 +131,15 @@ fn verify(msg: &[u8], sig: &[u8; 64], key: &[u8; 32]) -> bool {
     env::ed25519_verify(sig, msg, key)
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     store::config().unwrap_or_else(|| env::panic_str("The contract is not initialized"))
 }
 
-fn load_channel(id: u64) -> ChannelV1 {
+fn load_channel(id: u64) -> StoredChannel {
     store::channel(id).unwrap_or_else(|| env::panic_str("no such channel"))
 }
 
-fn core(id: u64, ch: &ChannelV1) -> Channel {
+fn core(id: u64, ch: &StoredChannel) -> Channel {
     Channel {
         id,
         epoch: ch.epoch,
@@ -138,10 +150,11 @@ fn core(id: u64, ch: &ChannelV1) -> Channel {
         claimed: ch.claimed,
         challenge_period_ns: ch.challenge_period_ns,
         closing_since_ns: (ch.closing_since_ns != 0).then_some(ch.closing_since_ns),
+        settled: ch.settled,
     }
 }
 
-fn view(id: u64, ch: &ChannelV1) -> ChannelView {
+pub(crate) fn view(id: u64, ch: &StoredChannel) -> ChannelView {
     ChannelView {
         id: U64(id),
         epoch: U64(ch.epoch),
@@ -153,19 +166,26 @@ fn view(id: u64, ch: &ChannelV1) -> ChannelView {
         claimed: U128(ch.claimed),
         challenge_period_ns: U64(ch.challenge_period_ns),
         closing_since_ns: (ch.closing_since_ns != 0).then_some(U64(ch.closing_since_ns)),
+        settled: ch.settled,
+        owed_to_payee: U128(ch.owed_payee),
+        owed_to_payer: U128(ch.owed_payer),
     }
 }
 
-/// Storage bytes written since `before` (negative: freed), plus `extra`.
-fn grown_since(before: u64, extra: i128) -> i128 {
-    i128::from(env::storage_usage()) - i128::from(before) + extra
+fn add_u32(a: u32, b: u32) -> u32 {
+    a.checked_add(b).unwrap_or_else(|| fail(ChannelError::Overflow))
 }
 
-fn storage_cost_panic(cost: u128) -> ! {
-    let mut m = String::from("storage costs ");
-    crate::json::push_u128(&mut m, cost);
-    m.push_str(" yoctoNEAR: storage_deposit or attach more");
-    env::panic_str(&m)
+/// The epoch of a new deployment: the first 8 bytes of the block's random
+/// seed, so a voucher for a channel of another deployment on the same account
+/// (or another chain with the same account names) names another epoch.
+fn fresh_epoch() -> u64 {
+    let seed = env::random_seed();
+    let mut b = [0u8; 8];
+    for (d, s) in b.iter_mut().zip(seed.iter()) {
+        *d = *s;
+    }
+    u64::from_le_bytes(b)
 }
 
 impl ChannelContract {
@@ -190,9 +210,7 @@ impl ChannelContract {
         store::set_config(&Config {
             state_version: STATE_VERSION,
             owner: owner_id,
-            // Block height at deployment: a redeployed contract restarts ids
-            // at 0, and this epoch keeps old vouchers from matching new channels.
-            epoch: env::block_height(),
+            epoch: fresh_epoch(),
             next_channel_id: 0,
             min_challenge_period_ns: min_challenge_period_ns.0,
         });
@@ -201,17 +219,23 @@ impl ChannelContract {
 
     // ---- storage ----
 
-    /// Adds the attached NEAR to the caller's (or `account_id`'s) storage balance.
+    /// Adds the attached NEAR to the caller's (or `account_id`'s) storage
+    /// balance, less the account record's storage if this creates it (or
+    /// takes it over from the payer that created it).
     pub fn storage_deposit(&mut self, account_id: Option<AccountId>) -> U128 {
         let account = account_id.unwrap_or_else(env::predecessor_account_id);
         let amount = env::attached_deposit().as_yoctonear();
         if amount < MIN_STORAGE_DEPOSIT {
             env::panic_str("attach at least 0.01 NEAR to deposit for storage");
         }
-        let mut a = Account::load(account.as_str());
-        a.balance = a.balance.checked_add(amount).unwrap_or_else(|| fail(ChannelError::Overflow));
-        a.save(account.as_str());
-        U128(a.balance)
+        let mut recs = Records::default();
+        let own = recs.own(&account);
+        let rec = recs.get(&account);
+        accounting::add(rec, amount);
+        accounting::charge(rec, own);
+        let balance = rec.balance;
+        recs.save();
+        U128(balance)
     }
 
     /// Unused storage balance of `account_id`.
@@ -219,50 +243,71 @@ impl ChannelContract {
         U128(Account::load(account_id.as_str()).balance)
     }
 
-    /// Withdraws `amount` (default: all) of the caller's unused storage balance.
+    /// Withdraws `amount` (default: all) of the caller's unused storage
+    /// balance. A record left with nothing in it and paid for by the caller is
+    /// deleted, and its storage is paid out too. A record that stays is
+    /// pinned until the transfer's callback, so a failed transfer always has
+    /// a record to come back to.
     pub fn storage_withdraw(&mut self, amount: Option<U128>) -> PromiseIndex {
         if env::attached_deposit() != NearToken::from_yoctonear(1) {
             env::panic_str("attach exactly 1 yoctoNEAR");
         }
         let account = env::predecessor_account_id();
-        let mut a = Account::load(account.as_str());
-        let mut take = amount.map_or(a.balance, |x| x.0);
-        if take == 0 || take > a.balance {
+        let mut rec = Account::load(account.as_str());
+        let take = amount.map_or(rec.balance, |x| x.0);
+        if take > rec.balance {
             env::panic_str("not that much unused storage balance");
         }
-        a.balance -= take;
-        let before = env::storage_usage();
-        a.save(account.as_str());
-        // Withdrawing everything deletes the record: the storage it was
-        // charged for comes back too, so an account that leaves leaves nothing.
-        let freed = u128::from(before.saturating_sub(env::storage_usage()));
-        take = take
-            .checked_add(freed.saturating_mul(env::storage_byte_cost().as_yoctonear()))
-            .unwrap_or_else(|| fail(ChannelError::Overflow));
+        rec.balance -= take;
+        let mut payout = take;
+        let kept = !(rec.present && rec.sponsor.is_none() && rec.is_empty());
+        if kept {
+            accounting::pin(&mut rec);
+        } else {
+            rec.present = false;
+            payout += accounting::cost(Account::base_bytes(account.as_str(), None));
+        }
+        if payout == 0 {
+            env::panic_str("not that much unused storage balance");
+        }
+        rec.save(account.as_str());
         let p = env::promise_batch_create(&account);
-        env::promise_batch_action_transfer(p, NearToken::from_yoctonear(take));
+        env::promise_batch_action_transfer(p, NearToken::from_yoctonear(payout));
         let mut args = String::from("{\"account\":");
         push_str(&mut args, account.as_str());
         args.push_str(",\"amount\":");
-        push_dec(&mut args, take);
-        args.push('}');
+        push_dec(&mut args, payout);
+        args.push_str(if kept { ",\"kept\":true}" } else { ",\"kept\":false}" });
         callback(p, "on_storage_withdraw", args)
     }
 
-    /// Restores a storage withdrawal whose transfer failed.
-    pub fn on_storage_withdraw(&mut self, account: AccountId, amount: U128, result: Result<(), PromiseError>) {
-        if result.is_err() {
-            let mut a = Account::load(account.as_str());
-            a.balance = a.balance.checked_add(amount.0).unwrap_or_else(|| fail(ChannelError::Overflow));
-            // A record deleted by the withdrawal comes back: charge its bytes
-            // again (they were part of the amount paid out). Its size does not
-            // depend on the balance, so saving twice measures it.
-            let before = env::storage_usage();
-            a.save(account.as_str());
-            let regrown = u128::from(env::storage_usage().saturating_sub(before));
-            a.balance = a.balance.saturating_sub(regrown.saturating_mul(env::storage_byte_cost().as_yoctonear()));
-            a.save(account.as_str());
+    /// Callback of `storage_withdraw`: unpins a record that stayed, and puts a
+    /// failed transfer's amount back into the storage balance (a deleted
+    /// record comes back, paid from that amount, which included its storage).
+    pub fn on_storage_withdraw(
+        &mut self,
+        account: AccountId,
+        amount: U128,
+        kept: bool,
+        result: Result<(), PromiseError>,
+    ) {
+        let mut recs = Records::default();
+        if kept {
+            let rec = recs.get(&account);
+            if !rec.present {
+                env::panic_str("corrupt state");
+            }
+            accounting::unpin(rec);
+            if result.is_err() {
+                accounting::add(rec, amount.0);
+            }
+        } else if result.is_err() {
+            let own = recs.own(&account);
+            let rec = recs.get(&account);
+            accounting::add(rec, amount.0);
+            accounting::charge(rec, own);
         }
+        recs.save();
     }
 
     // ---- opening and funding ----
@@ -324,10 +369,11 @@ impl ChannelContract {
         let mut c = core(id, &ch);
         let payout = ok(c.claim(&contract, &caller, cumulative.0, &sig, &verify));
         ch.claimed = c.claimed;
+        ch.in_flight = add_u32(ch.in_flight, 1);
         events::claimed(id, ch.claimed, payout);
         let (payee, currency) = (ch.payee.clone(), ch.currency.clone());
         store::set_channel(id, ch);
-        pay(&payee, &currency, payout, Some(id))
+        pay(&payee, &currency, payout, id, true)
     }
 
     /// The payee closes at once: claims `final_voucher` (if above the claimed
@@ -340,7 +386,7 @@ impl ChannelContract {
         let mut c = core(id, &ch);
         let fv = final_voucher.map(|v| (v.cumulative.0, parse_hex::<64>(&v.signature, "signature")));
         let settlement = ok(c.close(&contract, &caller, fv, &verify));
-        settle(id, ch, settlement, "closed");
+        settle(id, ch, c.claimed, settlement, "closed");
     }
 
     /// The payer starts a unilateral close; the payee may still claim until `finalize`.
@@ -363,71 +409,91 @@ impl ChannelContract {
         let ch = load_channel(id);
         let mut c = core(id, &ch);
         let settlement = ok(c.finalize(&caller, env::block_timestamp()));
-        settle(id, ch, settlement, "finalized");
+        settle(id, ch, c.claimed, settlement, "finalized");
     }
 
-    /// Pays out a balance owed after a failed transfer.
-    pub fn withdraw_owed(&mut self, currency: Currency) -> PromiseIndex {
-        let account = env::predecessor_account_id();
-        let amount = store::owed(account.as_str(), &currency);
+    /// Pays the caller (the payee or the payer of a settled channel) what is
+    /// owed to it there after failed payouts.
+    pub fn withdraw_owed(&mut self, channel_id: U64) -> PromiseIndex {
+        let caller = env::predecessor_account_id();
+        let id = channel_id.0;
+        let mut ch = load_channel(id);
+        let to_payee = if caller == ch.payee {
+            true
+        } else if caller == ch.payer {
+            false
+        } else {
+            fail(ChannelError::NotParty)
+        };
+        let owed = if to_payee { &mut ch.owed_payee } else { &mut ch.owed_payer };
+        let amount = core::mem::take(owed);
         if amount == 0 {
             env::panic_str("nothing owed");
         }
-        store::set_owed(account.as_str(), &currency, 0);
-        pay(&account, &currency, amount, None)
+        ch.in_flight = add_u32(ch.in_flight, 1);
+        let currency = ch.currency.clone();
+        store::set_channel(id, ch);
+        pay(&caller, &currency, amount, id, to_payee)
     }
 
-    /// Callback of every payout: on failure, restores the claim (if the
-    /// channel still exists) or records the amount as owed.
+    /// Callback of a payout of channel `channel_id` (to its payee or payer):
+    /// on failure, undoes the claim if the channel is still open, or keeps the
+    /// amount owed to its receiver; deletes a settled channel with nothing left.
     pub fn on_payout(
         &mut self,
-        receiver: AccountId,
-        currency: Currency,
+        channel_id: U64,
+        to_payee: bool,
         amount: U128,
-        channel_id: Option<U64>,
         result: Result<(), PromiseError>,
     ) -> bool {
-        if result.is_ok() {
-            return true;
-        }
-        if let Some(id) = channel_id {
-            if let Some(mut ch) = store::channel(id.0) {
-                if let Some(claimed) = ch.claimed.checked_sub(amount.0) {
+        let id = channel_id.0;
+        let mut ch = load_channel(id);
+        ch.in_flight = ch.in_flight.saturating_sub(1);
+        let paid = result.is_ok();
+        if !paid {
+            match ch.claimed.checked_sub(amount.0) {
+                Some(claimed) if to_payee && !ch.settled => {
                     ch.claimed = claimed;
-                    events::claim_rolled_back(id.0, amount.0);
-                    store::set_channel(id.0, ch);
-                    return false;
+                    events::claim_rolled_back(id, amount.0);
                 }
+                _ => owe(id, &mut ch, to_payee, amount.0),
             }
         }
-        add_owed(&receiver, &currency, amount.0);
-        false
+        finish(id, ch);
+        paid
     }
 
     /// Callback of a settlement that paid both parties: each failed transfer
-    /// becomes owed to its receiver (the channel no longer exists).
-    pub fn on_settle(
-        &mut self,
-        payee: AccountId,
-        payer: AccountId,
-        currency: Currency,
-        payout: U128,
-        refund: U128,
-        results: [Result<(), PromiseError>; 2],
-    ) {
+    /// stays owed to its receiver in the channel.
+    pub fn on_settle(&mut self, channel_id: U64, payout: U128, refund: U128, results: [Result<(), PromiseError>; 2]) {
+        let id = channel_id.0;
+        let mut ch = load_channel(id);
+        ch.in_flight = ch.in_flight.saturating_sub(2);
         if results[0].is_err() {
-            add_owed(&payee, &currency, payout.0);
+            owe(id, &mut ch, true, payout.0);
         }
         if results[1].is_err() {
-            add_owed(&payer, &currency, refund.0);
+            owe(id, &mut ch, false, refund.0);
         }
+        finish(id, ch);
     }
 }
 
-fn add_owed(receiver: &AccountId, currency: &Currency, amount: u128) {
-    let owed = store::owed(receiver.as_str(), currency);
-    store::set_owed(receiver.as_str(), currency, owed.saturating_add(amount));
-    events::payout_owed(receiver.as_str(), currency, amount);
+/// Keeps a failed payout in the channel for its receiver.
+fn owe(id: u64, ch: &mut StoredChannel, to_payee: bool, amount: u128) {
+    let (owed, receiver) = if to_payee { (&mut ch.owed_payee, &ch.payee) } else { (&mut ch.owed_payer, &ch.payer) };
+    *owed = owed.checked_add(amount).unwrap_or_else(|| fail(ChannelError::Overflow));
+    events::payout_owed(id, receiver.as_str(), &ch.currency, amount);
+}
+
+/// Saves a channel, or deletes it once it is settled and nothing of it is in
+/// flight or owed (its storage then goes back to its payer).
+fn finish(id: u64, ch: StoredChannel) {
+    if ch.settled && ch.in_flight == 0 && ch.owed_payee == 0 && ch.owed_payer == 0 {
+        accounting::release_channel(id, &ch);
+    } else {
+        store::set_channel(id, ch);
+    }
 }
 
 /// Creates the `on_*` callback of promise `p` and makes it the call's result.
@@ -473,20 +539,15 @@ fn transfer(to: &AccountId, currency: &Currency, amount: u128) -> PromiseIndex {
     }
 }
 
-/// Sends `amount` to `to` in `currency`, then `on_payout`; returns the callback's promise.
-fn pay(to: &AccountId, currency: &Currency, amount: u128, channel_id: Option<u64>) -> PromiseIndex {
+/// Sends `amount` of channel `id` to `to` in `currency`, then `on_payout`;
+/// returns the callback's promise.
+fn pay(to: &AccountId, currency: &Currency, amount: u128, id: u64, to_payee: bool) -> PromiseIndex {
     let p = transfer(to, currency, amount);
-    let mut args = String::from("{\"receiver\":");
-    push_str(&mut args, to.as_str());
-    args.push_str(",\"currency\":");
-    events::push_currency(&mut args, currency);
+    let mut args = String::from("{\"channel_id\":");
+    push_dec(&mut args, u128::from(id));
+    args.push_str(if to_payee { ",\"to_payee\":true" } else { ",\"to_payee\":false" });
     args.push_str(",\"amount\":");
     push_dec(&mut args, amount);
-    args.push_str(",\"channel_id\":");
-    match channel_id {
-        Some(id) => push_dec(&mut args, u128::from(id)),
-        None => args.push_str("null"),
-    }
     args.push('}');
     callback(p, "on_payout", args)
 }
@@ -515,33 +576,46 @@ fn open_channel(
     ));
     cfg.next_channel_id = id.checked_add(1).unwrap_or_else(|| fail(ChannelError::Overflow));
     store::set_config(&cfg);
-    let mut payer_rec = Account::load(payer.as_str());
-    let mut payee_rec = Account::load(payee.as_str());
-    let indexed =
-        if payer_rec.index(id) { IN_PAYER_INDEX } else { 0 } | if payee_rec.index(id) { IN_PAYEE_INDEX } else { 0 };
-    let before = env::storage_usage();
-    store::set_channel(
-        id,
-        ChannelV1 {
-            epoch: cfg.epoch,
-            payer: payer.clone(),
-            payee: payee.clone(),
-            payer_key: key,
-            currency,
-            deposit,
-            claimed: 0,
-            challenge_period_ns: period_ns,
-            closing_since_ns: 0,
-            indexed,
-        },
-    );
-    payee_rec.save(payee.as_str());
-    // The payer pays for all of it, its own record's growth included.
-    let bytes = grown_since(before, payer_rec.growth_if_kept(payer.as_str()));
-    let cost = BYTE_COST * u128::try_from(bytes).unwrap_or(0);
-    let have = payer_rec.balance.checked_add(storage_credit).unwrap_or_else(|| fail(ChannelError::Overflow));
-    payer_rec.balance = have.checked_sub(cost).unwrap_or_else(|| storage_cost_panic(cost));
-    payer_rec.save(payer.as_str());
+    // The payer pays for everything this stores: its own record if new, the
+    // payee's if new (remembered as the payee's sponsor), both index entries
+    // and the channel.
+    let mut recs = Records::default();
+    let mut bytes = recs.own(&payer);
+    if !recs.get(&payee).present {
+        bytes += recs.sponsor(&payee, &payer);
+    }
+    let mut indexed = 0;
+    if recs.get(&payer).index(id) {
+        indexed |= IN_PAYER_INDEX;
+        bytes += 8;
+    }
+    if recs.get(&payee).index(id) {
+        indexed |= IN_PAYEE_INDEX;
+        bytes += 8;
+    }
+    let ch = StoredChannel {
+        epoch: cfg.epoch,
+        payer: payer.clone(),
+        payee: payee.clone(),
+        payer_key: key,
+        currency,
+        deposit,
+        claimed: 0,
+        challenge_period_ns: period_ns,
+        closing_since_ns: 0,
+        indexed,
+        settled: false,
+        in_flight: 0,
+        owed_payee: 0,
+        owed_payer: 0,
+    };
+    bytes += store::channel_bytes(&ch);
+    let p = recs.get(&payer);
+    accounting::pin(p);
+    accounting::add(p, storage_credit);
+    accounting::charge(p, bytes);
+    store::set_channel(id, ch);
+    recs.save();
     events::channel_opened(id, cfg.epoch, payer.as_str(), payee.as_str(), deposit);
     id
 }
@@ -558,26 +632,18 @@ fn top_up_channel(id: u64, caller: &AccountId, currency: &Currency, amount: u128
     store::set_channel(id, ch);
 }
 
-/// Removes a finished channel, key and all, so nothing can verify against it
-/// again; credits the freed storage to the payer; sends the money.
-fn settle(id: u64, ch: ChannelV1, s: Settlement, name: &str) {
-    let before = env::storage_usage();
-    store::remove_channel(id);
-    if ch.indexed & IN_PAYEE_INDEX != 0 {
-        let mut r = Account::load(ch.payee.as_str());
-        r.unindex(id);
-        r.save(ch.payee.as_str());
+/// Settles a channel that `close` or `finalize` ended: no voucher verifies
+/// against it any more; the money is sent, and the record (key and all) is
+/// deleted once every payout of it is done.
+fn settle(id: u64, mut ch: StoredChannel, claimed: u128, s: Settlement, name: &str) {
+    ch.claimed = claimed;
+    ch.settled = true;
+    if ch.closing_since_ns == 0 {
+        ch.closing_since_ns = env::block_timestamp().max(1);
     }
-    let mut payer_rec = Account::load(ch.payer.as_str());
-    if ch.indexed & IN_PAYER_INDEX != 0 {
-        payer_rec.unindex(id);
-    }
-    // The payer's record stays (the credit is positive), so its size is known now.
-    let freed = -grown_since(before, payer_rec.growth_if_kept(ch.payer.as_str()));
-    let credit = BYTE_COST * u128::try_from(freed).unwrap_or(0);
-    payer_rec.balance = payer_rec.balance.checked_add(credit).unwrap_or_else(|| fail(ChannelError::Overflow));
-    payer_rec.save(ch.payer.as_str());
     events::settled(name, id, s.payout, s.refund);
+    let sent = u32::from(s.payout > 0) + u32::from(s.refund > 0);
+    ch.in_flight = add_u32(ch.in_flight, sent);
     match (s.payout > 0, s.refund > 0) {
         // Both: one callback for the two transfers (`on_settle`), which saves a
         // receipt and a function call (about 0.38 Tgas) over two `on_payout`s.
@@ -586,12 +652,8 @@ fn settle(id: u64, ch: ChannelV1, s: Settlement, name: &str) {
                 transfer(&ch.payee, &ch.currency, s.payout),
                 transfer(&ch.payer, &ch.currency, s.refund),
             ]);
-            let mut args = String::from("{\"payee\":");
-            push_str(&mut args, ch.payee.as_str());
-            args.push_str(",\"payer\":");
-            push_str(&mut args, ch.payer.as_str());
-            args.push_str(",\"currency\":");
-            events::push_currency(&mut args, &ch.currency);
+            let mut args = String::from("{\"channel_id\":");
+            push_dec(&mut args, u128::from(id));
             args.push_str(",\"payout\":");
             push_dec(&mut args, s.payout);
             args.push_str(",\"refund\":");
@@ -600,111 +662,12 @@ fn settle(id: u64, ch: ChannelV1, s: Settlement, name: &str) {
             callback(both, "on_settle", args);
         }
         (true, false) => {
-            pay(&ch.payee, &ch.currency, s.payout, None);
+            pay(&ch.payee, &ch.currency, s.payout, id, true);
         }
         (false, true) => {
-            pay(&ch.payer, &ch.currency, s.refund, None);
+            pay(&ch.payer, &ch.currency, s.refund, id, false);
         }
         (false, false) => {}
     }
-}
-
-// Endpoint registry, views and the owner's method.
-impl ChannelContract {
-    /// Registers an agent identity key (hex ed25519) that speaks for the caller's account.
-    pub fn register_endpoint(&mut self, key: String) {
-        let account = env::predecessor_account_id();
-        let bytes = parse_hex::<32>(&key, "key");
-        if is_small_order(&bytes) {
-            env::panic_str("key is a small-order point");
-        }
-        let mut keys = store::endpoints(account.as_str());
-        if keys.len() >= MAX_ENDPOINT_KEYS as usize {
-            env::panic_str("too many endpoint keys");
-        }
-        if keys.contains(&bytes) {
-            env::panic_str("key already registered");
-        }
-        keys.push(bytes);
-        let before = env::storage_usage();
-        store::set_endpoints(account.as_str(), &keys);
-        let mut rec = Account::load(account.as_str());
-        let cost = BYTE_COST * u128::try_from(grown_since(before, 0)).unwrap_or(0);
-        rec.balance = rec.balance.checked_sub(cost).unwrap_or_else(|| storage_cost_panic(cost));
-        rec.save(account.as_str());
-        events::endpoint("endpoint_registered", account.as_str(), &hex(&bytes));
-    }
-
-    /// Revokes one of the caller's endpoint keys; its storage is credited back.
-    pub fn revoke_endpoint(&mut self, key: String) {
-        let account = env::predecessor_account_id();
-        let bytes = parse_hex::<32>(&key, "key");
-        let mut keys = store::endpoints(account.as_str());
-        let Some(pos) = keys.iter().position(|k| *k == bytes) else { env::panic_str("no such endpoint key") };
-        keys.remove(pos);
-        let before = env::storage_usage();
-        store::set_endpoints(account.as_str(), &keys);
-        let mut rec = Account::load(account.as_str());
-        let freed = -grown_since(before, rec.growth_if_kept(account.as_str()));
-        let credit = BYTE_COST * u128::try_from(freed).unwrap_or(0);
-        rec.balance = rec.balance.checked_add(credit).unwrap_or_else(|| fail(ChannelError::Overflow));
-        rec.save(account.as_str());
-        events::endpoint("endpoint_revoked", account.as_str(), &hex(&bytes));
-    }
-
-    /// Whether `key` (hex) is registered for `account_id`.
-    pub fn is_endpoint(&self, account_id: AccountId, key: String) -> bool {
-        let key = key.to_ascii_lowercase();
-        store::endpoints(account_id.as_str()).iter().any(|k| hex(k) == key)
-    }
-
-    /// The keys registered for `account_id`.
-    pub fn endpoint_keys(&self, account_id: AccountId) -> Vec<String> {
-        store::endpoints(account_id.as_str()).iter().map(|k| hex(k)).collect()
-    }
-
-    /// One channel.
-    pub fn get_channel(&self, channel_id: U64) -> Option<ChannelView> {
-        store::channel(channel_id.0).map(|c| view(channel_id.0, &c))
-    }
-
-    /// Channels where `account_id` is payer or payee, paged.
-    pub fn channels_of(&self, account_id: AccountId, from_index: Option<u32>, limit: Option<u32>) -> Vec<ChannelView> {
-        Account::load(account_id.as_str())
-            .ids
-            .iter()
-            .skip(from_index.unwrap_or(0) as usize)
-            .take(limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize)
-            .filter_map(|id| self.get_channel(U64(*id)))
-            .collect()
-    }
-
-    /// The contract's configuration.
-    pub fn config(&self) -> ConfigView {
-        let c = config();
-        ConfigView {
-            owner: c.owner,
-            state_version: c.state_version,
-            epoch: U64(c.epoch),
-            min_challenge_period_ns: U64(c.min_challenge_period_ns),
-            tokens: store::tokens(),
-        }
-    }
-
-    /// Owed balance of `account_id` in `currency` after failed payouts.
-    pub fn owed_of(&self, account_id: AccountId, currency: Currency) -> U128 {
-        U128(store::owed(account_id.as_str(), &currency))
-    }
-
-    /// Accepts another NEP-141 token (owner only).
-    pub fn add_token(&mut self, token: AccountId) {
-        if env::predecessor_account_id() != config().owner {
-            env::panic_str("owner only");
-        }
-        let mut t = store::tokens();
-        if !t.contains(&token) {
-            t.push(token);
-            store::set_tokens(&t);
-        }
-    }
+    finish(id, ch);
 }

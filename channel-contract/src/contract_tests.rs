@@ -13,6 +13,9 @@ use crate::contract::{ChannelContract, Currency, FinalVoucher};
 
 const HOUR_NS: u64 = 3_600_000_000_000;
 const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+/// The block's random seed in every context, and the epoch `new` draws from it.
+const SEED: [u8; 32] = [9; 32];
+const EPOCH: u64 = u64::from_le_bytes([9; 8]);
 
 fn acc(s: &str) -> AccountId {
     s.parse().unwrap()
@@ -25,6 +28,7 @@ fn ctx(predecessor: &str, deposit: u128, now_ns: u64) {
         .attached_deposit(NearToken::from_yoctonear(deposit))
         .block_timestamp(now_ns)
         .block_height(500)
+        .random_seed(SEED)
         .account_balance(NearToken::from_near(1_000));
     testing_env!(b.build());
 }
@@ -71,7 +75,7 @@ fn open_charges_storage_and_shows_the_channel() {
     let id = open_near(&mut c, 5 * NEAR);
     let v = c.get_channel(U64(id)).unwrap();
     assert_eq!(v.deposit, U128(5 * NEAR));
-    assert_eq!(v.epoch, U64(500));
+    assert_eq!(v.epoch, U64(EPOCH), "the epoch comes from the block's random seed");
     assert_eq!(v.payee, acc("brand.near"));
     let left = c.storage_balance_of(acc("user.near")).0;
     assert!(left < NEAR / 10 && left > 0, "storage charged from the extra attached NEAR: {left}");
@@ -84,18 +88,18 @@ fn claim_pays_the_payee_and_a_failed_transfer_rolls_back() {
     let mut c = deploy();
     let id = open_near(&mut c, 5 * NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, 500, 2 * NEAR));
+    let _ = c.claim(U64(id), U128(2 * NEAR), sign(id, EPOCH, 2 * NEAR));
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(2 * NEAR));
     assert!(!get_created_receipts().is_empty());
     ctx("channels.near", 0, 11);
-    let ok = c.on_payout(acc("brand.near"), Currency::Near, U128(2 * NEAR), Some(U64(id)), Err(PromiseError::Failed));
+    let ok = c.on_payout(U64(id), true, U128(2 * NEAR), Err(PromiseError::Failed));
     assert!(!ok);
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(0), "claim restored");
     // Success leaves state alone.
     ctx("brand.near", 0, 12);
-    let _ = c.claim(U64(id), U128(NEAR), sign(id, 500, NEAR));
+    let _ = c.claim(U64(id), U128(NEAR), sign(id, EPOCH, NEAR));
     ctx("channels.near", 0, 13);
-    assert!(c.on_payout(acc("brand.near"), Currency::Near, U128(NEAR), Some(U64(id)), Ok(())));
+    assert!(c.on_payout(U64(id), true, U128(NEAR), Ok(())));
     assert_eq!(c.get_channel(U64(id)).unwrap().claimed, U128(NEAR));
 }
 
@@ -105,7 +109,7 @@ fn claim_by_anyone_else_is_refused() {
     let mut c = deploy();
     let id = open_near(&mut c, NEAR);
     ctx("mallory.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, 500, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1));
 }
 
 #[test]
@@ -114,7 +118,7 @@ fn voucher_for_another_epoch_is_refused() {
     let mut c = deploy();
     let id = open_near(&mut c, NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, 499, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH - 1, 1));
 }
 
 #[test]
@@ -124,7 +128,7 @@ fn claim_above_the_deposit_never_touches_other_funds() {
     let id = open_near(&mut c, NEAR);
     let _other = open_near(&mut c, 100 * NEAR);
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(NEAR + 1), sign(id, 500, NEAR + 1));
+    let _ = c.claim(U64(id), U128(NEAR + 1), sign(id, EPOCH, NEAR + 1));
 }
 
 #[test]
@@ -162,11 +166,19 @@ fn token_channel_unilateral_close_with_claim_then_finalize() {
     assert_eq!(ends, 100 + HOUR_NS);
     // The payee claims inside the challenge period.
     ctx("brand.near", 0, 200);
-    let _ = c.claim(U64(id), U128(600_000), sign(id, 500, 600_000));
+    let _ = c.claim(U64(id), U128(600_000), sign(id, EPOCH, 600_000));
+    ctx("channels.near", 0, 201);
+    assert!(c.on_payout(U64(id), true, U128(600_000), Ok(())));
     ctx("user.near", 0, ends);
     c.finalize(U64(id));
-    assert!(c.get_channel(U64(id)).is_none(), "channel and its key are gone");
     assert!(get_logs().iter().any(|l| l.contains("\"refund\":\"900000\"")));
+    assert!(c.get_channel(U64(id)).unwrap().settled, "kept until the refund is done");
+    ctx("user.near", 0, ends + 1);
+    let _ = std::panic::catch_unwind(|| ChannelContract.claim(U64(id), U128(600_001), sign(id, EPOCH, 600_001)))
+        .expect_err("a settled channel takes no vouchers");
+    ctx("channels.near", 0, ends + 2);
+    assert!(c.on_payout(U64(id), false, U128(900_000), Ok(())));
+    assert!(c.get_channel(U64(id)).is_none(), "channel and its key are gone");
 }
 
 #[test]
@@ -181,18 +193,26 @@ fn top_up_while_closing_is_refused() {
 }
 
 #[test]
-fn cooperative_close_settles_and_a_failed_refund_becomes_owed() {
+fn cooperative_close_settles_and_a_failed_refund_stays_owed_in_the_channel() {
     let mut c = deploy();
     let id = open_near(&mut c, 3 * NEAR);
     ctx("brand.near", 0, 10);
-    c.close(U64(id), Some(FinalVoucher { cumulative: U128(NEAR), signature: sign(id, 500, NEAR) }));
-    assert!(c.get_channel(U64(id)).is_none());
+    c.close(U64(id), Some(FinalVoucher { cumulative: U128(NEAR), signature: sign(id, EPOCH, NEAR) }));
+    let v = c.get_channel(U64(id)).unwrap();
+    assert!(v.settled && v.closing_since_ns.is_some(), "settled, and shown as closing to older readers");
     ctx("channels.near", 0, 11);
-    c.on_payout(acc("user.near"), Currency::Near, U128(2 * NEAR), None, Err(PromiseError::Failed));
-    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(2 * NEAR));
-    ctx("user.near", 0, 12);
-    let _ = c.withdraw_owed(Currency::Near);
-    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(0));
+    c.on_settle(U64(id), U128(NEAR), U128(2 * NEAR), [Ok(()), Err(PromiseError::Failed)]);
+    let v = c.get_channel(U64(id)).unwrap();
+    assert_eq!((v.owed_to_payee, v.owed_to_payer), (U128(0), U128(2 * NEAR)));
+    assert!(get_logs().iter().any(|l| l.contains("\"event\":\"payout_owed\"")));
+    ctx("brand.near", 0, 12);
+    std::panic::catch_unwind(|| ChannelContract.withdraw_owed(U64(id))).expect_err("nothing owed to the payee");
+    ctx("user.near", 0, 13);
+    let _ = c.withdraw_owed(U64(id));
+    assert_eq!(c.get_channel(U64(id)).unwrap().owed_to_payer, U128(0));
+    ctx("channels.near", 0, 14);
+    assert!(c.on_payout(U64(id), false, U128(2 * NEAR), Ok(())));
+    assert!(c.get_channel(U64(id)).is_none(), "deleted once nothing is owed or in flight");
 }
 
 #[test]
@@ -223,6 +243,8 @@ fn close_credits_back_every_byte_the_open_charged_and_unindexes() {
     assert_eq!(c.channels_of(acc("user.near"), None, None).len(), 1);
     ctx("brand.near", 0, 10);
     c.close(U64(id), None);
+    ctx("channels.near", 0, 11);
+    c.on_payout(U64(id), false, U128(NEAR), Ok(()));
     assert_eq!(c.storage_balance_of(acc("user.near")).0, balance0 + NEAR / 10, "all credited back");
     assert!(c.channels_of(acc("user.near"), None, None).is_empty());
     assert!(c.channels_of(acc("brand.near"), None, None).is_empty());
@@ -231,17 +253,13 @@ fn close_credits_back_every_byte_the_open_charged_and_unindexes() {
 #[test]
 fn settlement_with_two_failed_transfers_owes_both_parties() {
     let mut c = deploy();
-    ctx("channels.near", 0, 0);
-    c.on_settle(
-        acc("brand.near"),
-        acc("user.near"),
-        Currency::Near,
-        U128(3),
-        U128(4),
-        [Err(PromiseError::Failed), Ok(())],
-    );
-    assert_eq!(c.owed_of(acc("brand.near"), Currency::Near), U128(3));
-    assert_eq!(c.owed_of(acc("user.near"), Currency::Near), U128(0));
+    let id = open_near(&mut c, 7);
+    ctx("brand.near", 0, 10);
+    c.close(U64(id), Some(FinalVoucher { cumulative: U128(3), signature: sign(id, EPOCH, 3) }));
+    ctx("channels.near", 0, 11);
+    c.on_settle(U64(id), U128(3), U128(4), [Err(PromiseError::Failed), Ok(())]);
+    let v = c.get_channel(U64(id)).unwrap();
+    assert_eq!((v.owed_to_payee, v.owed_to_payer), (U128(3), U128(0)));
     assert!(get_logs().iter().any(|l| l.contains("\"event\":\"payout_owed\"")));
 }
 
@@ -255,7 +273,9 @@ fn the_index_is_bounded_but_unlisted_channels_still_work() {
     let listed = c.channels_of(acc("brand.near"), Some(crate::store::MAX_INDEXED as u32 - 1), None);
     assert_eq!(listed.len(), 1, "the index is full");
     ctx("brand.near", 0, 10);
-    let _ = c.claim(U64(id), U128(1), sign(id, 500, 1));
+    let _ = c.claim(U64(id), U128(1), sign(id, EPOCH, 1));
     c.close(U64(id), None);
+    ctx("channels.near", 0, 11);
+    c.on_payout(U64(id), true, U128(1), Ok(()));
     assert!(c.get_channel(U64(id)).is_none());
 }

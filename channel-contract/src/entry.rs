@@ -6,7 +6,7 @@
 use near_sdk::json_types::{U128, U64};
 use near_sdk::{env, AccountId, PromiseError};
 
-use crate::contract::{ChannelContract, ChannelView, Currency, FinalVoucher, TokenMessage};
+use crate::contract::{ChannelContract, ChannelView, FinalVoucher, TokenMessage};
 use crate::events::push_currency;
 use crate::json::{self, push_dec, push_str, Obj};
 
@@ -46,23 +46,16 @@ fn u64_arg(raw: &[u8], name: &str) -> U64 {
     U64(json::dec(raw).unwrap_or_else(|| invalid(name)))
 }
 
+fn bool_arg(raw: &[u8], name: &str) -> bool {
+    match raw {
+        b"true" => true,
+        b"false" => false,
+        _ => invalid(name),
+    }
+}
+
 fn u32_arg(raw: &[u8], name: &str) -> u32 {
     json::uint(raw).unwrap_or_else(|| invalid(name))
-}
-
-/// `"Near"` or `{"Token":"<account>"}`.
-pub fn currency(raw: &[u8]) -> Option<Currency> {
-    if raw == b"\"Near\"" {
-        return Some(Currency::Near);
-    }
-    match Obj::parse(raw)?.single()? {
-        (b"Token", v) => Some(Currency::Token(json::string(v)?.parse().ok()?)),
-        _ => None,
-    }
-}
-
-fn currency_arg(raw: &[u8]) -> Currency {
-    currency(raw).unwrap_or_else(|| invalid("currency"))
 }
 
 /// Parses `ft_transfer_call`'s `msg` (spec/contract.md §4.7).
@@ -144,6 +137,11 @@ fn push_view(out: &mut String, v: &ChannelView) {
         Some(t) => push_dec(out, t.0.into()),
         None => out.push_str("null"),
     }
+    out.push_str(if v.settled { ",\"settled\":true" } else { ",\"settled\":false" });
+    out.push_str(",\"owed_to_payee\":");
+    push_dec(out, v.owed_to_payee.0);
+    out.push_str(",\"owed_to_payer\":");
+    push_dec(out, v.owed_to_payer.0);
     out.push('}');
 }
 
@@ -185,6 +183,7 @@ pub mod methods {
     }
 
     pub fn storage_balance_of() {
+        no_deposit("storage_balance_of");
         let i = input();
         let a = args(&i);
         ret_dec(ChannelContract.storage_balance_of(account(req(&a, "account_id"), "account_id")).0);
@@ -204,7 +203,8 @@ pub mod methods {
         let a = args(&i);
         let who = account(req(&a, "account"), "account");
         let amount = u128_arg(req(&a, "amount"), "amount");
-        ChannelContract.on_storage_withdraw(who, amount, callback_result());
+        let kept = bool_arg(req(&a, "kept"), "kept");
+        ChannelContract.on_storage_withdraw(who, amount, kept, callback_result());
     }
 
     pub fn open() {
@@ -276,7 +276,7 @@ pub mod methods {
         no_deposit("withdraw_owed");
         let i = input();
         let a = args(&i);
-        env::promise_return(ChannelContract.withdraw_owed(currency_arg(req(&a, "currency"))));
+        env::promise_return(ChannelContract.withdraw_owed(u64_arg(req(&a, "channel_id"), "channel_id")));
     }
 
     pub fn on_payout() {
@@ -284,15 +284,10 @@ pub mod methods {
         no_deposit("on_payout");
         let i = input();
         let a = args(&i);
-        let receiver = account(req(&a, "receiver"), "receiver");
-        let currency = currency_arg(req(&a, "currency"));
+        let id = u64_arg(req(&a, "channel_id"), "channel_id");
+        let to_payee = bool_arg(req(&a, "to_payee"), "to_payee");
         let amount = u128_arg(req(&a, "amount"), "amount");
-        let id = a.opt("channel_id").map(|r| u64_arg(r, "channel_id"));
-        ret(if ChannelContract.on_payout(receiver, currency, amount, id, callback_result()) {
-            "true"
-        } else {
-            "false"
-        });
+        ret(if ChannelContract.on_payout(id, to_payee, amount, callback_result()) { "true" } else { "false" });
     }
 
     pub fn on_settle() {
@@ -300,12 +295,10 @@ pub mod methods {
         no_deposit("on_settle");
         let i = input();
         let a = args(&i);
-        let payee = account(req(&a, "payee"), "payee");
-        let payer = account(req(&a, "payer"), "payer");
-        let currency = currency_arg(req(&a, "currency"));
+        let id = u64_arg(req(&a, "channel_id"), "channel_id");
         let payout = u128_arg(req(&a, "payout"), "payout");
         let refund = u128_arg(req(&a, "refund"), "refund");
-        ChannelContract.on_settle(payee, payer, currency, payout, refund, callback_results::<2>());
+        ChannelContract.on_settle(id, payout, refund, callback_results::<2>());
     }
 
     pub fn register_endpoint() {
@@ -323,6 +316,7 @@ pub mod methods {
     }
 
     pub fn is_endpoint() {
+        no_deposit("is_endpoint");
         let i = input();
         let a = args(&i);
         let who = account(req(&a, "account_id"), "account_id");
@@ -330,6 +324,7 @@ pub mod methods {
     }
 
     pub fn endpoint_keys() {
+        no_deposit("endpoint_keys");
         let i = input();
         let a = args(&i);
         let keys = ChannelContract.endpoint_keys(account(req(&a, "account_id"), "account_id"));
@@ -339,6 +334,7 @@ pub mod methods {
     }
 
     pub fn get_channel() {
+        no_deposit("get_channel");
         let i = input();
         let a = args(&i);
         let mut s = String::new();
@@ -350,6 +346,7 @@ pub mod methods {
     }
 
     pub fn channels_of() {
+        no_deposit("channels_of");
         let i = input();
         let a = args(&i);
         let who = account(req(&a, "account_id"), "account_id");
@@ -361,6 +358,7 @@ pub mod methods {
     }
 
     pub fn config() {
+        no_deposit("config");
         let c = ChannelContract.config();
         let mut s = String::from("{\"owner\":");
         push_str(&mut s, c.owner.as_str());
@@ -374,13 +372,6 @@ pub mod methods {
         push_list(&mut s, &c.tokens, |o, t| push_str(o, t.as_str()));
         s.push('}');
         ret(&s);
-    }
-
-    pub fn owed_of() {
-        let i = input();
-        let a = args(&i);
-        let who = account(req(&a, "account_id"), "account_id");
-        ret_dec(ChannelContract.owed_of(who, currency_arg(req(&a, "currency"))).0);
     }
 
     pub fn add_token() {
@@ -429,6 +420,5 @@ export!(
     get_channel,
     channels_of,
     config,
-    owed_of,
     add_token,
 );

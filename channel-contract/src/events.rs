@@ -9,7 +9,7 @@ use crate::store::Currency;
 
 fn emit(name: &str, data: &str) {
     let mut s = String::with_capacity(80 + name.len() + data.len());
-    s.push_str(r#"EVENT_JSON:{"standard":"agentwire-channels","version":"1.0.0","event":""#);
+    s.push_str(r#"EVENT_JSON:{"standard":"agentwire-channels","version":"1.1.0","event":""#);
     s.push_str(name);
     s.push_str(r#"","data":[{"#);
     s.push_str(data);
@@ -80,8 +80,9 @@ pub fn claim_rolled_back(id: u64, amount: u128) {
     emit("claim_rolled_back", &d);
 }
 
-pub fn payout_owed(account: &str, currency: &Currency, amount: u128) {
+pub fn payout_owed(id: u64, account: &str, currency: &Currency, amount: u128) {
     let mut d = String::new();
+    field_dec(&mut d, "channel_id", id.into());
     field_str(&mut d, "account", account);
     d.push_str(",\"currency\":");
     push_currency(&mut d, currency);

@@ -7,8 +7,9 @@
 //! Layout: [`channel`] holds every rule of a channel as plain, natively tested
 //! Rust (who may do what, how much moves); [`weak_keys`] refuses small-order
 //! keys without curve arithmetic; [`contract`] is the NEAR layer (NEAR and
-//! NEP-141 deposits, payouts with rollback callbacks, views, the endpoint
-//! registry); [`store`] is the stored layout, [`events`] the NEP-297 events,
+//! NEP-141 deposits, payouts with rollback callbacks), [`registry`] the
+//! endpoint registry and the views, [`accounting`] who pays for every stored
+//! byte; [`store`] is the stored layout, [`events`] the NEP-297 events,
 //! and [`entry`] the wasm entry points with their hand-written JSON ([`json`]).
 //! near-sdk is used for its host-function wrappers only: its `#[near]` macro
 //! would bring serde_json, which was most of the wasm's size and load gas.
@@ -17,13 +18,17 @@
 //! `RUSTFLAGS="-C link-arg=-s --cfg near" cargo build -p agentwire-channel --target wasm32-unknown-unknown --profile contract`
 //! (the `contract` profile keeps overflow checks and aborts on panic).
 
+pub mod accounting;
 pub mod channel;
 pub mod contract;
 pub mod entry;
 pub mod events;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fuzzing;
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
+pub mod harness;
 pub mod json;
+pub mod registry;
 pub mod store;
 pub mod weak_keys;
 

@@ -100,7 +100,9 @@ impl Chain {
             let index = TxIndex::build(&state);
             return Ok(Chain { state, engine: Engine::new(), state_file, index });
         }
-        let mut state = ChainState::genesis(chain_id, wall_clock_ns());
+        let mut salt = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        let mut state = ChainState::genesis(chain_id, wall_clock_ns(), salt);
         state.root = Some(root.clone());
         let mut chain = Chain { state, engine: Engine::new(), state_file, index: TxIndex::default() };
         chain.insert_account(root, root_key, root_balance);

@@ -172,6 +172,15 @@ pub(crate) fn vm_context(
     }
 }
 
+/// The random seed a receipt's contract call sees: its block's hash (which
+/// chains back to the devnet's salted genesis) and the receipt's id, so it
+/// differs per receipt, per block and per devnet, as NEAR's does.
+fn random_seed(block: &BlockInfo, receipt: &CryptoHash) -> CryptoHash {
+    let mut preimage = block.hash.as_ref().to_vec();
+    preimage.extend_from_slice(receipt.as_ref());
+    hash(&preimage)
+}
+
 /// Total NEAR a receipt's actions carry (transfers and call deposits).
 pub fn attached_deposit(actions: &[Action]) -> Option<u128> {
     actions.iter().try_fold(0u128, |sum, a| match a {
@@ -576,7 +585,7 @@ impl<'a> ReceiptRunner<'a> {
             call.gas.as_gas(),
             promise_results,
             receipt.output_data.iter().map(|(_, r)| r.clone()).collect(),
-            &hash(receipt.id.as_ref()),
+            &random_seed(&self.block, &receipt.id),
             false,
         );
         let mut data = account.data.clone();

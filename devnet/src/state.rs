@@ -114,9 +114,16 @@ impl std::fmt::Display for StateFileError {
 impl std::error::Error for StateFileError {}
 
 impl ChainState {
-    /// A new chain whose genesis block has `timestamp_ns`.
-    pub fn genesis(chain_id: &str, timestamp_ns: u64) -> ChainState {
-        let genesis_hash = hash(format!("agentwire-devnet genesis {chain_id} {timestamp_ns}").as_bytes());
+    /// A new chain whose genesis block has `timestamp_ns`. `salt` (random
+    /// per chain, kept in the state file as part of the genesis hash) makes
+    /// every block hash, and so every random seed a contract sees, differ
+    /// from any other chain's, even one started with the same keys at the
+    /// same instant: a contract initialized on a fresh devnet never draws
+    /// the epoch of one on an earlier devnet.
+    pub fn genesis(chain_id: &str, timestamp_ns: u64, salt: [u8; 32]) -> ChainState {
+        let mut preimage = format!("agentwire-devnet genesis {chain_id} {timestamp_ns}").into_bytes();
+        preimage.extend_from_slice(&salt);
+        let genesis_hash = hash(&preimage);
         let genesis = BlockInfo { height: 1, hash: genesis_hash, prev_hash: CryptoHash::default(), timestamp_ns };
         ChainState {
             chain_id: chain_id.to_owned(),
@@ -217,7 +224,7 @@ mod tests {
 
     #[test]
     fn blocks_advance_and_state_survives_a_round_trip_through_disk() {
-        let mut state = ChainState::genesis("test", 1_000);
+        let mut state = ChainState::genesis("test", 1_000, [1; 32]);
         let b = state.produce_block(1, 1_000_000_000, &CryptoHash::default());
         assert_eq!(b.height, 2);
         assert_eq!(b.prev_hash, state.genesis_hash);
@@ -237,8 +244,16 @@ mod tests {
     }
 
     #[test]
+    fn chains_with_the_same_id_and_time_differ_by_their_salt() {
+        let a = ChainState::genesis("test", 1, [1; 32]);
+        let b = ChainState::genesis("test", 1, [2; 32]);
+        assert_ne!(a.genesis_hash, b.genesis_hash);
+        assert_eq!(a.genesis_hash, ChainState::genesis("test", 1, [1; 32]).genesis_hash);
+    }
+
+    #[test]
     fn history_is_bounded() {
-        let mut state = ChainState::genesis("test", 1);
+        let mut state = ChainState::genesis("test", 1, [1; 32]);
         let alice: AccountId = "alice.devnet".parse().unwrap();
         for i in 0..(MAX_TX_HISTORY as u32 + 5) {
             state.record_outcome(hash(&i.to_le_bytes()), alice.clone(), String::new());

@@ -81,6 +81,8 @@ pub struct ContractVm {
     pub block_height: u64,
     /// Block timestamp (ns) seen by the next call.
     pub block_timestamp_ns: u64,
+    /// The block's random seed seen by the next call.
+    pub random_seed: [u8; 32],
 }
 
 fn account(s: &str) -> Result<AccountId, VmError> {
@@ -102,6 +104,7 @@ impl ContractVm {
             balance: Balance::from_near(1_000),
             block_height: 1,
             block_timestamp_ns: 1_700_000_000_000_000_000,
+            random_seed: [0; 32],
         })
     }
 
@@ -172,7 +175,7 @@ impl ContractVm {
             account_contract: near_primitives_core::account::AccountContract::None,
             attached_deposit: Balance::from_yoctonear(deposit),
             prepaid_gas: Gas::from_gas(CALL_GAS),
-            random_seed: vec![0; 32],
+            random_seed: self.random_seed.to_vec(),
             view_config: view
                 .then(|| near_primitives_core::config::ViewConfig { max_gas_burnt: Gas::from_gas(CALL_GAS) }),
             output_data_receivers: vec![],

@@ -36,6 +36,8 @@ pub mod payment;
 #[cfg(feature = "full")]
 pub mod pricing;
 #[cfg(feature = "full")]
+pub mod receipts;
+#[cfg(feature = "full")]
 pub mod record;
 #[cfg(feature = "full")]
 pub mod session;

@@ -175,6 +175,34 @@ pub fn sample_messages() -> Vec<(&'static str, Message)> {
             Message::Request(Request { id: 6, service: "Chat".into(), body: Vec::new(), payment: None }),
         ),
         (
+            // Receipts for three answers under one signed root (spec §8.7).
+            "receipt_batch",
+            Message::ReceiptBatch(
+                crate::receipts::ReceiptBatch::sign(
+                    crate::ledger::ChannelRef { contract: account("channels.near"), channel_id: 7, epoch: 1 },
+                    0,
+                    (0..3u8)
+                        .map(|i| crate::receipts::BatchEntry {
+                            id: u64::from(i) + 10,
+                            request_hash: sha256(&[i]),
+                            response_hash: sha256(&[i, i]),
+                            cumulative: 1_000 * (u128::from(i) + 1),
+                        })
+                        .collect(),
+                    &brand.identity,
+                )
+                .expect("three entries"),
+            ),
+        ),
+        (
+            "receipt_flush",
+            Message::ReceiptFlush(crate::wire::ReceiptFlush {
+                contract: account("channels.near"),
+                channel_id: 7,
+                epoch: 1,
+            }),
+        ),
+        (
             // A credit statement (spec §13.10): request 7 was not charged; the charged total stays 2000.
             "receipt_credit_statement",
             Message::Receipt(ReceiptMessage { id: 7, receipt: credit_statement(&brand, &req_bytes, 2_000) }),

@@ -326,3 +326,34 @@ async fn a_provisioned_devnet_is_ready_and_provisioning_again_changes_nothing() 
     assert_eq!(devnet.chain().state.head().height, height, "nothing was sent the second time");
     assert_eq!(again.users.len(), 2);
 }
+
+/// A fresh devnet is a new chain: the contract deployed on the same account
+/// draws another epoch from the chain's randomness, so a voucher for channel
+/// 0 of the previous run (same contract account, same channel id, same payer
+/// key) is refused by channel 0 of the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voucher_from_a_previous_devnet_run_is_refused() {
+    let first = world().await;
+    let (id, _) = first
+        .client
+        .open_near(&first.payer, &first.payee.id, &voucher_key().public(), HOUR_NS, ONE_NEAR, STORAGE)
+        .await
+        .unwrap();
+    let old_epoch = first.client.get_channel(id).await.unwrap().unwrap().epoch;
+    let old = voucher(id, old_epoch, ONE_NEAR / 2);
+    first.client.claim(&first.payee, &old).await.expect("valid on its own chain");
+    first.devnet.shutdown();
+
+    let w = world().await;
+    let c = &w.client;
+    let (id2, _) =
+        c.open_near(&w.payer, &w.payee.id, &voucher_key().public(), HOUR_NS, ONE_NEAR, STORAGE).await.unwrap();
+    assert_eq!(id2, id, "the same channel id on the same contract account");
+    let epoch = c.get_channel(id2).await.unwrap().unwrap().epoch;
+    assert_ne!(epoch, old_epoch, "another chain, another epoch");
+    let before = c.near_balance(&w.payee.id).await.unwrap();
+    let burnt = expect_failure(c.claim(&w.payee, &old).await, "voucher signature does not verify");
+    assert_eq!(c.near_balance(&w.payee.id).await.unwrap(), before - burnt, "the old voucher paid nothing");
+    assert_eq!(c.get_channel(id2).await.unwrap().unwrap().claimed, 0);
+    c.claim(&w.payee, &voucher(id2, epoch, ONE_NEAR / 2)).await.expect("a voucher for this chain's channel pays");
+}

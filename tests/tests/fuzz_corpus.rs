@@ -1,7 +1,9 @@
 //! Replays every committed fuzz corpus input (fuzz/corpus/<target>/*) through
 //! the same entry points the cargo-fuzz targets call, on stable Rust, so a
 //! crash found once stays fixed. `contract_json` is the channel contract's
-//! argument parser (checked against serde_json); `store_log` and
+//! argument parser (checked against serde_json); `contract_invariants` runs
+//! sequences of every contract method with the money invariants checked
+//! after every step; `store_log` and
 //! `payer_state` are the agent's decoders of its own payment store.
 
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("exchange", fuzzing::exchange),
     ("money", fuzzing::money),
     ("contract_json", agentwire_channel::fuzzing::json_args),
+    ("contract_invariants", agentwire_channel::harness::contract_invariants),
     ("store_log", agentwire_agent::fuzzing::store_log),
     ("payer_state", agentwire_agent::fuzzing::payer_state),
 ];

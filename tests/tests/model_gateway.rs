@@ -282,6 +282,7 @@ async fn spending_limits_refuse_before_anything_is_signed() {
     let first = query(&conn, &record, "assistant", ask.encode(), Some(&payer), |_| async {}).await.unwrap();
     assert_eq!(ChatAnswer::decode(&first.body).unwrap().text, REPLY);
     let signed = payer.status().await.unwrap()[0].signed;
+    assert_eq!(signed, ceiling, "under a budget nothing is signed beyond the query's ceiling (no paying ahead)");
     let e = query(&conn, &record, "assistant", ask.encode(), Some(&payer), |_| async {}).await.unwrap_err();
     assert!(e.to_string().contains("daily budget"), "{e}");
     assert_eq!(payer.status().await.unwrap()[0].signed, signed, "the refused query signed nothing");

@@ -194,13 +194,14 @@ async fn users_pay_brands_per_query_and_the_chain_pays_exactly_what_was_delivere
                 let out =
                     query(&conn, &record, "chat", q.clone().into_bytes(), Some(&payer), |_| async {}).await.unwrap();
                 assert_eq!(out.body, q.as_bytes());
-                assert!(out.receipt.is_some(), "a paid answer carries a checked receipt");
+                assert!(out.charged_total().is_some(), "a paid answer carries a checked receipt");
                 *delivered.entry((brand, false)).or_default() += out.paid;
             }
             let free = query(&conn, &record, "hours", Vec::new(), Some(&payer), |_| async {}).await;
             if brand == "acme.devnet" {
                 let free = free.unwrap();
                 assert_eq!((free.body.as_slice(), free.paid, free.receipt.is_none()), (&b"9-5"[..], 0, true));
+                assert!(free.proof.is_none());
                 // 8 words: the price buys chunks 0-2, two increments buy 3-5 and 6-7.
                 let mut chunks = 0;
                 let story = b"one two three four five six seven eight".to_vec();
@@ -295,7 +296,7 @@ async fn a_restarted_payer_pays_the_price_not_its_reservation() {
             let out = query(&conn, &record, "chat", b"hi".to_vec(), Some(&payer), |_| async {}).await.unwrap();
             assert_eq!(out.paid, MILLI);
             delivered += out.paid;
-            assert_eq!(out.receipt.unwrap().receipt.cumulative, delivered, "one channel, exactly what was delivered");
+            assert_eq!(out.charged_total().unwrap().1, delivered, "one channel, exactly what was delivered");
         }
         let s = payer.status().await.unwrap();
         assert!(s.len() == 1 && !s[0].signed_unconfirmed && s[0].signed == delivered, "{s:?}");
@@ -363,7 +364,9 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     let acme = n.brand("acme", ACME).await;
     let globex = n.brand("globex", GLOBEX).await;
     let seed = [7u8; 32];
-    let (user, payer) = n.user("u1", Keypair::from_seed(&seed), PayerConfig::default()).await;
+    // Paying exactly (no paying ahead), so each total below is the one expected.
+    let exact = PayerConfig { pay_ahead_queries: 0, ..PayerConfig::default() };
+    let (user, payer) = n.user("u1", Keypair::from_seed(&seed), exact).await;
     let key = Keypair::from_seed(&seed);
     let record = find(&user, "acme.devnet").await;
     let conn = user.session(&record).await.unwrap();
@@ -412,12 +415,14 @@ async fn bad_payments_get_a_clear_error_no_service_and_nothing_persisted() {
     assert_eq!(code(call(None).await), "PaymentRequired(last=None)");
     assert_eq!((served(), durable()), (served0, durable0), "nothing served, nothing persisted");
 
-    // A receipt that does not verify is refused by the payer.
-    let mut bad = out.receipt.clone().unwrap();
-    bad.receipt.cumulative += 1;
-    let paid_with = payer.last_voucher("acme.devnet", &Currency::Near).unwrap();
+    // A receipt that does not verify is refused by the payer: a tampered entry
+    // of a batch, and a total above what the payer signed.
     let who = record.record().identity;
-    let r = payer.check_receipt("acme.devnet", &Currency::Near, &who, &bad, &paid_with, &[0; 32], &[0; 32]).await;
+    let mut bad = out.proof.clone().expect("receipts come in batches");
+    bad.verify(&who).expect("the untouched receipt verifies");
+    bad.entry.cumulative += 1;
+    assert!(bad.verify(&who).is_err(), "a tampered receipt does not verify");
+    let r = payer.check_total("acme.devnet", &Currency::Near, 2 * MILLI).await;
     assert!(matches!(r, Err(PayError::Receipt(_))), "{r:?}");
 
     // After the payer starts a close, vouchers are refused once the brand has seen it.

@@ -79,7 +79,7 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
                 "service": service,
                 "answer": String::from_utf8_lossy(&outcome.body),
                 "paid": outcome.paid.to_string(),
-                "receipt_cumulative": outcome.receipt.as_ref().map(|r| r.receipt.cumulative.to_string()),
+                "receipt_cumulative": outcome.charged_total().map(|(_, c)| c.to_string()),
             });
             writeln!(out, "{v}").map_err(|e| e.to_string())?;
         } else {
@@ -87,10 +87,10 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), String> {
                 out.write_all(&outcome.body).map_err(|e| e.to_string())?;
             }
             writeln!(out).map_err(|e| e.to_string())?;
-            if let Some(r) = &outcome.receipt {
+            if let Some((channel, total)) = outcome.charged_total() {
                 eprintln!(
                     "paid {} (receipt verified; cumulative {} on channel {})",
-                    outcome.paid, r.receipt.cumulative, r.receipt.channel_id
+                    outcome.paid, total, channel.channel_id
                 );
             }
         }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use agentwire_protocol::payment::SignedReceipt;
+use agentwire_protocol::receipts::ReceiptProof;
 use base64::Engine;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -33,11 +34,31 @@ pub fn receipt_json(r: &SignedReceipt) -> Value {
     })
 }
 
+/// A receipt out of a batch (spec §8.7): the entry, its place in the batch, its path and the root signature.
+pub fn proof_json(p: &ReceiptProof) -> Value {
+    let e = &p.entry;
+    json!({
+        "contract": p.channel.contract.as_str(),
+        "channel_id": p.channel.channel_id,
+        "epoch": p.channel.epoch,
+        "request_hash": hex::encode(e.request_hash),
+        "response_hash": hex::encode(e.response_hash),
+        "cumulative": e.cumulative.to_string(),
+        "batch": { "seq": p.seq, "count": p.count, "index": p.index, "path": p.path.iter().map(hex::encode).collect::<Vec<_>>() },
+        "signature": hex::encode(p.signature),
+    })
+}
+
+/// The answer's receipt as JSON, whether it came alone or out of a batch.
+pub fn outcome_receipt_json(o: &QueryOutcome) -> Option<Value> {
+    o.receipt.as_ref().map(receipt_json).or_else(|| o.proof.as_ref().map(proof_json))
+}
+
 fn outcome_json(o: &QueryOutcome, with_answer: bool) -> Value {
     let mut v = json!({
         "streamed": o.streamed,
         "paid": o.paid.to_string(),
-        "receipt": o.receipt.as_ref().map(receipt_json),
+        "receipt": outcome_receipt_json(o),
     });
     if with_answer {
         match std::str::from_utf8(&o.body) {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::errors::{query_error, user_error, ApiError};
 use super::http::{json_response, read_body, sse_response, Body};
-use super::native::receipt_json;
+use super::native::outcome_receipt_json;
 use super::Gateway;
 use crate::catalog::{amount_text, Listing};
 use crate::pay::{query, QueryOutcome};
@@ -207,7 +207,7 @@ fn agentwire_json(record: &SignedRecord, service: &str, o: &QueryOutcome) -> Val
         "paid": o.paid.to_string(),
         "paid_text": amount_text(o.paid, &currency),
         "currency": currency.as_text(),
-        "receipt": o.receipt.as_ref().map(receipt_json),
+        "receipt": outcome_receipt_json(o),
     })
 }
 
@@ -276,9 +276,9 @@ pub async fn chat_completions(gw: &Arc<Gateway>, req: Request<Incoming>) -> Resp
         };
         set("x-agentwire-brand", record.record().near_account.as_str().to_owned());
         set("x-agentwire-paid", outcome.paid.to_string());
-        if let Some(rc) = &outcome.receipt {
-            set("x-agentwire-channel", rc.receipt.channel_id.to_string());
-            set("x-agentwire-receipt-cumulative", rc.receipt.cumulative.to_string());
+        if let Some((channel, cumulative)) = outcome.charged_total() {
+            set("x-agentwire-channel", channel.channel_id.to_string());
+            set("x-agentwire-receipt-cumulative", cumulative.to_string());
         }
         return r;
     }

@@ -5,9 +5,11 @@
 //! credit statement as proof it was not charged.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use agentwire_protocol::exchange::ExchangeError;
-use agentwire_protocol::ledger::Payment;
+use agentwire_protocol::ledger::{ChannelRef, Payment};
+use agentwire_protocol::receipts::{ReceiptProof, Settled};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::SignedReceipt;
 use agentwire_protocol::pricing::PriceError;
@@ -16,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::limits::Reservation;
 use super::payer::{PayError, Payer};
-use crate::quic::{Connection, FirstAnswer, StreamEvent, TransportError};
+use crate::quic::{Connection, FirstAnswer, ReceiptError, StreamEvent, TransportError};
 
 /// How many times one query is re-sent after a PaymentRequired.
 pub const MAX_PAYMENT_RETRIES: usize = 3;
@@ -31,8 +33,95 @@ pub struct QueryOutcome {
     /// What it cost: the brand's charged total after it less before it, as
     /// its receipt states (0 for a free service).
     pub paid: u128,
-    /// The brand's receipt, checked (present if paid).
+    /// The channel that paid, if paid.
+    pub channel: Option<ChannelRef>,
+    /// The brand's receipt, checked (present if paid and receipts come one per answer).
     pub receipt: Option<SignedReceipt>,
+    /// The answer's receipt out of a batch, checked (paid, receipts in batches, spec §8.7).
+    pub proof: Option<ReceiptProof>,
+}
+
+impl QueryOutcome {
+    /// The channel that paid and the charged total the answer's receipt (one
+    /// of its own, or its entry in a batch) states.
+    pub fn charged_total(&self) -> Option<(&ChannelRef, u128)> {
+        let total = match (&self.receipt, &self.proof) {
+            (Some(r), _) => r.receipt.cumulative,
+            (None, Some(p)) => p.entry.cumulative,
+            (None, None) => return None,
+        };
+        Some((self.channel.as_ref()?, total))
+    }
+}
+
+/// A paid answer's batch receipt on its way (spec §8.7): settle it with the
+/// payer once it comes ([`ReceiptDue::settle`]), which checks it and records
+/// the charge.
+pub struct ReceiptDue {
+    receipt: Pin<Box<dyn Future<Output = Result<Settled, ReceiptError>> + Send + 'static>>,
+    payee: String,
+    currency: Currency,
+    payment: Payment,
+    increments: Vec<Payment>,
+    most: u128,
+    /// The user's budget held for this answer: what the receipt states is
+    /// kept, the rest given back (all of it kept if no valid receipt comes).
+    reservation: Option<Reservation>,
+}
+
+impl std::fmt::Debug for ReceiptDue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptDue").field("payee", &self.payee).finish_non_exhaustive()
+    }
+}
+
+impl ReceiptDue {
+    /// Waits for the receipt, checks it against what `payer` signed and records the charge.
+    pub async fn settle(self, payer: &Payer) -> Result<Settlement, QueryError> {
+        let ReceiptDue { receipt, payee, currency, payment, increments, most, reservation } = self;
+        let spend = |cost: Option<u128>| {
+            if let Some(held) = reservation {
+                let cost = cost.unwrap_or(held.amount());
+                payer.spending().settle(held, cost);
+            }
+        };
+        let settled = match receipt.await {
+            Ok(s) => s,
+            Err(e) => {
+                spend(None);
+                // Delivered, but unproven: recorded without a total; the brand is suspect.
+                payer.answered(&payee, &currency, &payment, None).await;
+                for inc in &increments {
+                    payer.answered(&payee, &currency, inc, None).await;
+                }
+                tracing::warn!(error = %e, brand = %payee, "no valid receipt for a paid answer");
+                return Err(QueryError::from(PayError::Receipt(match e {
+                    ReceiptError::Batch(_) => "the receipt batch does not check out",
+                    _ => "the brand did not send the answer's receipt",
+                })));
+            }
+        };
+        if let Err(e) = payer.check_total(&payee, &currency, settled.cumulative).await {
+            spend(None);
+            return Err(e.into());
+        }
+        payer.answered(&payee, &currency, &payment, Some(settled.cumulative)).await;
+        for inc in &increments {
+            payer.answered(&payee, &currency, inc, Some(settled.cumulative)).await;
+        }
+        let paid = charged_for(&payment, settled.cumulative, most);
+        spend(Some(paid));
+        Ok(Settlement { paid, proof: settled.proof })
+    }
+}
+
+/// A batch receipt, checked: the proof to keep and what the answer cost.
+#[derive(Debug)]
+pub struct Settlement {
+    /// The answer's receipt, provable offline.
+    pub proof: ReceiptProof,
+    /// What the answer was charged.
+    pub paid: u128,
 }
 
 /// Why a query failed, and what to do.
@@ -66,6 +155,8 @@ pub enum QueryError {
 /// Asks `service` of the brand behind `record` over `conn`, paying with
 /// `payer` if it is priced; `on_chunk` gets each streamed chunk as it
 /// arrives (and is awaited, so a slow consumer slows the stream down).
+/// Returns once the answer and its receipt are checked (a batch receipt is
+/// asked for at once rather than waited for).
 pub async fn query<F: Future<Output = ()>>(
     conn: &Connection,
     record: &SignedRecord,
@@ -74,6 +165,30 @@ pub async fn query<F: Future<Output = ()>>(
     payer: Option<&Payer>,
     on_chunk: impl FnMut(&[u8]) -> F,
 ) -> Result<QueryOutcome, QueryError> {
+    let (mut outcome, pending) = query_deferred(conn, record, service, body, payer, on_chunk).await?;
+    if let (Some(pending), Some(payer)) = (pending, payer) {
+        if let Some(channel) = outcome.channel.clone() {
+            let _ = conn.flush_receipts(&channel).await;
+        }
+        let settled = pending.settle(payer).await?;
+        outcome.paid = settled.paid;
+        outcome.proof = Some(settled.proof);
+    }
+    Ok(outcome)
+}
+
+/// Like [`query`], but returns as soon as the answer is in: a paid answer's
+/// batch receipt comes later ([`ReceiptDue`], which must be settled for the
+/// payer to record the charge). For clients that keep many queries in
+/// flight: a batch then covers many answers.
+pub async fn query_deferred<F: Future<Output = ()>>(
+    conn: &Connection,
+    record: &SignedRecord,
+    service: &str,
+    body: Vec<u8>,
+    payer: Option<&Payer>,
+    on_chunk: impl FnMut(&[u8]) -> F,
+) -> Result<(QueryOutcome, Option<ReceiptDue>), QueryError> {
     let r = record.record();
     let payee = r.near_account.as_str().to_owned();
     let offer = r.services.iter().find(|s| s.name == service);
@@ -91,10 +206,15 @@ pub async fn query<F: Future<Output = ()>>(
         (0, _) | (_, None) => None,
         (p, Some(payer)) => Some(payer.spending().reserve(&payee, &currency, p).map_err(PayError::from)?),
     };
-    let result = paid_query(conn, record, service, body, payer, on_chunk, &mut price, cap, &currency, &mut reservation).await;
+    let mut result =
+        paid_query(conn, record, service, body, payer, on_chunk, &mut price, cap, &currency, &mut reservation).await;
+    if let Ok((_, Some(due))) = &mut result {
+        // The charge is known once the batch receipt comes: settled then.
+        due.reservation = reservation.take();
+    }
     if let (Some(payer), Some(held)) = (payer, reservation) {
         let cost = match &result {
-            Ok(o) => o.paid,
+            Ok((o, _)) => o.paid,
             // The brand answered with an Error (refused before admission, or
             // with a statement that it did not charge): nothing spent.
             Err(QueryError::Transport(e)) if e.remote().is_some() => 0,
@@ -118,7 +238,7 @@ async fn paid_query<F: Future<Output = ()>>(
     cap: u128,
     currency: &Currency,
     reservation: &mut Option<Reservation>,
-) -> Result<QueryOutcome, QueryError> {
+) -> Result<(QueryOutcome, Option<ReceiptDue>), QueryError> {
     let r = record.record();
     let payee = r.near_account.as_str().to_owned();
     let currency = currency.clone();
@@ -137,11 +257,11 @@ async fn paid_query<F: Future<Output = ()>>(
             if let (Some(payer), Some(p)) = (payer, &payment) {
                 payer.unanswered(&payee, &currency, p).await;
             }
-            Err(QueryError::from(e))
+            QueryError::from(e)
         };
         let (first, request_hash) = match sent {
             Ok(x) => x,
-            Err(e) => return credit_or_fail(e, payer, &payee, &currency, &payment, r, None, fail).await,
+            Err(e) => return Err(credit_or_fail(e, payer, &payee, &currency, &payment, r, None, fail).await),
         };
         match first {
             FirstAnswer::PaymentRequired(pr) => {
@@ -187,34 +307,67 @@ async fn paid_query<F: Future<Output = ()>>(
                         }
                         return match e {
                             FinishError::Transport(e) => {
-                                credit_or_fail(e, payer, &payee, &currency, &payment, r, request_hash, fail).await
+                                Err(credit_or_fail(e, payer, &payee, &currency, &payment, r, request_hash, fail).await)
                             }
                             FinishError::Query(e) => Err(e),
                         };
                     }
                 };
                 let mut paid = 0;
-                if let (Some(payer), Some(p), Some(request_hash)) = (payer, &payment, request_hash) {
-                    let receipt =
-                        finished.receipt.as_ref().ok_or(PayError::Receipt("a paid answer came without a receipt"))?;
-                    payer
-                        .check_receipt(&payee, &currency, &r.identity, receipt, &p.voucher, &request_hash, &finished.response_hash)
-                        .await?;
-                    // What the receipt charges for this request: its total less
-                    // what was charged before (exact when queries do not overlap).
+                let mut pending = None;
+                let mut channel = None;
+                if let (Some(payer), Some(p), Some(request_hash)) = (payer, payment, request_hash) {
+                    let v = &p.voucher.voucher;
+                    let ch = ChannelRef { contract: v.contract.clone(), channel_id: v.channel_id, epoch: v.epoch };
+                    channel = Some(ch.clone());
                     let most = p.price.saturating_add(finished.paid);
-                    paid = match p.charged_before {
-                        Some(before) => receipt.receipt.cumulative.saturating_sub(before).min(most),
-                        None => most,
-                    };
-                    payer.answered(&payee, &currency, p, Some(receipt.receipt.cumulative)).await;
-                    for inc in &increments {
-                        payer.answered(&payee, &currency, inc, Some(receipt.receipt.cumulative)).await;
+                    match &finished.receipt {
+                        Some(receipt) => {
+                            payer
+                                .check_receipt(&payee, &currency, &r.identity, receipt, &p.voucher, &request_hash, &finished.response_hash)
+                                .await?;
+                            paid = charged_for(&p, receipt.receipt.cumulative, most);
+                            payer.answered(&payee, &currency, &p, Some(receipt.receipt.cumulative)).await;
+                            for inc in &increments {
+                                payer.answered(&payee, &currency, inc, Some(receipt.receipt.cumulative)).await;
+                            }
+                        }
+                        None if conn.negotiated().batch => {
+                            let receipt = conn.receipt(finished.id, ch, request_hash, finished.response_hash);
+                            pending = Some(ReceiptDue {
+                                receipt: Box::pin(receipt),
+                                payee: payee.clone(),
+                                currency: currency.clone(),
+                                payment: p,
+                                increments,
+                                most,
+                                reservation: None,
+                            });
+                            paid = most;
+                        }
+                        None => return Err(PayError::Receipt("a paid answer came without a receipt").into()),
                     }
                 }
-                return Ok(QueryOutcome { body: finished.body, streamed: finished.streamed, paid, receipt: finished.receipt });
+                let outcome = QueryOutcome {
+                    body: finished.body,
+                    streamed: finished.streamed,
+                    paid,
+                    receipt: finished.receipt,
+                    proof: None,
+                    channel,
+                };
+                return Ok((outcome, pending));
             }
         }
+    }
+}
+
+/// What an answer paid with `p` cost: its receipt's total less what was
+/// charged before (exact when queries do not overlap), at most `most`.
+fn charged_for(p: &Payment, cumulative: u128, most: u128) -> u128 {
+    match p.charged_before {
+        Some(before) => cumulative.saturating_sub(before).min(most),
+        None => most,
     }
 }
 
@@ -222,7 +375,7 @@ async fn paid_query<F: Future<Output = ()>>(
 /// charged (recorded as answered at the stated total); without one its
 /// price is offered as credit next time.
 #[allow(clippy::too_many_arguments)]
-async fn credit_or_fail<F: Future<Output = Result<QueryOutcome, QueryError>>>(
+async fn credit_or_fail<F: Future<Output = QueryError>>(
     e: TransportError,
     payer: Option<&Payer>,
     payee: &str,
@@ -231,14 +384,16 @@ async fn credit_or_fail<F: Future<Output = Result<QueryOutcome, QueryError>>>(
     record: &agentwire_protocol::record::AgentRecord,
     request_hash: Option<[u8; 32]>,
     fail: impl FnOnce(TransportError) -> F,
-) -> Result<QueryOutcome, QueryError> {
+) -> QueryError {
     if let (Some(payer), Some(p), TransportError::Exchange(ExchangeError::Remote { credit: Some(statement), .. })) =
         (payer, payment, &e)
     {
         if let Some(hash) = request_hash {
-            payer.check_statement(&record.identity, statement, &p.voucher, &hash)?;
+            if let Err(bad) = payer.check_statement(&record.identity, statement, &p.voucher, &hash) {
+                return bad.into();
+            }
             payer.answered(payee, currency, p, Some(statement.receipt.cumulative)).await;
-            return Err(e.into());
+            return e.into();
         }
     }
     fail(e).await
@@ -262,6 +417,7 @@ impl From<PayError> for FinishError {
 }
 
 struct Finished {
+    id: u64,
     body: Vec<u8>,
     streamed: bool,
     /// Increments paid on the stream.
@@ -284,7 +440,7 @@ async fn finish<F: Future<Output = ()>>(
     match first {
         FirstAnswer::Response(r) => {
             let response_hash = Sha256::digest(&r.body).into();
-            Ok(Finished { body: r.body, streamed: false, paid: 0, receipt: r.receipt, response_hash })
+            Ok(Finished { id: r.id, body: r.body, streamed: false, paid: 0, receipt: r.receipt, response_hash })
         }
         FirstAnswer::PaymentRequired(_) => Err(FinishError::Transport(TransportError::Connection(
             "a payment request where an answer was due".into(),
@@ -334,7 +490,8 @@ async fn finish<F: Future<Output = ()>>(
                 }
             }
             let receipt = s.receipt().cloned();
-            Ok(Finished { body: all, streamed: true, paid, receipt, response_hash: s.response_hash() })
+            let id = s.id().unwrap_or_default();
+            Ok(Finished { id, body: all, streamed: true, paid, receipt, response_hash: s.response_hash() })
         }
     }
 }

@@ -203,6 +203,14 @@ impl Spending {
         self.limits.get(currency)
     }
 
+    /// Whether a daily budget (per brand or overall) bounds `currency`: the
+    /// payer then signs no more than the requests it sends need (no paying
+    /// ahead), so what a brand holds signed beyond its charges is only what
+    /// the budget reserved for the requests in flight.
+    pub fn has_budget(&self, currency: &Currency) -> bool {
+        self.limits.get(currency).is_some_and(|l| l.per_brand_per_day.is_some() || l.per_day.is_some())
+    }
+
     /// Checks the deposit of a channel about to be opened: under the maximum, and confirmed.
     pub fn allow_deposit(&self, offer: &DepositOffer) -> Result<(), LimitError> {
         if let Some(max) = self.limits.get(&offer.currency).and_then(|l| l.max_deposit) {

@@ -24,7 +24,7 @@ pub mod stores;
 pub mod testing;
 
 pub use chain::{NearChain, PayeeChain, PayerChain};
-pub use client::{query, QueryError, QueryOutcome};
+pub use client::{query, query_deferred, QueryError, QueryOutcome, ReceiptDue, Settlement};
 pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 pub use limits::{DepositOffer, LimitError, Limits, Spending};
 pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};

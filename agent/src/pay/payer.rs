@@ -46,10 +46,16 @@ pub struct PayerConfig {
     /// fsync covers many payments. After a crash the total is settled with
     /// the brand before anything new is signed (spec §8.4).
     pub reserve_queries: u128,
-    /// Sign this many queries beyond what a request needs (default 0):
-    /// later requests then re-send the same voucher. The brand keeps what is
-    /// not used as credit; a brand crash forfeits at most this much.
+    /// Sign this many queries beyond what a request needs (default 8):
+    /// later requests re-send the same voucher, which the brand neither
+    /// verifies again nor persists again (spec §8.4 credit). What is not used
+    /// stays the payer's credit at the brand; a brand crash forfeits at most
+    /// this many prices.
     pub pay_ahead_queries: u128,
+    /// When many queries are in flight, pay ahead up to this many at once
+    /// (default 64), so a burst costs one voucher rather than one each; 0
+    /// with `pay_ahead_queries` 0 pays every query exactly.
+    pub pay_ahead_max_queries: u128,
 }
 
 const ONE_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
@@ -65,7 +71,8 @@ impl Default for PayerConfig {
             challenge_period_ns: crate::devnet::MIN_CHALLENGE_PERIOD_NS,
             max_increments: 64,
             reserve_queries: 64,
-            pay_ahead_queries: 0,
+            pay_ahead_queries: 8,
+            pay_ahead_max_queries: 64,
         }
     }
 }
@@ -247,9 +254,18 @@ impl Payer {
         self.chain.account()
     }
 
-    fn policy(&self, price: u128) -> PayPolicy {
+    /// How far to sign ahead of what a request at `price` needs. Under a
+    /// daily budget nothing is signed ahead: a voucher signed ahead is money
+    /// the brand can claim, and the budget reserved only the request's price.
+    fn policy(&self, price: u128, currency: &Currency) -> PayPolicy {
+        let (ahead, most) = if self.spending.has_budget(currency) {
+            (0, 0)
+        } else {
+            (self.config.pay_ahead_queries, self.config.pay_ahead_max_queries.max(self.config.pay_ahead_queries))
+        };
         PayPolicy {
-            ahead: price.saturating_mul(self.config.pay_ahead_queries),
+            ahead: price.saturating_mul(ahead),
+            ahead_cap: price.saturating_mul(most),
             reserve_ahead: price.saturating_mul(self.config.reserve_queries),
         }
     }
@@ -415,7 +431,7 @@ impl Payer {
         }
         let (payment, snapshot) = {
             let mut c = lock(&slot)?;
-            let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price))?;
+            let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price, currency))?;
             let snapshot = payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
             (payment, snapshot)
         };
@@ -502,11 +518,17 @@ impl Payer {
         if &r.response_hash != response_hash {
             return Err(PayError::Receipt("response hash is not that of the answer received"));
         }
+        self.check_total(payee, currency, r.cumulative).await
+    }
+
+    /// Checks a receipt's charged total against what we signed (spec §8.2):
+    /// never above it (after a restart, above the durable reservation).
+    pub async fn check_total(&self, payee: &str, currency: &Currency, cumulative: u128) -> Result<(), PayError> {
         let bound = match self.channels.lock().await.get(&name(payee, currency)) {
             Some(slot) => lock(slot)?.ledger.receipt_bound(),
             None => 0,
         };
-        if r.cumulative > bound {
+        if cumulative > bound {
             return Err(PayError::Receipt("states a total above what we signed"));
         }
         Ok(())
@@ -647,3 +669,7 @@ fn status(key: &str, c: &Channel) -> ChannelStatus {
         signed_unconfirmed: c.ledger.is_unconfirmed(),
     }
 }
+
+#[cfg(test)]
+#[path = "payer_tests.rs"]
+mod tests;

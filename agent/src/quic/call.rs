@@ -48,10 +48,16 @@ impl Call {
     /// Runs the machine until it reports something, writing what it produces.
     async fn event(&mut self) -> Result<RequestEvent, TransportError> {
         loop {
-            flush(&mut self.m, &mut self.send).await?;
+            // Once the answer is in, ending our direction is best effort: a
+            // brand that stopped reading the stream has the whole exchange.
+            if let Err(e) = flush(&mut self.m, &mut self.send).await {
+                if !self.m.is_done() {
+                    return Err(e);
+                }
+            }
             if let Some(ev) = self.m.poll_event() {
                 if self.m.is_done() {
-                    flush(&mut self.m, &mut self.send).await?;
+                    let _ = flush(&mut self.m, &mut self.send).await;
                 }
                 return Ok(ev);
             }
@@ -69,21 +75,25 @@ impl Call {
                 return Err(e.into());
             }
             RequestEvent::Chunk(data) => {
+                let id = Some(self.m.id());
                 return Ok(FirstAnswer::Stream(Box::new(StreamedAnswer {
                     call: Some(self),
                     first: Some(data),
                     receipt: None,
                     hash: [0; 32],
+                    id,
                 })));
             }
             RequestEvent::End(receipt) => {
                 let hash = self.m.response_hash();
+                let id = Some(self.m.id());
                 self.done();
                 return Ok(FirstAnswer::Stream(Box::new(StreamedAnswer {
                     call: None,
                     first: None,
                     receipt: receipt.map(|r| *r),
                     hash,
+                    id,
                 })));
             }
             RequestEvent::Receipt(_) => return Err(TransportError::Connection("a receipt before any answer".into())),
@@ -109,6 +119,8 @@ pub struct StreamedAnswer {
     receipt: Option<SignedReceipt>,
     /// SHA-256 of all chunk data, once complete.
     hash: [u8; 32],
+    /// The request's id (kept once the call is complete).
+    id: Option<u64>,
 }
 
 impl std::fmt::Debug for Call {
@@ -188,6 +200,11 @@ impl StreamedAnswer {
         ))?;
         call.m.decline()?;
         flush(&mut call.m, &mut call.send).await
+    }
+
+    /// The request's correlation id.
+    pub fn id(&self) -> Option<u64> {
+        self.call.as_ref().map(|c| c.m.id()).or(self.id)
     }
 
     /// SHA-256 of all chunk data (the receipt's `response_hash`), once ended.

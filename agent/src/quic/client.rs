@@ -29,6 +29,9 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{Call, FirstAnswer};
+use super::receipts::{receive_batches, send_flush, ReceiptError, Receipts};
+use agentwire_protocol::ledger::ChannelRef;
+use agentwire_protocol::receipts::Settled;
 use super::io::{conn_err, flush, now_ms, read_handshake_frame, EndingStreams, Inbound};
 use super::{now_secs, tls, TransportError, TransportLimits};
 
@@ -62,7 +65,9 @@ pub struct Connection {
 /// What a connection's callers and its task share.
 struct Shared {
     conn: quinn::Connection,
-    session: Mutex<Session>,
+    session: Arc<Mutex<Session>>,
+    /// Answers waiting for their batch receipts (spec §8.7).
+    receipts: Arc<Mutex<Receipts>>,
     /// What both sides announced.
     negotiated: Negotiated,
     next_id: AtomicU64,
@@ -155,7 +160,8 @@ pub async fn connect(
         .map_err(|_| TransportError::HandshakeTimeout(limits.handshake_timeout))??;
     let shared = Arc::new(Shared {
         conn,
-        session: Mutex::new(established.session),
+        session: Arc::new(Mutex::new(established.session)),
+        receipts: Arc::default(),
         negotiated: Negotiated::new(capabilities, &established.peer.capabilities),
         next_id: AtomicU64::new(1),
         in_flight: AtomicUsize::new(0),
@@ -165,6 +171,15 @@ pub async fn connect(
     });
     let (calls, queue) = mpsc::channel(QUEUED_CALLS);
     tokio::spawn(drive(shared.clone(), queue));
+    if shared.negotiated.batch {
+        tokio::spawn(receive_batches(
+            shared.conn.clone(),
+            shared.session.clone(),
+            shared.receipts.clone(),
+            established.peer.identity,
+            limits.answer_timeout,
+        ));
+    }
     Ok(Connection { shared, peer: established.peer, calls })
 }
 
@@ -235,6 +250,38 @@ impl Connection {
     /// What both sides announced in the handshake.
     pub fn negotiated(&self) -> Negotiated {
         self.shared.negotiated
+    }
+
+    /// The batch receipt (spec §8.7) of paid request `id`, answered with
+    /// `response_hash`: resolves once its batch came and checked out, or with
+    /// why not (a batch that does not check out, withheld past the answer
+    /// timeout, the connection gone).
+    pub fn receipt(
+        &self,
+        id: u64,
+        channel: ChannelRef,
+        request_hash: [u8; 32],
+        response_hash: [u8; 32],
+    ) -> impl std::future::Future<Output = Result<Settled, ReceiptError>> + Send + 'static {
+        let deadline = now_ms().saturating_add(u64::try_from(self.shared.limits.answer_timeout.as_millis()).unwrap_or(u64::MAX));
+        let rx = self
+            .shared
+            .receipts
+            .lock()
+            .map(|mut r| r.expect(id, channel, request_hash, response_hash, deadline))
+            .ok();
+        async move {
+            match rx {
+                Some(rx) => rx.await.unwrap_or(Err(ReceiptError::Gone)),
+                None => Err(ReceiptError::Gone),
+            }
+        }
+    }
+
+    /// Asks the brand to send `channel`'s pending batch of receipts now
+    /// (rather than within its batching delay).
+    pub async fn flush_receipts(&self, channel: &ChannelRef) -> Result<(), TransportError> {
+        send_flush(&self.shared.conn, &self.shared.session, channel).await
     }
 
     /// Sends a request and returns the first answer (a response, a stream, or a payment request).

@@ -14,6 +14,7 @@ mod call;
 mod client;
 mod io;
 mod peer;
+mod receipts;
 mod respond;
 pub mod server;
 mod stats;
@@ -29,6 +30,7 @@ pub use crate::exchange::{
     TransportError,
 };
 pub use call::{FirstAnswer, StreamEvent, StreamedAnswer};
+pub use receipts::ReceiptError;
 pub use client::{connect, Connection, Target, MAX_RUNNING_CALLS};
 pub use server::Server;
 pub use stats::{LatencyHistogram, ServerStats, LATENCY_BUCKETS_US};
@@ -60,8 +62,14 @@ pub struct TransportLimits {
     /// sends it a round trip later, once it has the answer.
     pub end_grace: Duration,
     /// Streams of one connection kept open at once only for their peer's end
-    /// of stream (default 64); past this, one is dropped unread (STOP_SENDING).
+    /// of stream (default 256, the stream limit: a paid requester ends its
+    /// direction a round trip after its answer); past this, one is dropped
+    /// unread (STOP_SENDING).
     pub max_ending_streams: usize,
+    /// Most answers one receipt batch covers (default 64; spec §8.7).
+    pub receipt_batch: usize,
+    /// Longest a paid answer waits for its batch to close, ms (default 5).
+    pub receipt_delay_ms: u64,
     /// Session limits (streams, age, frame and message sizes).
     pub session: SessionLimits,
 }
@@ -79,7 +87,9 @@ impl Default for TransportLimits {
             payment_timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(60),
             end_grace: Duration::from_secs(2),
-            max_ending_streams: 64,
+            max_ending_streams: 256,
+            receipt_batch: 64,
+            receipt_delay_ms: 5,
             session: SessionLimits::default(),
         }
     }

@@ -10,7 +10,10 @@ use agentwire_protocol::session::{PeerInfo, Session, SessionError, StreamReader,
 use agentwire_protocol::wire::ErrorCode;
 use quinn::VarInt;
 
-use super::io::EndingStreams;
+use agentwire_protocol::ledger::ChannelRef;
+use agentwire_protocol::receipts::{BatchEntry, ReceiptBatcher};
+
+use super::io::{now_ms, EndingStreams};
 use super::stats::ServerStats;
 use super::{now_secs, TransportLimits};
 use crate::exchange::{close_text, Meter, Service};
@@ -28,6 +31,15 @@ pub(super) struct Peer {
     pub(super) stats: Arc<ServerStats>,
     /// Answered streams waiting for the requester's end of stream.
     pub(super) ending: EndingStreams,
+    /// Receipts in batches, when both sides announced `receipts/1`.
+    pub(super) batch: Option<Batching>,
+}
+
+/// A connection's receipt batches: leaves in as paid answers leave, signed
+/// batches out on their own unidirectional streams (spec §8.7).
+pub(super) struct Batching {
+    pub(super) batcher: Mutex<ReceiptBatcher>,
+    pub(super) wake: tokio::sync::Notify,
 }
 
 impl Peer {
@@ -37,6 +49,26 @@ impl Peer {
         self.stats.disconnected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %self.info.agent_id, %code, error = %why, "disconnecting peer");
         close_with(&self.conn, code);
+    }
+
+    /// A paid answer left: its leaf joins the connection's receipt batch.
+    pub(super) fn add_leaf(&self, channel: &ChannelRef, leaf: BatchEntry) {
+        if let Some(b) = &self.batch {
+            if let Ok(mut batcher) = b.batcher.lock() {
+                batcher.add(channel, leaf, now_ms());
+            }
+            b.wake.notify_one();
+        }
+    }
+
+    /// The payer asks for a channel's receipts now.
+    pub(super) fn flush_receipts(&self, channel: &ChannelRef) {
+        if let Some(b) = &self.batch {
+            if let Ok(mut batcher) = b.batcher.lock() {
+                batcher.flush(channel);
+            }
+            b.wake.notify_one();
+        }
     }
 
     /// Sets up a stream's encryption under the session.

@@ -31,8 +31,7 @@ struct Served {
     m: ResponseStream,
 }
 
-/// Serves a stream that should carry one Request. A paid request moves to
-/// its own task once read: its signature work is worth spreading over the cores.
+/// Serves a stream that should carry one Request.
 pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvStream, allowed: bool) {
     let (writer, reader) = match peer.open(recv.id()) {
         Ok(halves) => halves,
@@ -50,12 +49,9 @@ pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvS
     );
     let mut s = Served { peer, send, inbound: Inbound::new(recv), m };
     let Some(request) = s.next_request().await else { return };
-    let priced = s.peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
-    if priced {
-        tokio::spawn(s.answer(request));
-    } else {
-        s.answer(request).await;
-    }
+    // Paid or not, answered on the connection's task: a paid request costs no
+    // signature (receipts come in batches, vouchers are verified once).
+    s.answer(request).await;
 }
 
 impl Served {
@@ -182,6 +178,16 @@ impl Served {
     async fn respond(&mut self, body: Vec<u8>, ticket: Option<Ticket>, actual: Option<u128>) {
         if self.settle(ticket, actual).await {
             let _ = self.m.respond(body, &self.peer.local.identity);
+            self.leaf().await;
+        }
+    }
+
+    /// A paid answer written with receipts in batches: its leaf joins the batch once it is sent.
+    async fn leaf(&mut self) {
+        if let Some((channel, leaf)) = self.m.take_leaf() {
+            if flush(&mut self.m, &mut self.send).await.is_ok() {
+                self.peer.add_leaf(&channel, leaf);
+            }
         }
     }
 
@@ -226,6 +232,7 @@ impl Served {
         }
         if self.settle(ticket, actual).await {
             let _ = self.m.end(&self.peer.local.identity);
+            self.leaf().await;
         }
     }
 
@@ -279,6 +286,14 @@ pub(super) async fn serve_one_way(peer: Arc<Peer>, mut recv: RecvStream) {
     match read.await {
         Ok(Ok(Some(bytes))) => match Message::decode_with_limit(&bytes, bytes.len()) {
             Ok(Message::OneWay(m)) => peer.service.one_way(&peer.info, &m.topic, m.body),
+            Ok(Message::ReceiptFlush(f)) => {
+                let channel = agentwire_protocol::ledger::ChannelRef {
+                    contract: f.contract,
+                    channel_id: f.channel_id,
+                    epoch: f.epoch,
+                };
+                peer.flush_receipts(&channel);
+            }
             _ => tracing::debug!(peer = %peer.info.agent_id, "dropped a one-way stream that carried no OneWay message"),
         },
         Ok(Err(OneWayError::Session(e))) if e.ends_session() => peer.disconnect(e.code(), &e),

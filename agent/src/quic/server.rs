@@ -24,7 +24,9 @@ use quinn::VarInt;
 use rand_core::OsRng;
 
 use super::io::{conn_err, now_ms, read_handshake_frame, EndingStreams};
-use super::peer::{close_with, Peer};
+use super::peer::{close_with, Batching, Peer};
+use super::receipts::send_batches;
+use agentwire_protocol::receipts::ReceiptBatcher;
 use super::respond::{serve_one_way, serve_request};
 use super::stats::ServerStats;
 use super::{now_secs, tls, TransportError, TransportLimits};
@@ -240,7 +242,14 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
         limits,
         stats: stats.clone(),
         ending,
+        batch: negotiated.batch.then(|| Batching {
+            batcher: Mutex::new(ReceiptBatcher::new(limits.receipt_batch, limits.receipt_delay_ms)),
+            wake: tokio::sync::Notify::new(),
+        }),
     });
+    if peer.batch.is_some() {
+        tokio::spawn(send_batches(peer.clone()));
+    }
     let mut bucket = RateLimit::new(limits.max_requests_per_sec, now_ms());
     // Streams are served on this connection's own task rather than one
     // spawned task each: a 200-byte exchange is cheaper than the cross-worker

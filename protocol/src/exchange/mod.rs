@@ -36,6 +36,8 @@ pub use responder::{Charge, IncomingRequest, Metering, ResponderEvent, ResponseS
 pub const STREAM_V1: &str = "stream/1";
 /// Capability: paid requests (spec §8, §13.5, §16.10).
 pub const PAY_V1: &str = "pay/1";
+/// Capability: receipts for paid answers come in signed batches (spec §8.7, §16.10).
+pub const RECEIPTS_V1: &str = "receipts/1";
 
 /// What both sides of a session announced (spec §11.5): a feature is used
 /// only when both did.
@@ -45,13 +47,16 @@ pub struct Negotiated {
     pub stream: bool,
     /// Both sides announced `pay/1`.
     pub pay: bool,
+    /// Both sides announced `receipts/1`: paid answers carry no receipt; it
+    /// comes in a signed batch (spec §8.7).
+    pub batch: bool,
 }
 
 impl Negotiated {
     /// The features both capability lists name.
     pub fn new(ours: &[String], theirs: &[String]) -> Negotiated {
         let both = |c: &str| ours.iter().any(|x| x == c) && theirs.iter().any(|x| x == c);
-        Negotiated { stream: both(STREAM_V1), pay: both(PAY_V1) }
+        Negotiated { stream: both(STREAM_V1), pay: both(PAY_V1), batch: both(PAY_V1) && both(RECEIPTS_V1) }
     }
 }
 

@@ -326,6 +326,6 @@ fn message_id(m: &Message) -> Option<u64> {
         Message::Receipt(r) => Some(r.id),
         Message::Error(e) => e.id,
         Message::Request(r) => Some(r.id),
-        Message::OneWay(_) | Message::ChannelNotice(_) => None,
+        Message::OneWay(_) | Message::ChannelNotice(_) | Message::ReceiptBatch(_) | Message::ReceiptFlush(_) => None,
     }
 }

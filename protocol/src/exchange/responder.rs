@@ -26,6 +26,7 @@ use crate::identity::Keypair;
 use crate::ledger::ChannelRef;
 use crate::money::Currency;
 use crate::payment::{Receipt, SignedReceipt, SignedVoucher};
+use crate::receipts::BatchEntry;
 use crate::session::{StreamEvent, StreamReader, StreamWriter};
 use crate::wire::{
     ErrorMessage, Message, PaymentRequired, ReceiptMessage, Request, Response, StreamChunk, StreamEnd,
@@ -138,6 +139,8 @@ pub struct ResponseStream {
     fin_taken: bool,
     events: VecDeque<ResponderEvent>,
     deadline: Option<u64>,
+    /// A paid answer's receipt leaf, when receipts come in batches.
+    leaf: Option<(ChannelRef, BatchEntry)>,
 }
 
 impl ResponseStream {
@@ -174,6 +177,7 @@ impl ResponseStream {
             fin_taken: false,
             events: VecDeque::new(),
             deadline: Some(now_ms.saturating_add(limits.request_read_ms)),
+            leaf: None,
         }
     }
 
@@ -470,18 +474,36 @@ impl ResponseStream {
         }
     }
 
+    /// A paid answer's receipt: signed now, or (receipts in batches) a leaf
+    /// for the connection's batch, taken with [`take_leaf`](Self::take_leaf).
     fn receipt(
-        &self,
+        &mut self,
         response_hash: impl FnOnce() -> [u8; 32],
         signer: &Keypair,
     ) -> Result<Option<SignedReceipt>, ExchangeError> {
         match &self.paid {
             None => Ok(None),
             Some(Paid { charge: None, .. }) => Err(ExchangeError::ApiMisuse("a paid request answered before admitted")),
+            Some(Paid { request_hash, charge: Some(c) }) if self.negotiated.batch => {
+                let entry = BatchEntry {
+                    id: self.id.unwrap_or_default(),
+                    request_hash: *request_hash,
+                    response_hash: response_hash(),
+                    cumulative: c.cumulative,
+                };
+                self.leaf = Some((c.channel.clone(), entry));
+                Ok(None)
+            }
             Some(Paid { request_hash, charge: Some(c) }) => {
                 Ok(Some(sign_receipt(&c.channel, *request_hash, response_hash(), c.cumulative, signer)))
             }
         }
+    }
+
+    /// The answer's receipt leaf, once a paid answer was written and receipts
+    /// come in batches: add it to the connection's batch (spec §8.7).
+    pub fn take_leaf(&mut self) -> Option<(ChannelRef, BatchEntry)> {
+        self.leaf.take()
     }
 
     fn write(&mut self, m: &Message, end: bool) {

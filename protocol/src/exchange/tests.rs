@@ -13,7 +13,7 @@ use crate::session::Session;
 use crate::testing::{account, cached_ik_sessions, identity, signed_voucher};
 use crate::wire::{Message, Request};
 
-const BOTH: Negotiated = Negotiated { stream: true, pay: true };
+const BOTH: Negotiated = Negotiated { stream: true, pay: true, batch: false };
 
 struct Pair {
     user: Session,
@@ -163,7 +163,7 @@ fn a_request_for_an_invalid_service_name_decodes_and_is_refused_on_its_stream() 
 #[test]
 fn a_stream_reaches_only_a_requester_that_announced_stream_1() {
     let mut p = Pair::new();
-    for caps in [BOTH, Negotiated { stream: false, pay: true }] {
+    for caps in [BOTH, Negotiated { stream: false, pay: true, batch: false }] {
         let mut x = p.open(request(1, "story", None), caps);
         p.pump(&mut x);
         next_request(&mut x);
@@ -192,7 +192,7 @@ fn a_requester_refuses_chunks_it_did_not_negotiate() {
     let sid = 0;
     let (uw, ur) = p.user.open_stream(sid, 0).unwrap();
     let (bw, br) = p.brand.open_stream(sid, 0).unwrap();
-    let no_stream = Negotiated { stream: false, pay: true };
+    let no_stream = Negotiated { stream: false, pay: true, batch: false };
     let mut x = Exchange {
         req: RequestStream::new(request(1, "story", None), uw, ur, no_stream, p.limits, 0).unwrap(),
         resp: ResponseStream::new(bw, br, BOTH, p.limits, p.ids.clone(), true, 0),
@@ -429,7 +429,7 @@ fn messages_for_another_id_fail_the_request() {
 #[test]
 fn payments_need_pay_1_on_both_sides() {
     let mut p = Pair::new();
-    let no_pay = Negotiated { stream: true, pay: false };
+    let no_pay = Negotiated { stream: true, pay: false, batch: false };
     let sid = 1000;
     let (uw, ur) = p.user.open_stream(sid, 0).unwrap();
     assert!(matches!(
@@ -443,4 +443,33 @@ fn payments_need_pay_1_on_both_sides() {
     x.resp.payment_required(10, Currency::Near, None).unwrap();
     p.pump(&mut x);
     assert_eq!(remote_code(&events(&mut x)[0]), Some(ErrorCode::PaymentRequired));
+}
+
+#[test]
+fn with_receipts_in_batches_a_paid_answer_leaves_a_leaf_instead_of_a_receipt() {
+    let mut p = Pair::new();
+    let batch = Negotiated { stream: true, pay: true, batch: true };
+    let mut x = p.open(paid_request(1, 10), batch);
+    p.pump(&mut x);
+    next_request(&mut x);
+    x.resp.admitted(Charge { channel: channel(), cumulative: 10 }, None).unwrap();
+    x.resp.respond(b"paid".to_vec(), &p.brand_key).unwrap();
+    p.pump(&mut x);
+    let Some(RequestEvent::Response(resp)) = x.req.poll_event() else { panic!() };
+    assert_eq!(resp.receipt, None, "the receipt comes in the connection's batch");
+    let (ch, leaf) = x.resp.take_leaf().expect("a leaf for the batch");
+    assert_eq!(ch, channel());
+    assert_eq!((leaf.id, leaf.cumulative), (1, 10));
+    assert_eq!(Some(leaf.request_hash), x.req.request_hash());
+    assert_eq!(leaf.response_hash, crate::payment::sha256(b"paid"));
+    let mut batcher = crate::receipts::ReceiptBatcher::new(64, 5);
+    batcher.add(&ch, leaf, 0);
+    batcher.flush(&ch);
+    let signed = batcher.poll_batch(&p.brand_key).unwrap();
+    let mut waiter = crate::receipts::ReceiptWaiter::new();
+    assert!(waiter.expect(1, channel(), x.req.request_hash().unwrap(), crate::payment::sha256(&resp.body), 100).is_none());
+    let settled = waiter.handle_batch(&signed, &p.brand_key.public(), 0).unwrap();
+    let settled = settled[0].as_ref().unwrap();
+    assert_eq!(settled.cumulative, 10);
+    settled.proof.verify(&p.brand_key.public()).unwrap();
 }

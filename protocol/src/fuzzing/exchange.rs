@@ -41,7 +41,7 @@ fn channel() -> ChannelRef {
 pub fn exchange(data: &[u8]) {
     let mut input = Input(data);
     let Some(flags) = input.byte() else { return };
-    let negotiated = Negotiated { stream: flags & 1 != 0, pay: flags & 2 != 0 };
+    let negotiated = Negotiated { stream: flags & 1 != 0, pay: flags & 2 != 0, batch: flags & 16 != 0 && flags & 2 != 0 };
     let limits = ExchangeLimits { request_read_ms: 1_000, answer_ms: 1_000, payment_ms: 500, max_buffered_answer: 4096 };
     let (mut user, mut brand) = testing::cached_ik_sessions();
     let key = testing::identity("brand").identity;

@@ -92,7 +92,11 @@ pub fn money(data: &[u8]) {
         match op % 9 {
             // The payer pays for a request (a new total reserved durably first, or credit re-used).
             0 => {
-                let policy = PayPolicy { ahead: u128::from(op >> 4) * 10, reserve_ahead: u128::from(arg >> 4) * 10 };
+                let policy = PayPolicy {
+                    ahead: u128::from(op >> 4) * 10,
+                    ahead_cap: u128::from(op >> 4) * 40,
+                    reserve_ahead: u128::from(arg >> 4) * 10,
+                };
                 if let Ok(p) = sim.payer.pay(&sim.key, price, policy) {
                     if let Some(r) = p.reserve {
                         sim.payer_store = (r, p.voucher.clone().into());

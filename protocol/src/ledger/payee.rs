@@ -40,6 +40,8 @@ pub struct PayeeLedger {
     durable_version: u64,
     /// The voucher total of the last snapshot made durable.
     durable: u128,
+    /// The forgiven credit of the last snapshot made durable.
+    durable_forgiven: u128,
 }
 
 /// A request admitted against a voucher. Answer only once
@@ -54,8 +56,6 @@ pub struct Admission {
     pub required: u128,
     /// The price admitted (at most what it will be charged).
     pub price: u128,
-    /// The ledger version that must be durable before the answer leaves.
-    pub version: u64,
 }
 
 /// What the payee persists of a channel: the highest voucher and the
@@ -86,6 +86,7 @@ impl PayeeLedger {
             version: 0,
             durable_version: 0,
             durable: 0,
+            durable_forgiven: 0,
         }
     }
 
@@ -116,6 +117,7 @@ impl PayeeLedger {
             return Err(PaymentError::CreditAboveVoucher { credit: forgiven, voucher: total });
         }
         l.forgiven = forgiven;
+        l.durable_forgiven = forgiven;
         l.spent = total - forgiven;
         if claimed > l.spent {
             return Err(PaymentError::ClaimAboveVoucher { claimed, voucher: l.spent });
@@ -162,7 +164,7 @@ impl PayeeLedger {
         };
         self.spent = required;
         self.pending += price;
-        Ok(Admission { persist, required, price, version: self.version })
+        Ok(Admission { persist, required, price })
     }
 
     /// The answer to `admission` was sent (charged `actual`, at most its
@@ -197,6 +199,7 @@ impl PayeeLedger {
             self.durable_version = snapshot.version;
             let total = snapshot.voucher.as_ref().map_or(0, |v| v.voucher.cumulative);
             self.durable = self.durable.max(total.min(self.accepted_total()));
+            self.durable_forgiven = snapshot.forgiven;
         }
     }
 
@@ -206,9 +209,18 @@ impl PayeeLedger {
         version <= self.durable_version
     }
 
-    /// Whether an admission may be answered now.
+    /// Whether an admission may be answered now: the durable state covers
+    /// everything admitted up to it — the durable voucher less the durable
+    /// forgiven credit (what a restore would count as spent) is at least its
+    /// `required`. Forgiven credit it used is thus durable before it serves.
     pub fn can_serve(&self, admission: &Admission) -> bool {
-        self.is_durable(admission.version)
+        admission.required <= self.durable_cover()
+    }
+
+    /// What the durable state covers: the durable voucher's total less the
+    /// durable forgiven credit (what a restore would count as spent).
+    pub fn durable_cover(&self) -> u128 {
+        self.durable.saturating_sub(self.durable_forgiven)
     }
 
     /// The highest accepted voucher (what to send in a payment-required answer
@@ -248,14 +260,14 @@ impl PayeeLedger {
     }
 
     /// What a claim now would take beyond what was claimed: the settled
-    /// charges the durable voucher covers.
+    /// charges the durable state covers.
     pub fn unclaimed(&self) -> u128 {
-        self.charged().min(self.durable).saturating_sub(self.claimed)
+        self.charged().min(self.durable_cover()).saturating_sub(self.claimed)
     }
 
     /// The amount a claim now would bring the channel's claimed total to.
     pub fn claim_target(&self) -> u128 {
-        self.charged().min(self.durable).max(self.claimed)
+        self.charged().min(self.durable_cover()).max(self.claimed)
     }
 
     /// Claimed on chain so far.
@@ -346,6 +358,8 @@ mod tests {
         persist(&mut l);
         assert!(l.can_serve(&a));
         assert_eq!(l.unclaimed(), 0, "an answer in flight is not claimed");
+        // Credit paid ahead, durable: the next request serves at once even
+        // while a higher voucher is still being persisted.
         assert_eq!(l.settle(a, 100), None);
         assert_eq!(l.unclaimed(), 100);
         l.assert_invariants();
@@ -367,11 +381,10 @@ mod tests {
         let mut l = ledger(1_000);
         let a = l.admit(&v(300), 100).unwrap();
         persist(&mut l);
-        let version = l.version();
         // The same voucher again (not verified again) pays the next two.
         for _ in 0..2 {
             let b = l.admit(&v(300), 100).unwrap();
-            assert_eq!((b.persist.clone(), b.version), (None, version));
+            assert_eq!(b.persist, None);
             assert!(l.can_serve(&b));
             let _ = l.settle(b, 100);
         }
@@ -381,11 +394,30 @@ mod tests {
     }
 
     #[test]
+    fn credit_covered_by_the_durable_state_serves_while_a_higher_voucher_is_persisted() {
+        let mut l = ledger(10_000);
+        let a = l.admit(&v(300), 100).unwrap();
+        persist(&mut l);
+        let _ = l.settle(a, 100);
+        // A higher voucher arrives and is not durable yet.
+        let b = l.admit(&v(600), 100).unwrap();
+        assert!(b.persist.is_some());
+        assert!(l.can_serve(&b), "200 is covered by the durable 300");
+        let c = l.admit(&v(600), 100).unwrap();
+        assert!(l.can_serve(&c), "300 too");
+        let d = l.admit(&v(600), 100).unwrap();
+        assert!(!l.can_serve(&d), "400 needs the 600 voucher durable");
+        persist(&mut l);
+        assert!(l.can_serve(&d));
+    }
+
+    #[test]
     fn a_failed_answer_is_forgiven_durably_and_used_by_the_next_request() {
         let mut l = ledger(1_000);
         let a = l.admit(&v(100), 100).unwrap();
         persist(&mut l);
         let version = l.settle(a, 0).expect("a refund must be made durable");
+        let _ = l.version();
         assert!(!l.is_durable(version));
         assert_eq!((l.spent(), l.forgiven(), l.charged()), (0, 100, 0));
         persist(&mut l);

@@ -52,9 +52,13 @@ pub enum Resync {
 /// How far ahead a payment signs and reserves (the payer's policy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PayPolicy {
-    /// Sign this much beyond what the request needs (paying ahead: later
-    /// requests are paid by re-sending the same voucher).
+    /// Sign at least this much beyond what the request needs (paying ahead:
+    /// later requests are paid by re-sending the same voucher), and as much
+    /// as the requests in flight need, up to `ahead_cap`.
     pub ahead: u128,
+    /// The most signed beyond what the request needs: the payer's risk if
+    /// the payee crashes (spec §8.3 restore).
+    pub ahead_cap: u128,
     /// When a total above the reservation is signed, reserve this much
     /// beyond it (one durable write covers many payments).
     pub reserve_ahead: u128,
@@ -157,7 +161,10 @@ impl PayerLedger {
         if need > self.deposit {
             return Err(PaymentError::InsufficientFunds { price, spendable: self.spendable() });
         }
-        let total = need.saturating_add(policy.ahead).min(self.deposit);
+        // Ahead by the policy, or by what is in flight (a burst is paid by
+        // one voucher rather than one each), up to the cap.
+        let ahead = policy.ahead.max(self.in_flight).min(policy.ahead_cap.max(policy.ahead));
+        let total = need.saturating_add(ahead).min(self.deposit);
         let voucher = SignedVoucher::sign(self.channel.voucher(total), key);
         self.signed = total;
         self.last = Some(voucher.clone());
@@ -323,16 +330,16 @@ mod tests {
         Keypair::from_seed(&[3; 32])
     }
 
-    const EXACT: PayPolicy = PayPolicy { ahead: 0, reserve_ahead: 0 };
+    const EXACT: PayPolicy = PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 0 };
 
     #[test]
     fn pays_exactly_and_reserves_before_sending() {
         let mut p = PayerLedger::new(chan(), 250);
-        let a = p.pay(&key(), 100, PayPolicy { ahead: 0, reserve_ahead: 100 }).unwrap();
+        let a = p.pay(&key(), 100, PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 100 }).unwrap();
         assert_eq!((a.voucher.voucher.cumulative, a.reserve, a.new_total), (100, Some(200), true));
         p.reserved_durably(200);
         p.answered(100, Some(100));
-        let b = p.pay(&key(), 100, PayPolicy { ahead: 0, reserve_ahead: 100 }).unwrap();
+        let b = p.pay(&key(), 100, PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 100 }).unwrap();
         assert_eq!((b.voucher.voucher.cumulative, b.reserve), (200, None), "covered by the reservation");
         p.answered(100, Some(200));
         assert_eq!(p.pay(&key(), 100, EXACT), Err(PaymentError::InsufficientFunds { price: 100, spendable: 50 }));
@@ -347,7 +354,7 @@ mod tests {
     fn paying_ahead_resends_one_voucher_for_the_next_requests() {
         let mut p = PayerLedger::new(chan(), 1_000);
         let mut payee = PayeeLedger::new(chan(), key().public(), 1_000);
-        let policy = PayPolicy { ahead: 200, reserve_ahead: 0 };
+        let policy = PayPolicy { ahead: 200, ahead_cap: 200, reserve_ahead: 0 };
         let first = p.pay(&key(), 100, policy).unwrap();
         assert_eq!(first.voucher.voucher.cumulative, 300);
         for _ in 0..2 {

@@ -11,6 +11,7 @@ pub use crate::codes::{Action, ErrorCode};
 use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::payment::{SignedReceipt, SignedVoucher};
+pub use crate::receipts::ReceiptBatch;
 use crate::money::Currency;
 use crate::record::{valid_service_name, MAX_SERVICE_NAME};
 
@@ -50,6 +51,10 @@ pub enum Kind {
     Receipt = 9,
     /// A change of a channel's state.
     ChannelNotice = 10,
+    /// Receipts for a batch of answers, under one signed root.
+    ReceiptBatch = 11,
+    /// A payer asks for the receipts of a channel's pending answers now.
+    ReceiptFlush = 12,
 }
 
 /// A request.
@@ -182,6 +187,17 @@ pub struct ChannelNotice {
     pub amount: u128,
 }
 
+/// A payer asks the payee to close and send a channel's pending batch of receipts now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptFlush {
+    /// Channel contract.
+    pub contract: AccountId,
+    /// Channel id.
+    pub channel_id: u64,
+    /// Channel epoch.
+    pub epoch: u64,
+}
+
 /// Every message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -205,6 +221,10 @@ pub enum Message {
     Receipt(ReceiptMessage),
     /// See [`ChannelNotice`].
     ChannelNotice(ChannelNotice),
+    /// See [`ReceiptBatch`].
+    ReceiptBatch(ReceiptBatch),
+    /// See [`ReceiptFlush`].
+    ReceiptFlush(ReceiptFlush),
 }
 
 /// Why a message was refused.
@@ -290,6 +310,8 @@ impl Message {
             Message::Voucher(_) => Kind::Voucher,
             Message::Receipt(_) => Kind::Receipt,
             Message::ChannelNotice(_) => Kind::ChannelNotice,
+            Message::ReceiptBatch(_) => Kind::ReceiptBatch,
+            Message::ReceiptFlush(_) => Kind::ReceiptFlush,
         }
     }
 
@@ -302,6 +324,7 @@ impl Message {
             Message::Response(m) => m.body.len(),
             Message::StreamChunk(m) => m.data.len(),
             Message::OneWay(m) => m.topic.len() + m.body.len(),
+            Message::ReceiptBatch(b) => b.entries.len() * 100,
             _ => 0,
         };
         let mut w = Writer::with_capacity(payload.saturating_add(384));
@@ -358,6 +381,14 @@ impl Message {
             Message::ChannelNotice(m) => {
                 head(&mut w, 7, Kind::ChannelNotice);
                 w.text(m.contract.as_str()).u64(m.channel_id).u64(m.epoch).u64(m.event as u64).amount(m.amount);
+            }
+            Message::ReceiptBatch(b) => {
+                head(&mut w, 8, Kind::ReceiptBatch);
+                b.encode_fields(&mut w);
+            }
+            Message::ReceiptFlush(f) => {
+                head(&mut w, 5, Kind::ReceiptFlush);
+                w.text(f.contract.as_str()).u64(f.channel_id).u64(f.epoch);
             }
         }
         w.finish()
@@ -472,6 +503,18 @@ impl Message {
                 };
                 let amount = r.amount("amount")?;
                 Message::ChannelNotice(ChannelNotice { contract, channel_id, epoch, event, amount })
+            }
+            11 => {
+                expect(8)?;
+                Message::ReceiptBatch(ReceiptBatch::decode_fields(&mut r)?)
+            }
+            12 => {
+                expect(5)?;
+                let contract = AccountId::new(r.text(64, "contract")?)
+                    .map_err(|_| WireError::Cbor(CborError::InvalidValue("contract")))?;
+                let channel_id = r.u64("channel_id")?;
+                let epoch = r.u64("epoch")?;
+                Message::ReceiptFlush(ReceiptFlush { contract, channel_id, epoch })
             }
             other => return Err(WireError::UnknownKind(other)),
         };

@@ -86,6 +86,18 @@ pub fn message_fields(m: &Message) -> Value {
             "contract": n.contract.as_str(), "channel_id": n.channel_id, "epoch": n.epoch,
             "event": n.event as u8, "amount": n.amount.to_string(),
         }),
+        Message::ReceiptBatch(b) => json!({
+            "contract": b.channel.contract.as_str(), "channel_id": b.channel.channel_id, "epoch": b.channel.epoch,
+            "seq": b.seq,
+            "entries": b.entries.iter().map(|e| json!({
+                "id": e.id, "request_hash": hx(e.request_hash), "response_hash": hx(e.response_hash),
+                "cumulative": e.cumulative.to_string(), "leaf_hash": hx(agentwire_protocol::receipts::leaf_hash(e)),
+            })).collect::<Vec<_>>(),
+            "root": b.root().map(hx),
+            "signing_bytes": b.root().map(|root| hx(agentwire_protocol::receipts::root_signing_bytes(&b.channel, b.seq, b.entries.len() as u32, &root))),
+            "signature": hx(b.signature),
+        }),
+        Message::ReceiptFlush(f) => json!({ "contract": f.contract.as_str(), "channel_id": f.channel_id, "epoch": f.epoch }),
     };
     json!({ "version": 1, "kind": kind, "fields": fields })
 }

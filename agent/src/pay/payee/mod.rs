@@ -10,6 +10,8 @@
 //! fail on purpose in tests.
 
 mod money;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +79,9 @@ pub struct PayeeConfig {
     pub watch_every: Duration,
     /// Channels held in memory at once (default 100,000); beyond it new channels get `Unavailable`.
     pub max_channels: usize,
+    /// Longest a request waits for the chain (a channel's first check, a
+    /// deposit re-read) before it is refused with `Unavailable` (default 5 s).
+    pub chain_timeout: Duration,
 }
 
 impl Default for PayeeConfig {
@@ -86,6 +91,7 @@ impl Default for PayeeConfig {
             claim_every: Duration::from_secs(3600),
             watch_every: Duration::from_secs(30),
             max_channels: 100_000,
+            chain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -177,11 +183,11 @@ impl Payee {
     async fn channel_of(&self, voucher: &SignedVoucher, currency: &Currency) -> Result<(), Refusal> {
         let id = voucher.voucher.channel_id;
         if self.money.currency(id).is_none() {
-            let view = self
-                .chain
-                .get_channel(id)
+            let unavailable = || refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later");
+            let view = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id))
                 .await
-                .map_err(|_| refuse(ErrorCode::Unavailable, "cannot check the channel on chain now; retry later"))?
+                .map_err(|_| unavailable())?
+                .map_err(|_| unavailable())?
                 .ok_or_else(|| refuse(ErrorCode::UnknownChannel, format!("channel {id} does not exist on chain")))?;
             // A channel that pays another agent is unknown here (25); one that
             // pays us under another epoch is refused by the ledger (22).
@@ -210,7 +216,7 @@ impl Payee {
         let mut admitted = self.money.admit(id, voucher, price).await;
         if let Err(MoneyError::Payment(PaymentError::ExceedsDeposit { .. })) = admitted {
             // The payer may have topped up since we last looked.
-            if let Ok(Some(view)) = self.chain.get_channel(id).await {
+            if let Ok(Ok(Some(view))) = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id)).await {
                 self.money.top_up(id, view.deposit);
                 admitted = self.money.admit(id, voucher, price).await;
             }

@@ -197,18 +197,27 @@ impl<S: PayeeStore> LedgerMoney<S> {
         });
     }
 
-    /// Waits until `version` is durable on `slot`.
-    async fn durable(&self, slot: &Arc<Slot>, version: u64) -> Result<(), MoneyError> {
-        if with(slot, |l| l.is_durable(version))? {
+    /// Waits until `ready` holds of the channel's ledger, persisting what is
+    /// pending meanwhile (one writer per channel; later changes ride along).
+    async fn until(&self, slot: &Arc<Slot>, ready: impl Fn(&PayeeLedger) -> bool) -> Result<(), MoneyError> {
+        if with(slot, |l| ready(l))? {
             return Ok(());
         }
         self.flush(slot);
         let mut rx = slot.durable.subscribe();
-        let d = *rx.wait_for(|d| d.version >= version || d.failed).await.map_err(|_| poisoned())?;
-        if d.version < version {
+        let d = *rx
+            .wait_for(|d| d.failed || slot.ledger.lock().map(|l| ready(&l)).unwrap_or(true))
+            .await
+            .map_err(|_| poisoned())?;
+        if d.failed && !with(slot, |l| ready(l))? {
             return Err(MoneyError::Store(StoreError::Closed));
         }
         Ok(())
+    }
+
+    /// Waits until `version` is durable on `slot`.
+    async fn durable(&self, slot: &Arc<Slot>, version: u64) -> Result<(), MoneyError> {
+        self.until(slot, |l| l.is_durable(version)).await
     }
 }
 
@@ -269,7 +278,7 @@ impl<S: PayeeStore> PayeeMoney for LedgerMoney<S> {
                 return Err(MoneyError::Store(StoreError::Closed));
             }
             let admission = with(&slot, |l| l.admit(voucher, price))??;
-            if let Err(e) = self.durable(&slot, admission.version).await {
+            if let Err(e) = self.until(&slot, |l| l.can_serve(&admission)).await {
                 // Not durable: the answer must not leave, and the admission is undone.
                 let _ = with(&slot, |l| l.settle(admission, 0));
                 return Err(e);
