@@ -341,7 +341,7 @@ async fn a_voucher_from_a_previous_devnet_run_is_refused() {
         .unwrap();
     let old_epoch = first.client.get_channel(id).await.unwrap().unwrap().epoch;
     let old = voucher(id, old_epoch, ONE_NEAR / 2);
-    first.client.claim(&first.payee, &old).await.expect("valid on its own chain");
+    first.client.claim(&first.payee, &old, u128::MAX).await.expect("valid on its own chain");
     first.devnet.shutdown();
 
     let w = world().await;
@@ -352,8 +352,8 @@ async fn a_voucher_from_a_previous_devnet_run_is_refused() {
     let epoch = c.get_channel(id2).await.unwrap().unwrap().epoch;
     assert_ne!(epoch, old_epoch, "another chain, another epoch");
     let before = c.near_balance(&w.payee.id).await.unwrap();
-    let burnt = expect_failure(c.claim(&w.payee, &old).await, "voucher signature does not verify");
+    let burnt = expect_failure(c.claim(&w.payee, &old, u128::MAX).await, "voucher signature does not verify");
     assert_eq!(c.near_balance(&w.payee.id).await.unwrap(), before - burnt, "the old voucher paid nothing");
     assert_eq!(c.get_channel(id2).await.unwrap().unwrap().claimed, 0);
-    c.claim(&w.payee, &voucher(id2, epoch, ONE_NEAR / 2)).await.expect("a voucher for this chain's channel pays");
+    c.claim(&w.payee, &voucher(id2, epoch, ONE_NEAR / 2), u128::MAX).await.expect("a voucher for this chain's channel pays");
 }
