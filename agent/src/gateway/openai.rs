@@ -306,6 +306,10 @@ fn data(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// What a stream has seen so far: the chat events read, the end (finish
+/// reason and usage) once it came, and why the answer is not a chat answer.
+type StreamSeen = (EventReader, Option<(String, Usage)>, Option<String>);
+
 /// Streams one completion as OpenAI chunks: the role, each text delta as it
 /// comes, the finish reason (with the payment), usage if asked, `[DONE]`;
 /// or an `error` event.
@@ -318,7 +322,7 @@ async fn stream(
     created: u64,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let end: Arc<std::sync::Mutex<(EventReader, Option<(String, Usage)>, Option<String>)>> =
+    let end: Arc<std::sync::Mutex<StreamSeen>> =
         Arc::new(std::sync::Mutex::new((EventReader::new(), None, None)));
     let _ = tx.send(data(&chunk(&id, created, &asked.model, json!({ "role": "assistant", "content": "" }), None))).await;
     let (chunks, seen) = (tx.clone(), end.clone());
