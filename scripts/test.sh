@@ -54,6 +54,25 @@ else
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql-15
 fi
 
+echo "==> the official openai and mcp Python clients (tests/python, pinned by requirements.txt)"
+# The gateway and MCP tests drive them; installed into tests/python/.venv
+# (ignored by git), or with --target when the venv module is missing.
+if command -v python3 >/dev/null 2>&1; then
+  py=tests/python
+  if python3 -m venv "$py/.venv" >/dev/null 2>&1 && "$py/.venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    "$py/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$py/requirements.txt"
+    export AGENTWIRE_PYTHON="$PWD/$py/.venv/bin/python"
+  else
+    python3 -m pip install --quiet --disable-pip-version-check --target "$py/.venv/site" -r "$py/requirements.txt"
+    export AGENTWIRE_PYTHON="$(command -v python3)" AGENTWIRE_PYTHONPATH="$PWD/$py/.venv/site"
+  fi
+  echo "python $("$AGENTWIRE_PYTHON" --version 2>&1 | cut -d' ' -f2): openai and mcp installed"
+  # Installed: the Python tests must run, never skip.
+  export AGENTWIRE_REQUIRE_PYTHON=1
+else
+  echo "WARNING: python3 is not installed: the openai and MCP client tests will be SKIPPED"
+fi
+
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
 

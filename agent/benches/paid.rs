@@ -175,8 +175,11 @@ async fn world(dir: &std::path::Path) -> World {
     let secret = |who: &str| ready.users.iter().find(|u| u.account_id.as_str() == who).unwrap().secret_key.to_string();
     let chain = ChannelClient::new(&ready.rpc_url, ready.channels.as_str()).unwrap();
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let price = |p| Price { price: p, currency: Currency::Near, increment: None };
-    let prices: HashMap<String, Price> = [("chat".to_string(), price(PRICE)), ("free".to_string(), price(0))].into();
+    let prices: HashMap<String, Price> = [
+        ("chat".to_string(), Price::per_query(PRICE, Currency::Near, None)),
+        ("free".to_string(), Price::per_query(0, Currency::Near, None)),
+    ]
+    .into();
     let payee = Payee::near(
         chain.clone(),
         NearAccount::new("brand.devnet", &secret("brand.devnet")).unwrap(),
@@ -199,8 +202,7 @@ async fn world(dir: &std::path::Path) -> World {
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
-    let service =
-        |name: &str, price| Service { name: name.into(), description: String::new(), price, currency: Currency::Near };
+    let service = |name: &str, price| Service::per_query(name, "", price, Currency::Near);
     let record = AgentRecord {
         identity: brand.identity.public(),
         near_account: AccountId::new("brand.devnet").unwrap(),

@@ -22,7 +22,7 @@ use crate::pay::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
 use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
-use crate::services::{Builtin, HttpProxy, HttpProxyConfig, Router};
+use crate::services::{Builtin, HttpProxy, HttpProxyConfig, OpenAiChat, OpenAiConfig, Router};
 
 /// Why a brand agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,23 @@ pub fn router(config: &BrandConfig) -> Result<Router, BrandError> {
                 }
                 Arc::new(HttpProxy::new(c).map_err(config_err)?)
             }
+            HandlerConfig::OpenAi { url, models, max_tokens, api_key, api_key_env, headers, timeout_secs } => {
+                let mut c = OpenAiConfig::new(url, models.clone());
+                c.max_tokens = *max_tokens;
+                c.headers = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                c.api_key = match (api_key, api_key_env) {
+                    (Some(k), _) => Some(k.clone()),
+                    (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                        config_err(format!("service {}: handler.api_key_env {var} is not set", s.name))
+                    })?),
+                    (None, None) => None,
+                };
+                if let Some(t) = timeout_secs {
+                    c.timeout = Duration::from_secs(*t);
+                }
+                c.pricing = s.pricing();
+                Arc::new(OpenAiChat::new(c).map_err(config_err)?)
+            }
         };
         router = router.route(&s.name, service);
     }
@@ -116,7 +133,11 @@ fn sign_record(
         .iter()
         .map(|s| {
             let currency = currency_of(&s.currency)?;
-            Ok(Offer { name: s.name.clone(), description: s.description.clone(), price: s.price.0, currency })
+            Ok(Offer {
+                interface: s.interface(),
+                pricing: s.pricing(),
+                ..Offer::per_query(&s.name, &s.description, s.price.0, currency)
+            })
         })
         .collect::<Result<Vec<_>, BrandError>>()?;
     let now = now_secs();
@@ -226,7 +247,7 @@ async fn payee(config: &BrandConfig, p: &PaymentsConfig, identity: &LocalIdentit
         let currency = currency_of(&s.currency)?;
         let increment =
             s.increment.as_ref().map(|i| Increment { chunks: i.chunks, price: i.price.0, currency: currency.clone() });
-        prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment });
+        prices.insert(s.name.clone(), Price { price: s.price.0, currency, increment, pricing: s.pricing() });
     }
     let policy = PayeeConfig {
         claim_above: p.claim_above.0,

@@ -12,12 +12,20 @@
 //! record_lifetime_secs = 3600
 //!
 //! [[service]]
-//! name = "chat"
-//! description = "Ask the brand"
-//! price = "10000000000000000000000"       # smallest unit (yoctoNEAR here)
-//! handler = { kind = "http", url = "http://127.0.0.1:8080/v1/chat/completions", stream = true,
-//!             headers = { Authorization = "Bearer ..." } }
+//! name = "assistant"
+//! description = "Our model, per token"
+//! price = "300000000000000000000000"      # the most one request may cost (yoctoNEAR here)
+//! per_token = { input = "10000000000000000000", output = "30000000000000000000" }
+//! handler = { kind = "openai", url = "http://127.0.0.1:8080/v1", models = ["llama3"], max_tokens = 512, api_key_env = "UPSTREAM_KEY" }
+//!
+//! [[service]]
+//! name = "lookup"
+//! price = "10000000000000000000000"
+//! handler = { kind = "http", url = "http://127.0.0.1:8081/lookup", headers = { Authorization = "Bearer ..." } }
 //! ```
+//!
+//! (A TOML inline table is one line: a handler with many fields can be a
+//! `[service.handler]` table instead.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -191,8 +199,29 @@ pub struct ServiceConfig {
     /// For a streamed answer: charge per group of chunks beyond the first (spec §13.7).
     #[serde(default)]
     pub increment: Option<IncrementConfig>,
+    /// Per-token pricing of a chat service (an `openai` handler): `price` is
+    /// then the most one request may cost (spec §6.2).
+    #[serde(default)]
+    pub per_token: Option<PerTokenConfig>,
     /// What answers.
     pub handler: HandlerConfig,
+}
+
+/// Unit prices of a per-token service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerTokenConfig {
+    /// Price of one prompt token.
+    pub input: Amount,
+    /// Price of one generated token.
+    pub output: Amount,
+}
+
+/// Default cap on the tokens an `openai` handler lets one request generate.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+fn default_max_tokens() -> u32 {
+    DEFAULT_MAX_TOKENS
 }
 
 fn default_currency() -> String {
@@ -226,6 +255,61 @@ pub enum HandlerConfig {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
+    /// An OpenAI-compatible model server (vLLM, Ollama, llama.cpp, a hosted
+    /// API): users send a chat request (spec §13.11), get text deltas back.
+    OpenAi {
+        /// The API's base URL, e.g. `http://127.0.0.1:8080/v1` (`/chat/completions` is added).
+        url: String,
+        /// The models sold here: the first is the default; a request naming another is refused.
+        models: Vec<String>,
+        /// The most tokens one request may generate (default 1024).
+        #[serde(default = "default_max_tokens")]
+        max_tokens: u32,
+        /// The upstream's API key, sent as `Authorization: Bearer`.
+        #[serde(default)]
+        api_key: Option<String>,
+        /// Or the environment variable holding it.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// More headers for the upstream.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Seconds the upstream may take to start answering, and between two pieces (default 60).
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+impl ServiceConfig {
+    /// The handler's cap on generated tokens (chat handlers only).
+    pub fn max_tokens(&self) -> Option<u32> {
+        match &self.handler {
+            HandlerConfig::OpenAi { max_tokens, .. } => Some(*max_tokens),
+            _ => None,
+        }
+    }
+
+    /// What the service speaks.
+    pub fn interface(&self) -> agentwire_protocol::pricing::Interface {
+        match self.handler {
+            HandlerConfig::OpenAi { .. } => agentwire_protocol::pricing::Interface::Chat,
+            _ => agentwire_protocol::pricing::Interface::Text,
+        }
+    }
+
+    /// How it is charged, as the record states it.
+    pub fn pricing(&self) -> agentwire_protocol::pricing::Pricing {
+        use agentwire_protocol::pricing::Pricing;
+        match (&self.per_token, &self.increment) {
+            (Some(t), _) => Pricing::PerToken {
+                input: t.input.0,
+                output: t.output.0,
+                max_output_tokens: self.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+            },
+            (None, Some(i)) => Pricing::Metered { chunks: i.chunks, increment: i.price.0 },
+            (None, None) => Pricing::PerQuery,
+        }
+    }
 }
 
 impl BrandConfig {
@@ -263,6 +347,34 @@ impl BrandConfig {
             }
             if matches!(&s.increment, Some(i) if i.chunks == 0) {
                 return Err(invalid(format!("service {}: increment.chunks must be at least 1", s.name)));
+            }
+            if matches!(&s.increment, Some(i) if i.price.0 > s.price.0) {
+                return Err(invalid(format!("service {}: increment.price must be at most price", s.name)));
+            }
+            let chat = matches!(s.handler, HandlerConfig::OpenAi { .. });
+            if let HandlerConfig::OpenAi { models, max_tokens, .. } = &s.handler {
+                if models.is_empty() {
+                    return Err(invalid(format!("service {}: handler.models needs at least one model", s.name)));
+                }
+                if *max_tokens == 0 {
+                    return Err(invalid(format!("service {}: handler.max_tokens must be at least 1", s.name)));
+                }
+            }
+            if let Some(t) = &s.per_token {
+                if !chat {
+                    return Err(invalid(format!("service {}: per_token needs a chat handler (kind = \"openai\")", s.name)));
+                }
+                if s.increment.is_some() {
+                    return Err(invalid(format!("service {}: per_token and increment exclude each other", s.name)));
+                }
+                let cap = s.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+                let least = t.output.0.checked_mul(u128::from(cap));
+                if least.is_none_or(|least| s.price.0 < least) {
+                    return Err(invalid(format!(
+                        "service {}: price (the most one request may cost) must cover max_tokens {cap} at the output price",
+                        s.name
+                    )));
+                }
             }
             let priced = s.price.0 > 0 || s.increment.is_some();
             if priced && config.payments.is_none() {

@@ -12,6 +12,7 @@
 //! - [`units`]: amounts, dates and durations for people.
 
 pub mod brand;
+pub mod catalog;
 pub mod config;
 pub mod devnet;
 pub mod dht;
@@ -20,6 +21,8 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod gateway;
 pub mod keyfile;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod metrics;
 pub mod near;
 pub mod pay;

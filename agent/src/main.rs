@@ -50,6 +50,9 @@ enum Command {
     Channel(cmd::channel::ChannelCmd),
     /// A localhost HTTP API for agents in any language (discovery, encryption, payment behind it).
     Gateway(cmd::gateway::GatewayArgs),
+    /// An MCP server on stdio: tools to find services, ask brands and show channels.
+    #[cfg(feature = "mcp")]
+    Mcp(cmd::mcp::McpArgs),
 }
 
 fn main() {
@@ -73,6 +76,10 @@ fn main() {
         Command::Lookup(a) => cmd::lookup::run(a, json),
         Command::Channel(c) => cmd::channel::run(c, json),
         Command::Gateway(a) => cmd::gateway::run(a, json),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(a) => cmd::mcp::run(a).map_err(|e| {
+            cmd::CliError::new("Mcp", e, "check the MCP host's configuration for `agentwire mcp`; `--log info` on stderr shows each step")
+        }),
     };
     if let Err(e) = result {
         e.print(json);

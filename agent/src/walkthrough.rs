@@ -59,12 +59,7 @@ pub fn run() -> Result<(), Error> {
         noise_static: brand.noise.public(),
         quic_addrs: vec!["127.0.0.1:4433".parse()?],
         p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-        services: vec![Service {
-            name: "chat".into(),
-            description: "Ask the brand".into(),
-            price,
-            currency: Currency::Near,
-        }],
+        services: vec![Service::per_query("chat", "Ask the brand", price, Currency::Near)],
         channel_contract: contract.clone(),
         min_deposit: YOCTO_PER_NEAR,
         seq: 1,

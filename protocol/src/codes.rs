@@ -47,6 +47,14 @@ macro_rules! codes {
                 }
             }
 
+            /// The code's name (`UnknownService`), `Unknown` for a number this implementation does not know.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( ErrorCode::$name => stringify!($name), )*
+                    ErrorCode::Unknown(_) => "Unknown",
+                }
+            }
+
             /// What the receiver should do.
             pub fn action(self) -> Action {
                 match self {

@@ -22,6 +22,8 @@ pub mod codes;
 #[cfg(feature = "full")]
 pub mod cbor;
 #[cfg(feature = "full")]
+pub mod chat;
+#[cfg(feature = "full")]
 pub mod dht;
 #[cfg(feature = "full")]
 pub mod exchange;
@@ -31,6 +33,8 @@ pub mod identity;
 pub mod ledger;
 #[cfg(feature = "full")]
 pub mod payment;
+#[cfg(feature = "full")]
+pub mod pricing;
 #[cfg(feature = "full")]
 pub mod receipts;
 #[cfg(feature = "full")]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
 use crate::identity::{AgentId, KeyError, Keypair, NoiseStaticKey, PublicKey};
+pub use crate::pricing::{Interface, Pricing};
 
 /// Domain tag of the record signature.
 pub const RECORD_TAG: &[u8] = b"agentwire:record:v1";
@@ -45,11 +46,44 @@ pub struct Service {
     pub name: String,
     /// Human description, at most 160 bytes.
     pub description: String,
-    /// Price per query in the currency's smallest unit.
+    /// The most one payment for this service can be (per-query: the price of
+    /// a query; per-token: the ceiling of any request; metered: the request
+    /// and each increment), in the currency's smallest unit.
     pub price: u128,
     /// Currency of `price`.
     pub currency: Currency,
+    /// What its bodies are (text unless the record says chat).
+    pub interface: Interface,
+    /// How it is charged (per query unless the record says otherwise).
+    pub pricing: Pricing,
 }
+
+impl Service {
+    /// A text service at `price` per query.
+    pub fn per_query(name: &str, description: &str, price: u128, currency: Currency) -> Service {
+        Service {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            price,
+            currency,
+            interface: Interface::Text,
+            pricing: Pricing::PerQuery,
+        }
+    }
+
+    /// Whether it is written in the v1 four-element form (text, per query).
+    fn is_plain(&self) -> bool {
+        self.interface == Interface::Text && self.pricing == Pricing::PerQuery
+    }
+
+    /// What a request with `body` is admitted for (spec §6.2).
+    pub fn admission(&self, body: &[u8]) -> Result<u128, crate::pricing::PriceError> {
+        self.pricing.admission(self.price, body)
+    }
+}
+
+/// Largest `max_output_tokens` or `chunks` a record may state.
+const MAX_PRICING_COUNT: u64 = u32::MAX as u64;
 
 /// Checks a service name against the record's naming rule.
 pub fn valid_service_name(name: &str) -> bool {
@@ -176,6 +210,9 @@ impl AgentRecord {
             if s.description.len() > MAX_DESCRIPTION {
                 return Err(RecordError::InvalidField("service description"));
             }
+            if !s.pricing.valid(s.price, s.interface) {
+                return Err(RecordError::InvalidField("service pricing"));
+            }
         }
         Ok(())
     }
@@ -194,7 +231,18 @@ impl AgentRecord {
         }
         w.array(self.services.len() as u64);
         for s in &self.services {
-            w.array(4).text(&s.name).text(&s.description).amount(s.price).text(s.currency.as_text());
+            let n = if s.is_plain() { 4 } else { 6 };
+            w.array(n).text(&s.name).text(&s.description).amount(s.price).text(s.currency.as_text());
+            if !s.is_plain() {
+                w.u64(s.interface.code());
+                match &s.pricing {
+                    Pricing::PerQuery => w.array(1).u64(0),
+                    Pricing::PerToken { input, output, max_output_tokens } => {
+                        w.array(4).u64(1).amount(*input).amount(*output).u64(u64::from(*max_output_tokens))
+                    }
+                    Pricing::Metered { chunks, increment } => w.array(3).u64(2).u64(u64::from(*chunks)).amount(*increment),
+                };
+            }
         }
         w.text(self.channel_contract.as_str()).amount(self.min_deposit).u64(self.seq).u64(self.expires_at);
     }
@@ -267,12 +315,7 @@ impl SignedRecord {
         let n = r.array_max(MAX_SERVICES, "services")?;
         let mut services = Vec::with_capacity(n);
         for _ in 0..n {
-            r.array_of(4, "service")?;
-            let name = r.text(MAX_SERVICE_NAME, "service name")?.to_owned();
-            let description = r.text(MAX_DESCRIPTION, "service description")?.to_owned();
-            let price = r.amount("service price")?;
-            let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| RecordError::InvalidField("currency"))?;
-            services.push(Service { name, description, price, currency });
+            services.push(decode_service(&mut r)?);
         }
         let channel_contract = account(r.text(64, "channel_contract")?, "channel_contract")?;
         let min_deposit = r.amount("min_deposit")?;
@@ -344,6 +387,47 @@ impl SignedRecord {
     }
 }
 
+/// One service: the v1 four-element form, or six elements with the
+/// interface and the pricing (spec §6.2).
+fn decode_service(r: &mut Reader<'_>) -> Result<Service, RecordError> {
+    let fields = r.array("service")?;
+    if fields != 4 && fields != 6 {
+        return Err(RecordError::Cbor(CborError::Malformed("service")));
+    }
+    let name = r.text(MAX_SERVICE_NAME, "service name")?.to_owned();
+    let description = r.text(MAX_DESCRIPTION, "service description")?.to_owned();
+    let price = r.amount("service price")?;
+    let currency = Currency::parse(r.text(64, "currency")?).map_err(|_| RecordError::InvalidField("currency"))?;
+    let mut service = Service::per_query(&name, &description, price, currency);
+    if fields == 4 {
+        return Ok(service);
+    }
+    let bad = RecordError::InvalidField("service pricing");
+    service.interface =
+        Interface::from_code(r.u64("service interface")?).ok_or(RecordError::InvalidField("service interface"))?;
+    let count = |v: u64| u32::try_from(v).ok().filter(|_| v <= MAX_PRICING_COUNT);
+    let parts = r.array("service pricing")?;
+    service.pricing = match (r.u64("pricing kind")?, parts) {
+        (0, 1) => Pricing::PerQuery,
+        (1, 4) => {
+            let input = r.amount("pricing input")?;
+            let output = r.amount("pricing output")?;
+            let max_output_tokens = count(r.u64("max_output_tokens")?).ok_or(bad.clone())?;
+            Pricing::PerToken { input, output, max_output_tokens }
+        }
+        (2, 3) => {
+            let chunks = count(r.u64("pricing chunks")?).ok_or(bad.clone())?;
+            Pricing::Metered { chunks, increment: r.amount("pricing increment")? }
+        }
+        _ => return Err(bad),
+    };
+    // The defaults have one encoding: the four-element form.
+    if service.is_plain() {
+        return Err(RecordError::InvalidField("service"));
+    }
+    Ok(service)
+}
+
 fn account(s: &str, field: &'static str) -> Result<AccountId, RecordError> {
     AccountId::new(s).map_err(|_| RecordError::InvalidField(field))
 }
@@ -361,12 +445,7 @@ mod tests {
             noise_static: NoiseStaticKeypair::from_secret([8; 32]).public(),
             quic_addrs: vec!["127.0.0.1:4433".parse().unwrap()],
             p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-            services: vec![Service {
-                name: "chat".into(),
-                description: "Ask the brand".into(),
-                price: 1_000_000_000_000_000_000_000,
-                currency: Currency::Near,
-            }],
+            services: vec![Service::per_query("chat", "Ask the brand", 1_000_000_000_000_000_000_000, Currency::Near)],
             channel_contract: AccountId::new("channels.near").unwrap(),
             min_deposit: 10u128.pow(24),
             seq,
@@ -405,6 +484,35 @@ mod tests {
         assert!(signed.validate_for_store(&id, Some(&older), 9_000).is_ok());
         let other = Keypair::from_seed(&[9; 32]).public().agent_id();
         assert_eq!(signed.validate_for_store(&other, None, 9_000), Err(RecordError::WrongAgent));
+    }
+
+    #[test]
+    fn services_state_their_interface_and_pricing_and_v1_services_read_as_text_per_query() {
+        let (key, mut rec) = sample(1);
+        let v1 = rec.clone().sign(&key).unwrap();
+        rec.services.push(Service {
+            interface: Interface::Chat,
+            pricing: Pricing::PerToken { input: 10, output: 30, max_output_tokens: 256 },
+            ..Service::per_query("model", "A model", 30 * 256 + 10 * 4096, Currency::Near)
+        });
+        rec.services.push(Service {
+            pricing: Pricing::Metered { chunks: 3, increment: 5 },
+            ..Service::per_query("story", "Words", 20, Currency::Near)
+        });
+        rec.services.push(Service { interface: Interface::Chat, ..Service::per_query("flat", "", 9, Currency::Near) });
+        let signed = rec.clone().sign(&key).unwrap();
+        let back = SignedRecord::decode(signed.encoded()).unwrap();
+        assert_eq!(back.record(), &rec);
+        // The first service is still the v1 four-element array.
+        assert_eq!(SignedRecord::decode(v1.encoded()).unwrap().record().services[0].pricing, Pricing::PerQuery);
+        // A price that does not cover the cap's output is refused.
+        let (key, mut bad) = sample(1);
+        bad.services[0] = Service {
+            interface: Interface::Chat,
+            pricing: Pricing::PerToken { input: 1, output: 2, max_output_tokens: 10 },
+            ..Service::per_query("m", "", 19, Currency::Near)
+        };
+        assert_eq!(bad.sign(&key), Err(RecordError::InvalidField("service pricing")));
     }
 
     #[test]

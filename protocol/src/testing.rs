@@ -51,18 +51,13 @@ pub fn brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> AgentRe
         quic_addrs: vec!["127.0.0.1:4433".parse().unwrap_or_else(|_| unreachable!())],
         p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
         services: vec![
-            Service {
-                name: "chat".into(),
-                description: "Answers questions about the brand".into(),
-                price: 1_000_000_000_000_000_000_000,
-                currency: Currency::Near,
-            },
-            Service {
-                name: "quote".into(),
-                description: "Price quotes in USDC".into(),
-                price: 10_000,
-                currency: Currency::Token(account("usdc.near")),
-            },
+            Service::per_query(
+                "chat",
+                "Answers questions about the brand",
+                1_000_000_000_000_000_000_000,
+                Currency::Near,
+            ),
+            Service::per_query("quote", "Price quotes in USDC", 10_000, Currency::Token(account("usdc.near"))),
         ],
         channel_contract: account("channels.near"),
         min_deposit: 100_000_000_000_000_000_000_000,

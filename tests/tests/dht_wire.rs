@@ -54,7 +54,7 @@ fn record(id: &LocalIdentity, account: &str, seq: u64) -> SignedRecord {
         noise_static: id.noise.public(),
         quic_addrs: vec!["127.0.0.1:9".parse().unwrap()],
         p2p_addrs: vec![],
-        services: vec![Offer { name: "chat".into(), description: String::new(), price: 0, currency: Currency::Near }],
+        services: vec![Offer::per_query("chat", "", 0, Currency::Near)],
         channel_contract: AccountId::new("channels.devnet").unwrap(),
         min_deposit: 0,
         seq,

@@ -79,7 +79,7 @@ fn record(
         p2p_addrs: vec![],
         services: services
             .iter()
-            .map(|s| Offer { name: (*s).into(), description: String::new(), price: 0, currency: Currency::Near })
+            .map(|s| Offer::per_query(s, "", 0, Currency::Near))
             .collect(),
         channel_contract: AccountId::new("channels.devnet").unwrap(),
         min_deposit: 0,

@@ -535,7 +535,7 @@ async fn the_gateway_answers_json_and_server_sent_events_and_explains_errors() {
     assert!(text.contains(&format!("\"paid\":\"{}\"", 2 * MILLI + MILLI / 2)), "{text}");
 
     let r = post("/v1/query/acme.devnet/nope", "x").send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 404, "no such service at the brand");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "UnknownService");
     assert_eq!(post("/v1/query/bad..name/chat", "x").send().await.unwrap().status(), 400);

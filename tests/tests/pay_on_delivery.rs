@@ -55,7 +55,7 @@ async fn failed_answers_cost_nothing_and_ceilings_charge_the_actual_amount() {
     let dir = std::env::temp_dir().join(format!("agentwire-pay-on-delivery-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let price = |p| Price { price: p, currency: Currency::Near, increment: None };
+    let price = |p| Price::per_query(p, Currency::Near, None);
     let prices: HashMap<String, Price> =
         [("chat".into(), price(PRICE)), ("down".into(), price(PRICE)), ("metered".into(), price(CEILING))].into();
     let payee = Arc::new(
@@ -80,7 +80,7 @@ async fn failed_answers_cost_nothing_and_ceilings_charge_the_actual_amount() {
         Server::bind_metered("127.0.0.1:0".parse().unwrap(), brand.clone(), caps.clone(), Arc::new(router), Some(meter), limits)
             .unwrap();
     let addr = server.local_addr().unwrap();
-    let offer = |name: &str, price| Offered { name: name.into(), description: String::new(), price, currency: Currency::Near };
+    let offer = |name: &str, price| Offered::per_query(name, "", price, Currency::Near);
     let record = AgentRecord {
         identity: brand.identity.public(),
         near_account: AccountId::new("brand.devnet").unwrap(),

@@ -19,6 +19,9 @@ pub struct GatewayArgs {
     /// Allow a non-loopback listen address (only with --token).
     #[arg(long, requires = "token")]
     pub allow_remote: bool,
+    /// Service names `GET /v1/models` looks up on the DHT (brands already used are listed too).
+    #[arg(long, default_value = "chat", value_delimiter = ',')]
+    pub discover: Vec<String>,
     #[command(flatten)]
     pub user: super::user_args::UserArgs,
 }
@@ -28,7 +31,9 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), CliError> {
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
         let paying = payer.as_ref().map(|p| p.account().to_owned());
-        let gw = Arc::new(Gateway::new(user, payer, args.token.clone()));
+        let gw = Arc::new(
+            Gateway::new(user, payer, args.token.clone()).discover(args.discover.clone()).near_rpc(&args.user.near_rpc),
+        );
         let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| {
             let action = if e.kind() == std::io::ErrorKind::AddrInUse {
                 format!("choose another port than {} with --listen (port 0 picks a free one), or stop what uses it", args.listen.port())
@@ -46,6 +51,7 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), CliError> {
                 Some(a) => println!("  paying from {a}"),
                 None => println!("  no payer: only free services (pass --near-account and --near-key-file)"),
             }
+            println!("  OpenAI-compatible: base_url http://{addr}/v1 (POST /v1/chat/completions, GET /v1/models)");
             println!("  POST /v1/query/<account>/<service>   POST /v1/service/<service>   GET /v1/channels");
             println!("  `agentwire channel status --gateway http://{addr} --near-account …` reads its channels");
             println!("Ctrl-C stops it.");

@@ -8,6 +8,8 @@ pub mod gateway;
 pub mod identity;
 pub mod lookup;
 pub mod money;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod payer_args;
 pub mod query;
 pub mod serve;

@@ -2,12 +2,15 @@
 //! the NEAR account that pays, its key, where payment state is kept, and
 //! the deposit policy.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use agentwire_agent::keyfile;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig};
-use agentwire_agent::pay::{Payer, PayerConfig};
+use agentwire_agent::pay::{DepositOffer, Limits, Payer, PayerConfig, Spending};
+use agentwire_protocol::money::Currency;
 use agentwire_protocol::identity::Keypair;
 
 use super::error::{self, CliError};
@@ -33,6 +36,45 @@ pub struct PayerArgs {
     /// A top-up adds this many queries.
     #[arg(long, default_value_t = 100)]
     pub top_up_queries: u128,
+    /// The most one query may cost, in NEAR (e.g. 0.05); a dearer one is refused before anything is signed.
+    #[arg(long, value_name = "NEAR")]
+    pub max_price: Option<String>,
+    /// The most spent on one brand per UTC day, in NEAR.
+    #[arg(long, value_name = "NEAR")]
+    pub budget_per_brand: Option<String>,
+    /// The most spent on all brands together per UTC day, in NEAR.
+    #[arg(long, value_name = "NEAR")]
+    pub budget_per_day: Option<String>,
+    /// The largest deposit a channel may be opened with, in NEAR.
+    #[arg(long, value_name = "NEAR")]
+    pub max_deposit: Option<String>,
+    /// State the deposit and ask on the terminal before any channel is opened.
+    #[arg(long)]
+    pub confirm_deposit: bool,
+}
+
+fn near_amount(flag: &str, v: &Option<String>) -> Result<Option<u128>, CliError> {
+    v.as_deref()
+        .map(|t| {
+            agentwire_protocol::money::parse_units(t, agentwire_protocol::money::NEAR_DECIMALS)
+                .map_err(|e| CliError::usage(format!("--{flag} {t:?}: {e} (an amount in NEAR, e.g. 0.05)")))
+        })
+        .transpose()
+}
+
+/// Asks on the terminal (never on stdin, which may carry a protocol such as MCP).
+fn confirm_on_terminal(offer: &DepositOffer) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+        eprintln!("not opening {}: no terminal to confirm it on", offer.describe());
+        return false;
+    };
+    let mut out = &tty;
+    let _ = write!(out, "Open {}? [y/N] ", offer.describe());
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(&tty).read_line(&mut line);
+    matches!(line.trim(), "y" | "Y" | "yes")
 }
 
 /// A NEAR account and its key, read from `key_file` (`--near-key-file`).
@@ -82,6 +124,24 @@ impl PayerArgs {
             auto_top_up: self.top_up_below_queries > 0,
             ..PayerConfig::default()
         };
-        Ok(Some(Payer::near(chain, near, voucher_key, store, config)?))
+        let limits = Limits {
+            max_price: near_amount("max-price", &self.max_price)?,
+            per_brand_per_day: near_amount("budget-per-brand", &self.budget_per_brand)?,
+            per_day: near_amount("budget-per-day", &self.budget_per_day)?,
+            max_deposit: near_amount("max-deposit", &self.max_deposit)?,
+        };
+        let file = dir.join("spending.json");
+        let mut spending = Spending::new(HashMap::from([(Currency::Near, limits)]), Some(&file)).map_err(|e| {
+            CliError::new(
+                "SpendingFile",
+                format!("{}: {e}", file.display()),
+                "fix or remove that file (it holds today's spending against the limits)",
+            )
+        })?;
+        if self.confirm_deposit {
+            spending = spending.confirm_deposits(Arc::new(confirm_on_terminal));
+        }
+        let payer = Payer::near(chain, near, voucher_key, store, config)?;
+        Ok(Some(payer.with_spending(spending)))
     }
 }

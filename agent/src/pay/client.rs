@@ -12,9 +12,11 @@ use agentwire_protocol::ledger::{ChannelRef, Payment};
 use agentwire_protocol::receipts::{ReceiptProof, Settled};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::SignedReceipt;
+use agentwire_protocol::pricing::PriceError;
 use agentwire_protocol::record::SignedRecord;
 use sha2::{Digest, Sha256};
 
+use super::limits::Reservation;
 use super::payer::{PayError, Payer};
 use crate::quic::{Connection, FirstAnswer, ReceiptError, StreamEvent, TransportError};
 
@@ -62,6 +64,9 @@ pub struct ReceiptDue {
     payment: Payment,
     increments: Vec<Payment>,
     most: u128,
+    /// The user's budget held for this answer: what the receipt states is
+    /// kept, the rest given back (all of it kept if no valid receipt comes).
+    reservation: Option<Reservation>,
 }
 
 impl std::fmt::Debug for ReceiptDue {
@@ -73,10 +78,17 @@ impl std::fmt::Debug for ReceiptDue {
 impl ReceiptDue {
     /// Waits for the receipt, checks it against what `payer` signed and records the charge.
     pub async fn settle(self, payer: &Payer) -> Result<Settlement, QueryError> {
-        let ReceiptDue { receipt, payee, currency, payment, increments, most } = self;
+        let ReceiptDue { receipt, payee, currency, payment, increments, most, reservation } = self;
+        let spend = |cost: Option<u128>| {
+            if let Some(held) = reservation {
+                let cost = cost.unwrap_or(held.amount());
+                payer.spending().settle(held, cost);
+            }
+        };
         let settled = match receipt.await {
             Ok(s) => s,
             Err(e) => {
+                spend(None);
                 // Delivered, but unproven: recorded without a total; the brand is suspect.
                 payer.answered(&payee, &currency, &payment, None).await;
                 for inc in &increments {
@@ -89,12 +101,17 @@ impl ReceiptDue {
                 })));
             }
         };
-        payer.check_total(&payee, &currency, settled.cumulative).await?;
+        if let Err(e) = payer.check_total(&payee, &currency, settled.cumulative).await {
+            spend(None);
+            return Err(e.into());
+        }
         payer.answered(&payee, &currency, &payment, Some(settled.cumulative)).await;
         for inc in &increments {
             payer.answered(&payee, &currency, inc, Some(settled.cumulative)).await;
         }
-        Ok(Settlement { paid: charged_for(&payment, settled.cumulative, most), proof: settled.proof })
+        let paid = charged_for(&payment, settled.cumulative, most);
+        spend(Some(paid));
+        Ok(Settlement { paid, proof: settled.proof })
     }
 }
 
@@ -128,6 +145,11 @@ pub enum QueryError {
     /// The brand refused to be paid: it did not announce `pay/1`.
     #[error("the brand's session does not take payments (no pay/1)")]
     NoPayments,
+    /// The request cannot be priced from the brand's record (a chat request
+    /// that is malformed, or asks more than the service allows): refused
+    /// here, before anything is signed.
+    #[error("{0}")]
+    BadRequest(PriceError),
 }
 
 /// Asks `service` of the brand behind `record` over `conn`, paying with
@@ -165,18 +187,65 @@ pub async fn query_deferred<F: Future<Output = ()>>(
     service: &str,
     body: Vec<u8>,
     payer: Option<&Payer>,
-    mut on_chunk: impl FnMut(&[u8]) -> F,
+    on_chunk: impl FnMut(&[u8]) -> F,
 ) -> Result<(QueryOutcome, Option<ReceiptDue>), QueryError> {
     let r = record.record();
     let payee = r.near_account.as_str().to_owned();
     let offer = r.services.iter().find(|s| s.name == service);
-    let mut price = offer.map_or(0, |s| s.price);
+    // What this request is admitted for: the price, or under per-token
+    // pricing the request's ceiling (spec §6.2), computed as the brand does.
+    let mut price = match offer {
+        Some(s) if s.price > 0 => s.admission(&body).map_err(QueryError::BadRequest)?,
+        _ => 0,
+    };
     // No single payment may exceed what the record advertises.
-    let cap = price;
+    let cap = offer.map_or(0, |s| s.price);
     let currency = offer.map_or(Currency::Near, |s| s.currency.clone());
+    // The user's limits hold the ceiling before anything is signed.
+    let mut reservation = match (price, payer) {
+        (0, _) | (_, None) => None,
+        (p, Some(payer)) => Some(payer.spending().reserve(&payee, &currency, p).map_err(PayError::from)?),
+    };
+    let mut result =
+        paid_query(conn, record, service, body, payer, on_chunk, &mut price, cap, &currency, &mut reservation).await;
+    if let Ok((_, Some(due))) = &mut result {
+        // The charge is known once the batch receipt comes: settled then.
+        due.reservation = reservation.take();
+    }
+    if let (Some(payer), Some(held)) = (payer, reservation) {
+        let cost = match &result {
+            Ok((o, _)) => o.paid,
+            // The brand answered with an Error (refused before admission, or
+            // with a statement that it did not charge): nothing spent.
+            Err(QueryError::Transport(e)) if e.remote().is_some() => 0,
+            Err(QueryError::Pay(PayError::Receipt(_))) | Err(QueryError::Transport(_)) => held.amount(),
+            Err(_) => 0,
+        };
+        payer.spending().settle(held, cost);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn paid_query<F: Future<Output = ()>>(
+    conn: &Connection,
+    record: &SignedRecord,
+    service: &str,
+    body: Vec<u8>,
+    payer: Option<&Payer>,
+    mut on_chunk: impl FnMut(&[u8]) -> F,
+    price: &mut u128,
+    cap: u128,
+    currency: &Currency,
+    reservation: &mut Option<Reservation>,
+) -> Result<(QueryOutcome, Option<ReceiptDue>), QueryError> {
+    let r = record.record();
+    let payee = r.near_account.as_str().to_owned();
+    let currency = currency.clone();
     let mut attempts = 0;
     loop {
-        let payment = match (price, payer) {
+        let price_now = *price;
+        let payment = match (price_now, payer) {
             (0, _) => None,
             (_, Some(_)) if !conn.negotiated().pay => return Err(QueryError::NoPayments),
             (p, Some(payer)) => Some(payer.pay(&payee, &currency, r.min_deposit, p).await?),
@@ -216,11 +285,17 @@ pub async fn query_deferred<F: Future<Output = ()>>(
                 }
                 attempts += 1;
                 tracing::debug!(price = %pr.price, "payment required; paying and retrying");
-                price = pr.price;
+                if let Some(held) = reservation.as_mut() {
+                    if pr.price > held.amount() {
+                        p.spending().extend(held, pr.price - held.amount()).map_err(PayError::from)?;
+                    }
+                }
+                *price = pr.price;
             }
             first => {
                 let mut increments = Vec::new();
-                let finished = finish(first, &payee, &currency, payer, cap, &mut on_chunk, &mut increments).await;
+                let finished =
+                    finish(first, &payee, &currency, payer, cap, &mut on_chunk, &mut increments, reservation).await;
                 let finished = match finished {
                     Ok(f) => f,
                     Err(e) => {
@@ -266,6 +341,7 @@ pub async fn query_deferred<F: Future<Output = ()>>(
                                 payment: p,
                                 increments,
                                 most,
+                                reservation: None,
                             });
                             paid = most;
                         }
@@ -359,6 +435,7 @@ async fn finish<F: Future<Output = ()>>(
     cap: u128,
     on_chunk: &mut impl FnMut(&[u8]) -> F,
     increments_paid: &mut Vec<Payment>,
+    reservation: &mut Option<Reservation>,
 ) -> Result<Finished, FinishError> {
     match first {
         FirstAnswer::Response(r) => {
@@ -395,6 +472,12 @@ async fn finish<F: Future<Output = ()>>(
                         if increments > payer.config().max_increments {
                             let _ = s.decline().await;
                             return Err(PayError::TooManyIncrements(payer.config().max_increments).into());
+                        }
+                        if let Some(held) = reservation.as_mut() {
+                            if let Err(e) = payer.spending().extend(held, pr.price) {
+                                let _ = s.decline().await;
+                                return Err(PayError::from(e).into());
+                            }
                         }
                         let p = payer.pay(payee, currency, 0, pr.price).await?;
                         let sent = s.pay(p.voucher.clone()).await;

@@ -16,6 +16,7 @@
 pub mod chain;
 pub mod client;
 mod codec;
+pub mod limits;
 pub mod payee;
 pub mod payer;
 #[cfg(feature = "postgres")]
@@ -28,6 +29,7 @@ pub mod testing;
 pub use chain::{NearChain, PayeeChain, PayerChain};
 pub use client::{query, query_deferred, QueryError, QueryOutcome, ReceiptDue, Settlement};
 pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
+pub use limits::{DepositOffer, LimitError, Limits, Spending};
 pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};
 pub use stores::{PayeeStore, PayerStore};
 

@@ -18,6 +18,7 @@ use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
 
 use super::chain::{NearChain, PayerChain};
+use super::limits::{DepositOffer, LimitError, Spending};
 use super::codec::{decode_payer_head, decode_payer_voucher, encode_payer, parse_payer_key};
 use super::store::{Store, StoreError};
 use super::stores::{PayerRecord, PayerStore};
@@ -117,6 +118,9 @@ pub enum PayError {
     /// An account id that is not one.
     #[error("{0} is not a NEAR account id")]
     Account(String),
+    /// A spending control refused: nothing was signed and no channel opened.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// The payer's channel with one brand.
@@ -137,6 +141,8 @@ pub struct Payer {
     /// Per payee (and token): held while a channel is loaded or opened on
     /// chain, so one brand's slow open does not hold up payments to others.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The user's limits: checked before anything is signed or deposited.
+    spending: Spending,
 }
 
 /// A channel's state for display.
@@ -206,7 +212,19 @@ impl Payer {
             config,
             channels: tokio::sync::Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
+            spending: Spending::unlimited(),
         }
+    }
+
+    /// This payer with spending controls.
+    pub fn with_spending(mut self, spending: Spending) -> Payer {
+        self.spending = spending;
+        self
+    }
+
+    /// The spending controls (budgets are reserved here before a query is paid).
+    pub fn spending(&self) -> &Spending {
+        &self.spending
     }
 
     /// A payer spending from `account` on NEAR through `client`'s contract,
@@ -236,10 +254,18 @@ impl Payer {
         self.chain.account()
     }
 
-    fn policy(&self, price: u128) -> PayPolicy {
+    /// How far to sign ahead of what a request at `price` needs. Under a
+    /// daily budget nothing is signed ahead: a voucher signed ahead is money
+    /// the brand can claim, and the budget reserved only the request's price.
+    fn policy(&self, price: u128, currency: &Currency) -> PayPolicy {
+        let (ahead, most) = if self.spending.has_budget(currency) {
+            (0, 0)
+        } else {
+            (self.config.pay_ahead_queries, self.config.pay_ahead_max_queries.max(self.config.pay_ahead_queries))
+        };
         PayPolicy {
-            ahead: price.saturating_mul(self.config.pay_ahead_queries),
-            ahead_cap: price.saturating_mul(self.config.pay_ahead_max_queries.max(self.config.pay_ahead_queries)),
+            ahead: price.saturating_mul(ahead),
+            ahead_cap: price.saturating_mul(most),
             reserve_ahead: price.saturating_mul(self.config.reserve_queries),
         }
     }
@@ -344,6 +370,8 @@ impl Payer {
         }
         let deposit = deposit_if_new.ok_or(PayError::NoChannel)?;
         let payee_id = AccountId::new(payee).map_err(|_| PayError::Account(payee.to_owned()))?;
+        // The deposit is stated (and confirmable) before anything is locked.
+        self.spending.allow_deposit(&DepositOffer { payee: payee.to_owned(), currency: currency.clone(), deposit })?;
         let id = self
             .chain
             .open(
@@ -403,7 +431,7 @@ impl Payer {
         }
         let (payment, snapshot) = {
             let mut c = lock(&slot)?;
-            let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price))?;
+            let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price, currency))?;
             let snapshot = payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
             (payment, snapshot)
         };

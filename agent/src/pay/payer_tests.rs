@@ -72,3 +72,30 @@ async fn after_a_restart_the_floor_voucher_is_sent_first() {
     let status = after.status().await.unwrap();
     assert!(status[0].signed_unconfirmed);
 }
+
+#[tokio::test]
+async fn under_a_daily_budget_nothing_is_signed_ahead() {
+    use crate::pay::limits::{Limits, Spending};
+    let chain = MemoryChain::new("channels.near", 1, "alice.near");
+    let key = Keypair::generate(&mut OsRng);
+    // Without a budget the payer signs ahead by the policy (default 8 prices).
+    let free = payer(&chain, &MemoryStore::new(), &key);
+    let a = free.pay("brand.near", &Currency::Near, 0, PRICE).await.unwrap();
+    assert_eq!(a.voucher.voucher.cumulative, 9 * PRICE);
+    for budget in [
+        Limits { per_brand_per_day: Some(100 * PRICE), ..Limits::default() },
+        Limits { per_day: Some(100 * PRICE), ..Limits::default() },
+    ] {
+        let spending = Spending::new([(Currency::Near, budget)].into(), None).unwrap();
+        let p = payer(&chain, &MemoryStore::new(), &key).with_spending(spending);
+        // Two requests in flight: each voucher covers exactly what is in flight.
+        let first = p.pay("other.near", &Currency::Near, 0, PRICE).await.unwrap();
+        assert_eq!(first.voucher.voucher.cumulative, PRICE, "what the budget reserved, nothing ahead");
+        let second = p.pay("other.near", &Currency::Near, 0, PRICE).await.unwrap();
+        assert_eq!(second.voucher.voucher.cumulative, 2 * PRICE);
+        p.answered("other.near", &Currency::Near, &first, Some(PRICE)).await;
+        p.answered("other.near", &Currency::Near, &second, Some(2 * PRICE)).await;
+        let status = p.status().await.unwrap();
+        assert_eq!((status[0].signed, status[0].charged), (2 * PRICE, 2 * PRICE), "{status:?}");
+    }
+}

@@ -242,11 +242,14 @@ impl PayerChain for MemoryChain {
     }
 }
 
+/// A payer record's key: the channel's name, id and epoch.
+type PayerKey = (String, u64, u64);
+
 /// A store in memory for both sides, with injectable faults.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     payee: Arc<Mutex<HashMap<ChannelRef, StoredPayee>>>,
-    payer: Arc<Mutex<HashMap<(String, u64, u64), PayerRecord>>>,
+    payer: Arc<Mutex<HashMap<PayerKey, PayerRecord>>>,
     /// Faults on writes.
     pub faults: Arc<Faults>,
     /// Writes done.

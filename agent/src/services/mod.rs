@@ -1,9 +1,12 @@
 //! What a brand can put behind its agent without writing Rust: a built-in
-//! echo/static service for demos and an HTTP upstream proxy (for instance an
-//! OpenAI-compatible chat endpoint). Embedders implement
+//! echo/static service for demos, a model behind an OpenAI-compatible
+//! server (the chat interface, priced per token if the brand likes), and a
+//! plain HTTP upstream proxy for other APIs. Embedders implement
 //! [`crate::exchange::Service`] directly. [`Router`] dispatches by service name.
 
 mod http_proxy;
+mod openai;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use agentwire_protocol::wire::ErrorCode;
 use crate::exchange::{Answer, AnswerFuture, IncomingRequest, Service, StreamItem};
 
 pub use http_proxy::{HttpProxy, HttpProxyConfig};
+pub use openai::{OpenAiChat, OpenAiConfig, OpenAiConfigError};
 
 /// Answers with the request body (`echo`), or with a fixed text (`static`).
 pub enum Builtin {

@@ -25,6 +25,7 @@ use agentwire_protocol::identity::PublicKey;
 use agentwire_protocol::ledger::ChannelRef;
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedVoucher};
+use agentwire_protocol::pricing::{PriceError, Pricing};
 use agentwire_protocol::session::PeerInfo;
 use agentwire_protocol::wire::ErrorCode;
 use futures::future::BoxFuture;
@@ -48,6 +49,28 @@ pub struct Price {
     pub currency: Currency,
     /// For a metered streamed answer: what each further group of chunks costs.
     pub increment: Option<Increment>,
+    /// How a request is priced from its body (spec §6.2): per-token
+    /// requests are admitted at their ceiling.
+    pub pricing: Pricing,
+}
+
+impl Price {
+    /// A price per query (or per first group of a metered stream).
+    pub fn per_query(price: u128, currency: Currency, increment: Option<Increment>) -> Price {
+        Price { price, currency, increment, pricing: Pricing::PerQuery }
+    }
+
+    /// What a request with `body` is admitted for; a request that cannot be
+    /// priced is refused before any payment is taken (not charged).
+    pub fn admission(&self, body: &[u8]) -> Result<u128, Refusal> {
+        self.pricing.admission(self.price, body).map_err(|e| {
+            let code = match e {
+                PriceError::Chat(_) => ErrorCode::Malformed,
+                PriceError::MaxTokensAboveCap { .. } | PriceError::AboveCeiling { .. } => ErrorCode::TooLarge,
+            };
+            refuse(code, e.to_string())
+        })
+    }
 }
 
 /// Claiming and watching policy, with defaults.
@@ -385,14 +408,15 @@ impl Meter for Payee {
     ) -> BoxFuture<'a, Result<Option<Ticket>, Refusal>> {
         Box::pin(async move {
             let Some(price) = self.price_of(&request.service) else { return Ok(None) };
+            let amount = price.admission(&request.body)?;
             let Some(voucher) = &request.payment else {
                 return Err(Refusal::PaymentRequired {
-                    price: price.price,
+                    price: amount,
                     currency: price.currency.clone(),
                     last_voucher: None,
                 });
             };
-            let admission = self.pay(voucher, price.price, &price.currency, false).await?;
+            let admission = self.pay(voucher, amount, &price.currency, false).await?;
             let channel = ChannelRef {
                 contract: self.chain.contract().clone(),
                 channel_id: voucher.voucher.channel_id,
