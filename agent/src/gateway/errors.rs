@@ -166,6 +166,7 @@ pub fn user_error(e: &UserError) -> ApiError {
         UserError::Transport(_) | UserError::NoAddress => {
             ApiError::new(StatusCode::BAD_GATEWAY, "Unreachable", e, "the brand did not answer: retry later, or use another brand")
         }
+        UserError::Unanswered(_) => ApiError::new(StatusCode::BAD_GATEWAY, "Unanswered", e, e.action()),
     }
 }
 
