@@ -159,7 +159,7 @@ handler = {{ kind = "openai", url = "{url}", models = ["fake-1"], max_tokens = 6
     assert_eq!(status.as_array().map(Vec::len), Some(1), "{channels}");
     assert_eq!(status[0]["payee"], "model.devnet", "{channels}");
     // The brand charged exactly what it priced for the one answer, nothing for the bad calls.
-    let money = brand.payee.as_ref().unwrap().money().channels();
+    let money = brand.payee.as_ref().unwrap().money().channels().await.unwrap();
     assert_eq!(money.len(), 1, "{money:?}");
     assert_eq!(money[0].charged, cost, "the brand's charged total: {money:?}");
     assert_eq!(status[0]["charged"], cost.to_string(), "the payer saw the same charge: {channels}");

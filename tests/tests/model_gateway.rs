@@ -232,7 +232,7 @@ async fn the_openai_package_gets_completions_through_the_gateway_and_the_chain_p
 
     // The brand charged exactly the tokens used × the unit prices (the rest of
     // what was signed is the payer's credit) ...
-    let money = brand.payee.as_ref().unwrap().money().channels();
+    let money = brand.payee.as_ref().unwrap().money().channels().await.unwrap();
     assert_eq!(money.len(), 1);
     assert_eq!(money[0].charged, delivered, "the brand's charged total: {money:?}");
     // ... and claims that on shutdown (`claim` with `amount`, contract §4.9).
