@@ -77,9 +77,7 @@ fn main() {
         Command::Channel(c) => cmd::channel::run(c, json),
         Command::Gateway(a) => cmd::gateway::run(a, json),
         #[cfg(feature = "mcp")]
-        Command::Mcp(a) => cmd::mcp::run(a).map_err(|e| {
-            cmd::CliError::new("Mcp", e, "check the MCP host's configuration for `agentwire mcp`; `--log info` on stderr shows each step")
-        }),
+        Command::Mcp(a) => cmd::mcp::run(a),
     };
     if let Err(e) = result {
         e.print(json);

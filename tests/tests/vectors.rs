@@ -143,7 +143,7 @@ fn messages() {
     let valid = v["valid"].as_array().expect("valid");
     assert_eq!(
         valid.iter().map(|m| m["kind"].as_u64()).collect::<std::collections::BTreeSet<_>>().len(),
-        10,
+        12,
         "every kind has a vector"
     );
     for m in valid {

@@ -3,6 +3,8 @@
 
 use agentwire_agent::mcp::{serve_stdio, AgentWireTools};
 
+use super::error::CliError;
+
 /// Options of `agentwire mcp`.
 #[derive(clap::Args, Debug)]
 pub struct McpArgs {
@@ -13,10 +15,12 @@ pub struct McpArgs {
     pub user: super::user_args::UserArgs,
 }
 
-pub fn run(args: McpArgs) -> Result<(), String> {
+pub fn run(args: McpArgs) -> Result<(), CliError> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
-        serve_stdio(AgentWireTools::new(user, payer, args.discover)).await
+        serve_stdio(AgentWireTools::new(user, payer, args.discover)).await.map_err(|e| {
+            CliError::new("Mcp", e, "check the MCP host's configuration for `agentwire mcp`; `--log info` on stderr shows each step")
+        })
     })
 }

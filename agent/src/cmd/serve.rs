@@ -70,7 +70,7 @@ fn configure(args: &ServeArgs) -> Result<BrandConfig, CliError> {
 
 /// A start failure; a payment store in use names the process holding it.
 fn start_error(e: BrandError, config: &BrandConfig) -> CliError {
-    let store = config.payments.as_ref().map(|p| p.store.clone());
+    let store = config.payments.as_ref().and_then(|p| p.store.clone());
     match (&e, store) {
         // The brand says "payments.store DIR: store directory is locked …".
         (BrandError::Config(text), Some(dir)) if text.starts_with("payments.store") && text.contains("locked") => {
