@@ -3,8 +3,9 @@
 //! what `agentwire serve` runs (`brand::start` from a TOML configuration:
 //! session server, payee with its durable voucher store and chain watcher,
 //! DHT node, record refresher), with only the connection limits raised. It
-//! answers `stats` on stdin with its server counters and exits when stdin
-//! closes (so it never outlives the load generator).
+//! answers `stats` on stdin with its server counters and `heap` with its
+//! live heap, and exits when stdin closes (so it never outlives the load
+//! generator).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -240,6 +241,7 @@ pub fn run_child() {
                             stats.disconnected.load(Relaxed),
                         );
                     }
+                    Some("heap") => super::heap::report(),
                     Some(_) => {}
                     None => break,
                 },
@@ -266,7 +268,7 @@ pub fn start_quinn(dir: &Path) -> (Process, SocketAddr) {
 
 /// The `quinn` role: a plain quinn server with the brand's TLS and
 /// transport settings (no Noise, no AgentWire) that echoes each stream and
-/// holds its connections, until stdin closes.
+/// holds its connections, answering `heap` like the brand, until stdin closes.
 pub fn run_quinn_child() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
@@ -289,7 +291,16 @@ pub fn run_quinn_child() {
                 });
             }
         });
-        let _ = tokio::task::spawn_blocking(|| for _ in std::io::stdin().lines() {}).await;
+        let _ = tokio::task::spawn_blocking(|| {
+            for line in std::io::stdin().lines() {
+                match line.as_deref() {
+                    Ok("heap") => super::heap::report(),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
         std::process::exit(0);
     });
 }

@@ -19,7 +19,7 @@ use libp2p::Multiaddr;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::Semaphore;
 
-use super::machine::load1;
+use super::machine::{cpu_time, load1};
 
 const BOOTSTRAP: usize = 4;
 const SERVICES: [&str; 3] = ["chat", "search", "translate"];
@@ -52,6 +52,8 @@ pub struct Figures {
     pub load_before: f64,
     pub load_after: f64,
     pub rss_kib: u64,
+    /// This process's CPU use while the lookups ran (1.0 = one core).
+    pub lookup_cores: f64,
 }
 
 /// Lookups of one kind: how many, how many succeeded, their times.
@@ -85,6 +87,17 @@ impl Lookups {
     pub fn success_rate(&self) -> f64 {
         self.succeeded as f64 / self.done.max(1) as f64
     }
+}
+
+/// A failure's kind: its message without the name looked up or the count
+/// of peers asked, so failures group by cause.
+fn kind_of(message: &str, name: &str) -> String {
+    let text = message.replace(name, "…");
+    let text = match text.find("(the lookup asked") {
+        Some(i) => format!("{}(the lookup asked n peers)", &text[..i]),
+        None => text,
+    };
+    text.chars().take(100).collect()
 }
 
 struct Brand {
@@ -188,6 +201,7 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let brands = Arc::new(brands);
+    let (cpu0, t0) = (cpu_time(std::process::id()), Instant::now());
     let mut by_account = tokio::task::JoinSet::new();
     let mut by_service = tokio::task::JoinSet::new();
     let window_ms = window.as_millis().max(1) as u64;
@@ -210,7 +224,7 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
                 match tokio::time::timeout(LOOKUP_TIMEOUT, user.find_by_account(&brand.account)).await {
                     Ok(Ok(found)) if found.len() == 1 && found[0].record().identity == brand.identity => Ok(t.elapsed()),
                     Ok(Ok(found)) => Err(format!("{} records, not the brand's one", found.len())),
-                    Ok(Err(e)) => Err(e.to_string().chars().take(80).collect()),
+                    Ok(Err(e)) => Err(kind_of(&e.to_string(), brand.account.as_str())),
                     Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
                 }
             });
@@ -226,7 +240,7 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
                     Ok(t.elapsed())
                 }
                 Ok(Ok(found)) => Err(format!("{} records, none or not all offering it", found.len())),
-                Ok(Err(e)) => Err(e.to_string().chars().take(80).collect()),
+                Ok(Err(e)) => Err(kind_of(&e.to_string(), service)),
                 Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
             }
         });
@@ -241,6 +255,7 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
         results.push(r.unwrap_or_else(|e| Err(format!("task: {e}"))));
     }
     f.by_service = Lookups::from(results);
+    f.lookup_cores = cpu_time(std::process::id()).saturating_sub(cpu0).as_secs_f64() / t0.elapsed().as_secs_f64().max(1e-9);
     f.rss_kib = super::machine::rss_kib(std::process::id());
     f.load_after = load1();
     drop(users);

@@ -227,6 +227,12 @@ impl Process {
         }
     }
 
+    /// Its live heap, KiB, as its allocator counts it (0 if it does not answer).
+    pub fn heap_kib(&mut self) -> u64 {
+        self.send("heap");
+        self.expect("HEAP", Duration::from_secs(10)).ok().and_then(|b| b.parse::<u64>().ok()).map_or(0, |b| b / 1024)
+    }
+
     /// Closes its stdin (it finishes, prints what it has, and exits).
     pub fn finish(&mut self) {
         self.stdin = None;

@@ -18,21 +18,24 @@
 //!   cargo bench -p agentwire-agent --bench scale [-- key=value ...]
 //!
 //! Keys (defaults): phases=sessions,paid,dht sessions=10000 per_ip=250
-//! connect=128 hold=12 paid_sessions=1000 rate=5000 duration=10 rounds=2
-//! flood_in_flight=256 dht=500 dht_lookups=4 dht_window=30.
+//! connect=128 hold=12 paid_sessions=1000 rate=5000 warmup=10 duration=10
+//! rounds=3 flood_in_flight=256 dht=500 dht_lookups=4 dht_window=30 keep=0
+//! (`keep=1` keeps the run's directory: the brand's and the flood's logs).
 //! The last line is machine-readable: `SCALE key=value …`.
 
 mod brand;
 mod dht;
+mod heap;
 mod machine;
 mod paid;
 mod sessions;
 
 use std::time::Duration;
 
-/// The allocator the `agentwire` binary ships with, so the brand's memory is what a brand's would be.
+/// The allocator the `agentwire` binary ships with (so the brand's memory is
+/// what a brand's would be), counting live bytes.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: heap::Counting = heap::Counting;
 
 /// Which role a process of this bench plays (unset: the load generator).
 pub const ROLE_ENV: &str = "AGENTWIRE_SCALE_ROLE";
@@ -47,12 +50,14 @@ struct Params {
     hold: u64,
     paid_sessions: usize,
     rate: f64,
+    warmup: u64,
     duration: u64,
     rounds: usize,
     flood_in_flight: usize,
     dht: usize,
     dht_lookups: usize,
     dht_window: u64,
+    keep: bool,
 }
 
 impl Params {
@@ -65,12 +70,14 @@ impl Params {
             hold: 12,
             paid_sessions: 1000,
             rate: 5000.0,
+            warmup: 10,
             duration: 10,
-            rounds: 2,
+            rounds: 3,
             flood_in_flight: 256,
             dht: 500,
             dht_lookups: 4,
             dht_window: 30,
+            keep: false,
         };
         for arg in std::env::args().skip(1) {
             let Some((k, v)) = arg.split_once('=') else { continue };
@@ -83,12 +90,14 @@ impl Params {
                 "hold" => p.hold = n() as u64,
                 "paid_sessions" => p.paid_sessions = n().max(1),
                 "rate" => p.rate = n() as f64,
+                "warmup" => p.warmup = n() as u64,
                 "duration" => p.duration = n().max(1) as u64,
                 "rounds" => p.rounds = n().max(1),
                 "flood_in_flight" => p.flood_in_flight = n().max(1),
                 "dht" => p.dht = n(),
                 "dht_lookups" => p.dht_lookups = n().max(1),
                 "dht_window" => p.dht_window = n().max(1) as u64,
+                "keep" => p.keep = n() != 0,
                 _ => panic!("unknown parameter {k}"),
             }
         }
@@ -101,7 +110,7 @@ impl Params {
 
     fn command(&self) -> String {
         format!(
-            "cargo bench -p agentwire-agent --bench scale -- phases={} sessions={} per_ip={} connect={} hold={} paid_sessions={} rate={} duration={} rounds={} flood_in_flight={} dht={} dht_lookups={} dht_window={}",
+            "cargo bench -p agentwire-agent --bench scale -- phases={} sessions={} per_ip={} connect={} hold={} paid_sessions={} rate={} warmup={} duration={} rounds={} flood_in_flight={} dht={} dht_lookups={} dht_window={} keep={}",
             self.phases.join(","),
             self.sessions,
             self.per_ip,
@@ -109,12 +118,14 @@ impl Params {
             self.hold,
             self.paid_sessions,
             self.rate,
+            self.warmup,
             self.duration,
             self.rounds,
             self.flood_in_flight,
             self.dht,
             self.dht_lookups,
-            self.dht_window
+            self.dht_window,
+            u8::from(self.keep)
         )
     }
 }
@@ -128,6 +139,7 @@ fn ms(d: Duration) -> String {
 struct Results {
     held: Option<sessions::Held>,
     baseline: Option<sessions::Held>,
+    warm_up: Option<paid::Run>,
     quiet: Vec<paid::Run>,
     flooded: Vec<paid::Run>,
     dht: Option<dht::Figures>,
@@ -152,8 +164,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("agentwire-bench-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let params = p.clone();
+    let keep = p.keep;
     let results = rt
-        .block_on(rt.spawn(async move { run(params, dir.clone()).await.finish(&dir) }))
+        .block_on(rt.spawn(async move { run(params, dir.clone()).await.finish(&dir, keep) }))
         .expect("load generator");
     summary(&p, &results);
 }
@@ -167,8 +180,12 @@ fn with_logs(role: fn()) {
 }
 
 impl Results {
-    fn finish(self, dir: &std::path::Path) -> Results {
-        let _ = std::fs::remove_dir_all(dir);
+    fn finish(self, dir: &std::path::Path, keep: bool) -> Results {
+        if keep {
+            println!("Run directory kept (logs): {}\n", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         self
     }
 }
@@ -185,12 +202,12 @@ async fn run(p: Params, dir: std::path::PathBuf) -> Results {
             let hold = Duration::from_secs(p.hold);
             let before = tokio::task::block_in_place(|| brand.counters());
             let kind = sessions::Kind::AgentWire(brand.target.clone());
-            let held = sessions::run(kind, brand.process.pid, brand.addr.port(), p.sessions, p.per_ip, p.connect, hold, 0).await;
+            let held = sessions::run(kind, &mut brand.process, brand.addr.port(), p.sessions, p.per_ip, p.connect, hold, 0).await;
             let after = tokio::task::block_in_place(|| brand.counters());
             // The baseline, in the same run: the same sessions against plain quinn.
-            let (quinn, addr) = brand::start_quinn(&dir.join("quinn"));
+            let (mut quinn, addr) = brand::start_quinn(&dir.join("quinn"));
             let kind = sessions::Kind::Quinn(addr);
-            let baseline = sessions::run(kind, quinn.pid, addr.port(), p.sessions, p.per_ip, p.connect, hold, 100).await;
+            let baseline = sessions::run(kind, &mut quinn, addr.port(), p.sessions, p.per_ip, p.connect, hold, 100).await;
             drop(quinn);
             print_held(&held, &baseline, before, after);
             results.held = Some(held);
@@ -225,6 +242,9 @@ fn print_held(h: &sessions::Held, q: &sessions::Held, before: brand::Counters, a
     let rss = |x: &sessions::Held| format!("{} → {} → {} → {} → {}", x.rss_before, x.rss_half, x.rss_full, x.rss_held, x.rss_closed);
     println!("| server RSS idle → half → all → after hold → all closed, KiB | {} | {} | |", rss(h), rss(q));
     println!("| server anonymous RSS idle → all, KiB | {} → {} | {} → {} | |", h.anon_before, h.anon_full, q.anon_before, q.anon_full);
+    let heap = |x: &sessions::Held| format!("{} → {} → {} → {} → {}", x.heap_before, x.heap_half, x.heap_full, x.heap_held, x.heap_closed);
+    println!("| server live heap (allocator count) idle → half → all → after hold → all closed, KiB | {} | {} | |", heap(h), heap(q));
+    println!("| **server live heap per session** (heap growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |", h.heap_kib_per_session(), q.heap_kib_per_session(), ratio(h.heap_kib_per_session(), q.heap_kib_per_session()));
     println!("| **server memory per session** (RSS growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |", h.kib_per_session(), q.kib_per_session(), ratio(h.kib_per_session(), q.kib_per_session()));
     println!("| server memory per session, second half only | {:.1} KiB | {:.1} KiB | {} |", h.kib_per_session_marginal(), q.kib_per_session_marginal(), ratio(h.kib_per_session_marginal(), q.kib_per_session_marginal()));
     println!("| **sessions set up per second** (both sides on this machine) | **{:.0}/s** | {:.0}/s | {} |", h.handshakes_per_sec(), q.handshakes_per_sec(), ratio(h.handshakes_per_sec(), q.handshakes_per_sec()));
@@ -243,12 +263,20 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     let (sessions, setup) = paid::setup(chain, brand, &dir.join("payers"), p.paid_sessions, p.per_ip, queries_each).await;
     println!("## 2–3. Paid queries at a fixed offered rate, without and with a flood of free requests\n");
     println!(
-        "{} sessions, each its own payer (its own channel on the devnet, durable payer store, default policy: 8 queries paid ahead, receipts in batches checked alongside); {} paid 200-byte queries/s offered open loop for {} s per run; {} rounds of (quiet, flooded). The flood: one other client process, one session, {} free requests in flight, each sent again when answered or refused. Set-up: channels opened in {:.1} s, sessions in {:.1} s, a warm-up query on each in {:.1} s.\n",
-        setup.sessions, p.rate, p.duration, p.rounds, p.flood_in_flight, setup.opening.as_secs_f64(), setup.connecting.as_secs_f64(), setup.warm_up.as_secs_f64()
+        "{} sessions, each its own payer (its own channel on the devnet, durable payer store, default policy: 8 queries paid ahead, receipts in batches checked alongside); {} paid 200-byte queries/s offered open loop for {} s per run; a warm-up run of {} s at the same rate (shown, not pooled), then {} rounds of (quiet, flooded). The flood: one other client process, one session, {} free requests in flight, each sent again when answered or refused. Set-up: channels opened in {:.1} s, sessions in {:.1} s, a warm-up query on each in {:.1} s.\n",
+        setup.sessions, p.rate, p.duration, p.warmup, p.rounds, p.flood_in_flight, setup.opening.as_secs_f64(), setup.connecting.as_secs_f64(), setup.warm_up.as_secs_f64()
     );
     println!("| run | answered / offered | errors | p50 | p99 | p99.9 | max | p99 from due | brand CPU | generator CPU | UDP drops | flood: answered/s, refused/s | load before → after |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let duration = Duration::from_secs(p.duration);
+    // The first run after set-up pays one-time costs (each payer's first
+    // reservation ahead, the brand's first pay-ahead credit per channel):
+    // shown, but left out of the pooled figures.
+    if p.warmup > 0 {
+        let w = paid::run(&sessions, &brand.record, brand.process.pid, p.rate, Duration::from_secs(p.warmup)).await;
+        print_run("warm-up", &w);
+        results.warm_up = Some(w);
+    }
     for round in 0..p.rounds {
         for flooded in [false, true] {
             let flood = flooded.then(|| {
@@ -268,7 +296,8 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     }
     let counters = tokio::task::block_in_place(|| brand.counters());
     println!("\nBrand counters after the runs: requests {}, errors {}, payment refusals {}, disconnected {}, refused connections {}.\n", counters.requests, counters.errors, counters.payment_refusals, counters.disconnected, counters.refused);
-    for (kind, runs) in [("quiet", &results.quiet), ("flooded", &results.flooded)] {
+    let warm_up: Vec<paid::Run> = results.warm_up.iter().cloned().collect();
+    for (kind, runs) in [("warm-up", &warm_up), ("quiet", &results.quiet), ("flooded", &results.flooded)] {
         for r in runs.iter() {
             for (e, n) in &r.errors {
                 println!("- {kind}: {n} × {e}");
@@ -317,7 +346,7 @@ fn print_dht(f: &dht::Figures) {
             println!("- {kind} failed: {n} × {e}");
         }
     }
-    println!("\nLoad generator RSS with all nodes up: {} MiB; load average before → after: {:.2} → {:.2}\n", f.rss_kib / 1024, f.load_before, f.load_after);
+    println!("\nLoad generator RSS with all nodes up: {} MiB ({:.1} MiB per agent); its CPU use while the lookups ran: {:.2} cores; load average before → after: {:.2} → {:.2}\n", f.rss_kib / 1024, f.rss_kib as f64 / 1024.0 / f.agents.max(1) as f64, f.lookup_cores, f.load_before, f.load_after);
 }
 
 /// Percentiles over every run of a kind (all answered requests pooled).
@@ -337,8 +366,13 @@ fn summary(p: &Params, r: &Results) {
     let yes = |b: bool| if b { "yes" } else { "**no**" };
     if let Some(h) = &r.held {
         let kib = h.kib_per_session();
-        println!("| {} sessions held, ≤ 48 KiB each | {} held, {:.1} KiB each; {:.0} handshakes/s | {} |", p.sessions, h.held, kib, h.handshakes_per_sec(), yes(h.held == p.sessions && kib <= 48.0));
-        line += &format!(" sessions_held={} kib_per_session={:.1} handshakes_per_s={:.0}", h.held, kib, h.handshakes_per_sec());
+        let heap = h.heap_kib_per_session();
+        println!("| {} sessions held, ≤ 48 KiB each | {} held, {:.1} KiB RSS each ({:.1} KiB live heap); {:.0} handshakes/s | {} |", p.sessions, h.held, kib, heap, h.handshakes_per_sec(), yes(h.held == p.sessions && kib <= 48.0));
+        line += &format!(" sessions_held={} kib_per_session={:.1} heap_kib_per_session={heap:.1} handshakes_per_s={:.0}", h.held, kib, h.handshakes_per_sec());
+    }
+    if let Some(w) = &r.warm_up {
+        println!("| (the warm-up run, first after set-up; not pooled) | p50 {}, p99 {}; {} errors of {} | |", ms(w.p50), ms(w.p99), w.error_count(), w.offered);
+        line += &format!(" warmup_p99_ms={:.3} warmup_errors={}", w.p99.as_secs_f64() * 1e3, w.error_count());
     }
     if !r.quiet.is_empty() {
         let (q50, q99, qerr, qoff) = pooled(&r.quiet);
@@ -347,7 +381,8 @@ fn summary(p: &Params, r: &Results) {
         if !r.flooded.is_empty() {
             let (f50, f99, ferr, _) = pooled(&r.flooded);
             let ratio = f99.as_secs_f64() / q99.as_secs_f64().max(1e-9);
-            println!("| a flood raises paid p99 at most 2× | p99 {} → {} ({:.2}×); p50 {} → {}; {} errors | {} |", ms(q99), ms(f99), ratio, ms(q50), ms(f50), ferr, yes(ratio <= 2.0));
+            let rounds: Vec<String> = r.quiet.iter().zip(&r.flooded).map(|(q, f)| format!("{:.2}×", f.p99.as_secs_f64() / q.p99.as_secs_f64().max(1e-9))).collect();
+            println!("| a flood raises paid p99 at most 2× | p99 {} → {} ({:.2}×; round by round {}); p50 {} → {}; {} errors | {} |", ms(q99), ms(f99), ratio, rounds.join(", "), ms(q50), ms(f50), ferr, yes(ratio <= 2.0));
             line += &format!(" flooded_p99_ms={:.3} flood_over_quiet_p99={ratio:.2} flooded_errors={ferr}", f99.as_secs_f64() * 1e3);
         }
     }

@@ -16,7 +16,7 @@ use rand_core::OsRng;
 use tokio::sync::Semaphore;
 
 use super::brand::CAPS;
-use super::machine::{cpu_time, load1, rss_anon_kib, rss_kib, socket_drops, threads, UdpDrops};
+use super::machine::{cpu_time, load1, rss_anon_kib, rss_kib, socket_drops, threads, Process, UdpDrops};
 
 /// The `i`th client source address: 127.0.1.1, 127.0.1.2, … (any 127/8 address is local on Linux).
 pub fn client_ip(i: usize) -> Ipv4Addr {
@@ -53,6 +53,12 @@ pub struct Held {
     pub rss_closed: u64,
     pub anon_before: u64,
     pub anon_full: u64,
+    /// The server's live heap (its allocator's count), KiB, at the same moments as the RSS.
+    pub heap_before: u64,
+    pub heap_half: u64,
+    pub heap_full: u64,
+    pub heap_held: u64,
+    pub heap_closed: u64,
     pub brand_threads: u64,
     pub drops: UdpDrops,
     /// Of those, dropped at the brand's socket.
@@ -72,6 +78,12 @@ impl Held {
     pub fn kib_per_session_marginal(&self) -> f64 {
         let second = self.held.saturating_sub(self.held / 2).max(1);
         self.rss_full.saturating_sub(self.rss_half) as f64 / second as f64
+    }
+
+    /// Server live-heap growth per session held, KiB: what the sessions
+    /// themselves hold, without what the allocator keeps for reuse.
+    pub fn heap_kib_per_session(&self) -> f64 {
+        self.heap_full.saturating_sub(self.heap_before) as f64 / self.held.max(1) as f64
     }
 
     pub fn handshakes_per_sec(&self) -> f64 {
@@ -165,8 +177,10 @@ async fn connect_all(
 }
 
 /// Runs phase 1: `n` sessions, `per_ip` from each client address, `concurrency` handshakes at once, held for `hold`.
-pub async fn run(kind: Kind, pid: u32, port: u16, n: usize, per_ip: usize, concurrency: usize, hold: Duration, first_ip: usize) -> Held {
+pub async fn run(kind: Kind, server: &mut Process, port: u16, n: usize, per_ip: usize, concurrency: usize, hold: Duration, first_ip: usize) -> Held {
     // Each session is its own user (its own identity), made before the clock starts.
+    let pid = server.pid;
+    let mut heap = || tokio::task::block_in_place(|| server.heap_kib());
     let ids: Vec<Arc<LocalIdentity>> = (0..n).map(|_| Arc::new(LocalIdentity::generate(&mut OsRng))).collect();
     let eps = endpoints(n, per_ip, first_ip);
     let limits = TransportLimits::default();
@@ -175,6 +189,7 @@ pub async fn run(kind: Kind, pid: u32, port: u16, n: usize, per_ip: usize, concu
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.rss_before = rss_kib(pid);
     h.anon_before = rss_anon_kib(pid);
+    h.heap_before = heap();
     let drops_before = UdpDrops::read();
     let brand_drops = socket_drops(port);
     let (first, second) = { let mut ids = ids; let second = ids.split_off(n / 2); (ids, second) };
@@ -185,6 +200,7 @@ pub async fn run(kind: Kind, pid: u32, port: u16, n: usize, per_ip: usize, concu
     h.brand_cpu += cpu_time(pid).saturating_sub(cpu0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.rss_half = rss_kib(pid);
+    h.heap_half = heap();
     let cpu0 = cpu_time(pid);
     let t = Instant::now();
     conns.extend(connect_all(&kind, &eps, second, n / 2, per_ip, concurrency, limits, &mut h.failures).await);
@@ -194,10 +210,12 @@ pub async fn run(kind: Kind, pid: u32, port: u16, n: usize, per_ip: usize, concu
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.rss_full = rss_kib(pid);
     h.anon_full = rss_anon_kib(pid);
+    h.heap_full = heap();
     h.brand_threads = threads(pid);
     // Held past a keep-alive round (a third of the idle timeout).
     tokio::time::sleep(hold).await;
     h.rss_held = rss_kib(pid);
+    h.heap_held = heap();
     h.alive_after_hold = conns.iter().filter(|c| c.is_open()).count();
     h.drops = UdpDrops::read().since(drops_before);
     h.brand_drops = socket_drops(port).saturating_sub(brand_drops);
@@ -210,6 +228,7 @@ pub async fn run(kind: Kind, pid: u32, port: u16, n: usize, per_ip: usize, concu
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.rss_closed = rss_kib(pid);
+    h.heap_closed = heap();
     h.load_after = load1();
     h
 }
