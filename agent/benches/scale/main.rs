@@ -3,10 +3,12 @@
 //! phase is bounded in time.
 //!
 //! 1. **sessions**: many sessions held open against one brand: the brand's
-//!    resident memory per session and handshakes per second.
+//!    resident memory and live heap per session and handshakes per second,
+//!    against a plain quinn server (the baseline);
 //! 2. **paid**: paid queries at a fixed offered rate spread over many
 //!    sessions (open loop), each session its own payer and channel on the
-//!    devnet: latency percentiles and errors;
+//!    devnet: latency percentiles and errors, against the same schedule
+//!    on the same sessions asking a free service (the baseline);
 //! 3. … the same while another client floods the brand with free requests:
 //!    the paid latency with and without it (runs alternate).
 //! 4. **dht**: many agents on one machine's DHT: lookup success and time.
@@ -140,6 +142,7 @@ struct Results {
     held: Option<sessions::Held>,
     baseline: Option<sessions::Held>,
     warm_up: Option<paid::Run>,
+    unpaid: Vec<paid::Run>,
     quiet: Vec<paid::Run>,
     flooded: Vec<paid::Run>,
     dht: Option<dht::Figures>,
@@ -263,7 +266,7 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     let (sessions, setup) = paid::setup(chain, brand, &dir.join("payers"), p.paid_sessions, p.per_ip, queries_each).await;
     println!("## 2–3. Paid queries at a fixed offered rate, without and with a flood of free requests\n");
     println!(
-        "{} sessions, each its own payer (its own channel on the devnet, durable payer store, default policy: 8 queries paid ahead, receipts in batches checked alongside); {} paid 200-byte queries/s offered open loop for {} s per run; a warm-up run of {} s at the same rate (shown, not pooled), then {} rounds of (quiet, flooded). The flood: one other client process, one session, {} free requests in flight, each sent again when answered or refused. Set-up: channels opened in {:.1} s, sessions in {:.1} s, a warm-up query on each in {:.1} s.\n",
+        "{} sessions, each its own payer (its own channel on the devnet, durable payer store, default policy: 8 queries paid ahead, receipts in batches checked alongside); {} paid 200-byte queries/s offered open loop for {} s per run; a warm-up run of {} s at the same rate (shown, not pooled), then {} rounds of (unpaid: the same schedule asking the free service, the baseline; paid quiet; paid flooded). The flood: one other client process, one session, {} free requests in flight, each sent again when answered or refused. Set-up: channels opened in {:.1} s, sessions in {:.1} s, a warm-up query on each in {:.1} s.\n",
         setup.sessions, p.rate, p.duration, p.warmup, p.rounds, p.flood_in_flight, setup.opening.as_secs_f64(), setup.connecting.as_secs_f64(), setup.warm_up.as_secs_f64()
     );
     println!("| run | answered / offered | errors | p50 | p99 | p99.9 | max | p99 from due | brand CPU | generator CPU | UDP drops | flood: answered/s, refused/s | load before → after |");
@@ -273,18 +276,23 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     // reservation ahead, the brand's first pay-ahead credit per channel):
     // shown, but left out of the pooled figures.
     if p.warmup > 0 {
-        let w = paid::run(&sessions, &brand.record, brand.process.pid, p.rate, Duration::from_secs(p.warmup)).await;
+        let w = paid::run(&sessions, &brand.record, paid::PAID, brand.process.pid, p.rate, Duration::from_secs(p.warmup)).await;
         print_run("warm-up", &w);
         results.warm_up = Some(w);
     }
     for round in 0..p.rounds {
+        // The baseline, in the same round: the same schedule on the same
+        // sessions, asking the free service (no voucher, no receipt).
+        let u = paid::run(&sessions, &brand.record, paid::FREE, brand.process.pid, p.rate, duration).await;
+        print_run(&format!("unpaid {}", round + 1), &u);
+        results.unpaid.push(u);
         for flooded in [false, true] {
             let flood = flooded.then(|| {
                 let proc = machine::Process::spawn("flood", &paid::flood_env(&brand.target, p.flood_in_flight), &dir.join(format!("flood-{round}.log")));
                 tokio::task::block_in_place(|| proc.expect("STARTED", Duration::from_secs(30))).expect("flood client started");
                 proc
             });
-            let mut r = paid::run(&sessions, &brand.record, brand.process.pid, p.rate, duration).await;
+            let mut r = paid::run(&sessions, &brand.record, paid::PAID, brand.process.pid, p.rate, duration).await;
             if let Some(mut proc) = flood {
                 proc.finish();
                 let line = tokio::task::block_in_place(|| proc.expect("FLOOD", Duration::from_secs(30))).unwrap_or_default();
@@ -297,7 +305,7 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     let counters = tokio::task::block_in_place(|| brand.counters());
     println!("\nBrand counters after the runs: requests {}, errors {}, payment refusals {}, disconnected {}, refused connections {}.\n", counters.requests, counters.errors, counters.payment_refusals, counters.disconnected, counters.refused);
     let warm_up: Vec<paid::Run> = results.warm_up.iter().cloned().collect();
-    for (kind, runs) in [("warm-up", &warm_up), ("quiet", &results.quiet), ("flooded", &results.flooded)] {
+    for (kind, runs) in [("warm-up", &warm_up), ("unpaid", &results.unpaid), ("quiet", &results.quiet), ("flooded", &results.flooded)] {
         for r in runs.iter() {
             for (e, n) in &r.errors {
                 println!("- {kind}: {n} × {e}");
@@ -378,6 +386,11 @@ fn summary(p: &Params, r: &Results) {
         let (q50, q99, qerr, qoff) = pooled(&r.quiet);
         println!("| paid p99 ≤ 10 ms at {} queries/s over {} sessions | p50 {}, p99 {}; {} errors of {} | {} |", p.rate, p.paid_sessions, ms(q50), ms(q99), qerr, qoff, yes(q99 <= Duration::from_millis(10) && qerr == 0));
         line += &format!(" paid_p50_ms={:.3} paid_p99_ms={:.3} paid_errors={qerr}", q50.as_secs_f64() * 1e3, q99.as_secs_f64() * 1e3);
+        if !r.unpaid.is_empty() {
+            let (u50, u99, uerr, _) = pooled(&r.unpaid);
+            println!("| (baseline: unpaid at the same rate) | p50 {}, p99 {}; {} errors; paid / unpaid p99 {:.2}×, p50 {:.2}× | |", ms(u50), ms(u99), uerr, q99.as_secs_f64() / u99.as_secs_f64().max(1e-9), q50.as_secs_f64() / u50.as_secs_f64().max(1e-9));
+            line += &format!(" unpaid_p99_ms={:.3} paid_over_unpaid_p99={:.2}", u99.as_secs_f64() * 1e3, q99.as_secs_f64() / u99.as_secs_f64().max(1e-9));
+        }
         if !r.flooded.is_empty() {
             let (f50, f99, ferr, _) = pooled(&r.flooded);
             let ratio = f99.as_secs_f64() / q99.as_secs_f64().max(1e-9);

@@ -4,7 +4,8 @@
 //! batches checked alongside). Open loop: request `i` is due at
 //! `t0 + i / rate` on session `i mod sessions`, whether or not earlier ones
 //! were answered. Latency is measured from when the request was sent (and,
-//! to show the generator kept its schedule, from when it was due).
+//! to show the generator kept its schedule, from when it was due). The
+//! baseline runs the same schedule against the brand's free service.
 //!
 //! Phase 3 runs the same schedule while another client — a process of its
 //! own, this bench in the `flood` role — asks a free service as fast as its
@@ -31,6 +32,10 @@ use super::machine::{cpu_time, load1, UdpDrops};
 use super::sessions::{client_ip, endpoints};
 
 const BODY: usize = 200;
+/// The brand's priced service (each answer paid, with a receipt).
+pub const PAID: &str = "chat";
+/// Its free service (the baseline: no voucher, no receipt).
+pub const FREE: &str = "free";
 /// A request not answered within this counts as an error (and stops waiting).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the receipts of a run once its last answer came.
@@ -144,7 +149,7 @@ pub async fn setup(
         let (p, record, sem) = (p.clone(), record.clone(), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            query(&p.conn, &record, "chat", vec![7; BODY], Some(&p.payer), |_| async {}).await.expect("warm-up query");
+            query(&p.conn, &record, PAID, vec![7; BODY], Some(&p.payer), |_| async {}).await.expect("warm-up query");
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -206,8 +211,8 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// Offers `rate` paid queries per second over `sessions` for `duration`, open loop.
-pub async fn run(sessions: &[Arc<PaidSession>], record: &SignedRecord, brand_pid: u32, rate: f64, duration: Duration) -> Run {
+/// Offers `rate` queries per second to `service` ([`PAID`] or [`FREE`]) over `sessions` for `duration`, open loop.
+pub async fn run(sessions: &[Arc<PaidSession>], record: &SignedRecord, service: &'static str, brand_pid: u32, rate: f64, duration: Duration) -> Run {
     let total = (rate * duration.as_secs_f64()) as usize;
     let record = Arc::new(record.clone());
     let samples = Arc::new(Mutex::new(Vec::with_capacity(total)));
@@ -232,7 +237,7 @@ pub async fn run(sessions: &[Arc<PaidSession>], record: &SignedRecord, brand_pid
             let (record, samples, errors) = (record.clone(), samples.clone(), errors.clone());
             tasks.spawn(async move {
                 let sent = tokio::time::Instant::now();
-                let q = query_deferred(&s.conn, &record, "chat", vec![7; BODY], Some(&s.payer), |_| async {});
+                let q = query_deferred(&s.conn, &record, service, vec![7; BODY], Some(&s.payer), |_| async {});
                 let outcome = tokio::time::timeout(REQUEST_TIMEOUT, q).await;
                 let done = tokio::time::Instant::now();
                 let error = match outcome {
