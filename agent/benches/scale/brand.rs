@@ -135,12 +135,14 @@ handler = {{ kind = "echo" }}
         .expect("brand address");
     let contract = AccountId::new(chain.ready.channels.as_str()).expect("contract account");
     let record = record(&identity, addr, &contract);
-    let target = Target { addr, identity: Some(identity.identity.public()), noise_static: Some(identity.noise.public()) };
+    let target =
+        Target { addr, identity: Some(identity.identity.public()), noise_static: Some(identity.noise.public()) };
     BrandProcess { process, addr, record, target, limits: limits(sessions, per_ip) }
 }
 
 fn record(identity: &LocalIdentity, addr: SocketAddr, contract: &AccountId) -> SignedRecord {
-    let service = |name: &str, price| Service { name: name.into(), description: String::new(), price, currency: Currency::Near };
+    let service =
+        |name: &str, price| Service { name: name.into(), description: String::new(), price, currency: Currency::Near };
     AgentRecord {
         identity: identity.identity.public(),
         near_account: AccountId::new(BRAND).expect("account id"),
@@ -201,7 +203,8 @@ pub fn run_child() {
     let config_path = PathBuf::from(var(CONFIG_ENV));
     let sessions: usize = var(MAX_CONNECTIONS_ENV).parse().expect("max connections");
     let per_ip: usize = var(PER_IP_ENV).parse().expect("per ip");
-    let mut limits = TransportLimits { max_connections: sessions, max_connections_per_ip: per_ip, ..TransportLimits::default() };
+    let mut limits =
+        TransportLimits { max_connections: sessions, max_connections_per_ip: per_ip, ..TransportLimits::default() };
     if let Ok(n) = std::env::var("AGENTWIRE_SCALE_MAX_STREAMS") {
         limits.max_streams_per_connection = n.parse().expect("max streams");
     }

@@ -127,7 +127,12 @@ async fn start_brand(i: usize, boot: Vec<Multiaddr>) -> Result<Brand, String> {
         // Lookups are measured, not sessions: the address is never dialled.
         quic_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
         p2p_addrs: vec![],
-        services: vec![Service { name: service.into(), description: String::new(), price: 0, currency: Currency::Near }],
+        services: vec![Service {
+            name: service.into(),
+            description: String::new(),
+            price: 0,
+            currency: Currency::Near,
+        }],
         channel_contract: AccountId::new("channels.devnet").map_err(|e| e.to_string())?,
         min_deposit: 0,
         seq: 1,
@@ -150,7 +155,8 @@ async fn start_brand(i: usize, boot: Vec<Multiaddr>) -> Result<Brand, String> {
 pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
     let brands_n = (agents.saturating_sub(BOOTSTRAP)) / 3;
     let users_n = agents.saturating_sub(BOOTSTRAP + brands_n);
-    let mut f = Figures { agents, brands: brands_n, users: users_n, window, load_before: load1(), ..Figures::default() };
+    let mut f =
+        Figures { agents, brands: brands_n, users: users_n, window, load_before: load1(), ..Figures::default() };
     let t = Instant::now();
     let mut boots = Vec::new();
     let mut boot_addrs: Vec<Multiaddr> = Vec::new();
@@ -222,7 +228,9 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
                 let brand = &brands[b];
                 let t = Instant::now();
                 match tokio::time::timeout(LOOKUP_TIMEOUT, user.find_by_account(&brand.account)).await {
-                    Ok(Ok(found)) if found.len() == 1 && found[0].record().identity == brand.identity => Ok(t.elapsed()),
+                    Ok(Ok(found)) if found.len() == 1 && found[0].record().identity == brand.identity => {
+                        Ok(t.elapsed())
+                    }
                     Ok(Ok(found)) => Err(format!("{} records, not the brand's one", found.len())),
                     Ok(Err(e)) => Err(kind_of(&e.to_string(), brand.account.as_str())),
                     Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
@@ -255,7 +263,8 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
         results.push(r.unwrap_or_else(|e| Err(format!("task: {e}"))));
     }
     f.by_service = Lookups::from(results);
-    f.lookup_cores = cpu_time(std::process::id()).saturating_sub(cpu0).as_secs_f64() / t0.elapsed().as_secs_f64().max(1e-9);
+    f.lookup_cores =
+        cpu_time(std::process::id()).saturating_sub(cpu0).as_secs_f64() / t0.elapsed().as_secs_f64().max(1e-9);
     f.rss_kib = super::machine::rss_kib(std::process::id());
     f.load_after = load1();
     drop(users);

@@ -123,7 +123,11 @@ pub fn limits() -> String {
     let sysctl = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().replace('\t', " ")).unwrap_or("?".into());
     let open_files = std::fs::read_to_string("/proc/self/limits")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("Max open files")).map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
+        })
         .unwrap_or("?".into());
     format!(
         "open files (soft) {open_files}; net.core.rmem_default {} rmem_max {} wmem_default {} wmem_max {}; ip_local_port_range {}",
@@ -139,10 +143,16 @@ pub fn limits() -> String {
 pub fn describe() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let mem = status_like("/proc/meminfo", "MemTotal:").map(|k| format!("{} GiB", k / (1024 * 1024))).unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let mem =
+        status_like("/proc/meminfo", "MemTotal:").map(|k| format!("{} GiB", k / (1024 * 1024))).unwrap_or_default();
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cores} cores ({cpu}), {mem}, Linux {kernel}")
 }
@@ -181,7 +191,13 @@ impl Process {
         let err = std::fs::File::create(log).expect("child log file");
         let exe = std::env::current_exe().expect("exe");
         let mut cmd = match std::env::var("AGENTWIRE_SCALE_WRAP") {
-            Ok(w) if std::env::var("AGENTWIRE_SCALE_WRAP_ROLE").as_deref() == Ok(role) => { let mut parts = w.split_whitespace(); let mut c = Command::new(parts.next().unwrap()); c.args(parts); c.arg(exe); c }
+            Ok(w) if std::env::var("AGENTWIRE_SCALE_WRAP_ROLE").as_deref() == Ok(role) => {
+                let mut parts = w.split_whitespace();
+                let mut c = Command::new(parts.next().expect("AGENTWIRE_SCALE_WRAP names a command"));
+                c.args(parts);
+                c.arg(exe);
+                c
+            }
             _ => Command::new(exe),
         };
         cmd.env(super::ROLE_ENV, role).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);

@@ -24,6 +24,13 @@
 //! rounds=3 flood_in_flight=256 dht=500 dht_lookups=4 dht_window=30 keep=0
 //! (`keep=1` keeps the run's directory: the brand's and the flood's logs).
 //! The last line is machine-readable: `SCALE key=value …`.
+//!
+//! Environment: `AGENTWIRE_SCALE_MAX_STREAMS=n` sets the streams each way
+//! the brand and the plain quinn baseline allow per connection (default
+//! 256; quinn keeps an entry per allowed stream, so this moves memory per
+//! session); `AGENTWIRE_SCALE_WRAP="cmd args"` with
+//! `AGENTWIRE_SCALE_WRAP_ROLE=brand|flood|quinn` starts that child under
+//! `cmd` (a profiler, say).
 
 mod brand;
 mod dht;
@@ -200,17 +207,27 @@ async fn run(p: Params, dir: std::path::PathBuf) -> Results {
         let chain = brand::chain(payers).await;
         let most = p.sessions.max(p.paid_sessions);
         let mut brand = brand::start(&chain, &dir.join("brand"), most, p.per_ip);
-        println!("Brand process {} on {} (limits: {} connections, {} per IP; otherwise the defaults)\n", brand.process.pid, brand.addr, brand.limits.max_connections, brand.limits.max_connections_per_ip);
+        println!(
+            "Brand process {} on {} (limits: {} connections, {} per IP; otherwise the defaults)\n",
+            brand.process.pid, brand.addr, brand.limits.max_connections, brand.limits.max_connections_per_ip
+        );
         if p.has("sessions") {
             let hold = Duration::from_secs(p.hold);
+            let plan = |first_ip| sessions::Plan {
+                sessions: p.sessions,
+                per_ip: p.per_ip,
+                concurrency: p.connect,
+                hold,
+                first_ip,
+            };
             let before = tokio::task::block_in_place(|| brand.counters());
-            let kind = sessions::Kind::AgentWire(brand.target.clone());
-            let held = sessions::run(kind, &mut brand.process, brand.addr.port(), p.sessions, p.per_ip, p.connect, hold, 0).await;
+            let kind = sessions::Kind::AgentWire(Box::new(brand.target.clone()));
+            let held = sessions::run(kind, &mut brand.process, brand.addr.port(), plan(0)).await;
             let after = tokio::task::block_in_place(|| brand.counters());
             // The baseline, in the same run: the same sessions against plain quinn.
             let (mut quinn, addr) = brand::start_quinn(&dir.join("quinn"));
             let kind = sessions::Kind::Quinn(addr);
-            let baseline = sessions::run(kind, &mut quinn, addr.port(), p.sessions, p.per_ip, p.connect, hold, 100).await;
+            let baseline = sessions::run(kind, &mut quinn, addr.port(), plan(100)).await;
             drop(quinn);
             print_held(&held, &baseline, before, after);
             results.held = Some(held);
@@ -236,34 +253,95 @@ fn print_held(h: &sessions::Held, q: &sessions::Held, before: brand::Counters, a
     );
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "—".into() };
     println!("| figure | AgentWire brand | plain quinn (baseline) | ratio |\n|---|---|---|---|");
-    println!("| sessions held (still open after the hold) | {} ({}) | {} ({}) | |", h.held, h.alive_after_hold, q.held, q.alive_after_hold);
+    println!(
+        "| sessions held (still open after the hold) | {} ({}) | {} ({}) | |",
+        h.held, h.alive_after_hold, q.held, q.alive_after_hold
+    );
     for (what, x) in [("AgentWire", h), ("quinn", q)] {
         for (e, n) in &x.failures {
             println!("| {what} failed: {e} | {n} | | |");
         }
     }
-    let rss = |x: &sessions::Held| format!("{} → {} → {} → {} → {}", x.rss_before, x.rss_half, x.rss_full, x.rss_held, x.rss_closed);
+    let rss = |x: &sessions::Held| {
+        format!("{} → {} → {} → {} → {}", x.rss_before, x.rss_half, x.rss_full, x.rss_held, x.rss_closed)
+    };
     println!("| server RSS idle → half → all → after hold → all closed, KiB | {} | {} | |", rss(h), rss(q));
-    println!("| server anonymous RSS idle → all, KiB | {} → {} | {} → {} | |", h.anon_before, h.anon_full, q.anon_before, q.anon_full);
-    let heap = |x: &sessions::Held| format!("{} → {} → {} → {} → {}", x.heap_before, x.heap_half, x.heap_full, x.heap_held, x.heap_closed);
-    println!("| server live heap (allocator count) idle → half → all → after hold → all closed, KiB | {} | {} | |", heap(h), heap(q));
-    println!("| **server live heap per session** (heap growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |", h.heap_kib_per_session(), q.heap_kib_per_session(), ratio(h.heap_kib_per_session(), q.heap_kib_per_session()));
-    println!("| **server memory per session** (RSS growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |", h.kib_per_session(), q.kib_per_session(), ratio(h.kib_per_session(), q.kib_per_session()));
-    println!("| server memory per session, second half only | {:.1} KiB | {:.1} KiB | {} |", h.kib_per_session_marginal(), q.kib_per_session_marginal(), ratio(h.kib_per_session_marginal(), q.kib_per_session_marginal()));
-    println!("| **sessions set up per second** (both sides on this machine) | **{:.0}/s** | {:.0}/s | {} |", h.handshakes_per_sec(), q.handshakes_per_sec(), ratio(h.handshakes_per_sec(), q.handshakes_per_sec()));
+    println!(
+        "| server anonymous RSS idle → all, KiB | {} → {} | {} → {} | |",
+        h.anon_before, h.anon_full, q.anon_before, q.anon_full
+    );
+    let heap = |x: &sessions::Held| {
+        format!("{} → {} → {} → {} → {}", x.heap_before, x.heap_half, x.heap_full, x.heap_held, x.heap_closed)
+    };
+    println!(
+        "| server live heap (allocator count) idle → half → all → after hold → all closed, KiB | {} | {} | |",
+        heap(h),
+        heap(q)
+    );
+    println!(
+        "| **server live heap per session** (heap growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |",
+        h.heap_kib_per_session(),
+        q.heap_kib_per_session(),
+        ratio(h.heap_kib_per_session(), q.heap_kib_per_session())
+    );
+    println!(
+        "| **server memory per session** (RSS growth / sessions) | **{:.1} KiB** | {:.1} KiB | {} |",
+        h.kib_per_session(),
+        q.kib_per_session(),
+        ratio(h.kib_per_session(), q.kib_per_session())
+    );
+    println!(
+        "| server memory per session, second half only | {:.1} KiB | {:.1} KiB | {} |",
+        h.kib_per_session_marginal(),
+        q.kib_per_session_marginal(),
+        ratio(h.kib_per_session_marginal(), q.kib_per_session_marginal())
+    );
+    println!(
+        "| **sessions set up per second** (both sides on this machine) | **{:.0}/s** | {:.0}/s | {} |",
+        h.handshakes_per_sec(),
+        q.handshakes_per_sec(),
+        ratio(h.handshakes_per_sec(), q.handshakes_per_sec())
+    );
     let cpu = |x: &sessions::Held| x.brand_cpu.as_secs_f64() * 1e6 / x.held.max(1) as f64;
-    println!("| server CPU per session set up | {:.0} µs ({:.0}/s per core) | {:.0} µs ({:.0}/s per core) | {} |", cpu(h), 1e6 / cpu(h).max(1e-9), cpu(q), 1e6 / cpu(q).max(1e-9), ratio(cpu(h), cpu(q)));
+    println!(
+        "| server CPU per session set up | {:.0} µs ({:.0}/s per core) | {:.0} µs ({:.0}/s per core) | {} |",
+        cpu(h),
+        1e6 / cpu(h).max(1e-9),
+        cpu(q),
+        1e6 / cpu(q).max(1e-9),
+        ratio(cpu(h), cpu(q))
+    );
     println!("| server threads | {} | {} | |", h.brand_threads, q.brand_threads);
-    let drops = |x: &sessions::Held| format!("{}, {}, {}; {}", x.drops.rcvbuf, x.drops.sndbuf, x.drops.mem, x.brand_drops);
-    println!("| UDP datagrams dropped (receive buffer, send buffer, memory; of them at the server's socket) | {} | {} | |", drops(h), drops(q));
-    println!("| brand counters: handshakes, failed, refused | {}, {}, {} | | |", after.handshakes - before.handshakes, after.handshake_failures - before.handshake_failures, after.refused - before.refused);
-    println!("| load average before → after | {:.2} → {:.2} | {:.2} → {:.2} | |\n", h.load_before, h.load_after, q.load_before, q.load_after);
+    let drops =
+        |x: &sessions::Held| format!("{}, {}, {}; {}", x.drops.rcvbuf, x.drops.sndbuf, x.drops.mem, x.brand_drops);
+    println!(
+        "| UDP datagrams dropped (receive buffer, send buffer, memory; of them at the server's socket) | {} | {} | |",
+        drops(h),
+        drops(q)
+    );
+    println!(
+        "| brand counters: handshakes, failed, refused | {}, {}, {} | | |",
+        after.handshakes - before.handshakes,
+        after.handshake_failures - before.handshake_failures,
+        after.refused - before.refused
+    );
+    println!(
+        "| load average before → after | {:.2} → {:.2} | {:.2} → {:.2} | |\n",
+        h.load_before, h.load_after, q.load_before, q.load_after
+    );
 }
 
-async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandProcess, dir: &std::path::Path, results: &mut Results) {
+async fn paid_phases(
+    p: &Params,
+    chain: &brand::Chain,
+    brand: &mut brand::BrandProcess,
+    dir: &std::path::Path,
+    results: &mut Results,
+) {
     let per_session = p.rate / p.paid_sessions as f64 * p.duration as f64 * (2 * p.rounds) as f64;
     let queries_each = (per_session * 3.0) as u128 + 1000;
-    let (sessions, setup) = paid::setup(chain, brand, &dir.join("payers"), p.paid_sessions, p.per_ip, queries_each).await;
+    let (sessions, setup) =
+        paid::setup(chain, brand, &dir.join("payers"), p.paid_sessions, p.per_ip, queries_each).await;
     println!("## 2–3. Paid queries at a fixed offered rate, without and with a flood of free requests\n");
     println!(
         "{} sessions, each its own payer (its own channel on the devnet, durable payer store, default policy: 8 queries paid ahead, receipts in batches checked alongside); {} paid 200-byte queries/s offered open loop for {} s per run; a warm-up run of {} s at the same rate (shown, not pooled), then {} rounds of (unpaid: the same schedule asking the free service, the baseline; paid quiet; paid flooded). The flood: one other client process, one session, {} free requests in flight, each sent again when answered or refused. Set-up: channels opened in {:.1} s, sessions in {:.1} s, a warm-up query on each in {:.1} s.\n",
@@ -276,7 +354,9 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
     // reservation ahead, the brand's first pay-ahead credit per channel):
     // shown, but left out of the pooled figures.
     if p.warmup > 0 {
-        let w = paid::run(&sessions, &brand.record, paid::PAID, brand.process.pid, p.rate, Duration::from_secs(p.warmup)).await;
+        let w =
+            paid::run(&sessions, &brand.record, paid::PAID, brand.process.pid, p.rate, Duration::from_secs(p.warmup))
+                .await;
         print_run("warm-up", &w);
         results.warm_up = Some(w);
     }
@@ -288,24 +368,36 @@ async fn paid_phases(p: &Params, chain: &brand::Chain, brand: &mut brand::BrandP
         results.unpaid.push(u);
         for flooded in [false, true] {
             let flood = flooded.then(|| {
-                let proc = machine::Process::spawn("flood", &paid::flood_env(&brand.target, p.flood_in_flight), &dir.join(format!("flood-{round}.log")));
-                tokio::task::block_in_place(|| proc.expect("STARTED", Duration::from_secs(30))).expect("flood client started");
+                let proc = machine::Process::spawn(
+                    "flood",
+                    &paid::flood_env(&brand.target, p.flood_in_flight),
+                    &dir.join(format!("flood-{round}.log")),
+                );
+                tokio::task::block_in_place(|| proc.expect("STARTED", Duration::from_secs(30)))
+                    .expect("flood client started");
                 proc
             });
             let mut r = paid::run(&sessions, &brand.record, paid::PAID, brand.process.pid, p.rate, duration).await;
             if let Some(mut proc) = flood {
                 proc.finish();
-                let line = tokio::task::block_in_place(|| proc.expect("FLOOD", Duration::from_secs(30))).unwrap_or_default();
+                let line =
+                    tokio::task::block_in_place(|| proc.expect("FLOOD", Duration::from_secs(30))).unwrap_or_default();
                 r.flood = Some(paid::Flood::parse(&line));
             }
             print_run(&format!("{} {}", if flooded { "flooded" } else { "quiet" }, round + 1), &r);
-            if flooded { results.flooded.push(r) } else { results.quiet.push(r) }
+            if flooded {
+                results.flooded.push(r)
+            } else {
+                results.quiet.push(r)
+            }
         }
     }
     let counters = tokio::task::block_in_place(|| brand.counters());
     println!("\nBrand counters after the runs: requests {}, errors {}, payment refusals {}, disconnected {}, refused connections {}.\n", counters.requests, counters.errors, counters.payment_refusals, counters.disconnected, counters.refused);
     let warm_up: Vec<paid::Run> = results.warm_up.iter().cloned().collect();
-    for (kind, runs) in [("warm-up", &warm_up), ("unpaid", &results.unpaid), ("quiet", &results.quiet), ("flooded", &results.flooded)] {
+    for (kind, runs) in
+        [("warm-up", &warm_up), ("unpaid", &results.unpaid), ("quiet", &results.quiet), ("flooded", &results.flooded)]
+    {
         for r in runs.iter() {
             for (e, n) in &r.errors {
                 println!("- {kind}: {n} × {e}");
@@ -347,7 +439,15 @@ fn print_dht(f: &dht::Figures) {
     );
     println!("| lookup | done | succeeded | success rate | p50 | p99 | max |\n|---|---|---|---|---|---|---|");
     for (kind, l) in [("by account", &f.by_account), ("by service", &f.by_service)] {
-        println!("| {kind} | {} | {} | {:.2} % | {} | {} | {} |", l.done, l.succeeded, l.success_rate() * 100.0, ms(l.p50), ms(l.p99), ms(l.max));
+        println!(
+            "| {kind} | {} | {} | {:.2} % | {} | {} | {} |",
+            l.done,
+            l.succeeded,
+            l.success_rate() * 100.0,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max)
+        );
     }
     for (kind, l) in [("by account", &f.by_account), ("by service", &f.by_service)] {
         for (e, n) in &l.failures {
@@ -361,7 +461,10 @@ fn print_dht(f: &dht::Figures) {
 fn pooled(runs: &[paid::Run]) -> (Duration, Duration, usize, usize) {
     let mut all: Vec<u32> = runs.iter().flat_map(|r| r.samples.iter().copied()).collect();
     all.sort_unstable();
-    let at = |p: f64| all.get(((all.len() as f64 - 1.0) * p).round() as usize).map_or(Duration::ZERO, |us| Duration::from_micros(u64::from(*us)));
+    let at = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(Duration::ZERO, |us| Duration::from_micros(u64::from(*us)))
+    };
     let errors = runs.iter().map(paid::Run::error_count).sum();
     let offered = runs.iter().map(|r| r.offered).sum();
     (at(0.5), at(0.99), errors, offered)
@@ -376,33 +479,78 @@ fn summary(p: &Params, r: &Results) {
         let kib = h.kib_per_session();
         let heap = h.heap_kib_per_session();
         println!("| {} sessions held, ≤ 48 KiB each | {} held, {:.1} KiB RSS each ({:.1} KiB live heap); {:.0} handshakes/s | {} |", p.sessions, h.held, kib, heap, h.handshakes_per_sec(), yes(h.held == p.sessions && kib <= 48.0));
-        line += &format!(" sessions_held={} kib_per_session={:.1} heap_kib_per_session={heap:.1} handshakes_per_s={:.0}", h.held, kib, h.handshakes_per_sec());
+        line += &format!(
+            " sessions_held={} kib_per_session={:.1} heap_kib_per_session={heap:.1} handshakes_per_s={:.0}",
+            h.held,
+            kib,
+            h.handshakes_per_sec()
+        );
     }
     if let Some(w) = &r.warm_up {
-        println!("| (the warm-up run, first after set-up; not pooled) | p50 {}, p99 {}; {} errors of {} | |", ms(w.p50), ms(w.p99), w.error_count(), w.offered);
+        println!(
+            "| (the warm-up run, first after set-up; not pooled) | p50 {}, p99 {}; {} errors of {} | |",
+            ms(w.p50),
+            ms(w.p99),
+            w.error_count(),
+            w.offered
+        );
         line += &format!(" warmup_p99_ms={:.3} warmup_errors={}", w.p99.as_secs_f64() * 1e3, w.error_count());
     }
     if !r.quiet.is_empty() {
         let (q50, q99, qerr, qoff) = pooled(&r.quiet);
-        println!("| paid p99 ≤ 10 ms at {} queries/s over {} sessions | p50 {}, p99 {}; {} errors of {} | {} |", p.rate, p.paid_sessions, ms(q50), ms(q99), qerr, qoff, yes(q99 <= Duration::from_millis(10) && qerr == 0));
-        line += &format!(" paid_p50_ms={:.3} paid_p99_ms={:.3} paid_errors={qerr}", q50.as_secs_f64() * 1e3, q99.as_secs_f64() * 1e3);
+        println!(
+            "| paid p99 ≤ 10 ms at {} queries/s over {} sessions | p50 {}, p99 {}; {} errors of {} | {} |",
+            p.rate,
+            p.paid_sessions,
+            ms(q50),
+            ms(q99),
+            qerr,
+            qoff,
+            yes(q99 <= Duration::from_millis(10) && qerr == 0)
+        );
+        line += &format!(
+            " paid_p50_ms={:.3} paid_p99_ms={:.3} paid_errors={qerr}",
+            q50.as_secs_f64() * 1e3,
+            q99.as_secs_f64() * 1e3
+        );
         if !r.unpaid.is_empty() {
             let (u50, u99, uerr, _) = pooled(&r.unpaid);
             println!("| (baseline: unpaid at the same rate) | p50 {}, p99 {}; {} errors; paid / unpaid p99 {:.2}×, p50 {:.2}× | |", ms(u50), ms(u99), uerr, q99.as_secs_f64() / u99.as_secs_f64().max(1e-9), q50.as_secs_f64() / u50.as_secs_f64().max(1e-9));
-            line += &format!(" unpaid_p99_ms={:.3} paid_over_unpaid_p99={:.2}", u99.as_secs_f64() * 1e3, q99.as_secs_f64() / u99.as_secs_f64().max(1e-9));
+            line += &format!(
+                " unpaid_p99_ms={:.3} paid_over_unpaid_p99={:.2}",
+                u99.as_secs_f64() * 1e3,
+                q99.as_secs_f64() / u99.as_secs_f64().max(1e-9)
+            );
         }
         if !r.flooded.is_empty() {
             let (f50, f99, ferr, _) = pooled(&r.flooded);
             let ratio = f99.as_secs_f64() / q99.as_secs_f64().max(1e-9);
-            let rounds: Vec<String> = r.quiet.iter().zip(&r.flooded).map(|(q, f)| format!("{:.2}×", f.p99.as_secs_f64() / q.p99.as_secs_f64().max(1e-9))).collect();
-            println!("| a flood raises paid p99 at most 2× | p99 {} → {} ({:.2}×; round by round {}); p50 {} → {}; {} errors | {} |", ms(q99), ms(f99), ratio, rounds.join(", "), ms(q50), ms(f50), ferr, yes(ratio <= 2.0));
-            line += &format!(" flooded_p99_ms={:.3} flood_over_quiet_p99={ratio:.2} flooded_errors={ferr}", f99.as_secs_f64() * 1e3);
+            let rounds: Vec<String> = r
+                .quiet
+                .iter()
+                .zip(&r.flooded)
+                .map(|(q, f)| format!("{:.2}×", f.p99.as_secs_f64() / q.p99.as_secs_f64().max(1e-9)))
+                .collect();
+            println!("| a flood raises paid p99 at most 2× | p99 {} → {} ({:.2}×; round by round {}); p50 {} → {}; {} errors | {} |", ms(q99), ms(f99), ratio, rounds.join(", "), ms(q50), ms(f50), ferr, yes(ratio <= 2.0 && qerr == 0 && q99 <= Duration::from_millis(10)));
+            line += &format!(
+                " flooded_p99_ms={:.3} flood_over_quiet_p99={ratio:.2} flooded_errors={ferr}",
+                f99.as_secs_f64() * 1e3
+            );
         }
     }
     if let Some(d) = &r.dht {
         let rate = d.by_account.success_rate();
         println!("| DHT lookups succeed 100 % across {} agents | by account {:.2} % (p50 {}, p99 {}), by service {:.2} % | {} |", d.agents, rate * 100.0, ms(d.by_account.p50), ms(d.by_account.p99), d.by_service.success_rate() * 100.0, yes(d.by_account.succeeded == d.by_account.done && d.by_service.succeeded == d.by_service.done));
-        line += &format!(" dht_agents={} dht_success={:.4} dht_p50_ms={:.1} dht_p99_ms={:.1}", d.agents, rate, d.by_account.p50.as_secs_f64() * 1e3, d.by_account.p99.as_secs_f64() * 1e3);
+        line += &format!(
+            " dht_agents={} dht_success={:.4} dht_p50_ms={:.1} dht_p99_ms={:.1}",
+            d.agents,
+            rate,
+            d.by_account.p50.as_secs_f64() * 1e3,
+            d.by_account.p99.as_secs_f64() * 1e3
+        );
+    }
+    if !r.flooded.is_empty() {
+        println!("\nThe flood target counts as met only where the quiet paid runs met theirs: a ratio over collapsed runs says nothing.");
     }
     println!("\nLoad average at the end (1, 5, 15 min): {}\n", machine::loadavg());
     println!("{line}");

@@ -52,7 +52,11 @@ pub struct PaidSession {
 }
 
 /// Checks receipts as they come (each settle waits for its batch).
-fn settle_receipts(payer: Arc<Payer>, settled: Arc<AtomicU64>, bad: Arc<AtomicU64>) -> mpsc::UnboundedSender<ReceiptDue> {
+fn settle_receipts(
+    payer: Arc<Payer>,
+    settled: Arc<AtomicU64>,
+    bad: Arc<AtomicU64>,
+) -> mpsc::UnboundedSender<ReceiptDue> {
     let (tx, mut rx) = mpsc::unbounded_channel::<ReceiptDue>();
     tokio::spawn(async move {
         let mut running = FuturesUnordered::new();
@@ -212,7 +216,14 @@ fn micros(d: Duration) -> u32 {
 }
 
 /// Offers `rate` queries per second to `service` ([`PAID`] or [`FREE`]) over `sessions` for `duration`, open loop.
-pub async fn run(sessions: &[Arc<PaidSession>], record: &SignedRecord, service: &'static str, brand_pid: u32, rate: f64, duration: Duration) -> Run {
+pub async fn run(
+    sessions: &[Arc<PaidSession>],
+    record: &SignedRecord,
+    service: &'static str,
+    brand_pid: u32,
+    rate: f64,
+    duration: Duration,
+) -> Run {
     let total = (rate * duration.as_secs_f64()) as usize;
     let record = Arc::new(record.clone());
     let samples = Arc::new(Mutex::new(Vec::with_capacity(total)));
@@ -351,7 +362,8 @@ pub fn run_flood_child() {
         let id = Arc::new(LocalIdentity::generate(&mut OsRng));
         let target = Target { addr, identity: None, noise_static: None };
         let conn = Arc::new(connect(&ep, id, &target, &[], TransportLimits::default()).await.expect("flood session"));
-        let (answered, limited, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (answered, limited, other) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let stop = Arc::new(tokio::sync::Notify::new());
         let mut tasks = tokio::task::JoinSet::new();
         let t = Instant::now();

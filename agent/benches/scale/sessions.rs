@@ -95,7 +95,7 @@ impl Held {
 #[derive(Clone)]
 pub enum Kind {
     /// An AgentWire brand: QUIC, TLS 1.3, Noise IK, one free request.
-    AgentWire(Target),
+    AgentWire(Box<Target>),
     /// The baseline: a plain quinn server (same TLS and transport settings, no
     /// Noise), one echo on a stream.
     Quinn(SocketAddr),
@@ -103,7 +103,7 @@ pub enum Kind {
 
 /// A session held open.
 enum Session {
-    AgentWire(Connection),
+    AgentWire(Box<Connection>),
     Quinn(quinn::Connection),
 }
 
@@ -123,16 +123,26 @@ impl Session {
     }
 }
 
-async fn open_one(ep: &quinn::Endpoint, id: Arc<LocalIdentity>, kind: &Kind, caps: &[String], limits: TransportLimits) -> Result<Session, String> {
+async fn open_one(
+    ep: &quinn::Endpoint,
+    id: Arc<LocalIdentity>,
+    kind: &Kind,
+    caps: &[String],
+    limits: TransportLimits,
+) -> Result<Session, String> {
     match kind {
         Kind::AgentWire(target) => {
             let conn = connect(ep, id, target, caps, limits).await.map_err(|e| format!("connect: {e}"))?;
             conn.request("free", vec![7; 200]).await.map_err(|e| format!("first request: {e}"))?;
-            Ok(Session::AgentWire(conn))
+            Ok(Session::AgentWire(Box::new(conn)))
         }
         Kind::Quinn(addr) => {
             let config = tls::client_config(&limits).map_err(|e| e.to_string())?;
-            let conn = ep.connect_with(config, *addr, "agentwire").map_err(|e| e.to_string())?.await.map_err(|e| format!("connect: {e}"))?;
+            let conn = ep
+                .connect_with(config, *addr, "agentwire")
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             send.write_all(&[7; 200]).await.map_err(|e| e.to_string())?;
             send.finish().map_err(|e| e.to_string())?;
@@ -176,8 +186,24 @@ async fn connect_all(
     conns
 }
 
-/// Runs phase 1: `n` sessions, `per_ip` from each client address, `concurrency` handshakes at once, held for `hold`.
-pub async fn run(kind: Kind, server: &mut Process, port: u16, n: usize, per_ip: usize, concurrency: usize, hold: Duration, first_ip: usize) -> Held {
+/// How phase 1 opens its sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Sessions to open.
+    pub sessions: usize,
+    /// Sessions from each client address.
+    pub per_ip: usize,
+    /// Handshakes at once.
+    pub concurrency: usize,
+    /// How long all are held open.
+    pub hold: Duration,
+    /// Index of the first client address (so runs use distinct ones).
+    pub first_ip: usize,
+}
+
+/// Runs phase 1 against `server` (its process, and its UDP port for drop counts).
+pub async fn run(kind: Kind, server: &mut Process, port: u16, plan: Plan) -> Held {
+    let Plan { sessions: n, per_ip, concurrency, hold, first_ip } = plan;
     // Each session is its own user (its own identity), made before the clock starts.
     let pid = server.pid;
     let mut heap = || tokio::task::block_in_place(|| server.heap_kib());
@@ -192,7 +218,11 @@ pub async fn run(kind: Kind, server: &mut Process, port: u16, n: usize, per_ip: 
     h.heap_before = heap();
     let drops_before = UdpDrops::read();
     let brand_drops = socket_drops(port);
-    let (first, second) = { let mut ids = ids; let second = ids.split_off(n / 2); (ids, second) };
+    let (first, second) = {
+        let mut ids = ids;
+        let second = ids.split_off(n / 2);
+        (ids, second)
+    };
     let cpu0 = cpu_time(pid);
     let t = Instant::now();
     let mut conns = connect_all(&kind, &eps, first, 0, per_ip, concurrency, limits, &mut h.failures).await;
