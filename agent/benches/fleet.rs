@@ -169,17 +169,21 @@ impl Env {
 /// One endpoint of `brand.devnet` over `money`, and its record.
 fn endpoint(env: &Env, money: Arc<dyn PayeeMoney>) -> (Server, SignedRecord, Target) {
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let prices: HashMap<String, Price> =
-        [("chat".to_string(), Price { price: PRICE, currency: Currency::Near, increment: None })].into();
-    let payee =
-        Payee::near_with(env.chain(), env.near("brand.devnet"), prices, money, PayeeConfig::default()).unwrap();
+    let prices: HashMap<String, Price> = [("chat".to_string(), Price::per_query(PRICE, Currency::Near, None))].into();
+    let payee = Payee::near_with(env.chain(), env.near("brand.devnet"), prices, money, PayeeConfig::default()).unwrap();
     let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
     let router = Router::new().route("chat", Arc::new(Builtin::Echo));
     let meter: Arc<dyn Meter> = Arc::new(payee);
     let caps: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();
-    let server =
-        Server::bind_metered("127.0.0.1:0".parse().unwrap(), brand.clone(), caps, Arc::new(router), Some(meter), limits)
-            .unwrap();
+    let server = Server::bind_metered(
+        "127.0.0.1:0".parse().unwrap(),
+        brand.clone(),
+        caps,
+        Arc::new(router),
+        Some(meter),
+        limits,
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     let record = AgentRecord {
         identity: brand.identity.public(),
@@ -187,7 +191,7 @@ fn endpoint(env: &Env, money: Arc<dyn PayeeMoney>) -> (Server, SignedRecord, Tar
         noise_static: brand.noise.public(),
         quic_addrs: vec![addr],
         p2p_addrs: vec![],
-        services: vec![Service { name: "chat".into(), description: String::new(), price: PRICE, currency: Currency::Near }],
+        services: vec![Service::per_query("chat", "", PRICE, Currency::Near)],
         channel_contract: AccountId::new(&env.channels).unwrap(),
         min_deposit: 0,
         seq: 1,
@@ -218,7 +222,15 @@ async fn fleet(env: &Env, moneys: Vec<Arc<dyn PayeeMoney>>, who: &str) -> Arc<Fl
     payer.open("brand.devnet", &Currency::Near, 500 * ONE_NEAR).await.unwrap();
     let settled = Arc::new(AtomicU64::new(0));
     let dues = settle_receipts(payer.clone(), settled.clone());
-    Arc::new(Fleet { _servers: servers, conns, next: AtomicUsize::new(0), payer, dues, sent: AtomicU64::new(0), settled })
+    Arc::new(Fleet {
+        _servers: servers,
+        conns,
+        next: AtomicUsize::new(0),
+        payer,
+        dues,
+        sent: AtomicU64::new(0),
+        settled,
+    })
 }
 
 async fn pg(cluster: &TempCluster, env: &Env, n: usize) -> Vec<Arc<dyn PayeeMoney>> {

@@ -106,9 +106,8 @@ impl Paid {
             let p = p.clone();
             Box::pin(async move {
                 let payer = (p.service == "chat").then_some(&*p.payer);
-                let (out, due) = query_deferred(&p.conn, &p.record, p.service, body, payer, |_| async {})
-                    .await
-                    .expect("query");
+                let (out, due) =
+                    query_deferred(&p.conn, &p.record, p.service, body, payer, |_| async {}).await.expect("query");
                 if let Some(due) = due {
                     p.sent.fetch_add(1, Ordering::Relaxed);
                     let _ = p.dues.send(due);

@@ -15,14 +15,14 @@ use std::collections::HashMap;
 use crate::config::{BrandConfig, HandlerConfig, PaymentsConfig};
 use crate::dht::{Dht, DhtConfig};
 use crate::near::{ChannelClient, NearAccount};
-use crate::pay::store::{Store, StoreConfig};
 #[cfg(feature = "postgres")]
 use crate::pay::pg::{PgConfig, PgMoney};
+use crate::pay::store::{Store, StoreConfig};
 use crate::pay::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 use crate::quic::Increment;
 use crate::quic::{now_secs, Server, Service, TransportLimits};
-use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 use crate::services::{Builtin, HttpProxy, HttpProxyConfig, OpenAiChat, OpenAiConfig, Router};
+use agentwire_protocol::exchange::{PAY_V1, RECEIPTS_V1, STREAM_V1};
 
 /// Why a brand agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -257,19 +257,18 @@ async fn payee(config: &BrandConfig, p: &PaymentsConfig, identity: &LocalIdentit
         claimer_every: Duration::from_millis((p.fleet_lease_secs.max(1) * 1000 / 4).max(250)),
         ..PayeeConfig::default()
     };
-    let money: Arc<dyn PayeeMoney> = match (&p.store_url, &p.store) {
-        (Some(url), _) => fleet_store(config, p, url, identity, &policy).await?,
-        (None, Some(dir)) => {
-            let store = Store::open(dir, StoreConfig::default())
-                .map_err(|e| config_err(format!("payments.store {}: {e}", dir.display())))?;
-            Arc::new(LedgerMoney::new(store, policy.max_channels))
-        }
-        (None, None) => {
-            return Err(config_err(
+    let money: Arc<dyn PayeeMoney> =
+        match (&p.store_url, &p.store) {
+            (Some(url), _) => fleet_store(config, p, url, identity, &policy).await?,
+            (None, Some(dir)) => {
+                let store = Store::open(dir, StoreConfig::default())
+                    .map_err(|e| config_err(format!("payments.store {}: {e}", dir.display())))?;
+                Arc::new(LedgerMoney::new(store, policy.max_channels))
+            }
+            (None, None) => return Err(config_err(
                 "payments: give `store` (a directory: one endpoint) or `store_url` (PostgreSQL: a fleet of endpoints)",
-            ))
-        }
-    };
+            )),
+        };
     Payee::near_with(chain, account, prices, money, policy).map_err(config_err)
 }
 

@@ -164,8 +164,11 @@ impl Catalog {
     /// of `query` (case-insensitive), after looking each word up as a
     /// service name; an empty query lists everything known.
     pub async fn search(&self, user: &UserAgent, query: &str, discover: &[String]) -> Vec<Listing> {
-        let words: Vec<String> =
-            query.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        let words: Vec<String> = query
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
         let mut names: Vec<String> = discover.to_vec();
         names.extend(words.iter().filter(|w| valid_service_name(w)).cloned());
         names.sort();

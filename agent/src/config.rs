@@ -362,7 +362,10 @@ impl BrandConfig {
             }
             if let Some(t) = &s.per_token {
                 if !chat {
-                    return Err(invalid(format!("service {}: per_token needs a chat handler (kind = \"openai\")", s.name)));
+                    return Err(invalid(format!(
+                        "service {}: per_token needs a chat handler (kind = \"openai\")",
+                        s.name
+                    )));
                 }
                 if s.increment.is_some() {
                     return Err(invalid(format!("service {}: per_token and increment exclude each other", s.name)));

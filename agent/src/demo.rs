@@ -171,7 +171,8 @@ async fn demo(args: DemoArgs, dir: &std::path::Path) -> Result<(), Error> {
     .await?;
     let store = Store::open(&dir.join("alice-payer"), StoreConfig::default())?;
     let alice = NearAccount::new("alice.devnet", &secret("alice.devnet")?)?;
-    let payer = Payer::near(chain.clone(), alice.clone(), Keypair::generate(&mut OsRng), store, PayerConfig::default())?;
+    let payer =
+        Payer::near(chain.clone(), alice.clone(), Keypair::generate(&mut OsRng), store, PayerConfig::default())?;
     let lookup = Lookup::Account(AccountId::new("brand.devnet")?);
     let t = Instant::now();
     let mut found = user.find(&lookup).await;

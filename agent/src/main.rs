@@ -63,10 +63,15 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let json = cli.json;
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args)
-            .map_err(|e| cmd::CliError::new("Demo", format!("the demo failed: {e}"), "run it again; `--log info` shows each step")),
+        Command::Demo(args) => demo::run(args).map_err(|e| {
+            cmd::CliError::new("Demo", format!("the demo failed: {e}"), "run it again; `--log info` shows each step")
+        }),
         Command::Walkthrough => walkthrough::run().map_err(|e| {
-            cmd::CliError::new("Walkthrough", format!("the walkthrough failed: {e}"), "report it: it runs in-process and should not fail")
+            cmd::CliError::new(
+                "Walkthrough",
+                format!("the walkthrough failed: {e}"),
+                "report it: it runs in-process and should not fail",
+            )
         }),
         Command::Devnet(args) => devnet_cmd::run(args, json),
         Command::Identity(c) => cmd::identity::run(c, json),

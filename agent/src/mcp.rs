@@ -119,7 +119,12 @@ impl AgentWireTools {
         let lookup = match &args.brand {
             Some(b) => match AccountId::new(b) {
                 Ok(a) => Lookup::Account(a),
-                Err(_) => return failed(format!("{b:?} is not a NEAR account id"), "give the brand's account, e.g. bob.devnet"),
+                Err(_) => {
+                    return failed(
+                        format!("{b:?} is not a NEAR account id"),
+                        "give the brand's account, e.g. bob.devnet",
+                    )
+                }
             },
             None => Lookup::Service(args.service.clone()),
         };
@@ -211,7 +216,10 @@ impl AgentWireTools {
                 "(answered by {} / {}; paid {paid}{})",
                 record.record().near_account.as_str(),
                 args.service,
-                outcome.charged_total().map(|(c, _)| format!(", receipt verified on channel {}", c.channel_id)).unwrap_or_default()
+                outcome
+                    .charged_total()
+                    .map(|(c, _)| format!(", receipt verified on channel {}", c.channel_id))
+                    .unwrap_or_default()
             )),
         ]);
         result.structured_content = Some(json!({
@@ -241,7 +249,8 @@ impl AgentWireTools {
         let mut lines: Vec<String> = status
             .iter()
             .map(|c| {
-                let cur = agentwire_protocol::money::Currency::parse(&c.currency).unwrap_or(agentwire_protocol::money::Currency::Near);
+                let cur = agentwire_protocol::money::Currency::parse(&c.currency)
+                    .unwrap_or(agentwire_protocol::money::Currency::Near);
                 format!(
                     "- channel {} to {}: deposit {}, signed {}, charged {}",
                     c.channel_id,
@@ -256,7 +265,8 @@ impl AgentWireTools {
             lines.push("No open channel.".into());
         }
         for (currency, amount) in payer.spending().spent_today() {
-            let cur = agentwire_protocol::money::Currency::parse(&currency).unwrap_or(agentwire_protocol::money::Currency::Near);
+            let cur = agentwire_protocol::money::Currency::parse(&currency)
+                .unwrap_or(agentwire_protocol::money::Currency::Near);
             lines.push(format!("Spent today: {}", amount_text(amount, &cur)));
         }
         let mut result = CallToolResult::success(vec![ContentBlock::text(lines.join("\n"))]);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::quic::LATENCY_BUCKETS_US;
 use crate::quic::ServerStats;
+use crate::quic::LATENCY_BUCKETS_US;
 
 /// The exposition text.
 pub fn render(stats: &ServerStats) -> String {

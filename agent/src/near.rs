@@ -446,7 +446,12 @@ impl ChannelClient {
     /// `min(amount, cumulative)` (spec/contract.md §4.9). A payee claims what
     /// it charged, which is below the voucher when the payer paid ahead or an
     /// answer was not charged.
-    pub async fn claim(&self, payee: &NearAccount, voucher: &SignedVoucher, amount: u128) -> Result<TxOutcome, NearError> {
+    pub async fn claim(
+        &self,
+        payee: &NearAccount,
+        voucher: &SignedVoucher,
+        amount: u128,
+    ) -> Result<TxOutcome, NearError> {
         let mut args = json!({
             "channel_id": voucher.voucher.channel_id.to_string(),
             "cumulative": voucher.voucher.cumulative.to_string(),

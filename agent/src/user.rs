@@ -289,9 +289,8 @@ impl UserAgent {
             None => None,
         };
         let down = self.down.lock().await;
-        let failed_at = |r: &SignedRecord| {
-            down.get(&r.record().agent_id()).copied().filter(|at| at.elapsed() < ENDPOINT_DOWN_FOR)
-        };
+        let failed_at =
+            |r: &SignedRecord| down.get(&r.record().agent_id()).copied().filter(|at| at.elapsed() < ENDPOINT_DOWN_FOR);
         let mut order: Vec<(u8, Option<Instant>, usize)> = records
             .iter()
             .enumerate()

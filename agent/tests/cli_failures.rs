@@ -62,7 +62,8 @@ fn ok(out: &Output) -> String {
 fn json_error(out: &Output) -> Value {
     assert!(!out.status.success(), "it should have failed: {}", stdout(out));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().rev().find(|l| l.starts_with("{\"error\"")).unwrap_or_else(|| panic!("no JSON error: {err}"));
+    let line =
+        err.lines().rev().find(|l| l.starts_with("{\"error\"")).unwrap_or_else(|| panic!("no JSON error: {err}"));
     let v: Value = serde_json::from_str(line).unwrap();
     assert!(!err.contains("CryptoHash(") && !err.contains(" { "), "no Rust debug output: {err}");
     v["error"].clone()
@@ -179,7 +180,9 @@ async fn lookups_and_queries_fail_fast_and_say_why() {
     let taken = format!("127.0.0.1:{port}");
     let dht_taken = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
     let any = "/ip4/127.0.0.1/udp/0/quic-v1";
-    for args in [["--listen", taken.as_str(), "--p2p-listen", any], ["--listen", "127.0.0.1:0", "--p2p-listen", &dht_taken]] {
+    for args in
+        [["--listen", taken.as_str(), "--p2p-listen", any], ["--listen", "127.0.0.1:0", "--p2p-listen", &dht_taken]]
+    {
         let mut all = vec!["--json", "serve", "--config", config];
         all.extend_from_slice(&args);
         let (out, took) = agentwire(&home, &all);
@@ -198,7 +201,18 @@ fn devnet(home: &Path) -> (Proc, String) {
     let listen = format!("127.0.0.1:{}", free_tcp_port());
     let (proc, lines) = spawn(
         home,
-        &["--json", "devnet", "--listen", &listen, "--accounts", "alice,bob", "--near-each", "10", "--keys-dir", keys.to_str().unwrap()],
+        &[
+            "--json",
+            "devnet",
+            "--listen",
+            &listen,
+            "--accounts",
+            "alice,bob",
+            "--near-each",
+            "10",
+            "--keys-dir",
+            keys.to_str().unwrap(),
+        ],
         "rpc_url",
     );
     let v: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
@@ -229,7 +243,8 @@ fn channels_are_managed_by_hand_and_failures_say_what_to_do() {
 
     // The RPC is down: status refuses to guess, and says which URL.
     let dead = format!("http://127.0.0.1:{}", free_tcp_port());
-    let (out, took) = agentwire(&home, &["--json", "channel", "status", "--near-rpc", &dead, "--near-account", "alice.devnet"]);
+    let (out, took) =
+        agentwire(&home, &["--json", "channel", "status", "--near-rpc", &dead, "--near-account", "alice.devnet"]);
     let e = json_error(&out);
     assert_eq!(e["code"], "NearUnreachable", "{e}");
     assert!(e["message"].as_str().unwrap().contains(&dead), "{e}");
@@ -267,8 +282,21 @@ fn channels_are_managed_by_hand_and_failures_say_what_to_do() {
     let (gateway, _) = spawn(
         &home,
         &[
-            "gateway", "--listen", &gw, "--bootstrap", &boot.to_string(), "--bind", "127.0.0.1:0", "--near-rpc", &rpc,
-            "--near-account", "alice.devnet", "--near-key-file", alice_key.to_str().unwrap(), "--store", store.to_str().unwrap(),
+            "gateway",
+            "--listen",
+            &gw,
+            "--bootstrap",
+            &boot.to_string(),
+            "--bind",
+            "127.0.0.1:0",
+            "--near-rpc",
+            &rpc,
+            "--near-account",
+            "alice.devnet",
+            "--near-key-file",
+            alice_key.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
         ],
         "Ctrl-C stops it",
     );
@@ -280,7 +308,16 @@ fn channels_are_managed_by_hand_and_failures_say_what_to_do() {
     assert!(took < FAST, "{took:?}");
     let (out, _) = agentwire(
         &home,
-        &["channel", "status", "--gateway", &format!("http://{gw}"), "--near-rpc", &rpc, "--near-account", "alice.devnet"],
+        &[
+            "channel",
+            "status",
+            "--gateway",
+            &format!("http://{gw}"),
+            "--near-rpc",
+            &rpc,
+            "--near-account",
+            "alice.devnet",
+        ],
     );
     let listed = ok(&out);
     assert!(listed.contains(&format!("channel {id}  to bob.devnet  open")), "{listed}");

@@ -204,7 +204,8 @@ async fn killing_the_brand_20_times_loses_no_money() {
     let alice =
         NearAccount::new("alice.devnet", &std::fs::read_to_string(w.dir.join("alice.devnet.near-key")).unwrap())
             .unwrap();
-    let payer = Arc::new(Payer::near(w.chain(), alice, Keypair::generate(&mut OsRng), store, PayerConfig::default()).unwrap());
+    let payer =
+        Arc::new(Payer::near(w.chain(), alice, Keypair::generate(&mut OsRng), store, PayerConfig::default()).unwrap());
     let lookup = Lookup::Account(AccountId::new("brand.devnet").unwrap());
     let mut record = None;
     for _ in 0..50 {

@@ -171,7 +171,7 @@ handler = {{ kind = "echo" }}
     /// joined under (it joins under a new id at every start).
     fn endpoint_id(&self, i: usize) -> Option<i64> {
         let log = std::fs::read_to_string(self.dir.join(format!("brand{i}.log"))).ok()?;
-        let line = log.lines().filter(|l| l.contains("joined the fleet's payment database")).last()?;
+        let line = log.lines().rfind(|l| l.contains("joined the fleet's payment database"))?;
         let rest = &line[line.find("endpoint=")? + "endpoint=".len()..];
         rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     }
@@ -260,6 +260,8 @@ async fn user_agent(w: &World, who: &str, key: Keypair) -> (Arc<UserAgent>, Arc<
 
 /// Answers the user received: (when, price paid, receipt total).
 type Received = Arc<Mutex<Vec<(Instant, u128, u128)>>>;
+/// What a load run gives back: answers, failures, their texts, the workers.
+type Load = (Received, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// Load through `UserAgent::ask` (fail-over) until `stop`; counts failures
 /// and keeps the error texts.
@@ -268,7 +270,7 @@ fn load(
     payer: &Arc<Payer>,
     records: &[SignedRecord],
     stop: &Arc<AtomicBool>,
-) -> (Received, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHandle<()>>) {
+) -> Load {
     let received: Received = Arc::default();
     let failed = Arc::new(AtomicUsize::new(0));
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -36,7 +36,10 @@ fn python() -> Option<(PathBuf, Option<String>)> {
         Ok(o) => format!("{} cannot import mcp: {}", exe.display(), String::from_utf8_lossy(&o.stderr)),
         Err(e) => format!("{}: {e}", exe.display()),
     };
-    assert!(std::env::var_os("AGENTWIRE_REQUIRE_PYTHON").is_none(), "Python with the pinned mcp package is required here: {why}");
+    assert!(
+        std::env::var_os("AGENTWIRE_REQUIRE_PYTHON").is_none(),
+        "Python with the pinned mcp package is required here: {why}"
+    );
     eprintln!("SKIPPED the MCP client test: {why} (run scripts/test.sh, which installs tests/python/requirements.txt)");
     None
 }
@@ -77,7 +80,8 @@ handler = {{ kind = "openai", url = "{url}", models = ["fake-1"], max_tokens = 6
         url = upstream.base_url
     );
     std::fs::write(dir.join("brand.toml"), config).unwrap();
-    let brand = brand::start(BrandConfig::load(&dir.join("brand.toml")).unwrap(), TransportLimits::default()).await.unwrap();
+    let brand =
+        brand::start(BrandConfig::load(&dir.join("brand.toml")).unwrap(), TransportLimits::default()).await.unwrap();
     // The brand's providers reach the bootstrap node before the client looks.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -112,17 +116,23 @@ handler = {{ kind = "openai", url = "{url}", models = ["fake-1"], max_tokens = 6
     if let Some(p) = &pypath {
         cmd.env("PYTHONPATH", p);
     }
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("the MCP client timed out").unwrap();
+    let out =
+        tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("the MCP client timed out").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the MCP client failed: {stderr}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let v: Value =
+        serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"));
 
     assert_eq!(v["tools"], serde_json::json!(["ask", "channels", "find_services"]), "{v}");
     let found = &v["find"];
     assert_eq!(found["error"], false, "{found}");
     let listing = &found["structured"]["services"][0];
-    assert_eq!((listing["brand"].as_str(), listing["service"].as_str()), (Some("model.devnet"), Some("assistant")), "{found}");
+    assert_eq!(
+        (listing["brand"].as_str(), listing["service"].as_str()),
+        (Some("model.devnet"), Some("assistant")),
+        "{found}"
+    );
     assert!(found["text"][0].as_str().unwrap().contains("0.000013 NEAR per generated token"), "{found}");
 
     let asked = &v["ask"];
@@ -135,7 +145,8 @@ handler = {{ kind = "openai", url = "{url}", models = ["fake-1"], max_tokens = 6
     assert_eq!(asked["structured"]["paid"], cost.to_string(), "paid the tokens × the unit prices: {asked}");
     assert!(asked["structured"]["receipt_cumulative"].is_string());
     // Progress notifications carried the text while it streamed.
-    let progress: String = v["progress"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap_or("")).collect();
+    let progress: String =
+        v["progress"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap_or("")).collect();
     assert_eq!(progress, REPLY, "{}", v["progress"]);
 
     // Every bad call is a tool result marked as an error, saying what was wrong

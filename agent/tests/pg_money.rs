@@ -61,7 +61,10 @@ fn channel(contract: &str, id: u64) -> ChannelRef {
 }
 
 fn voucher(c: &ChannelRef, cumulative: u128, key: &Keypair) -> SignedVoucher {
-    SignedVoucher::sign(Voucher { contract: c.contract.clone(), channel_id: c.channel_id, epoch: c.epoch, cumulative }, key)
+    SignedVoucher::sign(
+        Voucher { contract: c.contract.clone(), channel_id: c.channel_id, epoch: c.epoch, cumulative },
+        key,
+    )
 }
 
 fn chain_channel(c: &ChannelRef, deposit: u128) -> ChainChannel {
@@ -84,7 +87,12 @@ async fn pg(cluster: &TempCluster, payee: &str, contract: &str, lease: Duration)
 /// An outcome both stores must agree on.
 fn admitted(r: &Result<Admission, MoneyError>) -> String {
     match r {
-        Ok(a) => format!("Ok(required {}, price {}, persist {:?})", a.required, a.price, a.persist.as_ref().map(|v| v.voucher.cumulative)),
+        Ok(a) => format!(
+            "Ok(required {}, price {}, persist {:?})",
+            a.required,
+            a.price,
+            a.persist.as_ref().map(|v| v.voucher.cumulative)
+        ),
         Err(MoneyError::Payment(e)) => format!("{e:?}"),
         Err(e) => format!("other error: {e}"),
     }
@@ -114,7 +122,11 @@ async fn compare_state(seed: u64, step: usize, a: &dyn PayeeMoney, b: &dyn Payee
         "seed {seed} step {step}: claims due differ"
     );
     for id in ids {
-        assert_eq!(a.highest(*id).await.unwrap(), b.highest(*id).await.unwrap(), "seed {seed} step {step}: highest {id}");
+        assert_eq!(
+            a.highest(*id).await.unwrap(),
+            b.highest(*id).await.unwrap(),
+            "seed {seed} step {step}: highest {id}"
+        );
     }
 }
 
@@ -163,10 +175,8 @@ async fn one_sequence(cluster: &TempCluster, seed: u64, steps: usize) {
                     _ => voucher(&c, total, &key),
                 };
                 let delivering = rng.below(5) == 0;
-                let (ra, rb) = (
-                    reference.admit(id, &v, price, delivering).await,
-                    shared.admit(id, &v, price, delivering).await,
-                );
+                let (ra, rb) =
+                    (reference.admit(id, &v, price, delivering).await, shared.admit(id, &v, price, delivering).await);
                 assert_eq!(admitted(&ra), admitted(&rb), "seed {seed} step {step}: admit {total} for {price}");
                 if let (Ok(a), Ok(b)) = (ra, rb) {
                     open.push((id, a, b));

@@ -18,11 +18,11 @@ pub mod money;
 pub mod voucher;
 
 #[cfg(feature = "full")]
-pub mod codes;
-#[cfg(feature = "full")]
 pub mod cbor;
 #[cfg(feature = "full")]
 pub mod chat;
+#[cfg(feature = "full")]
+pub mod codes;
 #[cfg(feature = "full")]
 pub mod dht;
 #[cfg(feature = "full")]

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
+use crate::codes::ErrorCode;
 use crate::identity::{Keypair, PublicKey};
 use crate::voucher::{ChannelId, Voucher};
-use crate::codes::ErrorCode;
 
 /// Domain tag that starts every receipt's signed bytes.
 pub const RECEIPT_DOMAIN: [u8; 20] = *b"agentwire:receipt:v1";
@@ -65,9 +65,7 @@ impl PaymentError {
             PaymentError::Overflow
             | PaymentError::DepositDecrease
             | PaymentError::ClaimAboveVoucher { .. }
-            | PaymentError::CreditAboveVoucher { .. } => {
-                ErrorCode::Internal
-            }
+            | PaymentError::CreditAboveVoucher { .. } => ErrorCode::Internal,
         }
     }
 }

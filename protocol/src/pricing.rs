@@ -188,7 +188,10 @@ mod tests {
         r.max_tokens = Some(10);
         assert_eq!(PER_TOKEN.admission(10_000, &r.encode()), Ok(2 * 37 + 50));
         r.max_tokens = Some(101);
-        assert_eq!(PER_TOKEN.admission(10_000, &r.encode()), Err(PriceError::MaxTokensAboveCap { asked: 101, cap: 100 }));
+        assert_eq!(
+            PER_TOKEN.admission(10_000, &r.encode()),
+            Err(PriceError::MaxTokensAboveCap { asked: 101, cap: 100 })
+        );
         assert_eq!(PER_TOKEN.admission(500, &body), Err(PriceError::AboveCeiling { cost: 574, price: 500 }));
         assert!(matches!(PER_TOKEN.admission(10_000, b"{"), Err(PriceError::Chat(_))));
         let usage = Usage { prompt_tokens: 9, completion_tokens: 7 };
@@ -196,7 +199,10 @@ mod tests {
         assert_eq!(PER_TOKEN.charge(&Usage { prompt_tokens: 1000, completion_tokens: 1000 }, 574), Some(574));
         let huge = Pricing::PerToken { input: u128::MAX, output: 1, max_output_tokens: 1 };
         assert_eq!(huge.charge(&usage, 7), Some(7), "an overflow charges at most what was admitted");
-        assert_eq!(huge.admission(u128::MAX, &body), Err(PriceError::AboveCeiling { cost: u128::MAX, price: u128::MAX }));
+        assert_eq!(
+            huge.admission(u128::MAX, &body),
+            Err(PriceError::AboveCeiling { cost: u128::MAX, price: u128::MAX })
+        );
         // Per query and metered: the price, whatever the body.
         assert_eq!(Pricing::PerQuery.admission(7, b"anything"), Ok(7));
         assert_eq!(Pricing::PerQuery.charge(&usage, 7), None);

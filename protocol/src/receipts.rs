@@ -527,7 +527,12 @@ mod tests {
     use crate::testing::{account, identity};
 
     fn entry(i: u64) -> BatchEntry {
-        BatchEntry { id: i, request_hash: [i as u8; 32], response_hash: [(i + 1) as u8; 32], cumulative: u128::from(i) * 10 }
+        BatchEntry {
+            id: i,
+            request_hash: [i as u8; 32],
+            response_hash: [(i + 1) as u8; 32],
+            cumulative: u128::from(i) * 10,
+        }
     }
 
     fn channel() -> ChannelRef {

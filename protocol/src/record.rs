@@ -240,7 +240,9 @@ impl AgentRecord {
                     Pricing::PerToken { input, output, max_output_tokens } => {
                         w.array(4).u64(1).amount(*input).amount(*output).u64(u64::from(*max_output_tokens))
                     }
-                    Pricing::Metered { chunks, increment } => w.array(3).u64(2).u64(u64::from(*chunks)).amount(*increment),
+                    Pricing::Metered { chunks, increment } => {
+                        w.array(3).u64(2).u64(u64::from(*chunks)).amount(*increment)
+                    }
                 };
             }
         }

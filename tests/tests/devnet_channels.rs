@@ -151,7 +151,8 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     contract -= ONE_NEAR;
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     // The same voucher again pays nothing.
-    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR), u128::MAX).await, ""));
+    payee -=
+        gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, ONE_NEAR), u128::MAX).await, ""));
     assert_eq!(near_balances(&w).await, [payer, payee, contract], "a replayed voucher pays nothing");
 
     // Top up 2 NEAR.
@@ -186,7 +187,10 @@ async fn near_channel_life_through_json_rpc_to_the_yocto() {
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
     assert_eq!(c.get_channel(id).await.unwrap(), None, "a finalized channel is deleted");
     // A late claim finds nothing.
-    payee -= gas(&mut payee_gas, expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR), u128::MAX).await, ""));
+    payee -= gas(
+        &mut payee_gas,
+        expect_failure(c.claim(&w.payee, &voucher(id, ch.epoch, 5 * ONE_NEAR), u128::MAX).await, ""),
+    );
     assert_eq!(near_balances(&w).await, [payer, payee, contract]);
 
     // The channel's storage was credited back; the payer's own record (its
@@ -288,7 +292,10 @@ async fn channels_past_the_first_page_are_listed_and_found() {
     }
     c.storage_deposit(&w.payer, STORAGE).await.unwrap();
     let (token_channel, _) = c.open_token(&w.payer, &w.token, &w.payee.id, &key, HOUR_NS, USDC).await.unwrap();
-    assert_eq!(c.get_channel(token_channel).await.unwrap().unwrap().currency, Currency::parse(w.token.as_str()).unwrap());
+    assert_eq!(
+        c.get_channel(token_channel).await.unwrap().unwrap().currency,
+        Currency::parse(w.token.as_str()).unwrap()
+    );
     opened.push(token_channel);
     for who in [&w.payer.id, &w.payee.id] {
         let listed: Vec<u64> = c.channels_of(who).await.unwrap().iter().map(|v| v.id).collect();
@@ -355,5 +362,7 @@ async fn a_voucher_from_a_previous_devnet_run_is_refused() {
     let burnt = expect_failure(c.claim(&w.payee, &old, u128::MAX).await, "voucher signature does not verify");
     assert_eq!(c.near_balance(&w.payee.id).await.unwrap(), before - burnt, "the old voucher paid nothing");
     assert_eq!(c.get_channel(id2).await.unwrap().unwrap().claimed, 0);
-    c.claim(&w.payee, &voucher(id2, epoch, ONE_NEAR / 2), u128::MAX).await.expect("a voucher for this chain's channel pays");
+    c.claim(&w.payee, &voucher(id2, epoch, ONE_NEAR / 2), u128::MAX)
+        .await
+        .expect("a voucher for this chain's channel pays");
 }

@@ -77,10 +77,7 @@ fn record(
         noise_static: id.noise.public(),
         quic_addrs: vec![quic],
         p2p_addrs: vec![],
-        services: services
-            .iter()
-            .map(|s| Offer::per_query(s, "", 0, Currency::Near))
-            .collect(),
+        services: services.iter().map(|s| Offer::per_query(s, "", 0, Currency::Near)).collect(),
         channel_contract: AccountId::new("channels.devnet").unwrap(),
         min_deposit: 0,
         seq,

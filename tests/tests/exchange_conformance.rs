@@ -48,13 +48,17 @@ struct Brand {
 
 fn brand() -> Brand {
     let identity = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let router = Router::new()
-        .route("echo", Arc::new(Demo))
-        .route("stream", Arc::new(Demo))
-        .route("hang", Arc::new(Demo));
+    let router =
+        Router::new().route("echo", Arc::new(Demo)).route("stream", Arc::new(Demo)).route("hang", Arc::new(Demo));
     let caps = vec!["stream/1".to_string(), "pay/1".to_string()];
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity.clone(), caps, Arc::new(router), TransportLimits::default())
-        .expect("server binds");
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        identity.clone(),
+        caps,
+        Arc::new(router),
+        TransportLimits::default(),
+    )
+    .expect("server binds");
     Brand { server, identity }
 }
 
@@ -214,7 +218,10 @@ async fn a_tampered_frame_gets_error_70_on_its_stream_then_the_close() {
 async fn garbage_on_a_stream_is_refused_on_that_stream() {
     let b = brand();
     let conn = user(&b, &["stream/1", "pay/1"]).await;
-    for payload in [vec![0xff, 0x00], Message::Error(ErrorMessage { id: None, code: ErrorCode::Internal, message: "x".into() }).encode()] {
+    for payload in [
+        vec![0xff, 0x00],
+        Message::Error(ErrorMessage { id: None, code: ErrorCode::Internal, message: "x".into() }).encode(),
+    ] {
         let (mut send, mut recv, mut writer, mut reader) = conn.raw_stream().await.unwrap();
         let mut frames = Vec::new();
         writer.write_message(&payload, true, &mut frames).unwrap();

@@ -36,9 +36,9 @@ use agentwire_protocol::chat::{ChatAnswer, ChatRequest};
 use agentwire_protocol::identity::{Keypair, LocalIdentity};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::record::SignedRecord;
+use fake_openai::{deltas, FakeOpenAi, REPLY};
 use rand_core::OsRng;
 use serde_json::Value;
-use fake_openai::{deltas, FakeOpenAi, REPLY};
 
 /// Unit prices (yoctoNEAR) and the cap of the model service.
 const INPUT: u128 = 7_000_000_000_000_000_000;
@@ -178,7 +178,17 @@ async fn the_openai_package_gets_completions_through_the_gateway_and_the_chain_p
     let addr = gateway::start(gw.clone(), "127.0.0.1:0".parse().unwrap(), false).await.unwrap();
     let base = format!("http://{addr}/v1");
 
-    let out = run_python(&py, &pypath, &[&format!("{}/python/openai_gateway.py", env!("CARGO_MANIFEST_DIR")), &base, "model.devnet/assistant", &CAP.to_string()]).await;
+    let out = run_python(
+        &py,
+        &pypath,
+        &[
+            &format!("{}/python/openai_gateway.py", env!("CARGO_MANIFEST_DIR")),
+            &base,
+            "model.devnet/assistant",
+            &CAP.to_string(),
+        ],
+    )
+    .await;
 
     // The completion: the whole reply, OpenAI's usage, the payment beside it.
     let c = &out["completion"];
@@ -218,7 +228,10 @@ async fn the_openai_package_gets_completions_through_the_gateway_and_the_chain_p
         let b = &bad[case];
         assert_eq!(b["status"].as_u64().map(|s| s as u16), status, "{case}: {b}");
         let e = if b["error"]["error"].is_object() { &b["error"]["error"] } else { &b["error"] };
-        assert!(e["message"].is_string() && e["type"].is_string() && e["code"].is_string(), "{case}: OpenAI's shape: {b}");
+        assert!(
+            e["message"].is_string() && e["type"].is_string() && e["code"].is_string(),
+            "{case}: OpenAI's shape: {b}"
+        );
         if !param.is_empty() {
             assert_eq!(e["param"], param, "{case}: {b}");
         }
@@ -271,7 +284,11 @@ async fn spending_limits_refuse_before_anything_is_signed() {
     let r = reqwest::Client::new().post(format!("http://{addr}/v1/chat/completions")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 402);
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["error"]["code"].as_str(), v["error"]["type"].as_str()), (Some("SpendingLimit"), Some("payment_error")), "{v}");
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["type"].as_str()),
+        (Some("SpendingLimit"), Some("payment_error")),
+        "{v}"
+    );
     assert!(gw.payer().unwrap().status().await.unwrap().is_empty(), "still nothing signed");
 
     // A daily budget of one ceiling: the first query fits, the second would not.
@@ -308,13 +325,16 @@ async fn find_ceiling(n: &Net, ask: &ChatRequest) -> u128 {
 async fn the_example_brand_config_with_every_service_uncommented_parses_and_serves() {
     let upstream = FakeOpenAi::start().await;
     let n = net("example", &["bob", "u4"]).await;
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/brand.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/brand.toml")).unwrap();
     let mut lines = Vec::new();
     let mut uncommented = 0;
     for line in example.lines() {
         let setting = line.strip_prefix("# ").filter(|rest| {
             rest.starts_with("[[service]]")
-                || rest.split_once(" = ").is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                || rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
         });
         match setting {
             Some(rest) => {

@@ -117,7 +117,8 @@ watch_every_secs = 1
             tokio::time::sleep(Duration::from_millis(100)).await;
             store = Store::open(store_dir, StoreConfig::default());
         }
-        let payer = Payer::near(self.chain(), self.near(&format!("{name}.devnet")), key, store.unwrap(), config).unwrap();
+        let payer =
+            Payer::near(self.chain(), self.near(&format!("{name}.devnet")), key, store.unwrap(), config).unwrap();
         (user, payer)
     }
 }

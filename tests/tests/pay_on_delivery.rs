@@ -69,16 +69,20 @@ async fn failed_answers_cost_nothing_and_ceilings_charge_the_actual_amount() {
         .unwrap(),
     );
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let router = Router::new()
-        .route("chat", Arc::new(Brand))
-        .route("down", Arc::new(Brand))
-        .route("metered", Arc::new(Brand));
+    let router =
+        Router::new().route("chat", Arc::new(Brand)).route("down", Arc::new(Brand)).route("metered", Arc::new(Brand));
     let caps = vec!["pay/1".to_string(), "stream/1".to_string()];
     let meter: Arc<dyn Meter> = payee.clone();
     let limits = TransportLimits::default();
-    let server =
-        Server::bind_metered("127.0.0.1:0".parse().unwrap(), brand.clone(), caps.clone(), Arc::new(router), Some(meter), limits)
-            .unwrap();
+    let server = Server::bind_metered(
+        "127.0.0.1:0".parse().unwrap(),
+        brand.clone(),
+        caps.clone(),
+        Arc::new(router),
+        Some(meter),
+        limits,
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     let offer = |name: &str, price| Offered::per_query(name, "", price, Currency::Near);
     let record = AgentRecord {

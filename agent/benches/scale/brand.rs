@@ -141,8 +141,7 @@ handler = {{ kind = "echo" }}
 }
 
 fn record(identity: &LocalIdentity, addr: SocketAddr, contract: &AccountId) -> SignedRecord {
-    let service =
-        |name: &str, price| Service { name: name.into(), description: String::new(), price, currency: Currency::Near };
+    let service = |name: &str, price| Service::per_query(name, "", price, Currency::Near);
     AgentRecord {
         identity: identity.identity.public(),
         near_account: AccountId::new(BRAND).expect("account id"),

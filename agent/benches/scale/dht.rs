@@ -127,12 +127,7 @@ async fn start_brand(i: usize, boot: Vec<Multiaddr>) -> Result<Brand, String> {
         // Lookups are measured, not sessions: the address is never dialled.
         quic_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
         p2p_addrs: vec![],
-        services: vec![Service {
-            name: service.into(),
-            description: String::new(),
-            price: 0,
-            currency: Currency::Near,
-        }],
+        services: vec![Service::per_query(service, "", 0, Currency::Near)],
         channel_contract: AccountId::new("channels.devnet").map_err(|e| e.to_string())?,
         min_deposit: 0,
         seq: 1,

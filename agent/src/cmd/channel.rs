@@ -186,16 +186,15 @@ async fn top_up(chain: &ChainArgs, which: &Which, amount: &str, json: bool) -> R
     let currency = money::currency(&which.currency)?;
     let amount = money::parse(&client, amount, &currency, "--amount").await?;
     let loaded = p.load(&which.payee, &currency).await?;
-    progress(json, format!("adding {} to channel {} …", money::show(Some(&client), amount, &currency).await, loaded.channel_id));
+    progress(
+        json,
+        format!("adding {} to channel {} …", money::show(Some(&client), amount, &currency).await, loaded.channel_id),
+    );
     let deposit = p.top_up(&which.payee, &currency, amount).await?;
     if json {
         println!("{}", serde_json::json!({ "channel_id": loaded.channel_id, "deposit": deposit.to_string() }));
     } else {
-        println!(
-            "channel {}: deposit now {}",
-            loaded.channel_id,
-            money::show(Some(&client), deposit, &currency).await
-        );
+        println!("channel {}: deposit now {}", loaded.channel_id, money::show(Some(&client), deposit, &currency).await);
     }
     Ok(())
 }
@@ -241,7 +240,10 @@ async fn finalize(chain: &ChainArgs, id: u64, json: bool) -> Result<(), CliError
         return Err(CliError::new(
             "ChannelOpen",
             format!("channel {id} is open: a close has not been started"),
-            format!("start one with `agentwire channel close --payee {}`, then finalize after its challenge period", c.payee),
+            format!(
+                "start one with `agentwire channel close --payee {}`, then finalize after its challenge period",
+                c.payee
+            ),
         ));
     };
     let now_ns = client.chain_time_ns().await?;
@@ -309,7 +311,12 @@ async fn withdraw_storage(chain: &ChainArgs, json: bool) -> Result<(), CliError>
             serde_json::json!({ "withdrawn": back.to_string(), "gas_yocto": outcome.tokens_burnt.to_string() })
         );
     } else {
-        println!("{} of storage deposit back to {} (gas {})", units::near(back), me.id, units::near(outcome.tokens_burnt));
+        println!(
+            "{} of storage deposit back to {} (gas {})",
+            units::near(back),
+            me.id,
+            units::near(outcome.tokens_burnt)
+        );
     }
     Ok(())
 }

@@ -49,7 +49,10 @@ async fn signed_totals(
     let list: Vec<ChannelStatus> = if let Some(url) = gateway {
         from_gateway(url, token).await?
     } else if chain.payer.near_key_file.is_some() {
-        let payer = chain.payer.build(&chain.near_rpc, &chain.contract)?.ok_or_else(|| CliError::usage("give --near-account"))?;
+        let payer = chain
+            .payer
+            .build(&chain.near_rpc, &chain.contract)?
+            .ok_or_else(|| CliError::usage("give --near-account"))?;
         payer.status().await?
     } else {
         return Ok(None);
@@ -104,7 +107,12 @@ async fn from_gateway(url: &str, token: Option<&str>) -> Result<Vec<ChannelStatu
         .collect()
 }
 
-pub(crate) async fn run(chain: &ChainArgs, gateway: Option<&str>, token: Option<&str>, json: bool) -> Result<(), CliError> {
+pub(crate) async fn run(
+    chain: &ChainArgs,
+    gateway: Option<&str>,
+    token: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
     let name = chain
         .payer
         .near_account

@@ -42,7 +42,8 @@ impl CliError {
     /// Prints it as the user asked: text, or one JSON line.
     pub fn print(&self, json: bool) {
         if json {
-            let v = serde_json::json!({ "error": { "code": self.code, "message": self.message, "action": self.action } });
+            let v =
+                serde_json::json!({ "error": { "code": self.code, "message": self.message, "action": self.action } });
             eprintln!("{v}");
         } else {
             eprintln!("error: {}\n  {}", self.message, self.action);
@@ -86,7 +87,10 @@ impl From<TransportError> for CliError {
             TransportError::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => CliError::new(
                 "PortInUse",
                 &e,
-                format!("choose another port than {} (port 0 picks a free one), or stop the process using it", addr.port()),
+                format!(
+                    "choose another port than {} (port 0 picks a free one), or stop the process using it",
+                    addr.port()
+                ),
             ),
             TransportError::Bind { .. } => {
                 CliError::new("CannotBind", &e, "choose an address of this machine (or port 0 for any free port)")
@@ -151,17 +155,17 @@ impl From<PayError> for CliError {
             ),
             PayError::Payment(p) => {
                 let action = match p {
-                    PaymentError::ExceedsDeposit { .. } | PaymentError::InsufficientFunds { .. } => "top up the channel (`agentwire channel top-up`)",
+                    PaymentError::ExceedsDeposit { .. } | PaymentError::InsufficientFunds { .. } => {
+                        "top up the channel (`agentwire channel top-up`)"
+                    }
                     PaymentError::ChannelClosing => "the channel is closing: finalize it, then open a new one",
                     _ => "check the channel with `agentwire channel status`",
                 };
                 CliError::new("Payment", format!("payment: {p}"), action)
             }
-            PayError::Receipt(_) => CliError::new(
-                "BadReceipt",
-                &e,
-                "keep the request and the answer as evidence and stop using this brand",
-            ),
+            PayError::Receipt(_) => {
+                CliError::new("BadReceipt", &e, "keep the request and the answer as evidence and stop using this brand")
+            }
             other => CliError::new("Payment", &other, "do not pay this brand more than its record says"),
         }
     }

@@ -36,7 +36,10 @@ pub fn run(args: GatewayArgs, json: bool) -> Result<(), CliError> {
         );
         let addr = gateway::start(gw, args.listen, args.allow_remote).await.map_err(|e| {
             let action = if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("choose another port than {} with --listen (port 0 picks a free one), or stop what uses it", args.listen.port())
+                format!(
+                    "choose another port than {} with --listen (port 0 picks a free one), or stop what uses it",
+                    args.listen.port()
+                )
             } else {
                 "use a loopback --listen address, or --allow-remote with --token".to_owned()
             };

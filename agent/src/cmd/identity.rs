@@ -76,8 +76,10 @@ pub fn run(cmd: IdentityCmd, json: bool) -> Result<(), CliError> {
             let listed = match &near_account {
                 Some(a) => {
                     let client = ChannelClient::new(&registry.near_rpc, &registry.contract)?;
-                    let account: near_api::AccountId =
-                        money::account(a, "--near-account")?.as_str().parse().map_err(|_| CliError::usage("bad account"))?;
+                    let account: near_api::AccountId = money::account(a, "--near-account")?
+                        .as_str()
+                        .parse()
+                        .map_err(|_| CliError::usage("bad account"))?;
                     let rt = super::runtime()?;
                     let yes = rt.block_on(client.is_endpoint(&account, &id.identity.public()))?;
                     Some((a.clone(), registry.contract.clone(), yes))
@@ -114,9 +116,17 @@ pub fn run(cmd: IdentityCmd, json: bool) -> Result<(), CliError> {
                     serde_json::json!({ "agent_id": id.agent_id().to_string(), "near_account": name, "listed": true, "newly": new })
                 );
             } else if new {
-                println!("agent {} is now listed for {name} in {}'s endpoint registry", id.agent_id(), registry.contract);
+                println!(
+                    "agent {} is now listed for {name} in {}'s endpoint registry",
+                    id.agent_id(),
+                    registry.contract
+                );
             } else {
-                println!("agent {} was already listed for {name} in {}'s endpoint registry", id.agent_id(), registry.contract);
+                println!(
+                    "agent {} was already listed for {name} in {}'s endpoint registry",
+                    id.agent_id(),
+                    registry.contract
+                );
             }
             Ok(())
         }
@@ -128,7 +138,8 @@ fn print(path: &std::path::Path, identity: &LocalIdentity, listed: Option<&(Stri
     let key = hex::encode(identity.identity.public().to_bytes());
     let noise = hex::encode(identity.noise.public().as_bytes());
     if json {
-        let mut v = serde_json::json!({ "key_file": path, "agent_id": agent, "identity_key": key, "noise_static_key": noise });
+        let mut v =
+            serde_json::json!({ "key_file": path, "agent_id": agent, "identity_key": key, "noise_static_key": noise });
         if let Some((account, contract, yes)) = listed {
             v["registry"] = serde_json::json!({ "near_account": account, "contract": contract, "listed": yes });
         }

@@ -20,7 +20,11 @@ pub fn run(args: McpArgs) -> Result<(), CliError> {
     rt.block_on(async {
         let (user, payer) = args.user.start().await?;
         serve_stdio(AgentWireTools::new(user, payer, args.discover)).await.map_err(|e| {
-            CliError::new("Mcp", e, "check the MCP host's configuration for `agentwire mcp`; `--log info` on stderr shows each step")
+            CliError::new(
+                "Mcp",
+                e,
+                "check the MCP host's configuration for `agentwire mcp`; `--log info` on stderr shows each step",
+            )
         })
     })
 }

@@ -7,9 +7,9 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod lookup;
-pub mod money;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod money;
 pub mod payer_args;
 pub mod query;
 pub mod serve;
@@ -40,10 +40,9 @@ pub fn agent_key_path(key: &Option<PathBuf>) -> PathBuf {
 
 /// A multi-thread tokio runtime for a command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new("Runtime", format!("cannot start the async runtime: {e}"), "check the system's limits"))
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        CliError::new("Runtime", format!("cannot start the async runtime: {e}"), "check the system's limits")
+    })
 }
 
 /// Parses libp2p addresses given on the command line.

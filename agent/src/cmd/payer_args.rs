@@ -10,8 +10,8 @@ use agentwire_agent::keyfile;
 use agentwire_agent::near::{ChannelClient, NearAccount};
 use agentwire_agent::pay::store::{Store, StoreConfig};
 use agentwire_agent::pay::{DepositOffer, Limits, Payer, PayerConfig, Spending};
-use agentwire_protocol::money::Currency;
 use agentwire_protocol::identity::Keypair;
+use agentwire_protocol::money::Currency;
 
 use super::error::{self, CliError};
 
@@ -93,7 +93,8 @@ pub fn near_account_from(account: &str, key_file: Option<&PathBuf>) -> Result<Ne
 }
 
 /// What to use instead of a payment store another process holds.
-pub const LOCKED_INSTEAD: &str = "while that process runs, go through it (a gateway: `agentwire channel status --gateway http://127.0.0.1:8402`, \
+pub const LOCKED_INSTEAD: &str =
+    "while that process runs, go through it (a gateway: `agentwire channel status --gateway http://127.0.0.1:8402`, \
      or its HTTP API: POST /v1/query/<account>/<service>, GET /v1/channels), or use another --store";
 
 impl PayerArgs {
@@ -112,7 +113,8 @@ impl PayerArgs {
         let Some(account) = &self.near_account else { return Ok(None) };
         let near = self.near_account(account)?;
         let dir = self.store_dir(account);
-        let store = Store::open(&dir, StoreConfig::default()).map_err(|e| error::store_open(&dir, e, LOCKED_INSTEAD))?;
+        let store =
+            Store::open(&dir, StoreConfig::default()).map_err(|e| error::store_open(&dir, e, LOCKED_INSTEAD))?;
         // The voucher key is kept apart from the agent's identity (spec §16.9).
         let voucher = keyfile::load_or_create(&dir.join("voucher.key"))?;
         let voucher_key = Keypair::from_seed(&voucher.identity.seed());

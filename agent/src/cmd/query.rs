@@ -70,7 +70,11 @@ pub fn run(args: QueryArgs, json: bool) -> Result<(), CliError> {
         let Some(offer) = r.service(&service) else {
             return Err(CliError::new(
                 "UnknownService",
-                format!("{} offers no service {service:?}; it offers {}", r.near_account.as_str(), offers(record, chain.as_ref()).await),
+                format!(
+                    "{} offers no service {service:?}; it offers {}",
+                    r.near_account.as_str(),
+                    offers(record, chain.as_ref()).await
+                ),
                 "ask one of those with --service",
             ));
         };

@@ -84,14 +84,23 @@ impl ApiError {
 /// The status and action for an error a brand sent (by the code's action, spec §10).
 fn remote(code: ErrorCode, message: &str) -> ApiError {
     let (status, action) = match code {
-        ErrorCode::UnknownService => (StatusCode::NOT_FOUND, "ask for a service (or model) the brand offers; the message lists them"),
+        ErrorCode::UnknownService => {
+            (StatusCode::NOT_FOUND, "ask for a service (or model) the brand offers; the message lists them")
+        }
         ErrorCode::TooLarge => (StatusCode::BAD_REQUEST, "send less: a shorter request or a lower max_tokens"),
-        ErrorCode::UpstreamFailed => (StatusCode::BAD_GATEWAY, "the brand's model or API failed: retry later or use another brand (you were not charged)"),
-        ErrorCode::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "the brand's model or API was too slow: retry later (you were not charged)"),
+        ErrorCode::UpstreamFailed => (
+            StatusCode::BAD_GATEWAY,
+            "the brand's model or API failed: retry later or use another brand (you were not charged)",
+        ),
+        ErrorCode::UpstreamTimeout => {
+            (StatusCode::GATEWAY_TIMEOUT, "the brand's model or API was too slow: retry later (you were not charged)")
+        }
         ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "slow down, then retry"),
         c => match c.action() {
             Action::FixRequest => (StatusCode::BAD_REQUEST, "fix the request as the message says"),
-            Action::Pay => (StatusCode::PAYMENT_REQUIRED, "check the payer's channel and balance (GET /v1/channels), then retry"),
+            Action::Pay => {
+                (StatusCode::PAYMENT_REQUIRED, "check the payer's channel and balance (GET /v1/channels), then retry")
+            }
             Action::RetryLater => (StatusCode::SERVICE_UNAVAILABLE, "retry in a moment"),
             Action::Reconnect => (StatusCode::BAD_GATEWAY, "retry: the gateway opens a new session"),
             Action::GiveUp => (StatusCode::BAD_GATEWAY, "use another brand"),
@@ -115,16 +124,21 @@ pub fn query_error(e: &QueryError) -> ApiError {
             e,
             "do not use this brand again; keep the receipt as evidence",
         ),
-        QueryError::Pay(PayError::Limit(l)) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "SpendingLimit", e, l.action()),
+        QueryError::Pay(PayError::Limit(l)) => {
+            ApiError::new(StatusCode::PAYMENT_REQUIRED, "SpendingLimit", e, l.action())
+        }
         QueryError::Pay(PayError::Chain(_)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ChainUnavailable",
             e,
             "check that the NEAR RPC is reachable and the account funded, then retry",
         ),
-        QueryError::Pay(PayError::PriceAboveRecord { .. } | PayError::WrongCurrency { .. }) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "BadPriceRequest", e, "use another brand: this one asks more than its record")
-        }
+        QueryError::Pay(PayError::PriceAboveRecord { .. } | PayError::WrongCurrency { .. }) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "BadPriceRequest",
+            e,
+            "use another brand: this one asks more than its record",
+        ),
         QueryError::Pay(_) => ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "PaymentFailed",
@@ -163,9 +177,12 @@ pub fn user_error(e: &UserError) -> ApiError {
             e,
             "check that the NEAR RPC is reachable, or start the gateway with --skip-registry-check",
         ),
-        UserError::Transport(_) | UserError::NoAddress => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "Unreachable", e, "the brand did not answer: retry later, or use another brand")
-        }
+        UserError::Transport(_) | UserError::NoAddress => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "Unreachable",
+            e,
+            "the brand did not answer: retry later, or use another brand",
+        ),
         UserError::Unanswered(_) => ApiError::new(StatusCode::BAD_GATEWAY, "Unanswered", e, e.action()),
     }
 }

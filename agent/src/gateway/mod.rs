@@ -251,6 +251,9 @@ async fn channels(gw: &Arc<Gateway>) -> Response<Body> {
             "start the NEAR RPC or fix --near-rpc, then retry; the payer's state is safe on disk",
         )
         .native(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "PayerFailed", e, "check the payer's store directory").native(),
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "PayerFailed", e, "check the payer's store directory")
+                .native()
+        }
     }
 }

@@ -88,7 +88,8 @@ pub async fn run_query(gw: &Arc<Gateway>, req: Request<Incoming>, lookup: Lookup
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     let Some(body) = read_body(req.into_body()).await else {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "the query is over 1 MiB", "send less").native();
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "the query is over 1 MiB", "send less")
+            .native();
     };
     let records = match gw.find(&lookup).await {
         Ok(r) => r,

@@ -43,7 +43,8 @@ struct Asked {
 }
 
 /// Fields of OpenAI's request that this gateway cannot honour (refused, not ignored).
-const UNSUPPORTED: &[&str] = &["tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction"];
+const UNSUPPORTED: &[&str] =
+    &["tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction"];
 
 /// `<account>/<service>` or `<service>`; anything else is refused.
 fn parse_model(model: &str) -> Result<(Lookup, String), ApiError> {
@@ -86,13 +87,17 @@ fn text_of(content: &Value, i: usize) -> Result<String, ApiError> {
 fn number(v: &Value, field: &str) -> Result<Option<f64>, ApiError> {
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(n) => n.as_f64().map(Some).ok_or_else(|| bad("InvalidChatRequest", format!("{field} must be a number"), Some(field))),
+        Some(n) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| bad("InvalidChatRequest", format!("{field} must be a number"), Some(field))),
     }
 }
 
 /// Reads OpenAI's request into the typed chat request.
 fn parse_request(body: &[u8]) -> Result<Asked, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad("InvalidJson", format!("the body is not JSON: {e}"), None))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad("InvalidJson", format!("the body is not JSON: {e}"), None))?;
     if !v.is_object() {
         return Err(bad("InvalidJson", "the body is not a JSON object", None));
     }
@@ -106,7 +111,9 @@ fn parse_request(body: &[u8]) -> Result<Asked, ApiError> {
     }
     let model = v["model"].as_str().ok_or_else(|| bad("InvalidChatRequest", "model is required", Some("model")))?;
     let (lookup, service) = parse_model(model)?;
-    let list = v["messages"].as_array().ok_or_else(|| bad("InvalidChatRequest", "messages must be a list", Some("messages")))?;
+    let list = v["messages"]
+        .as_array()
+        .ok_or_else(|| bad("InvalidChatRequest", "messages must be a list", Some("messages")))?;
     let mut messages = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
         let role = match m["role"].as_str() {
@@ -114,19 +121,22 @@ fn parse_request(body: &[u8]) -> Result<Asked, ApiError> {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             other => {
-                return Err(bad("InvalidChatRequest", format!("role {other:?} is not supported"), Some(&format!("messages[{i}].role"))))
+                return Err(bad(
+                    "InvalidChatRequest",
+                    format!("role {other:?} is not supported"),
+                    Some(&format!("messages[{i}].role")),
+                ))
             }
         };
         messages.push(Message { role, content: text_of(&m["content"], i)? });
     }
-    let max_tokens = match v.get("max_completion_tokens").filter(|t| !t.is_null()).or(v.get("max_tokens")) {
-        None | Some(Value::Null) => None,
-        Some(t) => Some(
-            t.as_u64()
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or_else(|| bad("InvalidChatRequest", "max_tokens must be a positive integer", Some("max_tokens")))?,
-        ),
-    };
+    let max_tokens =
+        match v.get("max_completion_tokens").filter(|t| !t.is_null()).or(v.get("max_tokens")) {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(t.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| {
+                bad("InvalidChatRequest", "max_tokens must be a positive integer", Some("max_tokens"))
+            })?),
+        };
     let stop = match &v["stop"] {
         Value::Null => Vec::new(),
         Value::String(s) => vec![s.clone()],
@@ -164,7 +174,8 @@ fn parse_request(body: &[u8]) -> Result<Asked, ApiError> {
 fn pick(records: &[SignedRecord], asked: &Asked) -> Result<SignedRecord, ApiError> {
     let offering = records.iter().find(|r| r.record().service(&asked.service).is_some());
     let Some(record) = offering else {
-        let offered: Vec<String> = records.first().map_or(Vec::new(), |r| r.record().services.iter().map(|s| s.name.clone()).collect());
+        let offered: Vec<String> =
+            records.first().map_or(Vec::new(), |r| r.record().services.iter().map(|s| s.name.clone()).collect());
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "model_not_found",
@@ -177,7 +188,10 @@ fn pick(records: &[SignedRecord], asked: &Asked) -> Result<SignedRecord, ApiErro
     if service != Some(Interface::Chat) {
         return Err(bad(
             "NotAChatModel",
-            format!("{} is a text service, not a chat model: ask it with POST /v1/query/<account>/<service>", asked.model),
+            format!(
+                "{} is a text service, not a chat model: ask it with POST /v1/query/<account>/<service>",
+                asked.model
+            ),
             Some("model"),
         ));
     }
@@ -214,7 +228,8 @@ fn agentwire_json(record: &SignedRecord, service: &str, o: &QueryOutcome) -> Val
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     let Some(body) = read_body(req.into_body()).await else {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "the request is over 1 MiB", "send less").openai();
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", "the request is over 1 MiB", "send less")
+            .openai();
     };
     let asked = match parse_request(&body) {
         Ok(a) => a,
@@ -249,8 +264,13 @@ pub async fn chat_completions(gw: &Arc<Gateway>, req: Request<Incoming>) -> Resp
         let answer = match agentwire_protocol::chat::ChatAnswer::decode(&outcome.body) {
             Ok(a) => a,
             Err(e) => {
-                return ApiError::new(StatusCode::BAD_GATEWAY, "BadAnswer", format!("the brand's answer: {e}"), "use another brand")
-                    .openai()
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "BadAnswer",
+                    format!("the brand's answer: {e}"),
+                    "use another brand",
+                )
+                .openai()
             }
         };
         let v = json!({
@@ -322,9 +342,9 @@ async fn stream(
     created: u64,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let end: Arc<std::sync::Mutex<StreamSeen>> =
-        Arc::new(std::sync::Mutex::new((EventReader::new(), None, None)));
-    let _ = tx.send(data(&chunk(&id, created, &asked.model, json!({ "role": "assistant", "content": "" }), None))).await;
+    let end: Arc<std::sync::Mutex<StreamSeen>> = Arc::new(std::sync::Mutex::new((EventReader::new(), None, None)));
+    let _ =
+        tx.send(data(&chunk(&id, created, &asked.model, json!({ "role": "assistant", "content": "" }), None))).await;
     let (chunks, seen) = (tx.clone(), end.clone());
     let (cid, model) = (id.clone(), asked.model.clone());
     let body = asked.chat.encode();
@@ -423,7 +443,10 @@ mod tests {
         assert!(matches!(a.lookup, Lookup::Account(ref acc) if acc.as_str() == "bob.devnet"));
         assert_eq!(a.chat.messages[0].role, Role::System);
         assert_eq!(a.chat.messages[1].content, "Olá");
-        assert_eq!((a.chat.max_tokens, a.chat.stop.clone(), a.stream, a.include_usage), (Some(16), vec!["\n".into()], true, true));
+        assert_eq!(
+            (a.chat.max_tokens, a.chat.stop.clone(), a.stream, a.include_usage),
+            (Some(16), vec!["\n".into()], true, true)
+        );
         let err = |body: &str| parse_request(body.as_bytes()).unwrap_err();
         let e = err(r#"{"model":"a/b/c","messages":[{"role":"user","content":"x"}]}"#);
         assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some("model")));
@@ -431,9 +454,21 @@ mod tests {
         let e = err(r#"{"model":"chat","messages":[]}"#);
         assert_eq!((e.code.as_str(), e.param.as_deref()), ("InvalidChatRequest", Some("messages")));
         assert_eq!(err("not json").code, "InvalidJson");
-        assert_eq!(err(r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"n":2}"#).param.as_deref(), Some("n"));
-        assert_eq!(err(r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"tools":[]}"#).code, "Unsupported");
-        assert_eq!(err(r#"{"model":"Bad Name","messages":[{"role":"user","content":"x"}]}"#).param.as_deref(), Some("model"));
-        assert_eq!(err(r#"{"model":"chat","messages":[{"role":"tool","content":"x"}]}"#).param.as_deref(), Some("messages[0].role"));
+        assert_eq!(
+            err(r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"n":2}"#).param.as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            err(r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"tools":[]}"#).code,
+            "Unsupported"
+        );
+        assert_eq!(
+            err(r#"{"model":"Bad Name","messages":[{"role":"user","content":"x"}]}"#).param.as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            err(r#"{"model":"chat","messages":[{"role":"tool","content":"x"}]}"#).param.as_deref(),
+            Some("messages[0].role")
+        );
     }
 }

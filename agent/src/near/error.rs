@@ -4,9 +4,7 @@
 //! words). `near-api`'s nested errors are read by type here, so no Rust
 //! debug output reaches a user.
 
-use near_api::errors::{
-    ExecuteTransactionError, MetaSignError, QueryError, RetryError, SendRequestError, SignerError,
-};
+use near_api::errors::{ExecuteTransactionError, MetaSignError, QueryError, RetryError, SendRequestError, SignerError};
 use near_api::types::errors::ExecutionError;
 use near_api::types::transaction::result::ExecutionFailure;
 use near_openapi_types::{ActionErrorKind, FunctionCallError, RpcQueryError, RpcTransactionError, TxExecutionError};
@@ -162,11 +160,9 @@ fn send_error<E: std::fmt::Debug + Send + Sync>(e: &SendRequestError<E>, url: &s
             Some(NearError::Unreachable { url: url.to_owned(), detail: transport_words(t) })
         }
         SendRequestError::ServerError(_) => None,
-        SendRequestError::WasmExecutionError(f) => Some(NearError::Failed {
-            method: "view".into(),
-            reason: function_call_words(f),
-            tokens_burnt: 0,
-        }),
+        SendRequestError::WasmExecutionError(f) => {
+            Some(NearError::Failed { method: "view".into(), reason: function_call_words(f), tokens_burnt: 0 })
+        }
         SendRequestError::InternalError(i) => Some(NearError::Rpc(json_words(i))),
         SendRequestError::RequestValidationError(v) => Some(NearError::Rpc(json_words(v))),
         SendRequestError::RequestCreationError(c) => Some(NearError::Rpc(c.to_string())),
@@ -251,9 +247,9 @@ pub(crate) fn from_send(e: &ExecuteTransactionError, url: &str, signer: &str, me
                 SendRequestError::ServerError(RpcTransactionError::InvalidTransaction(_)) => {
                     NearError::InvalidTransaction { method: method.to_owned() }
                 }
-                SendRequestError::ServerError(RpcTransactionError::TimeoutError) => {
-                    NearError::Rpc(format!("{method}: the transaction was not final in time; check its status before retrying"))
-                }
+                SendRequestError::ServerError(RpcTransactionError::TimeoutError) => NearError::Rpc(format!(
+                    "{method}: the transaction was not final in time; check its status before retrying"
+                )),
                 SendRequestError::ServerError(other) => NearError::Rpc(format!("{method}: {}", json_words(other))),
                 other => NearError::Rpc(format!("{method}: {other}")),
             }

@@ -46,8 +46,12 @@ pub trait PayerChain: Send + Sync + 'static {
         storage: u128,
     ) -> BoxFuture<'a, Result<u64, NearError>>;
     /// Adds `amount` to a channel.
-    fn top_up<'a>(&'a self, channel_id: u64, currency: &'a Currency, amount: u128)
-        -> BoxFuture<'a, Result<(), NearError>>;
+    fn top_up<'a>(
+        &'a self,
+        channel_id: u64,
+        currency: &'a Currency,
+        amount: u128,
+    ) -> BoxFuture<'a, Result<(), NearError>>;
     /// Starts a unilateral close; returns when its challenge period ends (ns).
     fn start_close(&self, channel_id: u64) -> BoxFuture<'_, Result<u64, NearError>>;
     /// Finalizes a closed channel; returns the yoctoNEAR burnt for gas.
@@ -129,8 +133,10 @@ impl PayerChain for NearChain {
             let payee = near_id(payee)?;
             match currency {
                 Currency::Near => {
-                    let (id, _) =
-                        self.client.open_near(&self.account, &payee, key, challenge_period_ns, deposit, storage).await?;
+                    let (id, _) = self
+                        .client
+                        .open_near(&self.account, &payee, key, challenge_period_ns, deposit, storage)
+                        .await?;
                     Ok(id)
                 }
                 Currency::Token(t) => {
@@ -138,8 +144,10 @@ impl PayerChain for NearChain {
                     if self.client.storage_balance_of(&self.account.id).await? < storage {
                         self.client.storage_deposit(&self.account, storage).await?;
                     }
-                    let (id, _) =
-                        self.client.open_token(&self.account, &token, &payee, key, challenge_period_ns, deposit).await?;
+                    let (id, _) = self
+                        .client
+                        .open_token(&self.account, &token, &payee, key, challenge_period_ns, deposit)
+                        .await?;
                     Ok(id)
                 }
             }

@@ -9,10 +9,10 @@ use std::pin::Pin;
 
 use agentwire_protocol::exchange::ExchangeError;
 use agentwire_protocol::ledger::{ChannelRef, Payment};
-use agentwire_protocol::receipts::{ReceiptProof, Settled};
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::SignedReceipt;
 use agentwire_protocol::pricing::PriceError;
+use agentwire_protocol::receipts::{ReceiptProof, Settled};
 use agentwire_protocol::record::SignedRecord;
 use sha2::{Digest, Sha256};
 
@@ -324,7 +324,15 @@ async fn paid_query<F: Future<Output = ()>>(
                     match &finished.receipt {
                         Some(receipt) => {
                             payer
-                                .check_receipt(&payee, &currency, &r.identity, receipt, &p.voucher, &request_hash, &finished.response_hash)
+                                .check_receipt(
+                                    &payee,
+                                    &currency,
+                                    &r.identity,
+                                    receipt,
+                                    &p.voucher,
+                                    &request_hash,
+                                    &finished.response_hash,
+                                )
                                 .await?;
                             paid = charged_for(&p, receipt.receipt.cumulative, most);
                             payer.answered(&payee, &currency, &p, Some(receipt.receipt.cumulative)).await;
@@ -442,9 +450,9 @@ async fn finish<F: Future<Output = ()>>(
             let response_hash = Sha256::digest(&r.body).into();
             Ok(Finished { id: r.id, body: r.body, streamed: false, paid: 0, receipt: r.receipt, response_hash })
         }
-        FirstAnswer::PaymentRequired(_) => Err(FinishError::Transport(TransportError::Connection(
-            "a payment request where an answer was due".into(),
-        ))),
+        FirstAnswer::PaymentRequired(_) => {
+            Err(FinishError::Transport(TransportError::Connection("a payment request where an answer was due".into())))
+        }
         FirstAnswer::Stream(mut s) => {
             let mut all = Vec::new();
             let mut increments = 0u32;
@@ -458,7 +466,10 @@ async fn finish<F: Future<Output = ()>>(
                     StreamEvent::PaymentRequired(pr) => {
                         let Some(payer) = payer else {
                             let _ = s.decline().await;
-                            return Err(FinishError::Query(QueryError::NoPayer { price: pr.price, currency: pr.currency }));
+                            return Err(FinishError::Query(QueryError::NoPayer {
+                                price: pr.price,
+                                currency: pr.currency,
+                            }));
                         };
                         if &pr.currency != currency {
                             let _ = s.decline().await;

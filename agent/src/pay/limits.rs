@@ -95,7 +95,9 @@ impl LimitError {
     /// What the user can do.
     pub fn action(&self) -> &'static str {
         match self {
-            LimitError::PriceAboveMax { .. } => "ask for less (fewer messages, a lower max_tokens) or raise --max-price",
+            LimitError::PriceAboveMax { .. } => {
+                "ask for less (fewer messages, a lower max_tokens) or raise --max-price"
+            }
             LimitError::Budget { .. } => "wait for the next UTC day or raise the budget",
             LimitError::Deposit { .. } => {
                 "open the channel yourself (`agentwire channel open`), lower --deposit-queries, or raise --max-deposit"
@@ -254,7 +256,11 @@ impl Spending {
         }
         let brand_key = format!("{brand} {currency}");
         let checks = [
-            (format!("budget for {brand}"), limits.per_brand_per_day, spent.brands.get(&brand_key).copied().unwrap_or(0)),
+            (
+                format!("budget for {brand}"),
+                limits.per_brand_per_day,
+                spent.brands.get(&brand_key).copied().unwrap_or(0),
+            ),
             ("daily budget".to_owned(), limits.per_day, spent.today.get(currency.as_text()).copied().unwrap_or(0)),
         ];
         for (which, budget, so_far) in checks {
@@ -372,7 +378,10 @@ mod tests {
 
     #[test]
     fn budgets_refuse_before_anything_is_spent_and_settling_returns_the_rest() {
-        let s = spending(Limits { max_price: Some(50), per_brand_per_day: Some(100), per_day: Some(150), max_deposit: None }, None);
+        let s = spending(
+            Limits { max_price: Some(50), per_brand_per_day: Some(100), per_day: Some(150), max_deposit: None },
+            None,
+        );
         let day = 20_000 * 86_400;
         assert!(matches!(s.reserve_at("a", &Currency::Near, 51, day), Err(LimitError::PriceAboveMax { .. })));
         let r1 = s.reserve_at("a", &Currency::Near, 50, day).unwrap();

@@ -28,8 +28,8 @@ pub mod testing;
 
 pub use chain::{NearChain, PayeeChain, PayerChain};
 pub use client::{query, query_deferred, QueryError, QueryOutcome, ReceiptDue, Settlement};
-pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 pub use limits::{DepositOffer, LimitError, Limits, Spending};
+pub use payee::{LedgerMoney, Payee, PayeeConfig, PayeeMoney, Price};
 pub use payer::{ChannelStatus, PayError, Payer, PayerConfig};
 pub use stores::{PayeeStore, PayerStore};
 

@@ -18,8 +18,8 @@ use agentwire_protocol::money::Currency;
 use agentwire_protocol::payment::{PaymentError, SignedReceipt, SignedVoucher};
 
 use super::chain::{NearChain, PayerChain};
-use super::limits::{DepositOffer, LimitError, Spending};
 use super::codec::{decode_payer_head, decode_payer_voucher, encode_payer, parse_payer_key};
+use super::limits::{DepositOffer, LimitError, Spending};
 use super::store::{Store, StoreError};
 use super::stores::{PayerRecord, PayerStore};
 use crate::near::{ChannelClient, NearAccount, NearError};
@@ -432,7 +432,8 @@ impl Payer {
         let (payment, snapshot) = {
             let mut c = lock(&slot)?;
             let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price, currency))?;
-            let snapshot = payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
+            let snapshot =
+                payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
             (payment, snapshot)
         };
         if let Some((reserve, c)) = snapshot {
@@ -543,7 +544,9 @@ impl Payer {
         paid_with: &SignedVoucher,
         request_hash: &[u8; 32],
     ) -> Result<(), PayError> {
-        statement.verify(brand_identity).map_err(|_| PayError::Receipt("statement does not verify under the brand's key"))?;
+        statement
+            .verify(brand_identity)
+            .map_err(|_| PayError::Receipt("statement does not verify under the brand's key"))?;
         let r = &statement.receipt;
         let v = &paid_with.voucher;
         if r.contract != v.contract || r.channel_id != v.channel_id || r.epoch != v.epoch {

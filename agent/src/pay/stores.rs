@@ -30,7 +30,11 @@ pub trait PayeeStore: Send + Sync + 'static {
     /// What was persisted for `channel`; an error if it cannot be read or is corrupt.
     fn load(&self, channel: &ChannelRef) -> Result<StoredPayee, StoreError>;
     /// Makes `snapshot` durable (resolves after the fsync).
-    fn persist<'a>(&'a self, channel: &'a ChannelRef, snapshot: &'a PayeeSnapshot) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn persist<'a>(
+        &'a self,
+        channel: &'a ChannelRef,
+        snapshot: &'a PayeeSnapshot,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Records the claimed total (the chain has it too; this saves a read).
     fn record_claim<'a>(&'a self, channel: &'a ChannelRef, claimed: u128) -> BoxFuture<'a, Result<(), StoreError>>;
 }
@@ -71,7 +75,11 @@ impl PayeeStore for Store {
         Ok(out)
     }
 
-    fn persist<'a>(&'a self, channel: &'a ChannelRef, snapshot: &'a PayeeSnapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn persist<'a>(
+        &'a self,
+        channel: &'a ChannelRef,
+        snapshot: &'a PayeeSnapshot,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let Some(v) = &snapshot.voucher else { return Ok(()) };
             let entry = Entry {

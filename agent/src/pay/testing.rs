@@ -133,12 +133,8 @@ impl PayeeChain for MemoryChain {
     fn my_channels(&self) -> BoxFuture<'_, Result<Vec<ChannelView>, NearError>> {
         let me = self.account.clone();
         self.guard(move |m| {
-            let mut v: Vec<ChannelView> = m
-                .channels
-                .values()
-                .filter(|c| c.payer.as_str() == me || c.payee.as_str() == me)
-                .cloned()
-                .collect();
+            let mut v: Vec<ChannelView> =
+                m.channels.values().filter(|c| c.payer.as_str() == me || c.payee.as_str() == me).cloned().collect();
             v.sort_by_key(|c| c.id);
             Ok(v)
         })
@@ -262,7 +258,10 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn write<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> BoxFuture<'static, Result<T, StoreError>> {
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
         match self.faults.check() {
             Some(false) => Box::pin(futures::future::pending()),
             Some(true) => Box::pin(async { Err(StoreError::Io(std::io::Error::other("injected write failure"))) }),
@@ -280,7 +279,11 @@ impl PayeeStore for MemoryStore {
         Ok(map.get(channel).cloned().unwrap_or_default())
     }
 
-    fn persist<'a>(&'a self, channel: &'a ChannelRef, snapshot: &'a PayeeSnapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn persist<'a>(
+        &'a self,
+        channel: &'a ChannelRef,
+        snapshot: &'a PayeeSnapshot,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (map, channel, snapshot) = (self.payee.clone(), channel.clone(), snapshot.clone());
         self.write(move || {
             if let Ok(mut m) = map.lock() {

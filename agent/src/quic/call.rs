@@ -186,18 +186,20 @@ impl StreamedAnswer {
 
     /// Pays the increment a metered stream asked for.
     pub async fn pay(&mut self, voucher: SignedVoucher) -> Result<(), TransportError> {
-        let call = self.call.as_mut().ok_or(agentwire_protocol::exchange::ExchangeError::ApiMisuse(
-            "pay: the answer is complete",
-        ))?;
+        let call = self
+            .call
+            .as_mut()
+            .ok_or(agentwire_protocol::exchange::ExchangeError::ApiMisuse("pay: the answer is complete"))?;
         call.m.pay(voucher, now_ms())?;
         flush(&mut call.m, &mut call.send).await
     }
 
     /// Declines the increment asked for: the payee stops the answer.
     pub async fn decline(&mut self) -> Result<(), TransportError> {
-        let call = self.call.as_mut().ok_or(agentwire_protocol::exchange::ExchangeError::ApiMisuse(
-            "decline: the answer is complete",
-        ))?;
+        let call = self
+            .call
+            .as_mut()
+            .ok_or(agentwire_protocol::exchange::ExchangeError::ApiMisuse("decline: the answer is complete"))?;
         call.m.decline()?;
         flush(&mut call.m, &mut call.send).await
     }

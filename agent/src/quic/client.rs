@@ -29,11 +29,11 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::{Call, FirstAnswer};
+use super::io::{conn_err, flush, now_ms, read_handshake_frame, EndingStreams, Inbound};
 use super::receipts::{receive_batches, send_flush, ReceiptError, Receipts};
+use super::{now_secs, tls, TransportError, TransportLimits};
 use agentwire_protocol::ledger::ChannelRef;
 use agentwire_protocol::receipts::Settled;
-use super::io::{conn_err, flush, now_ms, read_handshake_frame, EndingStreams, Inbound};
-use super::{now_secs, tls, TransportError, TransportLimits};
 
 /// Requests a connection's task runs at once; more wait in its queue
 /// (bounded by [`QUEUED_CALLS`]) and then in their callers. QUIC's stream
@@ -270,13 +270,10 @@ impl Connection {
         request_hash: [u8; 32],
         response_hash: [u8; 32],
     ) -> impl std::future::Future<Output = Result<Settled, ReceiptError>> + Send + 'static {
-        let deadline = now_ms().saturating_add(u64::try_from(self.shared.limits.answer_timeout.as_millis()).unwrap_or(u64::MAX));
-        let rx = self
-            .shared
-            .receipts
-            .lock()
-            .map(|mut r| r.expect(id, channel, request_hash, response_hash, deadline))
-            .ok();
+        let deadline =
+            now_ms().saturating_add(u64::try_from(self.shared.limits.answer_timeout.as_millis()).unwrap_or(u64::MAX));
+        let rx =
+            self.shared.receipts.lock().map(|mut r| r.expect(id, channel, request_hash, response_hash, deadline)).ok();
         async move {
             match rx {
                 Some(rx) => rx.await.unwrap_or(Err(ReceiptError::Gone)),

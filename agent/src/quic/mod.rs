@@ -26,12 +26,12 @@ use agentwire_protocol::exchange::ExchangeLimits;
 use agentwire_protocol::session::SessionLimits;
 
 pub use crate::exchange::{
-    Answer, AnswerFuture, Increment, IncomingRequest, Meter, Outcome, Refusal, Service, Settled, StreamItem, Ticket,
+    Answer, AnswerFuture, IncomingRequest, Increment, Meter, Outcome, Refusal, Service, Settled, StreamItem, Ticket,
     TransportError,
 };
 pub use call::{FirstAnswer, StreamEvent, StreamedAnswer};
-pub use receipts::ReceiptError;
 pub use client::{connect, Connection, Target, MAX_RUNNING_CALLS};
+pub use receipts::ReceiptError;
 pub use server::Server;
 pub use stats::{LatencyHistogram, ServerStats, LATENCY_BUCKETS_US};
 

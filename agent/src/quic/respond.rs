@@ -93,7 +93,13 @@ impl Served {
                 ResponderEvent::Request(r) => {
                     let r = *r;
                     let peer = self.peer.info.clone();
-                    return Some(IncomingRequest { peer, id: r.id, service: r.service, body: r.body, payment: r.payment });
+                    return Some(IncomingRequest {
+                        peer,
+                        id: r.id,
+                        service: r.service,
+                        body: r.body,
+                        payment: r.payment,
+                    });
                 }
                 // Nothing else comes before a request.
                 _ => continue,

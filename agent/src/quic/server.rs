@@ -26,11 +26,11 @@ use rand_core::OsRng;
 use super::io::{conn_err, now_ms, read_handshake_frame, EndingStreams};
 use super::peer::{close_with, Batching, Peer};
 use super::receipts::send_batches;
-use agentwire_protocol::receipts::ReceiptBatcher;
 use super::respond::{serve_one_way, serve_request};
 use super::stats::ServerStats;
 use super::{now_secs, tls, TransportError, TransportLimits};
 use crate::exchange::{Meter, Service};
+use agentwire_protocol::receipts::ReceiptBatcher;
 
 /// A running server.
 pub struct Server {

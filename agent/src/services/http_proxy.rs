@@ -126,7 +126,9 @@ impl Service for HttpProxy {
                             }
                         }
                         Ok(Ok(None)) => return,
-                        Ok(Err(_)) => StreamItem::Error(ErrorCode::UpstreamFailed, "upstream answer broke off".to_string()),
+                        Ok(Err(_)) => {
+                            StreamItem::Error(ErrorCode::UpstreamFailed, "upstream answer broke off".to_string())
+                        }
                         Err(_) => StreamItem::Error(ErrorCode::UpstreamTimeout, "upstream stalled".to_string()),
                     };
                     let failed = matches!(item, StreamItem::Error(..));

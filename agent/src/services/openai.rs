@@ -155,7 +155,8 @@ impl Service for OpenAiChat {
             return Box::pin(async move {
                 let (tx, mut rx) = mpsc::channel(64);
                 let run = relay(post, config.clone(), tx);
-                let mut answer = ChatAnswer { text: String::new(), finish_reason: String::new(), usage: Usage::default() };
+                let mut answer =
+                    ChatAnswer { text: String::new(), finish_reason: String::new(), usage: Usage::default() };
                 let collect = async {
                     while let Some(event) = rx.recv().await {
                         match event {
@@ -246,7 +247,9 @@ async fn relay_events(
 ) -> Result<(), Relayed> {
     let timeout = config.timeout;
     let mut response = match tokio::time::timeout(timeout, post.send()).await {
-        Err(_) => return Err(Relayed::Failed(ErrorCode::UpstreamTimeout, "the upstream did not answer in time".into())),
+        Err(_) => {
+            return Err(Relayed::Failed(ErrorCode::UpstreamTimeout, "the upstream did not answer in time".into()))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
             return Err(Relayed::Failed(ErrorCode::UpstreamFailed, "the upstream is unreachable".into()));
@@ -271,7 +274,9 @@ async fn relay_events(
     loop {
         let chunk = match tokio::time::timeout(timeout, response.chunk()).await {
             Err(_) => return Err(Relayed::Failed(ErrorCode::UpstreamTimeout, "the upstream stalled".into())),
-            Ok(Err(_)) => return Err(Relayed::Failed(ErrorCode::UpstreamFailed, "the upstream's answer broke off".into())),
+            Ok(Err(_)) => {
+                return Err(Relayed::Failed(ErrorCode::UpstreamFailed, "the upstream's answer broke off".into()))
+            }
             Ok(Ok(None)) => break,
             Ok(Ok(Some(c))) => c,
         };
@@ -300,7 +305,10 @@ async fn relay_events(
         state.event(&data, config, tx).await?;
     }
     if !state.done && state.finish.is_none() {
-        return Err(Relayed::Failed(ErrorCode::UpstreamFailed, "the upstream stopped in the middle of its answer".into()));
+        return Err(Relayed::Failed(
+            ErrorCode::UpstreamFailed,
+            "the upstream stopped in the middle of its answer".into(),
+        ));
     }
     let Some(usage) = state.usage else {
         return Err(Relayed::Failed(
@@ -349,7 +357,10 @@ impl Relay {
         }
         if v.get("error").is_some() {
             tracing::warn!(error = %v["error"], "the upstream failed mid-answer");
-            return Err(Relayed::Failed(ErrorCode::UpstreamFailed, "the upstream failed in the middle of its answer".into()));
+            return Err(Relayed::Failed(
+                ErrorCode::UpstreamFailed,
+                "the upstream failed in the middle of its answer".into(),
+            ));
         }
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.usage = Some(usage(u).ok_or_else(|| garbage("a malformed usage"))?);

@@ -67,7 +67,9 @@ impl fmt::Display for Violation {
             Violation::Session(e) => write!(f, "session: {e}"),
             Violation::Wire(e) => write!(f, "bad message: {e}"),
             Violation::Unexpected { got } => write!(f, "unexpected {got:?} message"),
-            Violation::WrongId { expected, got } => write!(f, "message for request {got} on the stream of request {expected}"),
+            Violation::WrongId { expected, got } => {
+                write!(f, "message for request {got} on the stream of request {expected}")
+            }
             Violation::ChunkSequence { expected, got } => write!(f, "chunk {got} where {expected} was due"),
             Violation::TooManyChunks => f.write_str("more chunks than a stream can count"),
             Violation::EndedEarly => f.write_str("stream ended before the exchange was complete"),

@@ -28,9 +28,7 @@ use crate::money::Currency;
 use crate::payment::{Receipt, SignedReceipt, SignedVoucher};
 use crate::receipts::BatchEntry;
 use crate::session::{StreamEvent, StreamReader, StreamWriter};
-use crate::wire::{
-    ErrorMessage, Message, PaymentRequired, ReceiptMessage, Request, Response, StreamChunk, StreamEnd,
-};
+use crate::wire::{ErrorMessage, Message, PaymentRequired, ReceiptMessage, Request, Response, StreamChunk, StreamEnd};
 
 /// A request as the application sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,19 +388,15 @@ impl ResponseStream {
         let id = self.request_id()?;
         let stream = self.negotiated.stream;
         let max = self.limits.max_buffered_answer;
-        let s = self.streamed.get_or_insert_with(|| Streamed {
-            buffered: (!stream).then(Vec::new),
-            ..Streamed::default()
-        });
+        let s =
+            self.streamed.get_or_insert_with(|| Streamed { buffered: (!stream).then(Vec::new), ..Streamed::default() });
         s.hash.update(&data);
         let seq = s.seq;
         s.seq = seq.checked_add(1).ok_or(ExchangeError::ApiMisuse("chunk: more than 2^32 - 1 chunks"))?;
         match s.buffered.as_mut() {
             Some(all) if all.len().saturating_add(data.len()) > max => {
                 self.write_error(ErrorCode::TooLarge, "the answer is too large to send unstreamed; announce stream/1");
-                self.stop(ExchangeError::Local(
-                    crate::session::SessionError::MessageTooLarge,
-                ));
+                self.stop(ExchangeError::Local(crate::session::SessionError::MessageTooLarge));
             }
             Some(all) => all.extend_from_slice(&data),
             None => self.write(&Message::StreamChunk(StreamChunk { id, seq, data }), false),
@@ -414,10 +408,10 @@ impl ResponseStream {
     pub fn end(&mut self, signer: &Keypair) -> Result<(), ExchangeError> {
         self.expect_answering("end")?;
         let id = self.request_id()?;
-        let mut s = self.streamed.take().unwrap_or_else(|| Streamed {
-            buffered: (!self.negotiated.stream).then(Vec::new),
-            ..Streamed::default()
-        });
+        let mut s = self
+            .streamed
+            .take()
+            .unwrap_or_else(|| Streamed { buffered: (!self.negotiated.stream).then(Vec::new), ..Streamed::default() });
         let hash: [u8; 32] = s.hash.clone().finalize().into();
         let receipt = self.receipt(|| hash, signer)?;
         match s.buffered.take() {

@@ -467,7 +467,9 @@ fn with_receipts_in_batches_a_paid_answer_leaves_a_leaf_instead_of_a_receipt() {
     batcher.flush(&ch);
     let signed = batcher.poll_batch(&p.brand_key).unwrap();
     let mut waiter = crate::receipts::ReceiptWaiter::new();
-    assert!(waiter.expect(1, channel(), x.req.request_hash().unwrap(), crate::payment::sha256(&resp.body), 100).is_none());
+    assert!(waiter
+        .expect(1, channel(), x.req.request_hash().unwrap(), crate::payment::sha256(&resp.body), 100)
+        .is_none());
     let settled = waiter.handle_batch(&signed, &p.brand_key.public(), 0).unwrap();
     let settled = settled[0].as_ref().unwrap();
     assert_eq!(settled.cumulative, 10);

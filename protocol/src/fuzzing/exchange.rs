@@ -41,8 +41,10 @@ fn channel() -> ChannelRef {
 pub fn exchange(data: &[u8]) {
     let mut input = Input(data);
     let Some(flags) = input.byte() else { return };
-    let negotiated = Negotiated { stream: flags & 1 != 0, pay: flags & 2 != 0, batch: flags & 16 != 0 && flags & 2 != 0 };
-    let limits = ExchangeLimits { request_read_ms: 1_000, answer_ms: 1_000, payment_ms: 500, max_buffered_answer: 4096 };
+    let negotiated =
+        Negotiated { stream: flags & 1 != 0, pay: flags & 2 != 0, batch: flags & 16 != 0 && flags & 2 != 0 };
+    let limits =
+        ExchangeLimits { request_read_ms: 1_000, answer_ms: 1_000, payment_ms: 500, max_buffered_answer: 4096 };
     let (mut user, mut brand) = testing::cached_ik_sessions();
     let key = testing::identity("brand").identity;
     let ids = Arc::new(RequestIds::new(8));
@@ -137,12 +139,8 @@ pub fn exchange(data: &[u8]) {
     let Ok((uw, ur)) = user.open_stream(4, 0) else { return };
     let Ok((mut bw, _)) = brand.open_stream(4, 0) else { return };
     let paid = flags & 8 != 0 && negotiated.pay;
-    let request = Request {
-        id: 3,
-        service: "story".into(),
-        body: vec![1],
-        payment: paid.then(|| testing::signed_voucher(5)),
-    };
+    let request =
+        Request { id: 3, service: "story".into(), body: vec![1], payment: paid.then(|| testing::signed_voucher(5)) };
     let Ok(mut req) = RequestStream::new(request, uw, ur, negotiated, limits, 0) else { return };
     let mut finals = 0;
     let mut streaming = false;

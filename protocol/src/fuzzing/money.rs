@@ -160,7 +160,8 @@ pub fn money(data: &[u8]) {
             // The payee crashes: back to its store.
             5 => {
                 let at_crash = sim.payee.clone();
-                let (voucher, forgiven) = sim.payee_store.as_ref().map_or((None, 0), |s| (s.voucher.clone(), s.forgiven));
+                let (voucher, forgiven) =
+                    sim.payee_store.as_ref().map_or((None, 0), |s| (s.voucher.clone(), s.forgiven));
                 let claimed = sim.payee.claimed();
                 let restored =
                     PayeeLedger::restore(sim.channel.clone(), sim.key.public(), DEPOSIT, voucher, forgiven, claimed);

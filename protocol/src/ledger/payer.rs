@@ -416,7 +416,10 @@ mod tests {
         let forged = SignedVoucher::sign(chan().voucher(390), &Keypair::from_seed(&[8; 32]));
         assert_eq!(p.resync(&key().public(), &forged), Err(PaymentError::BadSignature));
         let above = SignedVoucher::sign(chan().voucher(500), &key());
-        assert_eq!(p.resync(&key().public(), &above), Err(PaymentError::ExceedsDeposit { cumulative: 500, deposit: 400 }));
+        assert_eq!(
+            p.resync(&key().public(), &above),
+            Err(PaymentError::ExceedsDeposit { cumulative: 500, deposit: 400 })
+        );
         let mut other = chan();
         other.epoch = 6;
         let wrong = SignedVoucher::sign(other.voucher(10), &key());

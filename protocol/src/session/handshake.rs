@@ -18,8 +18,8 @@ use super::framing::FrameError;
 use super::payload::{valid_capabilities, HandshakePayload, PayloadError};
 use super::stream::{Role, Session, SessionLimits};
 use super::{prologue, CHANNEL_BINDING_LEN};
-use crate::identity::{validate_x25519, AgentId, KeyError, LocalIdentity, NoiseStaticKey, PublicKey};
 use crate::codes::ErrorCode;
+use crate::identity::{validate_x25519, AgentId, KeyError, LocalIdentity, NoiseStaticKey, PublicKey};
 
 /// Noise protocol name for IK.
 pub const NOISE_IK: &str = "Noise_IK_25519_ChaChaPoly_SHA256";

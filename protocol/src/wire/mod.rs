@@ -10,9 +10,9 @@ pub use crate::codes::{Action, ErrorCode};
 
 use crate::account::AccountId;
 use crate::cbor::{CborError, Reader, Writer};
+use crate::money::Currency;
 use crate::payment::{SignedReceipt, SignedVoucher};
 pub use crate::receipts::ReceiptBatch;
-use crate::money::Currency;
 use crate::record::{valid_service_name, MAX_SERVICE_NAME};
 
 /// Message format version.

@@ -97,7 +97,9 @@ pub fn message_fields(m: &Message) -> Value {
             "signing_bytes": b.root().map(|root| hx(agentwire_protocol::receipts::root_signing_bytes(&b.channel, b.seq, b.entries.len() as u32, &root))),
             "signature": hx(b.signature),
         }),
-        Message::ReceiptFlush(f) => json!({ "contract": f.contract.as_str(), "channel_id": f.channel_id, "epoch": f.epoch }),
+        Message::ReceiptFlush(f) => {
+            json!({ "contract": f.contract.as_str(), "channel_id": f.channel_id, "epoch": f.epoch })
+        }
     };
     json!({ "version": 1, "kind": kind, "fields": fields })
 }

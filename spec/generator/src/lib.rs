@@ -144,12 +144,20 @@ pub fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out.push(("payee_ledger", "script".into(), script));
     // Exchange: flags (stream, pay, allowed), then ops: a paid request,
     // admitted, two chunks, the end; a second stream's answers after it.
-    out.push(("exchange", "paid-stream".into(), vec![7, 0x84, 3, b'a', b'b', b'c', 5, 7, 2, b'h', b'i', 7, 1, b'!', 8]));
+    out.push((
+        "exchange",
+        "paid-stream".into(),
+        vec![7, 0x84, 3, b'a', b'b', b'c', 5, 7, 2, b'h', b'i', 7, 1, b'!', 8],
+    ));
     out.push(("exchange", "refused-then-garbage".into(), vec![3, 0x0c, 1, 0xff, 4, 4, 11, 2, 3, 1, 2, 3]));
     out.push(("exchange", "metered-unpaid".into(), vec![15, 0x84, 1, b'q', 0x35, 7, 1, b'a', 10, 0x44, 3]));
     // Money: pay, deliver, persist, answer (full, partial, failed), crashes of each side, claims.
     out.push(("money", "pay-serve-claim".into(), vec![0, 3, 1, 0, 2, 0, 3, 0x40, 7, 0]));
     out.push(("money", "refund-then-crash".into(), vec![0, 3, 1, 0, 2, 0, 3, 0x00, 5, 0, 0, 3, 1, 0, 2, 0, 3, 0x40]));
-    out.push(("money", "payer-restart".into(), vec![0x30, 1, 1, 0, 2, 0, 3, 0x40, 6, 0, 0, 1, 1, 0, 0, 1, 1, 0, 2, 0, 3, 0x20]));
+    out.push((
+        "money",
+        "payer-restart".into(),
+        vec![0x30, 1, 1, 0, 2, 0, 3, 0x40, 6, 0, 0, 1, 1, 0, 0, 1, 1, 0, 2, 0, 3, 0x20],
+    ));
     out
 }

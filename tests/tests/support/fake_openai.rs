@@ -116,7 +116,10 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Seen>>>) -> std::io::Re
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     log.lock().unwrap().push(Seen { path: path.clone(), authorization: header("authorization"), body: json.clone() });
     if path.ends_with("/lookup") {
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         return stream.shutdown().await;

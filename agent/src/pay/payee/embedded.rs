@@ -144,9 +144,15 @@ impl<S: PayeeStore> PayeeMoney for LedgerMoney<S> {
             let stored = self.store.load(&c.channel)?;
             // The chain's claimed total is authoritative (a claim whose outcome we did not see).
             let claimed = stored.claimed.max(c.claimed);
-            let mut ledger =
-                PayeeLedger::restore(c.channel.clone(), c.payer_key, c.deposit, stored.voucher, stored.forgiven, claimed)
-                    .inspect_err(|e| tracing::error!(channel = id, error = %e, "stored channel state refused"))?;
+            let mut ledger = PayeeLedger::restore(
+                c.channel.clone(),
+                c.payer_key,
+                c.deposit,
+                stored.voucher,
+                stored.forgiven,
+                claimed,
+            )
+            .inspect_err(|e| tracing::error!(channel = id, error = %e, "stored channel state refused"))?;
             if c.closing {
                 ledger.start_close();
             }

@@ -36,7 +36,7 @@ pub use money::{ChainChannel, ChannelMoney, ClaimDue, MoneyError, PayeeMoney};
 
 use super::chain::{NearChain, PayeeChain};
 use super::store::Store;
-use crate::exchange::{Increment, IncomingRequest, Meter, Outcome, Refusal, Settled, Ticket};
+use crate::exchange::{IncomingRequest, Increment, Meter, Outcome, Refusal, Settled, Ticket};
 use crate::near::{ChannelClient, ChannelView, NearAccount, NearError};
 
 /// What one service costs.
@@ -246,7 +246,9 @@ impl Payee {
         let mut admitted = self.money.admit(id, voucher, price, delivering).await;
         if let Err(MoneyError::Payment(PaymentError::ExceedsDeposit { .. })) = admitted {
             // The payer may have topped up since we last looked.
-            if let Ok(Ok(Some(view))) = tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id)).await {
+            if let Ok(Ok(Some(view))) =
+                tokio::time::timeout(self.config.chain_timeout, self.chain.get_channel(id)).await
+            {
                 if self.money.top_up(id, view.deposit).await.is_ok() {
                     admitted = self.money.admit(id, voucher, price, delivering).await;
                 }
@@ -329,8 +331,8 @@ impl Payee {
             }
             closing |= is_closing;
         }
-        let urgent = closing
-            && self.money.channels().await.is_ok_and(|all| all.iter().any(|c| c.closing && c.unclaimed > 0));
+        let urgent =
+            closing && self.money.channels().await.is_ok_and(|all| all.iter().any(|c| c.closing && c.unclaimed > 0));
         Ok(self.claim_due(urgent).await)
     }
 
@@ -440,7 +442,8 @@ impl Meter for Payee {
             let Some(inc) = ticket.increment.clone() else {
                 return Err(refuse(ErrorCode::Malformed, "this answer is not metered"));
             };
-            if voucher.voucher.channel_id != ticket.channel.channel_id || voucher.voucher.epoch != ticket.channel.epoch {
+            if voucher.voucher.channel_id != ticket.channel.channel_id || voucher.voucher.epoch != ticket.channel.epoch
+            {
                 let e = PaymentError::WrongChannel;
                 return Err(refuse(e.code(), format!("{e}: pay the stream on the channel that paid its request")));
             }

@@ -37,8 +37,7 @@ async fn setup(config: PayeeConfig) -> Setup {
     let brand = agentwire_protocol::account::AccountId::new("brand.near").unwrap();
     let channel_id = payer.open(&brand, &key.public(), 3_600, &Currency::Near, 100 * PRICE, 0).await.unwrap();
     let store = MemoryStore::new();
-    let prices: HashMap<String, Price> =
-        [("chat".to_string(), Price::per_query(PRICE, Currency::Near, None))].into();
+    let prices: HashMap<String, Price> = [("chat".to_string(), Price::per_query(PRICE, Currency::Near, None))].into();
     let money = Arc::new(LedgerMoney::new(store.clone(), 10));
     let payee = Payee::new(Arc::new(chain.clone()), money, prices, config);
     Setup { chain, store, payee, key, channel_id }

@@ -38,6 +38,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A channel row as `sql::LOAD` returns it: payee, payer key, currency,
+/// deposit, highest voucher, claimed, charged.
+type LoadedRow = (String, Vec<u8>, String, u128, Option<Vec<u8>>, u128, u128);
+
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::identity::PublicKey;
 use agentwire_protocol::ledger::{Admission, ChannelRef};
@@ -193,8 +197,11 @@ impl PgMoney {
     /// Connects, creates or migrates the schema, and joins the fleet. Fails
     /// (saying why) when the database cannot be reached.
     pub async fn connect(config: PgConfig) -> Result<PgMoney, MoneyError> {
-        let settings =
-            PoolSettings { url: config.url.clone(), size: config.pool_size + config.writers, connect_timeout: config.timeout };
+        let settings = PoolSettings {
+            url: config.url.clone(),
+            size: config.pool_size + config.writers,
+            connect_timeout: config.timeout,
+        };
         let pool = db::pool(&settings).map_err(unavailable)?;
         schema::migrate(&pool).await.map_err(unavailable)?;
         let batch = BatchSettings {
@@ -285,14 +292,26 @@ impl Inner {
     /// Why the admission statement matched nothing, in the spec's order
     /// (§8.3 steps 1, 6, 7). `Ok(None)`: nothing explains it now (another
     /// endpoint's admission raced it, or this one rejoined): try again.
-    async fn refusal(&self, k: &Known, v: &SignedVoucher, price: u128, endpoint: i64) -> Result<Option<MoneyError>, MoneyError> {
+    async fn refusal(
+        &self,
+        k: &Known,
+        v: &SignedVoucher,
+        price: u128,
+        endpoint: i64,
+    ) -> Result<Option<MoneyError>, MoneyError> {
         let rows = self
             .query(sql::REFUSAL, &[&k.key.contract, &k.key.id, &k.key.epoch, &endpoint])
             .await
             .map_err(unavailable)?;
         let Some(row) = rows.first() else { return Ok(Some(MoneyError::NotLoaded(k.channel.channel_id))) };
         let read = || -> Result<(bool, u128, u128, u128, Option<bool>), DbError> {
-            Ok((get(row, "closing")?, amount(row, "deposit")?, amount(row, "spent")?, amount(row, "accepted")?, get(row, "swept")?))
+            Ok((
+                get(row, "closing")?,
+                amount(row, "deposit")?,
+                amount(row, "spent")?,
+                amount(row, "accepted")?,
+                get(row, "swept")?,
+            ))
         };
         let (closing, deposit, spent, accepted, swept) = read().map_err(unavailable)?;
         if closing {
@@ -314,7 +333,13 @@ impl Inner {
         Ok(None)
     }
 
-    async fn admit(&self, k: &Known, v: &SignedVoucher, price: u128, delivering: bool) -> Result<Admission, MoneyError> {
+    async fn admit(
+        &self,
+        k: &Known,
+        v: &SignedVoucher,
+        price: u128,
+        delivering: bool,
+    ) -> Result<Admission, MoneyError> {
         if let Err(e) = k.check(v) {
             // A closing channel refuses everything first (step 1).
             return Err(if self.is_closing(k).await? { PaymentError::ChannelClosing } else { e }.into());
@@ -409,7 +434,7 @@ impl Inner {
         ];
         let rows = self.query(sql::LOAD, &params).await.map_err(unavailable)?;
         let row = rows.first().ok_or_else(|| corrupt(id, "no row written"))?;
-        let read = || -> Result<(String, Vec<u8>, String, u128, Option<Vec<u8>>, u128, u128), DbError> {
+        let read = || -> Result<LoadedRow, DbError> {
             Ok((
                 get(row, "payee")?,
                 get(row, "payer_key")?,
@@ -451,7 +476,8 @@ impl Inner {
     }
 
     async fn states(&self) -> Result<Vec<(ChannelMoney, Option<SignedVoucher>)>, MoneyError> {
-        let rows = self.query(sql::CHANNELS, &[&self.config.payee, &self.config.contract]).await.map_err(unavailable)?;
+        let rows =
+            self.query(sql::CHANNELS, &[&self.config.payee, &self.config.contract]).await.map_err(unavailable)?;
         let contract = AccountId::new(&self.config.contract).map_err(|_| corrupt(0, "contract account id"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -564,8 +590,11 @@ impl PayeeMoney for PgMoney {
     fn highest(&self, channel_id: u64) -> BoxFuture<'_, Result<Option<SignedVoucher>, MoneyError>> {
         Box::pin(async move {
             let k = self.inner.known(channel_id)?;
-            let rows =
-                self.inner.query(sql::HIGHEST, &[&k.key.contract, &k.key.id, &k.key.epoch]).await.map_err(unavailable)?;
+            let rows = self
+                .inner
+                .query(sql::HIGHEST, &[&k.key.contract, &k.key.id, &k.key.epoch])
+                .await
+                .map_err(unavailable)?;
             let Some(row) = rows.first() else { return Ok(None) };
             let accepted = amount(row, "accepted").map_err(unavailable)?;
             let Some(sig) = get::<Option<Vec<u8>>>(row, "signature").map_err(unavailable)? else { return Ok(None) };

@@ -84,7 +84,8 @@ pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     tx.execute("INSERT INTO agentwire_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING", &[])
         .await
         .map_err(db_err)?;
-    let row = tx.query_one("SELECT version FROM agentwire_schema WHERE id = 1 FOR UPDATE", &[]).await.map_err(db_err)?;
+    let row =
+        tx.query_one("SELECT version FROM agentwire_schema WHERE id = 1 FOR UPDATE", &[]).await.map_err(db_err)?;
     let version: i32 = row.try_get(0).map_err(db_err)?;
     if version > SCHEMA_VERSION {
         return Err(DbError::Refused(format!(
