@@ -265,12 +265,7 @@ type Load = (Received, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>, Vec<tokio::tas
 
 /// Load through `UserAgent::ask` (fail-over) until `stop`; counts failures
 /// and keeps the error texts.
-fn load(
-    user: &Arc<UserAgent>,
-    payer: &Arc<Payer>,
-    records: &[SignedRecord],
-    stop: &Arc<AtomicBool>,
-) -> Load {
+fn load(user: &Arc<UserAgent>, payer: &Arc<Payer>, records: &[SignedRecord], stop: &Arc<AtomicBool>) -> Load {
     let received: Received = Arc::default();
     let failed = Arc::new(AtomicUsize::new(0));
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
