@@ -74,7 +74,7 @@ else
 fi
 
 echo "==> cargo test --workspace"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 echo "==> protocol voucher code for wasm32 (no default features)"
 cargo build --locked -p agentwire-protocol --no-default-features --target wasm32-unknown-unknown
