@@ -490,6 +490,10 @@ async fn finish<F: Future<Output = ()>>(
                                 return Err(PayError::from(e).into());
                             }
                         }
+                        if let Err(e) = payer.increment_required(payee, currency, pr.last_voucher.as_ref()).await {
+                            let _ = s.decline().await;
+                            return Err(e.into());
+                        }
                         let p = payer.pay(payee, currency, 0, pr.price).await?;
                         let sent = s.pay(p.voucher.clone()).await;
                         // In flight with the stream: its receipt (or its failure) settles it.

@@ -493,6 +493,29 @@ impl Payer {
         Ok(r)
     }
 
+    /// A metered stream asks for its next increment, with the brand's highest
+    /// voucher. A refused increment ends the stream, so after a restart
+    /// (unconfirmed: what the brand charged is not known yet, its receipt for
+    /// the request has not arrived) the payer does not probe with credit it
+    /// has not seen confirmed: it adopts the brand's view first, as for a
+    /// payment-required answer, and pays the increment with a new voucher
+    /// above it. What that overpays is credit the brand's receipt states.
+    pub async fn increment_required(
+        &self,
+        payee: &str,
+        currency: &Currency,
+        last: Option<&SignedVoucher>,
+    ) -> Result<(), PayError> {
+        let unconfirmed = match self.channels.lock().await.get(&name(payee, currency)) {
+            Some(slot) => lock(slot)?.ledger.is_unconfirmed(),
+            None => false,
+        };
+        if unconfirmed {
+            self.payment_required(payee, currency, None, last).await?;
+        }
+        Ok(())
+    }
+
     /// Checks a receipt against what we sent and received (spec §8.2 payer checks).
     #[allow(clippy::too_many_arguments)]
     pub async fn check_receipt(

@@ -74,6 +74,28 @@ async fn after_a_restart_the_floor_voucher_is_sent_first() {
 }
 
 #[tokio::test]
+async fn after_a_restart_an_increment_is_paid_above_the_brands_voucher_not_probed() {
+    let chain = MemoryChain::new("channels.near", 1, "alice.near");
+    let store = MemoryStore::new();
+    let key = Keypair::generate(&mut OsRng);
+    let before = payer(&chain, &store, &key);
+    let a = before.pay("brand.near", &Currency::Near, 0, PRICE).await.unwrap();
+    before.answered("brand.near", &Currency::Near, &a, Some(PRICE)).await;
+    drop(before);
+    // A new process: its request is paid by the probe (the recorded voucher);
+    // the brand serves it from credit and asks for a metered increment before
+    // any receipt says what it charged.
+    let after = payer(&chain, &store, &key);
+    let probe = after.pay("brand.near", &Currency::Near, 0, PRICE).await.unwrap();
+    assert!(!probe.new_total);
+    after.increment_required("brand.near", &Currency::Near, Some(&a.voucher)).await.unwrap();
+    let inc = after.pay("brand.near", &Currency::Near, 0, PRICE / 2).await.unwrap();
+    assert!(inc.new_total, "an increment is never paid by re-sending a voucher the brand already holds");
+    assert!(inc.voucher.voucher.cumulative >= a.voucher.voucher.cumulative + PRICE / 2, "{inc:?}");
+    assert!(!after.status().await.unwrap()[0].signed_unconfirmed);
+}
+
+#[tokio::test]
 async fn under_a_daily_budget_nothing_is_signed_ahead() {
     use crate::pay::limits::{Limits, Spending};
     let chain = MemoryChain::new("channels.near", 1, "alice.near");
