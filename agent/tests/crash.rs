@@ -373,11 +373,20 @@ async fn killing_the_user_20_times_loses_no_money() {
     // What the brand charged (answers it sent, some cut off by a kill); the rest of the durable voucher is credit.
     let charged: std::collections::BTreeMap<u64, u128> =
         payee.money().channels().await.unwrap().iter().map(|c| (c.channel.channel_id, c.charged)).collect();
-    running.shutdown().await;
+    let report = running.shutdown().await;
+    if !report.unclaimed.is_empty() {
+        // A claim that failed at shutdown is kept and made at the next start; do what that start does.
+        eprintln!("shutdown left claims undone: {report:?}; claiming as the next start would");
+        payee.claim_due(true).await;
+    }
     let mut claimed_total = 0;
     for (id, signed) in &signed {
         let claimed = w.chain().get_channel(*id).await.unwrap().unwrap().claimed;
-        assert_eq!(claimed, charged[id].min(durable[id]), "the brand claimed what it charged, covered by its voucher");
+        assert_eq!(
+            claimed,
+            charged[id].min(durable[id]),
+            "the brand claimed what it charged, covered by its voucher: {report:?}"
+        );
         assert!(claimed >= highest_receipts(&received)[id], "every receipt the user holds is claimed");
         assert!(claimed <= *signed, "the brand never claims more than the user signed");
         claimed_total += claimed;
