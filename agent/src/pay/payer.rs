@@ -141,6 +141,10 @@ pub struct Payer {
     /// Per payee (and token): held while a channel is loaded or opened on
     /// chain, so one brand's slow open does not hold up payments to others.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while an automatic top-up is sent: queries that find the channel
+    /// short at once top it up once (one transaction, not one per query with
+    /// the same key's nonce, most of them refused by the chain).
+    topping_up: tokio::sync::Mutex<()>,
     /// The user's limits: checked before anything is signed or deposited.
     spending: Spending,
 }
@@ -212,6 +216,7 @@ impl Payer {
             config,
             channels: tokio::sync::Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
+            topping_up: tokio::sync::Mutex::new(()),
             spending: Spending::unlimited(),
         }
     }
@@ -424,10 +429,20 @@ impl Payer {
             (c.ledger.spendable(), c.ledger.credit())
         };
         let below = price.saturating_mul(self.config.top_up_below_queries);
-        let short = spendable.saturating_add(credit) < price || spendable.saturating_sub(price) < below;
-        if self.config.auto_top_up && short {
-            let amount = price.saturating_mul(self.config.top_up_queries.max(1));
-            self.top_up(payee, currency, amount).await?;
+        let is_short = |spendable: u128, credit: u128| {
+            spendable.saturating_add(credit) < price || spendable.saturating_sub(price) < below
+        };
+        if self.config.auto_top_up && is_short(spendable, credit) {
+            let _one_at_a_time = self.topping_up.lock().await;
+            // Another query may have topped the channel up while this one waited.
+            let (spendable, credit) = {
+                let c = lock(&slot)?;
+                (c.ledger.spendable(), c.ledger.credit())
+            };
+            if is_short(spendable, credit) {
+                let amount = price.saturating_mul(self.config.top_up_queries.max(1));
+                self.top_up(payee, currency, amount).await?;
+            }
         }
         let (payment, snapshot) = {
             let mut c = lock(&slot)?;
