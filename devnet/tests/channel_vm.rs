@@ -526,3 +526,92 @@ fn malformed_arguments_are_refused() {
     assert_eq!(v[0]["closing_since_ns"], Value::Null);
     assert_eq!(v[0]["settled"], json!(false));
 }
+
+/// Partial claims in the wasm: `amount` parsed as a `U128` string (a JSON
+/// number, garbage, a negative or an overflowing value refused the way
+/// near-sdk refused them; `null` counts as absent), an amount above the
+/// voucher refused, the same voucher claimed again for more, and a close
+/// with part of its final voucher; with the gas of each (spec/contract.md §8).
+#[test]
+fn partial_claims_and_closes_in_the_vm() {
+    let mut vm = deploy();
+    let mut table = Vec::new();
+    let (_, id) = open(&mut vm, 5 * NEAR);
+    let cum = 3 * NEAR;
+    let claim = |amount: Value| json!({"channel_id": id.to_string(), "cumulative": cum.to_string(), "signature": sign(id, EPOCH, cum), "amount": amount});
+    for bad in [json!(1), json!("x"), json!("-1"), json!("340282366920938463463374607431768211456"), json!({})] {
+        err(vm.call("claim", &claim(bad), "brand.test.near", 0).expect("vm"), "invalid value for field `amount`");
+    }
+    for above in [cum + 1, u128::MAX] {
+        err(
+            vm.call("claim", &claim(json!(above.to_string())), "brand.test.near", 0).expect("vm"),
+            "amount exceeds the voucher total",
+        );
+    }
+    err(
+        vm.call("claim", &claim(json!("0")), "brand.test.near", 0).expect("vm"),
+        "amount is not above the claimed total",
+    );
+    assert_eq!(channel(&mut vm, id)["claimed"], "0", "nothing refused left a trace");
+
+    let o = ok(vm.call("claim", &claim(json!(NEAR.to_string())), "brand.test.near", 0).expect("vm"));
+    table.push(("claim (partial: amount below the voucher)", o.burnt_gas));
+    assert_eq!(
+        callbacks(&o),
+        vec![(
+            "on_payout".into(),
+            json!({"channel_id": id.to_string(), "to_payee": true, "amount": NEAR.to_string()}),
+            1
+        )]
+    );
+    assert!(o.logs.iter().any(|l| l.contains(&format!(r#""cumulative":"{NEAR}","payout":"{NEAR}""#))), "{:?}", o.logs);
+    run_callbacks(&mut vm, &o, true);
+    assert_eq!(channel(&mut vm, id)["claimed"], NEAR.to_string());
+    err(
+        vm.call("claim", &claim(json!(NEAR.to_string())), "brand.test.near", 0).expect("vm"),
+        "amount is not above the claimed total",
+    );
+    // More of the same voucher, then the rest of it with `amount: null` (absent).
+    let o = ok(vm.call("claim", &claim(json!((2 * NEAR).to_string())), "brand.test.near", 0).expect("vm"));
+    run_callbacks(&mut vm, &o, true);
+    let o = ok(vm.call("claim", &claim(Value::Null), "brand.test.near", 0).expect("vm"));
+    assert_eq!(callbacks(&o)[0].1["amount"], json!(NEAR.to_string()));
+    run_callbacks(&mut vm, &o, true);
+    assert_eq!(channel(&mut vm, id)["claimed"], cum.to_string());
+
+    // Close with part of a higher final voucher: the payer gets back what the payee forgave.
+    let fin = 4 * NEAR;
+    let close = |amount: Value| json!({"channel_id": id.to_string(), "final_voucher": {"cumulative": fin.to_string(), "signature": sign(id, EPOCH, fin), "amount": amount}});
+    err(vm.call("close", &close(json!(5)), "brand.test.near", 0).expect("vm"), "invalid value for field `amount`");
+    err(
+        vm.call("close", &close(json!((fin + 1).to_string())), "brand.test.near", 0).expect("vm"),
+        "amount exceeds the voucher total",
+    );
+    assert_eq!(channel(&mut vm, id)["settled"], json!(false));
+    let o = ok(vm.call("close", &close(json!((cum + NEAR / 2).to_string())), "brand.test.near", 0).expect("vm"));
+    table.push(("close (partial final voucher: payout and refund)", o.burnt_gas));
+    assert!(
+        o.logs.iter().any(|l| l.contains(&format!(
+            r#""payout":"{}","refund":"{}""#,
+            NEAR / 2,
+            5 * NEAR - cum - NEAR / 2
+        ))),
+        "{:?}",
+        o.logs
+    );
+    let cb = run_callbacks(&mut vm, &o, true);
+    assert_eq!(cb.len(), 1, "one on_settle for both transfers");
+    assert_eq!(channel(&mut vm, id), Value::Null);
+
+    // A final voucher whose amount is at the claimed total adds nothing: a refund only.
+    let (_, id2) = open(&mut vm, NEAR);
+    let o = ok(vm
+        .call("close", &json!({"channel_id": id2.to_string(), "final_voucher": {"cumulative": "5", "signature": sign(id2, EPOCH, 5), "amount": "0"}}), "brand.test.near", 0)
+        .expect("vm"));
+    assert!(o.logs.iter().any(|l| l.contains(&format!(r#""payout":"0","refund":"{NEAR}""#))), "{:?}", o.logs);
+
+    eprintln!("\n| method | burnt gas (Tgas) |\n|---|---|");
+    for (m, g) in &table {
+        eprintln!("| {m} | {} |", tgas(*g));
+    }
+}
