@@ -18,6 +18,9 @@ use agentwire_protocol::session::{
 };
 use agentwire_protocol::wire::{Message, Request, Response};
 use rand_core::{OsRng, RngCore};
+use serde_json::json;
+
+use crate::steps::{raw, Steps};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -39,8 +42,9 @@ fn read_one(reader: &mut StreamReader, mut wire: &[u8]) -> Result<Vec<u8>, Error
     }
 }
 
-/// Runs the walk-through and prints each step.
-pub fn run() -> Result<(), Error> {
+/// Runs the walk-through and prints each step (as JSON lines under `--json`).
+pub fn run(json: bool) -> Result<(), Error> {
+    let out = Steps::new(json);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut rng = OsRng;
     let brand = LocalIdentity::generate(&mut rng);
@@ -49,9 +53,11 @@ pub fn run() -> Result<(), Error> {
     let contract = AccountId::new("channels.agentwire.local")?;
     let price = YOCTO_PER_NEAR / 100;
 
-    println!("1. Identities");
-    println!("   brand agent  {}", brand.agent_id());
-    println!("   user agent   {}", user.agent_id());
+    out.say(
+        "identities",
+        format!("1. Identities\n   brand agent  {}\n   user agent   {}", brand.agent_id(), user.agent_id()),
+        json!({"brand": brand.agent_id().to_string(), "user": user.agent_id().to_string()}),
+    );
 
     let record = AgentRecord {
         identity: brand.identity.public(),
@@ -70,7 +76,12 @@ pub fn run() -> Result<(), Error> {
     let found = SignedRecord::decode(&published)?;
     found.check_fresh(now)?;
     let service = found.record().service("chat").ok_or("record has no chat service")?;
-    println!("2. Record: {} bytes, signature verified; `chat` costs {}", published.len(), near(service.price));
+    out.say(
+        "record",
+        format!("2. Record: {} bytes, signature verified; `chat` costs {}", published.len(), near(service.price)),
+        json!({"bytes": published.len(), "record": hex::encode(&published), "verified": true,
+               "service": "chat", "price": raw(service.price)}),
+    );
 
     let mut binding = [0u8; 32];
     rng.fill_bytes(&mut binding);
@@ -85,19 +96,28 @@ pub fn run() -> Result<(), Error> {
         return Err("IK handshake did not complete in one round trip".into());
     };
     let mut at_user = init.read_response(&reply[HANDSHAKE_HEADER_LEN..], now)?;
-    println!(
-        "3. Noise IK handshake: {} + {} bytes; brand sees {}, user reached {}",
-        m1.len(),
-        reply.len(),
-        at_brand.peer.agent_id,
-        at_user.peer.agent_id
+    out.say(
+        "handshake",
+        format!(
+            "3. Noise IK handshake: {} + {} bytes; brand sees {}, user reached {}",
+            m1.len(),
+            reply.len(),
+            at_brand.peer.agent_id,
+            at_user.peer.agent_id
+        ),
+        json!({"pattern": "IK", "initiator_bytes": m1.len(), "responder_bytes": reply.len(),
+               "brand_sees": at_brand.peer.agent_id.to_string(), "user_reached": at_user.peer.agent_id.to_string()}),
     );
 
     let chan = ChannelRef { contract: contract.clone(), channel_id: 1, epoch: 1 };
     let deposit = YOCTO_PER_NEAR;
     let mut payer = PayerLedger::new(chan.clone(), deposit);
     let mut payee = PayeeLedger::new(chan.clone(), payer_key.public(), deposit);
-    println!("4. Channel {} on {}: deposit {}", chan.channel_id, chan.contract, near(deposit));
+    out.say(
+        "channel",
+        format!("4. Channel {} on {}: deposit {}", chan.channel_id, chan.contract, near(deposit)),
+        json!({"channel_id": chan.channel_id, "contract": chan.contract.as_str(), "deposit": raw(deposit)}),
+    );
 
     for (i, question) in ["What do you sell?", "Do you ship to Lisbon?"].iter().enumerate() {
         let stream_id = (i as u64) * 4;
@@ -154,22 +174,32 @@ pub fn run() -> Result<(), Error> {
         {
             return Err("receipt does not match the exchange".into());
         }
-        payer.answered(payment.price, Some(receipt.receipt.cumulative));
-        println!(
-            "5.{} Query {:?} -> {:?}\n     {} ciphertext bytes out, {} back; paid total {}, receipt verified",
-            i + 1,
-            question,
-            String::from_utf8_lossy(&resp.body),
-            wire.len(),
-            back.len(),
-            near(receipt.receipt.cumulative)
+        payer.answered(&payment, Some(receipt.receipt.cumulative));
+        let answer = String::from_utf8_lossy(&resp.body);
+        out.say(
+            "query",
+            format!(
+                "5.{} Query {:?} -> {:?}\n     {} ciphertext bytes out, {} back; paid total {}, receipt verified",
+                i + 1,
+                question,
+                answer,
+                wire.len(),
+                back.len(),
+                near(receipt.receipt.cumulative)
+            ),
+            json!({"query": question, "answer": answer, "ciphertext_out": wire.len(), "ciphertext_back": back.len(),
+                   "cumulative": raw(receipt.receipt.cumulative), "receipt_verified": true}),
         );
     }
-    println!(
-        "6. Brand can claim {} of {}; user has {} left",
-        near(payee.unclaimed()),
-        near(deposit),
-        near(payer.spendable())
+    out.say(
+        "claimable",
+        format!(
+            "6. Brand can claim {} of {}; user has {} left",
+            near(payee.unclaimed()),
+            near(deposit),
+            near(payer.spendable())
+        ),
+        json!({"claimable": raw(payee.unclaimed()), "deposit": raw(deposit), "spendable": raw(payer.spendable())}),
     );
     Ok(())
 }

@@ -468,7 +468,7 @@ impl Payer {
     pub async fn answered(&self, payee: &str, currency: &Currency, payment: &Payment, charged: Option<u128>) {
         if let Some(slot) = self.channels.lock().await.get(&name(payee, currency)) {
             if let Ok(mut c) = slot.lock() {
-                c.ledger.answered(payment.price, charged);
+                c.ledger.answered(payment, charged);
             }
         }
     }
@@ -500,35 +500,39 @@ impl Payer {
             let r = c.ledger.payment_required(&self.voucher_key.public(), payment.map_or(0, |p| p.price), last)?;
             (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
         };
-        if let Resync::Adopted { to, .. } = r {
-            let reserved = c.ledger.reserved().max(to);
-            self.record(&key, &c, reserved).await?;
-            lock(&slot)?.ledger.reserved_durably(reserved);
-        }
+        self.adopted(&key, &slot, r, c).await?;
         Ok(r)
     }
 
+    /// A total adopted from the brand is recorded (reserved at least) before
+    /// anything is signed above it.
+    async fn adopted(&self, key: &str, slot: &Arc<Mutex<Channel>>, r: Resync, c: Channel) -> Result<(), PayError> {
+        if let Resync::Adopted { to, .. } = r {
+            let reserved = c.ledger.reserved().max(to);
+            self.record(key, &c, reserved).await?;
+            lock(slot)?.ledger.reserved_durably(reserved);
+        }
+        Ok(())
+    }
+
     /// A metered stream asks for its next increment, with the brand's highest
-    /// voucher. A refused increment ends the stream, so after a restart
-    /// (unconfirmed: what the brand charged is not known yet, its receipt for
-    /// the request has not arrived) the payer does not probe with credit it
-    /// has not seen confirmed: it adopts the brand's view first, as for a
-    /// payment-required answer, and pays the increment with a new voucher
-    /// above it. What that overpays is credit the brand's receipt states.
+    /// voucher: after a restart the ledger adopts the brand's view before the
+    /// increment is paid ([`PayerLedger::increment_required`]); an adopted
+    /// total is recorded like a payment request's.
     pub async fn increment_required(
         &self,
         payee: &str,
         currency: &Currency,
         last: Option<&SignedVoucher>,
     ) -> Result<(), PayError> {
-        let unconfirmed = match self.channels.lock().await.get(&name(payee, currency)) {
-            Some(slot) => lock(slot)?.ledger.is_unconfirmed(),
-            None => false,
+        let key = name(payee, currency);
+        let Some(slot) = self.channels.lock().await.get(&key).cloned() else { return Ok(()) };
+        let (r, c) = {
+            let mut c = lock(&slot)?;
+            let r = c.ledger.increment_required(&self.voucher_key.public(), last)?;
+            (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() })
         };
-        if unconfirmed {
-            self.payment_required(payee, currency, None, last).await?;
-        }
-        Ok(())
+        self.adopted(&key, &slot, r, c).await
     }
 
     /// Checks a receipt against what we sent and received (spec §8.2 payer checks).

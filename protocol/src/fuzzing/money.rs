@@ -13,6 +13,9 @@
 //! 4. Forgiven credit survives a crash exactly as it was made durable.
 //! 5. The payee is never paid less than it charged for answers that left
 //!    while it ran, less what its own crashes forgot.
+//! 6. No false alarm: while nothing was lost and neither side crashed, every
+//!    payment is admitted (the payer never believes in credit the payee does
+//!    not hold, whatever order requests and receipts travel in).
 
 use crate::identity::Keypair;
 use crate::ledger::{Admission, ChannelRef, PayPolicy, PayeeLedger, PayeeSnapshot, PayerLedger, Payment};
@@ -34,14 +37,16 @@ struct Sim {
     signed_max: u128,
     /// Requests sent and not yet at the payee.
     wire: Vec<(Payment, u128)>,
-    /// Requests admitted and not yet answered: (admission, its payment's price, actual charge planned).
-    admitted: Vec<(Admission, u128)>,
+    /// Requests admitted and not yet answered: (admission, the payment that paid it).
+    admitted: Vec<(Admission, Payment)>,
     /// What answers that left were charged (settled in full or in part) since the last payee restore.
     delivered: u128,
     /// Charged at the last restore (the restored ledger's starting point).
     base: u128,
     /// What payee crashes may have cost the payer: credit paid ahead and answers in flight.
     crash_allowance: u128,
+    /// Nothing lost, no crash so far (rule 6 applies).
+    clean: bool,
 }
 
 impl Sim {
@@ -61,6 +66,7 @@ impl Sim {
             delivered: 0,
             base: 0,
             crash_allowance: 0,
+            clean: true,
         }
     }
 
@@ -115,7 +121,8 @@ pub fn money(data: &[u8]) {
                 }
                 let (p, price) = sim.wire.remove(usize::from(arg) % sim.wire.len());
                 match sim.payee.admit(&p.voucher, price) {
-                    Ok(a) => sim.admitted.push((a, price)),
+                    Ok(a) => sim.admitted.push((a, p)),
+                    Err(e) if sim.clean => panic!("rule 6: a payment refused with nothing lost: {e:?}"),
                     Err(crate::payment::PaymentError::InsufficientPayment { .. }) => {
                         let last = sim.payee.highest().cloned();
                         let _ = sim.payer.payment_required(&sim.key.public(), p.price, last.as_ref());
@@ -134,7 +141,8 @@ pub fn money(data: &[u8]) {
                 if !sim.payee.can_serve(&sim.admitted[i].0) {
                     continue; // rule 1: not durable yet, nothing may leave
                 }
-                let (a, price) = sim.admitted.remove(i);
+                let (a, payment) = sim.admitted.remove(i);
+                let price = payment.price;
                 let actual = match op >> 5 {
                     0 => 0,
                     1 => price / 3,
@@ -149,12 +157,13 @@ pub fn money(data: &[u8]) {
                 sim.delivered += actual;
                 let stated = if actual == 0 { required - price } else { required - (price - actual) };
                 assert!(stated <= sim.payer.receipt_bound(), "a receipt states more than the payer signed");
-                sim.payer.answered(price, Some(stated));
+                sim.payer.answered(&payment, Some(stated));
             }
             // A request or its answer is lost.
             4 => {
                 if let Some((p, _)) = sim.wire.pop() {
                     sim.payer.unanswered(p.price);
+                    sim.clean = false;
                 }
             }
             // The payee crashes: back to its store.
@@ -175,12 +184,16 @@ pub fn money(data: &[u8]) {
                 sim.delivered = 0;
                 sim.admitted.clear();
                 sim.payee = restored;
+                sim.clean = false;
             }
             // The payer crashes: back to its store; the payee settles its total.
             6 => {
                 let (reserved, last) = sim.payer_store.clone();
                 match PayerLedger::restore(sim.channel.clone(), DEPOSIT, &sim.key.public(), last, reserved) {
-                    Ok(l) => sim.payer = l,
+                    Ok(l) => {
+                        sim.payer = l;
+                        sim.clean = false;
+                    }
                     Err(e) => panic!("the payer's own store was refused: {e:?}"),
                 }
                 sim.wire.clear();

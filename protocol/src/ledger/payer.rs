@@ -19,6 +19,17 @@
 //!   from credit by re-sending its highest voucher (the payee verifies it
 //!   once); a payee that has no such credit asks for payment and the payer
 //!   pays afresh, so a wrong belief costs a round trip, never money.
+//! - Receipts of concurrent requests arrive in any order, and each states the
+//!   total at its own admission, so `charged` only grows with them (the
+//!   highest stated): taking the last one would forget the charges of
+//!   requests answered before it and believe in credit the payee does not
+//!   hold. After a payment request the payer's `charged` is a guess (all it
+//!   signed); only a statement about a payment made since (the same
+//!   `generation`) may lower it.
+//!
+//! > invariant (no false alarm): while nothing is lost and neither side
+//! > restarts, `charged + in_flight` is at least what the payee has admitted,
+//! > so a payment from credit is always admitted (fuzzed: `fuzzing::money`).
 
 use super::ChannelRef;
 use crate::identity::{Keypair, PublicKey};
@@ -38,6 +49,10 @@ pub struct PayerLedger {
     charged_known: bool,
     in_flight: u128,
     closing: bool,
+    /// Bumped when the payer learns its view of the payee's charges was
+    /// wrong (a payment request): statements about payments made before say
+    /// nothing about the payee's state now.
+    generation: u64,
 }
 
 /// Outcome of [`PayerLedger::resync`].
@@ -82,6 +97,9 @@ pub struct Payment {
     /// statement said so since the payer last lost track (a restart, a
     /// payment request): a receipt's total less this is what the request cost.
     pub charged_before: Option<u128>,
+    /// The ledger's view of the payee's charges this payment was made under
+    /// (see [`PayerLedger::answered`]).
+    pub generation: u64,
 }
 
 /// What the payer persists of a channel: the reservation and the last voucher signed.
@@ -107,6 +125,7 @@ impl PayerLedger {
             charged_known: true,
             in_flight: 0,
             closing: false,
+            generation: 0,
         }
     }
 
@@ -155,7 +174,8 @@ impl PayerLedger {
             };
             let charged_before = self.charged_known.then_some(self.charged);
             self.in_flight = self.in_flight.saturating_add(price);
-            return Ok(Payment { voucher, reserve: None, price, new_total: false, charged_before });
+            let generation = self.generation;
+            return Ok(Payment { voucher, reserve: None, price, new_total: false, charged_before, generation });
         }
         let need = self.signed.checked_add(price - credit).ok_or(PaymentError::Overflow)?;
         if need > self.deposit {
@@ -171,7 +191,7 @@ impl PayerLedger {
         self.in_flight = self.in_flight.saturating_add(price);
         let reserve = (total > self.reserved).then(|| total.saturating_add(policy.reserve_ahead).min(self.deposit));
         let charged_before = self.charged_known.then_some(self.charged);
-        Ok(Payment { voucher, reserve, price, new_total: true, charged_before })
+        Ok(Payment { voucher, reserve, price, new_total: true, charged_before, generation: self.generation })
     }
 
     /// A reservation of `reserved` is durable.
@@ -179,13 +199,24 @@ impl PayerLedger {
         self.reserved = self.reserved.max(reserved);
     }
 
-    /// The request paid with `payment_price` was answered; `charged` is the
-    /// total its receipt (or the payee's credit statement) states.
-    pub fn answered(&mut self, payment_price: u128, charged: Option<u128>) {
-        self.in_flight = self.in_flight.saturating_sub(payment_price);
+    /// The request paid with `payment` was answered; `charged` is the total
+    /// its receipt (or the payee's credit statement) states: the payee's
+    /// total when it admitted that request, less what it did not charge of it.
+    ///
+    /// Statements only raise `charged` (they arrive in any order), except the
+    /// first one about a payment made since the payer's view was reset: it
+    /// replaces the guess (a restart's floor, or everything signed after a
+    /// payment request) with what the payee holds.
+    pub fn answered(&mut self, payment: &Payment, charged: Option<u128>) {
+        self.in_flight = self.in_flight.saturating_sub(payment.price);
         if let Some(c) = charged {
-            self.charged = c.min(self.signed.max(self.reserved));
-            self.charged_known = true;
+            let c = c.min(self.signed.max(self.reserved));
+            if !self.charged_known && payment.generation == self.generation {
+                self.charged = c;
+                self.charged_known = true;
+            } else {
+                self.charged = self.charged.max(c);
+            }
         }
     }
 
@@ -215,7 +246,26 @@ impl PayerLedger {
         // (it may still hold forgiven credit; it says so in its next receipt).
         self.charged = self.signed;
         self.charged_known = false;
+        self.generation = self.generation.wrapping_add(1);
         Ok(r)
+    }
+
+    /// A metered stream asks for its next increment, with the payee's
+    /// highest voucher. A refused increment ends the stream, so while the
+    /// total is unconfirmed (after a restart, before the payee's receipt for
+    /// the request arrived) the payer does not probe with credit it has not
+    /// seen confirmed: it adopts the payee's view first, as for a payment
+    /// request, and the increment is then paid with a new total above it.
+    /// What that overpays is credit the payee's receipt states.
+    pub fn increment_required(
+        &mut self,
+        our_key: &PublicKey,
+        last: Option<&SignedVoucher>,
+    ) -> Result<Resync, PaymentError> {
+        if !self.unconfirmed {
+            return Ok(Resync::UpToDate);
+        }
+        self.payment_required(our_key, 0, last)
     }
 
     /// Adopts the payee's last accepted voucher if it carries our own valid
@@ -338,10 +388,10 @@ mod tests {
         let a = p.pay(&key(), 100, PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 100 }).unwrap();
         assert_eq!((a.voucher.voucher.cumulative, a.reserve, a.new_total), (100, Some(200), true));
         p.reserved_durably(200);
-        p.answered(100, Some(100));
+        p.answered(&a, Some(100));
         let b = p.pay(&key(), 100, PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 100 }).unwrap();
         assert_eq!((b.voucher.voucher.cumulative, b.reserve), (200, None), "covered by the reservation");
-        p.answered(100, Some(200));
+        p.answered(&b, Some(200));
         assert_eq!(p.pay(&key(), 100, EXACT), Err(PaymentError::InsufficientFunds { price: 100, spendable: 50 }));
         assert_eq!(p.pay(&key(), u128::MAX, EXACT), Err(PaymentError::Overflow));
         p.top_up(400).unwrap();
@@ -367,9 +417,57 @@ mod tests {
             let _ = payee.settle(a, 100);
         }
         for _ in 0..3 {
-            p.answered(100, Some(300));
+            p.answered(&first, Some(300));
         }
         assert!(p.pay(&key(), 100, policy).unwrap().new_total, "the credit is used up");
+    }
+
+    /// 64 requests in flight on one channel, paid ahead, admitted in order,
+    /// their receipts arriving in the reverse order (each states the total at
+    /// its own admission): the payer must not believe in credit the payee
+    /// does not hold, so every later payment is admitted with no payment
+    /// request. (Taking the last receipt's total as the charge failed here:
+    /// the brand "still asked for payment after paying".)
+    #[test]
+    fn receipts_arriving_out_of_order_never_make_credit_up() {
+        let mut p = PayerLedger::new(chan(), 1_000_000);
+        let mut payee = PayeeLedger::new(chan(), key().public(), 1_000_000);
+        let policy = PayPolicy { ahead: 800, ahead_cap: 6_400, reserve_ahead: 0 };
+        for _round in 0..4 {
+            let payments: Vec<Payment> = (0..64).map(|_| p.pay(&key(), 100, policy).unwrap()).collect();
+            let mut stated = Vec::new();
+            for pay in &payments {
+                let a = payee.admit(&pay.voucher, 100).expect("a payment from believed credit was refused");
+                stated.push(a.required);
+                assert_eq!(payee.settle(a, 100), None);
+            }
+            for (pay, total) in payments.iter().zip(stated).rev() {
+                p.answered(pay, Some(total));
+            }
+            assert_eq!(p.charged(), payee.charged());
+        }
+    }
+
+    /// After a payment request the payer takes everything it signed as
+    /// charged; receipts of requests paid before it (still arriving) must not
+    /// lower that guess, or the retry pays from credit that is not there and
+    /// is refused again.
+    #[test]
+    fn statements_about_payments_before_a_payment_request_do_not_lower_the_guess() {
+        let mut p = PayerLedger::new(chan(), 10_000);
+        let old = p.pay(&key(), 100, EXACT).unwrap();
+        let refused = p.pay(&key(), 100, EXACT).unwrap();
+        p.payment_required(&key().public(), refused.price, Some(&refused.voucher)).unwrap();
+        assert_eq!(p.charged(), 200);
+        p.answered(&old, Some(100));
+        assert_eq!(p.charged(), 200, "a statement from before the payment request");
+        let retry = p.pay(&key(), 100, EXACT).unwrap();
+        assert_eq!((retry.new_total, retry.voucher.voucher.cumulative), (true, 300));
+        // A statement about a payment made since replaces the guess (the payee
+        // held 100 of credit after all).
+        p.answered(&retry, Some(200));
+        assert_eq!(p.charged(), 200);
+        assert_eq!(p.credit(), 100);
     }
 
     #[test]
@@ -408,6 +506,21 @@ mod tests {
         // The payee had counted it: it asks, we pay afresh.
         p.payment_required(&key().public(), 100, Some(&a.voucher)).unwrap();
         assert_eq!(p.pay(&key(), 100, EXACT).unwrap().voucher.voucher.cumulative, 200);
+    }
+
+    #[test]
+    fn an_increment_after_a_restart_adopts_the_payees_total_and_pays_afresh() {
+        let recorded = SignedVoucher::sign(chan().voucher(100), &key());
+        let theirs = SignedVoucher::sign(chan().voucher(300), &key());
+        let mut p = PayerLedger::restore(chan(), 1_000, &key().public(), Some(recorded), 500).unwrap();
+        assert_eq!(p.increment_required(&key().public(), Some(&theirs)), Ok(Resync::Adopted { from: 100, to: 300 }));
+        let inc = p.pay(&key(), 50, EXACT).unwrap();
+        assert_eq!((inc.new_total, inc.voucher.voucher.cumulative), (true, 350), "never a probe with unseen credit");
+        // Once confirmed, an increment is paid like any request (credit first).
+        let mut q = PayerLedger::new(chan(), 1_000);
+        let first = q.pay(&key(), 100, PayPolicy { ahead: 100, ahead_cap: 100, reserve_ahead: 0 }).unwrap();
+        assert_eq!(q.increment_required(&key().public(), Some(&first.voucher)), Ok(Resync::UpToDate));
+        assert!(!q.pay(&key(), 50, EXACT).unwrap().new_total, "paid from the credit paid ahead");
     }
 
     #[test]
