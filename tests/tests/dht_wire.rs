@@ -263,8 +263,9 @@ async fn a_record_lookup_that_hears_a_stale_record_first_returns_the_newest() {
         })
         .await;
     // (Time for that answer to reach the user: only so that a lookup that
-    // kept the first answer would fail here; the newest wins either way.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // kept the first answer would fail here; the newest wins either way, if
+    // it comes within the lookup's settle window, 500 ms after the first.)
+    tokio::time::sleep(Duration::from_millis(150)).await;
     drop(resume);
     let found = lookup.await.unwrap().unwrap();
     assert_eq!(found.record().seq, 2, "the lookup returns the highest sequence it heard");

@@ -78,6 +78,12 @@ pub struct DhtConfig {
     pub request_timeout: Duration,
     /// One Kademlia query's time limit (default 10 s).
     pub query_timeout: Duration,
+    /// How long a lookup's walk goes on after its first useful answer (a
+    /// provider, a valid record) before answering with what it has (default
+    /// 500 ms); it answers earlier at its end or its quorum. A peer whose
+    /// node is gone but still in routing tables (a stopped brand) then costs
+    /// this, not the connect timeout. Answers cut short are not cached.
+    pub settle: Duration,
     /// Valid answers after which a record walk stops (default 4); it stops
     /// earlier when the walk ends. It returns the highest sequence among
     /// them, and sends that record to the peers that answered with an older one.
@@ -115,6 +121,7 @@ impl Default for DhtConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(3),
             query_timeout: Duration::from_secs(10),
+            settle: Duration::from_millis(500),
             record_quorum: 4,
             republish_interval: Duration::from_secs(600),
             bootstrap_interval: Duration::from_secs(300),
@@ -157,7 +164,7 @@ impl Dht {
             .collect::<Result<Vec<_>, _>>()?;
         let cache = LookupCache::default();
         let swarm = join::swarm(keypair, &config, cache.clone())?;
-        let mut node = Node::new(swarm, config.republish_interval, config.record_quorum);
+        let mut node = Node::new(swarm, config.republish_interval, config.record_quorum, config.settle);
         if config.server {
             if config.external.is_empty() {
                 node.announce_listen_addrs = true;

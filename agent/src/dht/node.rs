@@ -2,11 +2,14 @@
 //! handles in, query progress and swarm events handled, answers out.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use agentwire_protocol::dht::{account_provider_key, record_key, service_provider_key};
 use agentwire_protocol::identity::AgentId;
 use agentwire_protocol::record::SignedRecord;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{
@@ -45,7 +48,7 @@ pub(crate) enum Command {
 pub(crate) struct Walk<T> {
     pub(crate) found: T,
     /// The walk reached its end (or, for records, the quorum of answers);
-    /// `false` when the query timeout cut it short.
+    /// `false` when the query timeout or the settle window cut it short.
     pub(crate) complete: bool,
     /// Peers asked.
     pub(crate) asked: u32,
@@ -91,6 +94,11 @@ pub(crate) struct Node {
     republish: Duration,
     /// Valid answers after which a record walk ends.
     record_quorum: usize,
+    /// How long a walk goes on after its first useful answer ([`super::DhtConfig::settle`]).
+    settle: Duration,
+    /// Walks whose settle window is running, and the timers that end them.
+    settling: HashSet<QueryId>,
+    settle_timers: FuturesUnordered<Pin<Box<dyn Future<Output = QueryId> + Send>>>,
     /// Announce every listen address as external (server mode, no configured public addresses).
     pub(crate) announce_listen_addrs: bool,
     /// Bootstrap addresses, to warn when one fails after the start.
@@ -98,13 +106,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(swarm: Swarm<Behaviour>, republish: Duration, record_quorum: usize) -> Node {
+    pub(crate) fn new(swarm: Swarm<Behaviour>, republish: Duration, record_quorum: usize, settle: Duration) -> Node {
         Node {
             swarm,
             pending: HashMap::new(),
             published: None,
             republish,
             record_quorum: record_quorum.max(1),
+            settle,
+            settling: HashSet::new(),
+            settle_timers: FuturesUnordered::new(),
             announce_listen_addrs: false,
             bootstrap: HashSet::new(),
         }
@@ -120,6 +131,7 @@ impl Node {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                Some(id) = self.settle_timers.next(), if !self.settle_timers.is_empty() => self.settled(id),
                 _ = republish.tick() => {
                     if let Some(record) = self.published.clone() {
                         if record.check_fresh(now_secs()).is_ok() {
@@ -272,9 +284,15 @@ impl Node {
                 }
                 return;
             }
-            // A provider walk runs to its end: any peer on the way may know a provider.
+            // A provider walk runs to its end (any peer on the way may know a
+            // provider), or to the end of its settle window once it found one.
             (Pending::Providers(walk, _), QueryResult::GetProviders(r)) => match r {
-                Ok(GetProvidersOk::FoundProviders { providers, .. }) => walk.found.extend(providers),
+                Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
+                    walk.found.extend(providers);
+                    if !walk.found.is_empty() {
+                        self.start_settling(id);
+                    }
+                }
                 Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
                 Err(_) => walk.complete = false,
             },
@@ -288,6 +306,7 @@ impl Node {
                     if let Ok(signed) = check(&found.record, None, now_secs()) {
                         walk.answer(found.peer, signed);
                         done |= walk.answers.len() >= self.record_quorum;
+                        self.start_settling(id);
                     }
                 }
                 Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(GetRecordError::NotFound { .. }) => {}
@@ -302,7 +321,12 @@ impl Node {
             self.pending.insert(id, pending);
             return;
         }
-        let asked = stats.num_requests();
+        self.answer(id, pending, stats.num_requests());
+    }
+
+    /// Answers a walk and stops its query.
+    fn answer(&mut self, id: QueryId, pending: Pending, asked: u32) {
+        self.settling.remove(&id);
         match pending {
             Pending::Publish(reply) => {
                 let _ = reply.send(Err(DhtError::Publish("query ended unexpectedly".into())));
@@ -316,6 +340,39 @@ impl Node {
         if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
             q.finish();
         }
+    }
+
+    /// A walk has a useful answer: it goes on for the settle window at most,
+    /// so that one peer whose node is gone (a stopped brand stays in routing
+    /// tables) cannot hold the answer for a whole connect timeout.
+    fn start_settling(&mut self, id: QueryId) {
+        if self.settling.insert(id) {
+            let settle = self.settle;
+            self.settle_timers.push(Box::pin(async move {
+                tokio::time::sleep(settle).await;
+                id
+            }));
+        }
+    }
+
+    /// A walk's settle window ended before the walk did: it answers with
+    /// what it has, marked incomplete (not cached).
+    fn settled(&mut self, id: QueryId) {
+        if !self.settling.contains(&id) {
+            return;
+        }
+        let Some(mut pending) = self.pending.remove(&id) else {
+            self.settling.remove(&id);
+            return;
+        };
+        let asked = self.swarm.behaviour_mut().kad.query(&id).map_or(0, |q| q.stats().num_requests());
+        match &mut pending {
+            Pending::Providers(walk, _) => walk.complete = false,
+            Pending::Record(walk, _) => walk.cut_short = true,
+            Pending::Publish(_) => {}
+        }
+        tracing::debug!(asked, "walk answered at the end of its settle window");
+        self.answer(id, pending, asked);
     }
 
     /// Answers a record walk, and sends the newest record to the peers that
