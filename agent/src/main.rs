@@ -3,6 +3,7 @@
 mod cmd;
 mod demo;
 mod devnet_cmd;
+mod steps;
 mod walkthrough;
 
 use clap::{Parser, Subcommand};
@@ -63,10 +64,10 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let json = cli.json;
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args).map_err(|e| {
+        Command::Demo(args) => demo::run(args, json).map_err(|e| {
             cmd::CliError::new("Demo", format!("the demo failed: {e}"), "run it again; `--log info` shows each step")
         }),
-        Command::Walkthrough => walkthrough::run().map_err(|e| {
+        Command::Walkthrough => walkthrough::run(json).map_err(|e| {
             cmd::CliError::new(
                 "Walkthrough",
                 format!("the walkthrough failed: {e}"),

@@ -151,6 +151,45 @@ name = "hours"
 handler = { kind = "static", text = "9-5" }
 "#;
 
+/// Text with two-, three- and four-byte characters.
+const NON_ASCII: &str = "Olá, café ☕ 𝄞 ok";
+
+/// An HTTP/1.1 upstream that answers every request with `text`, chunked one
+/// byte per chunk (each flushed): its URL.
+async fn byte_by_byte_upstream(text: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/bytes", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                // The head, then whatever body came with it (the answer does not depend on it).
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for b in text.as_bytes() {
+                    let chunk = [b"1\r\n".as_slice(), &[*b], b"\r\n"].concat();
+                    if sock.write_all(&chunk).await.is_err() || sock.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    url
+}
+
 const GLOBEX: &str = r#"
 [[service]]
 name = "chat"
@@ -509,7 +548,10 @@ async fn a_metered_stream_stops_when_the_next_increment_is_not_paid() {
 async fn the_gateway_answers_json_and_server_sent_events_and_explains_errors() {
     use agentwire_agent::gateway::{self, Gateway};
     let n = net("gateway", &["acme", "u1"]).await;
-    let acme = n.brand("acme", ACME).await;
+    // A free service whose HTTP upstream streams its text one byte per chunk.
+    let bytes = byte_by_byte_upstream(NON_ASCII).await;
+    let services = format!("{ACME}\n[[service]]\nname = \"bytes\"\nhandler = {{ kind = \"http\", url = \"{bytes}\", stream = true }}\n");
+    let acme = n.brand("acme", &services).await;
     let (user, payer) = n.user("u1", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
     find(&user, "acme.devnet").await;
     let gw = Arc::new(Gateway::new(user, Some(payer), Some("s3cret".into())));
@@ -538,6 +580,29 @@ async fn the_gateway_answers_json_and_server_sent_events_and_explains_errors() {
     assert_eq!(chunks.len(), 5, "{text}");
     assert!(text.contains("event: end"), "{text}");
     assert!(text.contains(&format!("\"paid\":\"{}\"", 2 * MILLI + MILLI / 2)), "{text}");
+
+    // Issue 14: text split inside UTF-8 sequences came out as U+FFFD. Every
+    // character arrives whole, whatever the upstream's chunking.
+    let sse = post("/v1/query/acme.devnet/bytes", "x").header("Accept", "text/event-stream").send().await.unwrap();
+    let text = sse.text().await.unwrap();
+    let mut joined = String::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(chunk) = v["data"].as_str() {
+            joined.push_str(chunk);
+        }
+    }
+    assert_eq!(joined, NON_ASCII, "{text}");
+    assert!(!text.contains('\u{fffd}'), "{text}");
+
+    // Issue 14: a known path with the wrong method is 405 with Allow, and the
+    // action is written for a client, not a spec section.
+    let r = http.get(url("/v1/query/acme.devnet/chat")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let v: serde_json::Value = r.json().await.unwrap();
+    let action = v["error"]["action"].as_str().unwrap();
+    assert!(action.contains("POST") && !action.contains('§'), "{v}");
 
     let r = post("/v1/query/acme.devnet/nope", "x").send().await.unwrap();
     assert_eq!(r.status(), 404, "no such service at the brand");
