@@ -49,17 +49,9 @@ pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvS
     );
     let mut s = Served { peer, send, inbound: Inbound::new(recv), m };
     let Some(request) = s.next_request().await else { return };
-    // A paid request (hashes, the ledger, a Merkle leaf, a wait for a durable
-    // voucher) moves to its own task on a multi-thread runtime, so that one
-    // busy connection's payments use every core; a free one stays on the
-    // connection's task, where a 200-byte exchange is cheaper than the
-    // cross-worker wake-up a spawn costs (BENCHMARKS.md, paid and sessions).
-    let priced = s.peer.meter.as_ref().is_some_and(|m| m.is_priced(&request.service));
-    if priced && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        tokio::spawn(s.answer(request));
-    } else {
-        s.answer(request).await;
-    }
+    // Paid or not, answered on the connection's task: a paid request costs no
+    // signature (receipts come in batches, vouchers are verified once).
+    s.answer(request).await;
 }
 
 impl Served {

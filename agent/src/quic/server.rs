@@ -254,8 +254,7 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
     // Streams are served on this connection's own task rather than one
     // spawned task each: a 200-byte exchange is cheaper than the cross-worker
     // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). A paid
-    // request moves to its own task once read, on a multi-thread runtime
-    // (`respond.rs`). The set is
+    // request moves to its own task once read (`respond.rs`). The set is
     // bounded by QUIC's stream limits. Services must not block.
     let mut streams = FuturesUnordered::new();
     // Kept across turns of the loop: each new accept registers anew.
