@@ -24,16 +24,18 @@ fn the_demo_under_json_prints_one_json_step_per_line_with_raw_amounts() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let steps: Vec<serde_json::Value> =
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
-    let named = |name: &str| steps.iter().filter(move |s| s["step"] == name);
+    fn named<'a>(steps: &'a [serde_json::Value], name: &'a str) -> impl Iterator<Item = &'a serde_json::Value> {
+        steps.iter().filter(move |s| s["step"] == name)
+    }
     let amount = |v: &serde_json::Value| v.as_str().unwrap().parse::<u128>().unwrap();
     for step in ["chain", "bootstrap", "brand", "found", "session", "channel_open", "claim", "balances_after", "done"] {
-        assert_eq!(named(step).count(), 1, "{step} in:\n{text}");
+        assert_eq!(named(&steps, step).count(), 1, "{step} in:\n{text}");
     }
-    let paid: u128 = named("answer").map(|a| amount(&a["paid"])).sum();
-    assert_eq!(named("answer").count(), 5, "{text}");
-    assert!(named("chunk").count() > 3, "the story streams as chunk steps: {text}");
-    assert!(named("receipt").all(|r| r["verified"] == true) && named("receipt").count() == 4, "{text}");
-    let after = named("balances_after").next().unwrap();
+    let paid: u128 = named(&steps, "answer").map(|a| amount(&a["paid"])).sum();
+    assert_eq!(named(&steps, "answer").count(), 5, "{text}");
+    assert!(named(&steps, "chunk").count() > 3, "the story streams as chunk steps: {text}");
+    assert!(named(&steps, "receipt").all(|r| r["verified"] == true) && named(&steps, "receipt").count() == 4, "{text}");
+    let after = named(&steps, "balances_after").next().unwrap();
     assert_eq!(amount(&after["paid"]), paid);
     assert_eq!(amount(&after["claimed"]), paid, "the chain paid the brand exactly the answers: {after}");
 }
