@@ -305,6 +305,13 @@ fn channels_are_managed_by_hand_and_failures_say_what_to_do() {
     let id = status["channels"][0]["channel_id"].as_u64().unwrap();
     assert_eq!(status["channels"][0]["state"], "open", "{status}");
     assert_eq!(status["channels"][0]["signed"], "0", "{status}");
+    // A second open: refused, naming the channel and the top-up, not a silent return of the first.
+    let (out, took) = channel(true, &alice_key, &["open", "--payee", "bob.devnet", "--deposit", "2"]);
+    let e = json_error(&out);
+    assert_eq!(e["code"], "ChannelAlreadyOpen", "{e}");
+    assert!(e["message"].as_str().unwrap().contains(&format!("channel {id} ")), "{e}");
+    assert!(e["action"].as_str().unwrap().contains("top-up --payee bob.devnet"), "{e}");
+    assert!(took < FAST, "{took:?}");
 
     // While a gateway holds the payer's store: the lock names it, and --gateway reads through it.
     let rt = tokio::runtime::Runtime::new().unwrap();

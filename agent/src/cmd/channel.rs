@@ -165,6 +165,20 @@ async fn open(chain: &ChainArgs, which: &Which, deposit: &str, json: bool) -> Re
     let client = ChannelClient::new(&chain.near_rpc, &chain.contract)?;
     let currency = money::currency(&which.currency)?;
     let deposit = money::parse(&client, deposit, &currency, "--deposit").await?;
+    // One channel per payee and currency: a second `open` would silently
+    // return the first with its own deposit, not the one asked for.
+    if let Ok(existing) = p.load(&which.payee, &currency).await {
+        return Err(CliError::new(
+            "ChannelAlreadyOpen",
+            format!(
+                "channel {} with {} is already open, with a deposit of {}",
+                existing.channel_id,
+                which.payee,
+                money::show(Some(&client), existing.deposit, &currency).await
+            ),
+            format!("add to it: agentwire channel top-up --payee {} --amount <amount>", which.payee),
+        ));
+    }
     progress(json, format!("opening a channel with {} on NEAR …", which.payee));
     let s = p.open(&which.payee, &currency, deposit).await?;
     if json {
