@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use agentwire_protocol::identity::AgentId;
-use agentwire_protocol::money::{format_units, Currency, NEAR_DECIMALS};
+use agentwire_protocol::money::{Currency, NEAR_DECIMALS, format_units};
 use agentwire_protocol::pricing::Pricing;
-use agentwire_protocol::record::{valid_service_name, Service, SignedRecord};
-use serde_json::{json, Value};
+use agentwire_protocol::record::{Service, SignedRecord, valid_service_name};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::quic::now_secs;
@@ -78,11 +78,9 @@ pub fn price_text_with(s: &Service, amount: impl Fn(u128) -> String) -> String {
             amount(*output),
             amount(s.price)
         ),
-        Pricing::Metered { chunks, increment } => format!(
-            "{} for the first {chunks} chunks, then {} per {chunks} more",
-            amount(s.price),
-            amount(*increment)
-        ),
+        Pricing::Metered { chunks, increment } => {
+            format!("{} for the first {chunks} chunks, then {} per {chunks} more", amount(s.price), amount(*increment))
+        }
     }
 }
 

@@ -267,7 +267,10 @@ async fn lookup_shows_what_each_service_speaks_and_costs() {
         (&Value::from("metered"), &Value::from(4), &Value::from("2000000000000000000000"))
     );
     assert_eq!(story["price_text"], "0.01 NEAR for the first 4 chunks, then 0.002 NEAR per 4 more");
-    assert_eq!((&by_name("faq")["interface"], &by_name("faq")["pricing"]["kind"]), (&Value::from("chat"), &Value::from("per_query")));
+    assert_eq!(
+        (&by_name("faq")["interface"], &by_name("faq")["pricing"]["kind"]),
+        (&Value::from("chat"), &Value::from("per_query"))
+    );
     assert_eq!(by_name("hours")["price_text"], "0.0001 NEAR per query");
     drop(node);
     let _ = std::fs::remove_dir_all(&home);

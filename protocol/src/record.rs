@@ -542,7 +542,9 @@ mod tests {
                         Pricing::PerToken { input, output, max_output_tokens } => {
                             w.array(4).u64(1).amount(input).amount(output).u64(max_output_tokens.into())
                         }
-                        Pricing::Metered { chunks, increment } => w.array(3).u64(2).u64(chunks.into()).amount(increment),
+                        Pricing::Metered { chunks, increment } => {
+                            w.array(3).u64(2).u64(chunks.into()).amount(increment)
+                        }
                     };
                 }
                 w.finish()

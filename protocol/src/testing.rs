@@ -5,13 +5,13 @@ use rand_chacha::rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 
 use crate::account::AccountId;
-use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
-use crate::payment::{sha256, Receipt, SignedReceipt, SignedVoucher};
 use crate::cbor::Writer;
+use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
+use crate::payment::{Receipt, SignedReceipt, SignedVoucher, sha256};
 use crate::pricing::{Interface, Pricing};
 use crate::record::{AgentRecord, Currency, Service, SignedRecord};
 use crate::session::{
-    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits, HANDSHAKE_HEADER_LEN,
+    Established, HANDSHAKE_HEADER_LEN, HandshakeConfig, ResponderStep, SessionLimits, initiate_ik, initiate_xx, respond,
 };
 use crate::voucher::Voucher;
 use crate::wire::*;
@@ -101,7 +101,10 @@ pub fn priced_brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> 
             pricing: Pricing::Metered { chunks: 4, increment: 2 * NEAR / 1000 },
             ..Service::per_query("story", "A story, paid as it streams", NEAR / 100, Currency::Near)
         },
-        Service { interface: Interface::Chat, ..Service::per_query("faq", "Questions, one price", NEAR / 1000, Currency::Near) },
+        Service {
+            interface: Interface::Chat,
+            ..Service::per_query("faq", "Questions, one price", NEAR / 1000, Currency::Near)
+        },
         Service::per_query("hours", "Opening hours", NEAR / 10_000, Currency::Near),
     ];
     record
@@ -290,11 +293,7 @@ pub const BINDING: [u8; 32] = [0x42; 32];
 
 /// Capabilities announced by the fixture initiator (user) and responder (brand).
 pub fn vector_caps(initiator: bool) -> Vec<String> {
-    if initiator {
-        vec!["pay/1".into()]
-    } else {
-        vec!["pay/1".into(), "stream/1".into()]
-    }
+    if initiator { vec!["pay/1".into()] } else { vec!["pay/1".into(), "stream/1".into()] }
 }
 
 /// Pinned ephemeral secrets (initiator, responder) of the fixture handshakes.

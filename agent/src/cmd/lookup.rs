@@ -15,9 +15,9 @@ use agentwire_protocol::identity::LocalIdentity;
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::record::SignedRecord;
 use rand_core::OsRng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{money, CliError};
+use super::{CliError, money};
 
 /// Options of `agentwire lookup`.
 #[derive(clap::Args, Debug)]
@@ -92,7 +92,9 @@ pub fn run(args: LookupArgs, json: bool) -> Result<(), CliError> {
         if !json {
             println!("({} record(s); {peers} peer(s) in the routing table)", records.len());
             if !args.check {
-                println!("A record stays on the DHT until it expires, even after its agent stopped: --check asks each agent.");
+                println!(
+                    "A record stays on the DHT until it expires, even after its agent stopped: --check asks each agent."
+                );
             }
         }
         Ok(())

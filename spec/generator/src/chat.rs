@@ -5,7 +5,7 @@
 use agentwire_protocol::chat::{ChatAnswer, ChatRequest, MESSAGE_OVERHEAD, PROMPT_OVERHEAD};
 use agentwire_protocol::pricing::Pricing;
 use agentwire_protocol::testing;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::{fields, hx};
 
@@ -75,7 +75,8 @@ fn answer_case(description: &str, body: &[u8], admitted: u128, pricing: &Pricing
             v["error"] = json!("Ok");
             v["text"] = json!(a.text);
             v["finish_reason"] = json!(a.finish_reason);
-            v["usage"] = json!({ "prompt_tokens": a.usage.prompt_tokens, "completion_tokens": a.usage.completion_tokens });
+            v["usage"] =
+                json!({ "prompt_tokens": a.usage.prompt_tokens, "completion_tokens": a.usage.completion_tokens });
             v["admitted"] = json!(admitted.to_string());
             v["charge"] = json!(pricing.charge(&a.usage, admitted).map(|c| c.to_string()));
         }
@@ -168,16 +169,22 @@ pub fn chat() -> Value {
             br#"{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
         ),
         invalid_request("unknown message field name", br#"{"messages":[{"role":"user","content":"x","name":"bob"}]}"#),
-        invalid_request(
-            "duplicate field messages",
-            format!(r#"{{"messages":{m},"messages":{m}}}"#).as_bytes(),
-        ),
+        invalid_request("duplicate field messages", format!(r#"{{"messages":{m},"messages":{m}}}"#).as_bytes()),
         invalid_request("trailing characters after the object", format!(r#"{{"messages":{m}}} x"#).as_bytes()),
         invalid_request("a lone surrogate escape", br#"{"messages":[{"role":"user","content":"\ud800"}]}"#),
-        invalid_request("a raw control character in a string", b"{\"messages\":[{\"role\":\"user\",\"content\":\"a\x01\"}]}"),
+        invalid_request(
+            "a raw control character in a string",
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"a\x01\"}]}",
+        ),
         invalid_request("max_tokens 0", format!(r#"{{"messages":{m},"max_tokens":0}}"#).as_bytes()),
-        invalid_request("max_tokens 1048577 (2^20 + 1)", format!(r#"{{"messages":{m},"max_tokens":1048577}}"#).as_bytes()),
-        invalid_request("max_tokens 2^32, not a u32", format!(r#"{{"messages":{m},"max_tokens":4294967296}}"#).as_bytes()),
+        invalid_request(
+            "max_tokens 1048577 (2^20 + 1)",
+            format!(r#"{{"messages":{m},"max_tokens":1048577}}"#).as_bytes(),
+        ),
+        invalid_request(
+            "max_tokens 2^32, not a u32",
+            format!(r#"{{"messages":{m},"max_tokens":4294967296}}"#).as_bytes(),
+        ),
         invalid_request("max_tokens 1.0, not an integer", format!(r#"{{"messages":{m},"max_tokens":1.0}}"#).as_bytes()),
         invalid_request("max_tokens as a string", format!(r#"{{"messages":{m},"max_tokens":"5"}}"#).as_bytes()),
         invalid_request("temperature 2.5", format!(r#"{{"messages":{m},"temperature":2.5}}"#).as_bytes()),

@@ -2,11 +2,11 @@
 
 use agentwire_protocol::cbor::Writer;
 use agentwire_protocol::dht;
-use agentwire_protocol::identity::{validate_x25519, PublicKey, NOISE_STATIC_TAG};
-use agentwire_protocol::record::{SignedRecord, MAX_RECORD_BYTES, RECORD_TAG};
+use agentwire_protocol::identity::{NOISE_STATIC_TAG, PublicKey, validate_x25519};
+use agentwire_protocol::record::{MAX_RECORD_BYTES, RECORD_TAG, SignedRecord};
 use agentwire_protocol::testing::{self, identity, seed};
 use agentwire_protocol::wire::Message;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::{fields, hx};
 
@@ -295,10 +295,7 @@ fn invalid_services() -> Vec<(&'static str, Vec<u8>)> {
         ("metered increment 1001 above price 1000", text(&metered(4, 1001))),
         ("metered chunks 2^32, above 2^32 - 1", text(&metered(BIG, 10))),
         ("text and per-query written in six elements (the four-element form is the only one)", text(&per_query)),
-        (
-            "service with 5 elements",
-            service(5, None, &|_: &mut Writer| {}),
-        ),
+        ("service with 5 elements", service(5, None, &|_: &mut Writer| {})),
         (
             "service with 7 elements",
             service(7, None, &|w: &mut Writer| {
