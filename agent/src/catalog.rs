@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use agentwire_protocol::identity::AgentId;
-use agentwire_protocol::money::{Currency, NEAR_DECIMALS, format_units};
+use agentwire_protocol::money::{format_units, Currency, NEAR_DECIMALS};
 use agentwire_protocol::pricing::Pricing;
-use agentwire_protocol::record::{Service, SignedRecord, valid_service_name};
-use serde_json::{Value, json};
+use agentwire_protocol::record::{valid_service_name, Service, SignedRecord};
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::quic::now_secs;

@@ -7,11 +7,11 @@ use sha2::{Digest, Sha256};
 use crate::account::AccountId;
 use crate::cbor::Writer;
 use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
-use crate::payment::{Receipt, SignedReceipt, SignedVoucher, sha256};
+use crate::payment::{sha256, Receipt, SignedReceipt, SignedVoucher};
 use crate::pricing::{Interface, Pricing};
 use crate::record::{AgentRecord, Currency, Service, SignedRecord};
 use crate::session::{
-    Established, HANDSHAKE_HEADER_LEN, HandshakeConfig, ResponderStep, SessionLimits, initiate_ik, initiate_xx, respond,
+    initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits, HANDSHAKE_HEADER_LEN,
 };
 use crate::voucher::Voucher;
 use crate::wire::*;
@@ -293,7 +293,11 @@ pub const BINDING: [u8; 32] = [0x42; 32];
 
 /// Capabilities announced by the fixture initiator (user) and responder (brand).
 pub fn vector_caps(initiator: bool) -> Vec<String> {
-    if initiator { vec!["pay/1".into()] } else { vec!["pay/1".into(), "stream/1".into()] }
+    if initiator {
+        vec!["pay/1".into()]
+    } else {
+        vec!["pay/1".into(), "stream/1".into()]
+    }
 }
 
 /// Pinned ephemeral secrets (initiator, responder) of the fixture handshakes.

@@ -7,20 +7,20 @@ use std::path::PathBuf;
 use agentwire_protocol::cbor::Reader;
 use agentwire_protocol::chat::{ChatAnswer, ChatRequest, EventReader};
 use agentwire_protocol::dht;
-use agentwire_protocol::identity::{Keypair, LocalIdentity, NoiseStaticKeypair, PublicKey, validate_x25519};
+use agentwire_protocol::identity::{validate_x25519, Keypair, LocalIdentity, NoiseStaticKeypair, PublicKey};
 use agentwire_protocol::ledger::{ChannelRef, PayeeLedger};
 use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
 use agentwire_protocol::pricing::Pricing;
 use agentwire_protocol::record::SignedRecord;
 use agentwire_protocol::session::{
-    HANDSHAKE_HEADER_LEN, HandshakeConfig, ResponderStep, SessionLimits, StreamEvent, initiate_ik, initiate_xx,
-    prologue, respond,
+    initiate_ik, initiate_xx, prologue, respond, HandshakeConfig, ResponderStep, SessionLimits, StreamEvent,
+    HANDSHAKE_HEADER_LEN,
 };
 use agentwire_protocol::testing::{self, FixedRng};
 use agentwire_protocol::wire::Message;
 use agentwire_spec_generator::{error_name, generate, message_fields, render, request_fields, service_fields};
 use ed25519_dalek::{Signature, VerifyingKey};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -15,9 +15,9 @@ use agentwire_protocol::identity::LocalIdentity;
 use agentwire_protocol::money::Currency;
 use agentwire_protocol::record::SignedRecord;
 use rand_core::OsRng;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
-use super::{CliError, money};
+use super::{money, CliError};
 
 /// Options of `agentwire lookup`.
 #[derive(clap::Args, Debug)]

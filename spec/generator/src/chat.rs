@@ -5,7 +5,7 @@
 use agentwire_protocol::chat::{ChatAnswer, ChatRequest, MESSAGE_OVERHEAD, PROMPT_OVERHEAD};
 use agentwire_protocol::pricing::Pricing;
 use agentwire_protocol::testing;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::{fields, hx};
 

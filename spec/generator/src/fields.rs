@@ -5,7 +5,7 @@ use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
 use agentwire_protocol::pricing::{Interface, Pricing};
 use agentwire_protocol::record::{AgentRecord, Currency, Service};
 use agentwire_protocol::wire::Message;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::hx;
 

@@ -2,11 +2,11 @@
 
 use agentwire_protocol::cbor::Writer;
 use agentwire_protocol::dht;
-use agentwire_protocol::identity::{NOISE_STATIC_TAG, PublicKey, validate_x25519};
-use agentwire_protocol::record::{MAX_RECORD_BYTES, RECORD_TAG, SignedRecord};
+use agentwire_protocol::identity::{validate_x25519, PublicKey, NOISE_STATIC_TAG};
+use agentwire_protocol::record::{SignedRecord, MAX_RECORD_BYTES, RECORD_TAG};
 use agentwire_protocol::testing::{self, identity, seed};
 use agentwire_protocol::wire::Message;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::{fields, hx};
 
