@@ -61,23 +61,26 @@ pub fn amount_text(amount: u128, currency: &Currency) -> String {
 
 /// What a service costs, in words: "0.01 NEAR per query", "per token: …".
 pub fn price_text(s: &Service) -> String {
-    let c = &s.currency;
+    price_text_with(s, |v| amount_text(v, &s.currency))
+}
+
+/// [`price_text`] with amounts written by `amount` (e.g. a token in its
+/// decimals, read from the chain): what a payer shows before it pays.
+pub fn price_text_with(s: &Service, amount: impl Fn(u128) -> String) -> String {
     if s.price == 0 {
         return "free".into();
     }
     match &s.pricing {
-        Pricing::PerQuery => format!("{} per query", amount_text(s.price, c)),
+        Pricing::PerQuery => format!("{} per query", amount(s.price)),
         Pricing::PerToken { input, output, max_output_tokens } => format!(
             "{} per prompt token, {} per generated token, at most {max_output_tokens} generated; at most {} per request",
-            amount_text(*input, c),
-            amount_text(*output, c),
-            amount_text(s.price, c)
+            amount(*input),
+            amount(*output),
+            amount(s.price)
         ),
-        Pricing::Metered { chunks, increment } => format!(
-            "{} for the first {chunks} chunks, then {} per {chunks} more",
-            amount_text(s.price, c),
-            amount_text(*increment, c)
-        ),
+        Pricing::Metered { chunks, increment } => {
+            format!("{} for the first {chunks} chunks, then {} per {chunks} more", amount(s.price), amount(*increment))
+        }
     }
 }
 
@@ -206,6 +209,12 @@ mod tests {
             "0.000001 NEAR per prompt token, 0.000003 NEAR per generated token, at most 64 generated; at most 0.001 NEAR per request"
         );
         assert_eq!(pricing_json(&tokens)["output"], "3000000000000000000");
+        let story = Service {
+            pricing: Pricing::Metered { chunks: 4, increment: 2 * 10u128.pow(21) },
+            ..Service::per_query("story", "", 10u128.pow(22), Currency::Near)
+        };
+        assert_eq!(price_text(&story), "0.01 NEAR for the first 4 chunks, then 0.002 NEAR per 4 more");
+        assert_eq!(pricing_json(&story)["increment"], "2000000000000000000000");
         let usdc = Service::per_query("q", "", 10_000, Currency::parse("usdc.devnet").unwrap());
         assert_eq!(price_text(&usdc), "10000 usdc.devnet per query");
     }

@@ -1,7 +1,8 @@
 //! Issue 14, the command line as a new user meets it: each failure of the
 //! issue's table, run as a process, fails within its bound and says why and
 //! what to do (under `--json` as `{"error": {code, message, action}}`), and
-//! channels can be managed by hand from open to withdrawn storage.
+//! channels can be managed by hand from open to withdrawn storage; `lookup`
+//! shows what each service speaks and costs before a channel is opened.
 //! Every process runs with `HOME` in a temporary directory.
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agentwire_agent::dht::Dht;
+use agentwire_agent::dht::{Dht, DhtConfig};
+use agentwire_protocol::testing;
 use serde_json::Value;
 
 /// What the issue allows a failure a local check can see, and a stopped brand.
@@ -220,6 +222,85 @@ async fn lookups_and_queries_fail_fast_and_say_why() {
         assert!(took < FAST, "{args:?} took {took:?}");
     }
     drop(held);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `lookup` shows what each service speaks and what it costs, before any
+/// channel is opened (spec §6.2): per token, metered and per query, in NEAR,
+/// and under `--json` the pricing with its amounts in yoctoNEAR too. The
+/// record (the spec vectors' `priced` record) is published on a loopback DHT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_shows_what_each_service_speaks_and_costs() {
+    let home = temp_dir("cli-lookup");
+    let (_boot, boot) = Dht::loopback_bootstrap().await.unwrap();
+    let brand = testing::identity("brand");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let record = testing::priced_brand_record(&brand, now, now + 3600).sign(&brand.identity).unwrap();
+    let config = DhtConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap: vec![boot.clone()],
+        server: true,
+        ..DhtConfig::default()
+    };
+    let node = Dht::start(&brand.identity, config).await.unwrap();
+    let mut published = node.publish(record.clone()).await;
+    for _ in 0..20 {
+        if published.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        published = node.publish(record.clone()).await;
+    }
+    published.unwrap();
+    let boot = boot.to_string();
+    let lookup = |json: bool| {
+        let mut args = vec!["lookup", "--service", "assistant", "--bootstrap", &boot, "--bind", "127.0.0.1:0"];
+        if json {
+            args.insert(0, "--json");
+        }
+        agentwire(&home, &args).0
+    };
+
+    let shown = ok(&lookup(false));
+    for line in [
+        "  service    assistant (chat): Our model, priced per token",
+        "             0.000001 NEAR per prompt token, 0.000003 NEAR per generated token, at most 512 generated; at most 0.002 NEAR per request",
+        "  service    story (text): A story, paid as it streams",
+        "             0.01 NEAR for the first 4 chunks, then 0.002 NEAR per 4 more",
+        "  service    faq (chat): Questions, one price",
+        "             0.001 NEAR per query",
+        "  service    hours (text): Opening hours",
+        "             0.0001 NEAR per query",
+    ] {
+        assert!(shown.lines().any(|l| l == line), "{line:?} not in:\n{shown}");
+    }
+
+    let out = lookup(true);
+    let v: Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(v["record"], hex::encode(record.encoded()), "the record's bytes, to verify");
+    let services = v["services"].as_array().unwrap();
+    let by_name = |n: &str| services.iter().find(|s| s["name"] == n).unwrap_or_else(|| panic!("{n}: {v}"));
+    let assistant = by_name("assistant");
+    assert_eq!(assistant["interface"], "chat");
+    assert_eq!(assistant["price"], "2000000000000000000000");
+    assert_eq!(assistant["pricing"]["kind"], "per_token");
+    assert_eq!(assistant["pricing"]["input"], "1000000000000000000");
+    assert_eq!(assistant["pricing"]["output"], "3000000000000000000");
+    assert_eq!(assistant["pricing"]["max_output_tokens"], 512);
+    assert!(assistant["price_text"].as_str().unwrap().ends_with("at most 0.002 NEAR per request"), "{assistant}");
+    let story = by_name("story");
+    assert_eq!(story["interface"], "text");
+    assert_eq!(
+        (&story["pricing"]["kind"], &story["pricing"]["chunks"], &story["pricing"]["increment"]),
+        (&Value::from("metered"), &Value::from(4), &Value::from("2000000000000000000000"))
+    );
+    assert_eq!(story["price_text"], "0.01 NEAR for the first 4 chunks, then 0.002 NEAR per 4 more");
+    assert_eq!(
+        (&by_name("faq")["interface"], &by_name("faq")["pricing"]["kind"]),
+        (&Value::from("chat"), &Value::from("per_query"))
+    );
+    assert_eq!(by_name("hours")["price_text"], "0.0001 NEAR per query");
+    drop(node);
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -409,6 +409,10 @@ fn decode_service(r: &mut Reader<'_>) -> Result<Service, RecordError> {
         Interface::from_code(r.u64("service interface")?).ok_or(RecordError::InvalidField("service interface"))?;
     let count = |v: u64| u32::try_from(v).ok().filter(|_| v <= MAX_PRICING_COUNT);
     let parts = r.array("service pricing")?;
+    // An empty array has no kind: reading one would read past it.
+    if parts == 0 {
+        return Err(bad);
+    }
     service.pricing = match (r.u64("pricing kind")?, parts) {
         (0, 1) => Pricing::PerQuery,
         (1, 4) => {
@@ -515,6 +519,45 @@ mod tests {
             ..Service::per_query("m", "", 19, Currency::Near)
         };
         assert_eq!(bad.sign(&key), Err(RecordError::InvalidField("service pricing")));
+    }
+
+    #[test]
+    fn services_encode_as_the_spec_writes_them_and_an_empty_pricing_array_is_refused() {
+        use crate::testing::{identity, priced_brand_record, record_with_raw_services};
+        let brand = identity("brand");
+        let rec = priced_brand_record(&brand, 1, 10_000);
+        // Each service written by hand per spec §6.2: six elements unless text and per query.
+        let raw: Vec<Vec<u8>> = rec
+            .services
+            .iter()
+            .map(|s| {
+                let mut w = Writer::new();
+                let plain = s.interface == Interface::Text && s.pricing == Pricing::PerQuery;
+                w.array(if plain { 4 } else { 6 }).text(&s.name).text(&s.description).amount(s.price);
+                w.text(s.currency.as_text());
+                if !plain {
+                    w.u64(s.interface.code());
+                    match s.pricing {
+                        Pricing::PerQuery => w.array(1).u64(0),
+                        Pricing::PerToken { input, output, max_output_tokens } => {
+                            w.array(4).u64(1).amount(input).amount(output).u64(max_output_tokens.into())
+                        }
+                        Pricing::Metered { chunks, increment } => {
+                            w.array(3).u64(2).u64(chunks.into()).amount(increment)
+                        }
+                    };
+                }
+                w.finish()
+            })
+            .collect();
+        let signed = rec.clone().sign(&brand.identity).unwrap();
+        assert_eq!(record_with_raw_services(&rec, &raw, &brand.identity), signed.encoded());
+        assert_eq!(SignedRecord::decode(signed.encoded()).unwrap().record(), &rec);
+        // `[]` has no kind: refused as a pricing, not read past its end.
+        let mut empty = Writer::new();
+        empty.array(6).text("m").text("").amount(5).text("NEAR").u64(1).array(0);
+        let bytes = record_with_raw_services(&rec, &[empty.finish()], &brand.identity);
+        assert_eq!(SignedRecord::decode(&bytes), Err(RecordError::InvalidField("service pricing")));
     }
 
     #[test]

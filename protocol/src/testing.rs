@@ -5,8 +5,10 @@ use rand_chacha::rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 
 use crate::account::AccountId;
+use crate::cbor::Writer;
 use crate::identity::{Keypair, LocalIdentity, NoiseStaticKeypair};
 use crate::payment::{sha256, Receipt, SignedReceipt, SignedVoucher};
+use crate::pricing::{Interface, Pricing};
 use crate::record::{AgentRecord, Currency, Service, SignedRecord};
 use crate::session::{
     initiate_ik, initiate_xx, respond, Established, HandshakeConfig, ResponderStep, SessionLimits, HANDSHAKE_HEADER_LEN,
@@ -72,6 +74,72 @@ pub fn signed_brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> 
         Ok(r) => r,
         Err(e) => panic!("fixture record: {e}"),
     }
+}
+
+/// One NEAR, in yoctoNEAR.
+const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+
+/// The fixture per-token chat service: 0.000001 NEAR per prompt token,
+/// 0.000003 NEAR per generated token, at most 512 generated, at most
+/// 0.002 NEAR per request (spec §6.2).
+pub fn per_token_service() -> Service {
+    Service {
+        interface: Interface::Chat,
+        pricing: Pricing::PerToken { input: NEAR / 1_000_000, output: 3 * NEAR / 1_000_000, max_output_tokens: 512 },
+        ..Service::per_query("assistant", "Our model, priced per token", 2 * NEAR / 1000, Currency::Near)
+    }
+}
+
+/// The fixture brand's record with a service of each kind: per-token chat,
+/// metered text, per-query chat (six-element forms) and per-query text
+/// (the four-element form).
+pub fn priced_brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> AgentRecord {
+    let mut record = brand_record(brand, seq, expires_at);
+    record.services = vec![
+        per_token_service(),
+        Service {
+            pricing: Pricing::Metered { chunks: 4, increment: 2 * NEAR / 1000 },
+            ..Service::per_query("story", "A story, paid as it streams", NEAR / 100, Currency::Near)
+        },
+        Service {
+            interface: Interface::Chat,
+            ..Service::per_query("faq", "Questions, one price", NEAR / 1000, Currency::Near)
+        },
+        Service::per_query("hours", "Opening hours", NEAR / 10_000, Currency::Near),
+    ];
+    record
+}
+
+/// A record signed by `key` whose services array holds `services` (each one
+/// encoded CBOR item) verbatim: what a writer that breaks spec §6.2 sends.
+/// Encoded here field by field rather than by [`AgentRecord::sign`], which
+/// refuses such services.
+pub fn record_with_raw_services(record: &AgentRecord, services: &[Vec<u8>], key: &Keypair) -> Vec<u8> {
+    let fields = |w: &mut Writer, n: u64| {
+        w.array(n).u64(1).bytes(&record.identity.to_bytes()).text(record.near_account.as_str());
+        w.bytes(record.noise_static.as_bytes());
+        w.array(record.quic_addrs.len() as u64);
+        for a in &record.quic_addrs {
+            w.text(&a.to_string());
+        }
+        w.array(record.p2p_addrs.len() as u64);
+        for a in &record.p2p_addrs {
+            w.text(a);
+        }
+        w.array(services.len() as u64);
+        for s in services {
+            w.raw(s);
+        }
+        w.text(record.channel_contract.as_str()).amount(record.min_deposit).u64(record.seq).u64(record.expires_at);
+    };
+    let mut signing = Writer::new();
+    signing.raw(crate::record::RECORD_TAG);
+    fields(&mut signing, 11);
+    let signature = key.sign_raw(&signing.finish());
+    let mut w = Writer::new();
+    fields(&mut w, 12);
+    w.bytes(&signature);
+    w.finish()
 }
 
 /// The fixture voucher on channel 7, epoch 1 of `channels.near`.

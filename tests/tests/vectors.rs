@@ -5,10 +5,12 @@
 use std::path::PathBuf;
 
 use agentwire_protocol::cbor::Reader;
+use agentwire_protocol::chat::{ChatAnswer, ChatRequest, EventReader};
 use agentwire_protocol::dht;
 use agentwire_protocol::identity::{validate_x25519, Keypair, LocalIdentity, NoiseStaticKeypair, PublicKey};
 use agentwire_protocol::ledger::{ChannelRef, PayeeLedger};
 use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
+use agentwire_protocol::pricing::Pricing;
 use agentwire_protocol::record::SignedRecord;
 use agentwire_protocol::session::{
     initiate_ik, initiate_xx, prologue, respond, HandshakeConfig, ResponderStep, SessionLimits, StreamEvent,
@@ -16,7 +18,7 @@ use agentwire_protocol::session::{
 };
 use agentwire_protocol::testing::{self, FixedRng};
 use agentwire_protocol::wire::Message;
-use agentwire_spec_generator::{error_name, generate, message_fields, render};
+use agentwire_spec_generator::{error_name, generate, message_fields, render, request_fields, service_fields};
 use ed25519_dalek::{Signature, VerifyingKey};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde_json::Value;
@@ -102,27 +104,98 @@ fn keys() {
     }
 }
 
+fn amount(v: &Value) -> u128 {
+    v.as_str().unwrap_or_else(|| panic!("not a decimal string: {v}")).parse().unwrap_or_else(|e| panic!("{v}: {e}"))
+}
+
+/// Walks an encoded record's services with a plain CBOR reader and checks
+/// each against its `fields` entry: the element count (4 or 6), the four
+/// common fields, and the interface and pricing as spec §6.2 lays them out.
+fn check_services_on_the_wire(encoded: &[u8], services: &[Value]) {
+    let mut r = Reader::new(encoded).expect("cbor");
+    assert_eq!(r.array("record").expect("record"), 12);
+    r.u64("version").expect("version");
+    r.fixed::<32>("identity_key").expect("identity");
+    r.text(64, "near_account").expect("account");
+    r.fixed::<32>("noise_static").expect("noise");
+    for (max, what) in [(4, "quic"), (8, "p2p")] {
+        for _ in 0..r.array_max(max, what).expect("addrs") {
+            r.text(128, what).expect("addr");
+        }
+    }
+    assert_eq!(r.array_max(8, "services").expect("services"), services.len());
+    for f in services {
+        let elements = r.array("service").expect("service");
+        assert_eq!(Some(elements), f["elements"].as_u64(), "{f}");
+        assert_eq!(r.text(32, "name").expect("name"), f["name"]);
+        assert_eq!(r.text(160, "description").expect("description"), f["description"]);
+        assert_eq!(r.amount("price").expect("price"), amount(&f["price"]));
+        assert_eq!(r.text(64, "currency").expect("currency"), f["currency"]);
+        let (interface, kind) = (f["interface"].as_u64().expect("interface"), &f["pricing"]["kind"]);
+        if elements == 4 {
+            assert_eq!((interface, kind.as_u64()), (0, Some(0)), "four elements: text, per query");
+            continue;
+        }
+        assert_eq!(elements, 6);
+        assert_eq!(r.u64("interface").expect("interface"), interface);
+        let parts = r.array("pricing").expect("pricing");
+        assert_eq!(Some(r.u64("kind").expect("kind")), kind.as_u64());
+        match kind.as_u64() {
+            Some(0) => assert_eq!(parts, 1),
+            Some(1) => {
+                assert_eq!(parts, 4);
+                assert_eq!(r.amount("input").expect("input"), amount(&f["pricing"]["input"]));
+                assert_eq!(r.amount("output").expect("output"), amount(&f["pricing"]["output"]));
+                assert_eq!(Some(r.u64("max").expect("max")), f["pricing"]["max_output_tokens"].as_u64());
+            }
+            Some(2) => {
+                assert_eq!(parts, 3);
+                assert_eq!(Some(r.u64("chunks").expect("chunks")), f["pricing"]["chunks"].as_u64());
+                assert_eq!(r.amount("increment").expect("increment"), amount(&f["pricing"]["increment"]));
+            }
+            other => panic!("pricing kind {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn records() {
     let v = load("records.json");
     let now = v["now"].as_u64().expect("now");
-    let valid = &v["valid"];
-    let encoded = h(&valid["encoded"]);
-    let rec = SignedRecord::decode(&encoded).expect("valid record decodes");
-    rec.check_fresh(now).expect("fresh");
-    assert_eq!(rec.record().signing_bytes(), h(&valid["signing_bytes"]));
-    // signing bytes = tag || the 11-field array: the encoded record with head 0x8b and no signature.
-    let signing = h(&valid["signing_bytes"]);
-    let tag = b"agentwire:record:v1";
-    assert_eq!(&signing[..tag.len()], tag);
-    assert_eq!(signing[tag.len()], 0x8b);
-    assert_eq!(&signing[tag.len() + 1..], &encoded[1..encoded.len() - 66]);
-    dalek_verify(&rec.record().identity.to_bytes(), &signing, &h(&valid["signature"]));
-    assert_eq!(&encoded[encoded.len() - 64..], h(&valid["signature"]).as_slice());
-    let fields = &valid["fields"];
-    assert_eq!(fields["near_account"], rec.record().near_account.as_str());
-    assert_eq!(fields["seq"], rec.record().seq);
-    assert_eq!(fields["services"].as_array().expect("services").len(), rec.record().services.len());
+    let brand = testing::identity("brand");
+    for which in ["valid", "priced"] {
+        let valid = &v[which];
+        let encoded = h(&valid["encoded"]);
+        let rec = SignedRecord::decode(&encoded).expect("valid record decodes");
+        rec.check_fresh(now).expect("fresh");
+        assert_eq!(rec.record().signing_bytes(), h(&valid["signing_bytes"]));
+        // signing bytes = tag || the 11-field array: the encoded record with head 0x8b and no signature.
+        let signing = h(&valid["signing_bytes"]);
+        let tag = b"agentwire:record:v1";
+        assert_eq!(&signing[..tag.len()], tag);
+        assert_eq!(signing[tag.len()], 0x8b);
+        assert_eq!(&signing[tag.len() + 1..], &encoded[1..encoded.len() - 66]);
+        dalek_verify(&rec.record().identity.to_bytes(), &signing, &h(&valid["signature"]));
+        assert_eq!(&encoded[encoded.len() - 64..], h(&valid["signature"]).as_slice());
+        // Written again by the reference writer: the same bytes.
+        let again = rec.record().clone().sign(&brand.identity).expect("signs");
+        assert_eq!(again.encoded(), encoded.as_slice(), "{which} re-encodes byte for byte");
+        let fields = &valid["fields"];
+        assert_eq!(fields["near_account"], rec.record().near_account.as_str());
+        assert_eq!(fields["seq"], rec.record().seq);
+        let services = fields["services"].as_array().expect("services");
+        assert_eq!(services.len(), rec.record().services.len());
+        for (f, s) in services.iter().zip(&rec.record().services) {
+            assert_eq!(&service_fields(s), f, "{which}");
+        }
+        check_services_on_the_wire(&encoded, services);
+    }
+    // The priced record has both encodings and every pricing kind.
+    let priced = v["priced"]["fields"]["services"].as_array().expect("services");
+    let elements: std::collections::BTreeSet<_> = priced.iter().map(|s| s["elements"].as_u64()).collect();
+    assert_eq!(elements.len(), 2, "four- and six-element services");
+    let kinds: std::collections::BTreeSet<_> = priced.iter().map(|s| s["pricing"]["kind"].as_u64()).collect();
+    assert_eq!(kinds.len(), 3, "per query, per token, metered");
     for case in v["invalid"].as_array().expect("invalid") {
         let now = case["now"].as_u64().expect("now");
         let r = SignedRecord::decode(&h(&case["encoded"])).and_then(|r| r.check_fresh(now));
@@ -423,5 +496,103 @@ fn vouchers_receipts_and_the_payee_ledger() {
         }
         assert_eq!(step["after"]["spent"], ledger.spent().to_string());
         assert_eq!(step["after"]["accepted"], ledger.accepted_total().to_string());
+    }
+}
+
+/// chat.json: every request body decodes to its fields (or is refused with
+/// its error), is written back in its reference form, and has the prompt
+/// bound and ceiling computed here from the fields alone (spec §6.2); every
+/// answer reads the same whole and byte by byte, and charges what the usage
+/// costs, capped at what was admitted.
+#[test]
+fn chat() {
+    let v = load("chat.json");
+    let s = &v["service"];
+    assert_eq!(s, &service_fields(&testing::per_token_service()));
+    let p = &s["pricing"];
+    let (price, input, output) = (amount(&s["price"]), amount(&p["input"]), amount(&p["output"]));
+    let cap = u32::try_from(p["max_output_tokens"].as_u64().expect("cap")).expect("u32");
+    let pricing = Pricing::PerToken { input, output, max_output_tokens: cap };
+    let prompt_overhead = u128::from(v["prompt_overhead"].as_u64().expect("overhead"));
+    let message_overhead = u128::from(v["message_overhead"].as_u64().expect("overhead"));
+    let valid = v["requests"]["valid"].as_array().expect("valid");
+    assert!(valid.len() >= 8);
+    let mut ceiling_errors = std::collections::BTreeSet::new();
+    for case in valid {
+        let what = case["description"].as_str().expect("description");
+        let body = h(&case["body"]);
+        assert_eq!(case["body_text"].as_str().map(str::as_bytes), Some(body.as_slice()), "{what}");
+        let r = ChatRequest::decode(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let f = &case["fields"];
+        assert_eq!(&request_fields(&r), f, "{what}");
+        let reference = case["reference_encoding"].as_str().expect("reference").as_bytes();
+        assert_eq!(r.encode(), reference, "{what}");
+        assert_eq!(ChatRequest::decode(reference).expect("reference decodes"), r, "{what}");
+        // The prompt bound from the decoded contents alone.
+        let mut bound = prompt_overhead;
+        for m in f["messages"].as_array().expect("messages") {
+            let content = m["content"].as_str().expect("content");
+            assert_eq!(Some(content.len() as u64), m["content_bytes"].as_u64(), "{what}");
+            bound += message_overhead + content.len() as u128;
+        }
+        assert_eq!(amount(&case["prompt_bound"]), bound, "{what}");
+        assert_eq!(r.prompt_bound(), bound, "{what}");
+        // The ceiling: prompt bound x input + max_tokens (or the cap) x output, within the cap and the price.
+        let tokens = f["max_tokens"].as_u64().unwrap_or(u64::from(cap));
+        let expected = if tokens > u64::from(cap) {
+            Err("MaxTokensAboveCap")
+        } else {
+            match input.checked_mul(bound).and_then(|i| output.checked_mul(u128::from(tokens))?.checked_add(i)) {
+                Some(c) if c <= price => Ok(c),
+                _ => Err("AboveCeiling"),
+            }
+        };
+        match expected {
+            Ok(c) => {
+                assert_eq!(amount(&case["ceiling"]), c, "{what}");
+                assert_eq!(pricing.admission(price, &body), Ok(c), "{what}");
+            }
+            Err(name) => {
+                assert_eq!(case["ceiling_error"], name, "{what}");
+                assert_eq!(err_of(pricing.admission(price, &body)), name, "{what}");
+                ceiling_errors.insert(name);
+            }
+        }
+    }
+    assert_eq!(ceiling_errors.len(), 2, "both ceiling refusals have a vector");
+    let invalid = v["requests"]["invalid"].as_array().expect("invalid");
+    let mut errors = std::collections::BTreeSet::new();
+    for case in invalid {
+        let what = case["description"].as_str().expect("description");
+        let error = err_of(ChatRequest::decode(&h(&case["body"])));
+        assert_eq!(error, case["error"], "{what}");
+        errors.insert(error);
+    }
+    assert_eq!(errors.len(), 4, "Json, NoMessages, TooManyMessages and OutOfRange each have a vector: {errors:?}");
+    for case in v["answers"].as_array().expect("answers") {
+        let what = case["description"].as_str().expect("description");
+        let body = h(&case["body"]);
+        let whole = ChatAnswer::decode(&body);
+        assert_eq!(err_of(whole.clone()), case["error"], "{what}");
+        // Any chunking reads the same: here one byte at a time.
+        let mut reader = EventReader::new();
+        let mut bytewise = Ok(());
+        for b in &body {
+            if let Err(e) = reader.feed(&[*b]) {
+                bytewise = Err(e);
+                break;
+            }
+        }
+        let bytewise = bytewise.and_then(|()| reader.finish());
+        assert_eq!(err_of(bytewise), case["error"], "{what} byte by byte");
+        let Ok(a) = whole else { continue };
+        assert_eq!(a.text, case["text"].as_str().expect("text"), "{what}");
+        assert_eq!(a.finish_reason, case["finish_reason"].as_str().expect("finish"), "{what}");
+        let (pt, ct) = (&case["usage"]["prompt_tokens"], &case["usage"]["completion_tokens"]);
+        assert_eq!((Some(a.usage.prompt_tokens), Some(a.usage.completion_tokens)), (pt.as_u64(), ct.as_u64()));
+        let admitted = amount(&case["admitted"]);
+        let cost = input * u128::from(a.usage.prompt_tokens) + output * u128::from(a.usage.completion_tokens);
+        assert_eq!(amount(&case["charge"]), cost.min(admitted), "{what}");
+        assert_eq!(pricing.charge(&a.usage, admitted), Some(cost.min(admitted)), "{what}");
     }
 }

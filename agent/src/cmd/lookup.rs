@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use agentwire_agent::catalog::{price_text_with, pricing_json};
 use agentwire_agent::near::ChannelClient;
 use agentwire_agent::quic::TransportLimits;
 use agentwire_agent::units;
@@ -81,16 +82,19 @@ pub fn run(args: LookupArgs, json: bool) -> Result<(), CliError> {
         }
         let now = units::now_secs();
         for (rec, checked) in records.iter().zip(&checks) {
+            let prices = prices(rec, chain.as_ref()).await;
             if json {
-                println!("{}", record_json(rec, checked.as_ref()));
+                println!("{}", record_json(rec, &prices, checked.as_ref()));
             } else {
-                print_record(rec, checked.as_ref(), chain.as_ref(), now).await;
+                print_record(rec, &prices, checked.as_ref(), chain.as_ref(), now).await;
             }
         }
         if !json {
             println!("({} record(s); {peers} peer(s) in the routing table)", records.len());
             if !args.check {
-                println!("A record stays on the DHT until it expires, even after its agent stopped: --check asks each agent.");
+                println!(
+                    "A record stays on the DHT until it expires, even after its agent stopped: --check asks each agent."
+                );
             }
         }
         Ok(())
@@ -109,9 +113,22 @@ async fn check(user: &UserAgent, rec: &SignedRecord) -> Checked {
     }
 }
 
+/// What each service of `rec` costs, in words and in its currency's units
+/// (a token's decimals read from the chain), in the record's order.
+async fn prices(rec: &SignedRecord, chain: Option<&ChannelClient>) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &rec.record().services {
+        let decimals = money::decimals(chain, &s.currency).await;
+        out.push(price_text_with(s, |v| units::amount(v, &s.currency, decimals)));
+    }
+    out
+}
+
 /// Everything a client in another language needs to verify the record
-/// itself (spec §6): its bytes, keys and signature, plus what was decoded.
-fn record_json(rec: &SignedRecord, checked: Option<&Checked>) -> Value {
+/// itself (spec §6): its bytes, keys and signature, plus what was decoded:
+/// each service's interface and pricing (amounts as decimal strings in the
+/// smallest unit) and its price in words.
+fn record_json(rec: &SignedRecord, prices: &[String], checked: Option<&Checked>) -> Value {
     let r = rec.record();
     let mut v = json!({
         "agent_id": r.agent_id().to_string(),
@@ -120,11 +137,14 @@ fn record_json(rec: &SignedRecord, checked: Option<&Checked>) -> Value {
         "noise_static": hex::encode(r.noise_static.as_bytes()),
         "quic": r.quic_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "p2p": r.p2p_addrs,
-        "services": r.services.iter().map(|s| json!({
+        "services": r.services.iter().zip(prices).map(|(s, text)| json!({
             "name": s.name,
             "description": s.description,
             "price": s.price.to_string(),
             "currency": s.currency.as_text(),
+            "interface": s.interface.name(),
+            "pricing": pricing_json(s),
+            "price_text": text,
         })).collect::<Vec<_>>(),
         "channel_contract": r.channel_contract.as_str(),
         "min_deposit": r.min_deposit.to_string(),
@@ -147,7 +167,13 @@ fn record_json(rec: &SignedRecord, checked: Option<&Checked>) -> Value {
     v
 }
 
-async fn print_record(rec: &SignedRecord, checked: Option<&Checked>, chain: Option<&ChannelClient>, now: u64) {
+async fn print_record(
+    rec: &SignedRecord,
+    prices: &[String],
+    checked: Option<&Checked>,
+    chain: Option<&ChannelClient>,
+    now: u64,
+) {
     let r = rec.record();
     println!("agent {} for {}", r.agent_id(), r.near_account.as_str());
     for a in &r.quic_addrs {
@@ -170,10 +196,11 @@ async fn print_record(rec: &SignedRecord, checked: Option<&Checked>, chain: Opti
         r.channel_contract.as_str(),
         money::show(chain, r.min_deposit, &currency).await
     );
-    for s in &r.services {
-        let price = money::price(chain, s.price, &s.currency).await;
-        let price = if s.price == 0 { price } else { format!("{price} per query") };
-        println!("  service    {:<12} {:<24} {}", s.name, price, s.description);
+    // What it speaks, then what it costs, in the currency's units.
+    for (s, price) in r.services.iter().zip(prices) {
+        let about = if s.description.is_empty() { String::new() } else { format!(": {}", s.description) };
+        println!("  service    {} ({}){about}", s.name, s.interface.name());
+        println!("             {price}");
     }
     match checked {
         Some(Checked::Answered(took)) => println!("  answered   a session opened in {} ms", took.as_millis()),

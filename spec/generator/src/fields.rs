@@ -2,7 +2,8 @@
 //! a decoder against each field rather than only whole byte strings.
 
 use agentwire_protocol::payment::{SignedReceipt, SignedVoucher};
-use agentwire_protocol::record::{AgentRecord, Currency};
+use agentwire_protocol::pricing::{Interface, Pricing};
+use agentwire_protocol::record::{AgentRecord, Currency, Service};
 use agentwire_protocol::wire::Message;
 use serde_json::{json, Value};
 
@@ -53,14 +54,35 @@ pub fn record(r: &AgentRecord) -> Value {
         "noise_static": hx(r.noise_static.as_bytes()),
         "quic_addrs": r.quic_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "p2p_addrs": r.p2p_addrs,
-        "services": r.services.iter().map(|s| json!({
-            "name": s.name, "description": s.description,
-            "price": s.price.to_string(), "currency": currency(&s.currency),
-        })).collect::<Vec<_>>(),
+        "services": r.services.iter().map(service).collect::<Vec<_>>(),
         "channel_contract": r.channel_contract.as_str(),
         "min_deposit": r.min_deposit.to_string(),
         "seq": r.seq,
         "expires_at": r.expires_at,
+    })
+}
+
+/// A service's fields (spec §6.2): the four of every service, then its
+/// interface and pricing with their wire numbers, and how many elements its
+/// encoding has (4 for a text service priced per query, otherwise 6).
+pub fn service(s: &Service) -> Value {
+    let plain = s.interface == Interface::Text && s.pricing == Pricing::PerQuery;
+    let pricing = match &s.pricing {
+        Pricing::PerQuery => json!({ "kind": 0, "name": "per_query" }),
+        Pricing::PerToken { input, output, max_output_tokens } => json!({
+            "kind": 1, "name": "per_token", "input": input.to_string(), "output": output.to_string(),
+            "max_output_tokens": max_output_tokens,
+        }),
+        Pricing::Metered { chunks, increment } => json!({
+            "kind": 2, "name": "metered", "chunks": chunks, "increment": increment.to_string(),
+        }),
+    };
+    json!({
+        "name": s.name, "description": s.description,
+        "price": s.price.to_string(), "currency": currency(&s.currency),
+        "interface": s.interface.code(), "interface_name": s.interface.name(),
+        "pricing": pricing,
+        "elements": if plain { 4 } else { 6 },
     })
 }
 

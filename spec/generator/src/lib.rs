@@ -3,6 +3,7 @@
 //! label (SHA-256 of the label is the seed), so regenerating gives identical
 //! files, and `tests/tests/vectors.rs` fails if the committed files drift.
 
+mod chat;
 mod fields;
 mod handshake;
 mod payments;
@@ -10,7 +11,8 @@ mod structures;
 
 use serde_json::Value;
 
-pub use fields::message_fields;
+pub use chat::request_fields;
+pub use fields::{message_fields, service as service_fields};
 
 /// Lower-case hex.
 pub fn hx(b: impl AsRef<[u8]>) -> String {
@@ -28,6 +30,7 @@ pub fn generate() -> Vec<(&'static str, Value)> {
         ("handshake_xx.json", handshake::transcript(false)),
         ("stream_frames.json", handshake::stream_frames()),
         ("vouchers.json", payments::vouchers()),
+        ("chat.json", chat::chat()),
     ]
 }
 
@@ -92,6 +95,7 @@ pub fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("message", format!("invalid-{i}"), hexv(&m["encoded"])));
     }
     out.push(("record", "valid".into(), hexv(&all["records.json"]["valid"]["encoded"])));
+    out.push(("record", "priced".into(), hexv(&all["records.json"]["priced"]["encoded"])));
     for (i, m) in all["records.json"]["invalid"].as_array().into_iter().flatten().enumerate() {
         out.push(("record", format!("invalid-{i}"), hexv(&m["encoded"])));
     }

@@ -123,6 +123,26 @@ pub fn records() -> Value {
     signed_by_wrong.extend(ww.finish());
 
     let older = testing::signed_brand_record(&brand, 2, EXPIRES);
+    let priced = testing::priced_brand_record(&brand, 3, EXPIRES);
+    let priced_signed = match priced.clone().sign(&brand.identity) {
+        Ok(r) => r,
+        Err(e) => panic!("fixture priced record: {e}"),
+    };
+    let mut invalid = vec![
+        record_case("signature byte flipped", &forged, NOW),
+        record_case("expired: now == expires_at", &enc, EXPIRES),
+        record_case("expires more than 7 days after now", &enc, EXPIRES - 8 * 24 * 3600),
+        record_case("unsupported record version 2", &v2, NOW),
+        record_case("non-canonical integer head for version", &noncanon, NOW),
+        record_case("all-zero (weak) identity key", &weak, NOW),
+        record_case("larger than 2048 bytes", &oversized, NOW),
+        record_case("identity key of another agent, signed by the brand", &signed_by_wrong, NOW),
+        record_case("truncated", &enc[..enc.len() - 1], NOW),
+    ];
+    for (description, service) in invalid_services() {
+        let bytes = testing::record_with_raw_services(&rec, &[service], &brand.identity);
+        invalid.push(record_case(description, &bytes, NOW));
+    }
     json!({
         "description": "Agent records (spec §6). `signing_bytes` = 'agentwire:record:v1' || CBOR of the first 11 fields; `encoded` is the 12-field array.",
         "now": NOW,
@@ -132,17 +152,14 @@ pub fn records() -> Value {
             "signature": hx(signed.signature()),
             "encoded": hx(&enc),
         },
-        "invalid": [
-            record_case("signature byte flipped", &forged, NOW),
-            record_case("expired: now == expires_at", &enc, EXPIRES),
-            record_case("expires more than 7 days after now", &enc, EXPIRES - 8 * 24 * 3600),
-            record_case("unsupported record version 2", &v2, NOW),
-            record_case("non-canonical integer head for version", &noncanon, NOW),
-            record_case("all-zero (weak) identity key", &weak, NOW),
-            record_case("larger than 2048 bytes", &oversized, NOW),
-            record_case("identity key of another agent, signed by the brand", &signed_by_wrong, NOW),
-            record_case("truncated", &enc[..enc.len() - 1], NOW),
-        ],
+        "priced": {
+            "description": "A record whose services state their interface and pricing (spec §6.2): per-token chat, metered text and per-query chat in the six-element form, per-query text in the four-element form.",
+            "fields": fields::record(&priced),
+            "signing_bytes": hx(priced.signing_bytes()),
+            "signature": hx(priced_signed.signature()),
+            "encoded": hx(priced_signed.encoded()),
+        },
+        "invalid": invalid,
         "replacement": {
             "description": "A stored record is replaced only by one with a strictly higher seq (validate_for_store).",
             "stored_seq2": hx(older.encoded()),
@@ -152,6 +169,140 @@ pub fn records() -> Value {
             "seq3_over_seq3": "StaleSequence",
         },
     })
+}
+
+/// Services a reader refuses (spec §6.9 steps 10 and 14), each alone in an
+/// otherwise valid, correctly signed record. Their price is 1000 NEAR-units
+/// unless the case says otherwise.
+fn invalid_services() -> Vec<(&'static str, Vec<u8>)> {
+    const BIG: u64 = 1 << 32;
+    let service = |elements: u64, interface: Option<&dyn Fn(&mut Writer)>, pricing: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::new();
+        w.array(elements).text("m").text("").amount(1000).text("NEAR");
+        match interface {
+            Some(write) => write(&mut w),
+            None => {
+                w.u64(1);
+            }
+        }
+        pricing(&mut w);
+        w.finish()
+    };
+    let chat = |pricing: &dyn Fn(&mut Writer)| service(6, None, pricing);
+    let text = |pricing: &dyn Fn(&mut Writer)| {
+        service(
+            6,
+            Some(&|w: &mut Writer| {
+                w.u64(0);
+            }),
+            pricing,
+        )
+    };
+    let per_token = |input: u128, output: u128, max: u64| {
+        move |w: &mut Writer| {
+            w.array(4).u64(1).amount(input).amount(output).u64(max);
+        }
+    };
+    let metered = |chunks: u64, increment: u128| {
+        move |w: &mut Writer| {
+            w.array(3).u64(2).u64(chunks).amount(increment);
+        }
+    };
+    let per_query = |w: &mut Writer| {
+        w.array(1).u64(0);
+    };
+    vec![
+        (
+            "service interface 2 (unassigned)",
+            service(
+                6,
+                Some(&|w: &mut Writer| {
+                    w.u64(2);
+                }),
+                &per_query,
+            ),
+        ),
+        (
+            "service interface as text \"chat\", not a uint",
+            service(
+                6,
+                Some(&|w: &mut Writer| {
+                    w.text("chat");
+                }),
+                &per_query,
+            ),
+        ),
+        (
+            "pricing kind 3 (unassigned)",
+            chat(&|w: &mut Writer| {
+                w.array(1).u64(3);
+            }),
+        ),
+        (
+            "pricing: an empty array",
+            chat(&|w: &mut Writer| {
+                w.array(0);
+            }),
+        ),
+        (
+            "pricing: the uint 0, not an array",
+            chat(&|w: &mut Writer| {
+                w.u64(0);
+            }),
+        ),
+        (
+            "pricing kind as text, not a uint",
+            chat(&|w: &mut Writer| {
+                w.array(1).text("per_query");
+            }),
+        ),
+        (
+            "per-query pricing with a second element",
+            chat(&|w: &mut Writer| {
+                w.array(2).u64(0).u64(0);
+            }),
+        ),
+        (
+            "per-token pricing with 3 elements (no max_output_tokens)",
+            chat(&|w: &mut Writer| {
+                w.array(3).u64(1).amount(1).amount(1);
+            }),
+        ),
+        (
+            "per-token pricing with 5 elements",
+            chat(&|w: &mut Writer| {
+                w.array(5).u64(1).amount(1).amount(1).u64(10).u64(0);
+            }),
+        ),
+        (
+            "metered pricing with 2 elements (no increment)",
+            text(&|w: &mut Writer| {
+                w.array(2).u64(2).u64(4);
+            }),
+        ),
+        (
+            "per-token input as a uint, not a 16-byte amount",
+            chat(&|w: &mut Writer| {
+                w.array(4).u64(1).u64(1).amount(1).u64(10);
+            }),
+        ),
+        ("per-token max_output_tokens 2^32, above 2^32 - 1", chat(&per_token(1, 1, BIG))),
+        ("per-token max_output_tokens 0", chat(&per_token(1, 1, 0))),
+        ("per-token pricing on the text interface", text(&per_token(1, 1, 10))),
+        ("per-token: price 1000 below max_output_tokens 10 x output 101", chat(&per_token(1, 101, 10))),
+        ("per-token: max_output_tokens x output overflows 128 bits", chat(&per_token(0, 1 << 127, 2))),
+        ("metered chunks 0", text(&metered(0, 10))),
+        ("metered increment 1001 above price 1000", text(&metered(4, 1001))),
+        ("metered chunks 2^32, above 2^32 - 1", text(&metered(BIG, 10))),
+        ("text and per-query written in six elements (the four-element form is the only one)", text(&per_query)),
+        ("service with 5 elements", service(5, None, &|_: &mut Writer| {})),
+        (
+            "service with 7 elements",
+            service(7, None, &|w: &mut Writer| {
+                w.array(1).u64(0).u64(0);
+            }),
+        ),
+    ]
 }
 
 fn message_case(description: &str, bytes: &[u8]) -> Value {
