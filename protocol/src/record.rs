@@ -219,6 +219,12 @@ impl AgentRecord {
 
     /// Canonical CBOR of the first eleven fields (what is signed, after the tag).
     fn encode_unsigned(&self, w: &mut Writer, fields: u64) {
+        self.encode_unsigned_with(w, fields, |w| self.encode_services(w));
+    }
+
+    /// The first eleven fields with the services array written by
+    /// `services` (test fixtures write services the encoder refuses).
+    pub(crate) fn encode_unsigned_with(&self, w: &mut Writer, fields: u64, services: impl FnOnce(&mut Writer)) {
         w.array(fields).u64(RECORD_VERSION).bytes(&self.identity.to_bytes()).text(self.near_account.as_str());
         w.bytes(self.noise_static.as_bytes());
         w.array(self.quic_addrs.len() as u64);
@@ -229,6 +235,12 @@ impl AgentRecord {
         for a in &self.p2p_addrs {
             w.text(a);
         }
+        services(w);
+        w.text(self.channel_contract.as_str()).amount(self.min_deposit).u64(self.seq).u64(self.expires_at);
+    }
+
+    /// The services array, each in its one encoding (spec §6.2).
+    fn encode_services(&self, w: &mut Writer) {
         w.array(self.services.len() as u64);
         for s in &self.services {
             let n = if s.is_plain() { 4 } else { 6 };
@@ -246,7 +258,6 @@ impl AgentRecord {
                 };
             }
         }
-        w.text(self.channel_contract.as_str()).amount(self.min_deposit).u64(self.seq).u64(self.expires_at);
     }
 
     /// The bytes the identity key signs: `RECORD_TAG || cbor([fields 0..=10])`.

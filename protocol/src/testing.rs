@@ -112,25 +112,15 @@ pub fn priced_brand_record(brand: &LocalIdentity, seq: u64, expires_at: u64) -> 
 
 /// A record signed by `key` whose services array holds `services` (each one
 /// encoded CBOR item) verbatim: what a writer that breaks spec §6.2 sends.
-/// Encoded here field by field rather than by [`AgentRecord::sign`], which
-/// refuses such services.
+/// Signed here rather than by [`AgentRecord::sign`], which refuses such services.
 pub fn record_with_raw_services(record: &AgentRecord, services: &[Vec<u8>], key: &Keypair) -> Vec<u8> {
     let fields = |w: &mut Writer, n: u64| {
-        w.array(n).u64(1).bytes(&record.identity.to_bytes()).text(record.near_account.as_str());
-        w.bytes(record.noise_static.as_bytes());
-        w.array(record.quic_addrs.len() as u64);
-        for a in &record.quic_addrs {
-            w.text(&a.to_string());
-        }
-        w.array(record.p2p_addrs.len() as u64);
-        for a in &record.p2p_addrs {
-            w.text(a);
-        }
-        w.array(services.len() as u64);
-        for s in services {
-            w.raw(s);
-        }
-        w.text(record.channel_contract.as_str()).amount(record.min_deposit).u64(record.seq).u64(record.expires_at);
+        record.encode_unsigned_with(w, n, |w| {
+            w.array(services.len() as u64);
+            for s in services {
+                w.raw(s);
+            }
+        });
     };
     let mut signing = Writer::new();
     signing.raw(crate::record::RECORD_TAG);
