@@ -258,7 +258,11 @@ async fn demo(args: DemoArgs, dir: &std::path::Path, out: Steps) -> Result<(), E
                "payee": "brand.devnet"}),
     );
 
-    out.say("paid_queries", "8. Paid queries (a voucher per query, persisted by the brand before it answers):", json!({}));
+    out.say(
+        "paid_queries",
+        "8. Paid queries (a voucher per query, persisted by the brand before it answers):",
+        json!({}),
+    );
     let mut paid = 0u128;
     for q in ["What's new?", "Do you ship to Lisbon?", "Thanks!"] {
         let o = query(&conn, &record, "chat", q.as_bytes().to_vec(), Some(&payer), |_| async {}).await?;
@@ -307,7 +311,11 @@ async fn demo(args: DemoArgs, dir: &std::path::Path, out: Steps) -> Result<(), E
     let claimed: u128 = claims.iter().map(|c| c.1).sum();
     out.say(
         "claim",
-        format!("9. The brand claims its highest voucher on chain: {} (gas {})", near(claimed), near(payee.gas_burnt())),
+        format!(
+            "9. The brand claims its highest voucher on chain: {} (gas {})",
+            near(claimed),
+            near(payee.gas_burnt())
+        ),
         json!({"claimed": raw(claimed), "gas": raw(payee.gas_burnt())}),
     );
 

@@ -181,11 +181,14 @@ async fn lookups_and_queries_fail_fast_and_say_why() {
     let no_peer = boot.split("/p2p/").next().unwrap().to_owned();
     let dead_config = home.join("dead-boot.toml");
     std::fs::write(&dead_config, FREE_BRAND.replace("BOOT", &dead)).unwrap();
-    for (bootstrap, code, words) in
-        [(dead.as_str(), "BootstrapUnreachable", "no answer within 2 s"), (no_peer.as_str(), "BadBootstrapAddress", "/p2p/")]
-    {
-        let lookup = ["--json", "lookup", "--bootstrap", bootstrap, "--bind", "127.0.0.1:0", "--account", "brand.devnet"];
-        let query = ["--json", "query", "--bootstrap", bootstrap, "--bind", "127.0.0.1:0", "--account", "brand.devnet", "hi"];
+    for (bootstrap, code, words) in [
+        (dead.as_str(), "BootstrapUnreachable", "no answer within 2 s"),
+        (no_peer.as_str(), "BadBootstrapAddress", "/p2p/"),
+    ] {
+        let lookup =
+            ["--json", "lookup", "--bootstrap", bootstrap, "--bind", "127.0.0.1:0", "--account", "brand.devnet"];
+        let query =
+            ["--json", "query", "--bootstrap", bootstrap, "--bind", "127.0.0.1:0", "--account", "brand.devnet", "hi"];
         for args in [&lookup[..], &query[..]] {
             let (out, took) = agentwire(&home, args);
             let e = json_error(&out);
@@ -197,7 +200,16 @@ async fn lookups_and_queries_fail_fast_and_say_why() {
     }
     let (out, took) = agentwire(
         &home,
-        &["--json", "serve", "--config", dead_config.to_str().unwrap(), "--listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1"],
+        &[
+            "--json",
+            "serve",
+            "--config",
+            dead_config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ],
     );
     let e = json_error(&out);
     assert_eq!(e["code"], "BootstrapUnreachable", "a brand that reaches no bootstrap peer does not start: {e}");

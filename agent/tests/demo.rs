@@ -68,7 +68,10 @@ fn the_python_gateway_example_runs_against_the_demo() {
     let _ = demo.wait();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("chat: Do you ship to Lisbon? | paid 0.01 NEAR (10000000000000000000000 yoctoNEAR)"), "{text}");
+    assert!(
+        text.contains("chat: Do you ship to Lisbon? | paid 0.01 NEAR (10000000000000000000000 yoctoNEAR)"),
+        "{text}"
+    );
     assert!(text.contains("story: a tale told one word at a time by a brand agent"), "{text}");
     assert!(text.contains("channel "), "{text}");
 }

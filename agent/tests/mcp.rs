@@ -111,13 +111,18 @@ handler = {{ kind = "openai", url = "{url}", models = ["fake-1"], max_tokens = 6
         "--max-price",
         "0.1",
     ];
-    let mut cmd = tokio::process::Command::new(&py);
+    let mut cmd = std::process::Command::new(&py);
     cmd.args(&args);
     if let Some(p) = &pypath {
         cmd.env("PYTHONPATH", p);
     }
-    let out =
-        tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("the MCP client timed out").unwrap();
+    // A blocking wait on its own thread: tokio's process driver would run on
+    // every park of every runtime in the agent's tests and benchmarks.
+    let out = tokio::time::timeout(Duration::from_secs(300), tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .expect("the MCP client timed out")
+        .unwrap()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the MCP client failed: {stderr}");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -550,7 +550,9 @@ async fn the_gateway_answers_json_and_server_sent_events_and_explains_errors() {
     let n = net("gateway", &["acme", "u1"]).await;
     // A free service whose HTTP upstream streams its text one byte per chunk.
     let bytes = byte_by_byte_upstream(NON_ASCII).await;
-    let services = format!("{ACME}\n[[service]]\nname = \"bytes\"\nhandler = {{ kind = \"http\", url = \"{bytes}\", stream = true }}\n");
+    let services = format!(
+        "{ACME}\n[[service]]\nname = \"bytes\"\nhandler = {{ kind = \"http\", url = \"{bytes}\", stream = true }}\n"
+    );
     let acme = n.brand("acme", &services).await;
     let (user, payer) = n.user("u1", Keypair::generate(&mut OsRng), PayerConfig::default()).await;
     find(&user, "acme.devnet").await;

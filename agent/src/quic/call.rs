@@ -38,7 +38,9 @@ pub enum StreamEvent {
 
 /// A request in flight: its machine and its stream.
 pub(super) struct Call {
-    pub(super) m: RequestStream,
+    /// Boxed: the call's futures hold it across awaits, and inline it would
+    /// widen each of them (every layer of `async fn` copies its arguments).
+    pub(super) m: Box<RequestStream>,
     pub(super) send: SendStream,
     pub(super) inbound: Inbound,
     pub(super) ending: EndingStreams,
@@ -105,7 +107,7 @@ impl Call {
     /// The exchange is over: read the brand's end of stream (spec §13.1 item 5).
     fn done(self) {
         let Call { m, inbound, ending, .. } = self;
-        ending.finish(inbound, m);
+        ending.finish(inbound, *m);
     }
 }
 

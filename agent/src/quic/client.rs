@@ -237,7 +237,7 @@ impl Shared {
         let request = Request { id, service, body, payment };
         let m = RequestStream::new(request, writer, reader, self.negotiated, self.limits.exchange(), now_ms())?;
         let request_hash = m.request_hash();
-        let mut call = Call { m, send, inbound: Inbound::new(recv), ending: self.ending.clone() };
+        let mut call = Call { m: Box::new(m), send, inbound: Inbound::new(recv), ending: self.ending.clone() };
         flush(&mut call.m, &mut call.send).await?;
         Ok((call.first().await?, request_hash))
     }

@@ -67,6 +67,24 @@ macro_rules! machine {
 }
 machine!(ResponseStream);
 machine!(RequestStream);
+/// The drivers keep their machine boxed (see `call.rs`, `respond.rs`).
+impl<M: Machine + ?Sized> Machine for Box<M> {
+    fn handle_input(&mut self, input: &[u8], now_ms: u64) {
+        (**self).handle_input(input, now_ms)
+    }
+    fn handle_fin(&mut self) {
+        (**self).handle_fin()
+    }
+    fn handle_timeout(&mut self, now_ms: u64) {
+        (**self).handle_timeout(now_ms)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        (**self).poll_timeout()
+    }
+    fn take_transmit(&mut self) -> Option<Transmit> {
+        (**self).take_transmit()
+    }
+}
 
 /// Writes whatever the machine has for its stream.
 pub(crate) async fn flush(m: &mut impl Machine, send: &mut SendStream) -> Result<(), TransportError> {

@@ -28,7 +28,9 @@ struct Served {
     peer: Arc<Peer>,
     send: SendStream,
     inbound: Inbound,
-    m: ResponseStream,
+    /// Boxed: the serving futures hold it across awaits, and inline it would
+    /// widen each of them (every layer of `async fn` copies its arguments).
+    m: Box<ResponseStream>,
 }
 
 /// Serves a stream that should carry one Request.
@@ -47,7 +49,7 @@ pub(super) async fn serve_request(peer: Arc<Peer>, send: SendStream, recv: RecvS
         allowed,
         now_ms(),
     );
-    let mut s = Served { peer, send, inbound: Inbound::new(recv), m };
+    let mut s = Served { peer, send, inbound: Inbound::new(recv), m: Box::new(m) };
     let Some(request) = s.next_request().await else { return };
     // Paid or not, answered on the connection's task: a paid request costs no
     // signature (receipts come in batches, vouchers are verified once).
@@ -66,7 +68,7 @@ impl Served {
                     if e.scope() == Scope::Connection {
                         // Closing discards unsent stream data: give the
                         // `Error(id = null)` a moment to reach the peer first.
-                        let _ = tokio::time::timeout(CLOSE_GRACE, self.send.stopped()).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, self.send.stopped())).await;
                     }
                     self.stopped(&e);
                     return None;
@@ -121,9 +123,9 @@ impl Served {
             Answer::Charged(body, actual) => self.respond(body, ticket, Some(actual)).await,
             Answer::Error(code, text) => {
                 self.peer.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.fail(ticket, code, &text).await;
+                Box::pin(self.fail(ticket, code, &text)).await;
             }
-            Answer::Stream(chunks) => self.stream(chunks, ticket).await,
+            Answer::Stream(chunks) => Box::pin(self.stream(chunks, ticket)).await,
         }
         self.peer.stats.latency.observe(started.elapsed());
         self.finish().await;
@@ -293,7 +295,7 @@ impl Served {
             self.stopped(&e);
         }
         let Served { peer, inbound, m, .. } = self;
-        peer.ending.finish(inbound, m);
+        peer.ending.finish(inbound, *m);
     }
 }
 

@@ -19,13 +19,13 @@
 //! it broke the session's encryption or framing (spec §13.1 item 6).
 
 pub mod error;
+mod events;
 pub mod requester;
 pub mod responder;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 pub use error::{close_reason, ExchangeError, Scope, Violation, Wait};
@@ -99,29 +99,37 @@ pub struct Transmit {
 /// The ids of a connection's requests that are open at a responder: from
 /// the Request's arrival until its answer's last message is written (spec
 /// §13.1 item 4). A Request reusing one is refused with code 5. Bounded by
-/// the streams a peer may have open; shared by the connection's streams.
+/// the streams a peer may have open; shared by the connection's streams. A
+/// short list, not a hash set: at most `max` ids (a stream limit, a few
+/// hundred), scanned without hashing every request's id.
 #[derive(Debug)]
 pub struct RequestIds {
-    open: Mutex<HashSet<u64>>,
+    open: Mutex<Vec<u64>>,
     max: usize,
 }
 
 impl RequestIds {
     /// Room for `max` open ids (the connection's stream limit).
     pub fn new(max: usize) -> RequestIds {
-        RequestIds { open: Mutex::new(HashSet::new()), max }
+        RequestIds { open: Mutex::new(Vec::new()), max }
     }
 
     /// Marks `id` open; false if it already is (or the set is full, which a
     /// stream limit no larger than `max` rules out).
     fn open(&self, id: u64) -> bool {
-        let Ok(mut set) = self.open.lock() else { return false };
-        set.len() < self.max && set.insert(id)
+        let Ok(mut open) = self.open.lock() else { return false };
+        if open.len() >= self.max || open.contains(&id) {
+            return false;
+        }
+        open.push(id);
+        true
     }
 
     fn close(&self, id: u64) {
-        if let Ok(mut set) = self.open.lock() {
-            set.remove(&id);
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(i) = open.iter().position(|&o| o == id) {
+                open.swap_remove(i);
+            }
         }
     }
 

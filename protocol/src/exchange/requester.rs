@@ -8,11 +8,10 @@
 //! ([`RequestStream::pay`]); the machine ends it with END_STREAM once the
 //! answer is in.
 
-use std::collections::VecDeque;
-
 use sha2::{Digest, Sha256};
 
 use super::error::{ExchangeError, Violation, Wait};
+use super::events::Events;
 use super::{ExchangeLimits, Negotiated, Transmit};
 use crate::payment::{SignedReceipt, SignedVoucher};
 use crate::session::{StreamEvent, StreamReader, StreamWriter};
@@ -68,7 +67,7 @@ pub struct RequestStream {
     out: Vec<u8>,
     fin: bool,
     fin_taken: bool,
-    events: VecDeque<RequestEvent>,
+    events: Events<RequestEvent>,
     deadline: Option<u64>,
 }
 
@@ -89,6 +88,7 @@ impl RequestStream {
         let paid = request.payment.is_some();
         let id = request.id;
         let bytes = Message::Request(request).encode();
+        let out_len = writer.sealed_len(bytes.len());
         let mut s = RequestStream {
             id,
             writer,
@@ -101,10 +101,12 @@ impl RequestStream {
             next_seq: 0,
             hash: Sha256::new(),
             credit: None,
-            out: Vec::with_capacity(bytes.len() + 64),
+            // Sized exactly: a buffer without spare capacity becomes the transport's
+            // `Bytes` with no second allocation.
+            out: Vec::with_capacity(out_len),
             fin: !paid,
             fin_taken: false,
-            events: VecDeque::new(),
+            events: Events::default(),
             deadline: Some(now_ms.saturating_add(limits.answer_ms)),
         };
         s.writer.write_message(&bytes, !paid, &mut s.out).map_err(ExchangeError::Local)?;
@@ -173,7 +175,7 @@ impl RequestStream {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<RequestEvent> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Bytes to write, and whether our direction ends after them.
@@ -239,7 +241,7 @@ impl RequestStream {
                 self.next_seq = next;
                 self.hash.update(&c.data);
                 self.state = State::Streaming;
-                self.events.push_back(RequestEvent::Chunk(c.data));
+                self.events.push(RequestEvent::Chunk(c.data));
             }
             (State::AwaitFirst | State::Streaming, Message::StreamEnd(e)) => {
                 if !self.negotiated.stream {
@@ -263,7 +265,7 @@ impl RequestStream {
                 }
                 self.state = State::Paying;
                 self.deadline = None;
-                self.events.push_back(RequestEvent::PaymentRequired(Box::new(p)));
+                self.events.push(RequestEvent::PaymentRequired(Box::new(p)));
             }
             (State::AwaitFirst | State::Streaming | State::Paying, Message::Receipt(r)) => {
                 if !self.negotiated.pay {
@@ -273,7 +275,7 @@ impl RequestStream {
                     // A credit statement: the Error follows (spec §13.10).
                     self.credit = Some(Box::new(r.receipt));
                 } else {
-                    self.events.push_back(RequestEvent::Receipt(Box::new(r.receipt)));
+                    self.events.push(RequestEvent::Receipt(Box::new(r.receipt)));
                 }
             }
             (_, Message::Error(e)) => {
@@ -292,7 +294,7 @@ impl RequestStream {
 
     /// The last event: our open direction ends (END_STREAM, then FIN).
     fn finish(&mut self, event: RequestEvent) {
-        self.events.push_back(event);
+        self.events.push(event);
         self.state = State::Done;
         self.deadline = None;
         self.end_ours();

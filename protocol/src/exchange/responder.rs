@@ -14,12 +14,12 @@
 //! one can still be written and leaves the connection alone, unless the
 //! session's encryption or framing broke ([`Scope::Connection`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::error::{ExchangeError, Scope, Violation, Wait};
+use super::events::Events;
 use super::{ExchangeLimits, Negotiated, RequestIds, Transmit};
 use crate::codes::ErrorCode;
 use crate::identity::Keypair;
@@ -135,7 +135,7 @@ pub struct ResponseStream {
     out: Vec<u8>,
     fin: bool,
     fin_taken: bool,
-    events: VecDeque<ResponderEvent>,
+    events: Events<ResponderEvent>,
     deadline: Option<u64>,
     /// A paid answer's receipt leaf, when receipts come in batches.
     leaf: Option<(ChannelRef, BatchEntry)>,
@@ -173,7 +173,7 @@ impl ResponseStream {
             out: Vec::new(),
             fin: false,
             fin_taken: false,
-            events: VecDeque::new(),
+            events: Events::default(),
             deadline: Some(now_ms.saturating_add(limits.request_read_ms)),
             leaf: None,
         }
@@ -243,7 +243,7 @@ impl ResponseStream {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<ResponderEvent> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Bytes to write, and whether our direction ends after them.
@@ -502,6 +502,9 @@ impl ResponseStream {
 
     fn write(&mut self, m: &Message, end: bool) {
         let bytes = m.encode();
+        // Sized exactly: a buffer without spare capacity becomes the transport's
+        // `Bytes` with no second allocation.
+        self.out.reserve_exact(self.writer.sealed_len(bytes.len()));
         if let Err(e) = self.writer.write_message(&bytes, end, &mut self.out) {
             // Only a stream that used up its frame counters gets here.
             self.close_ours();
@@ -554,7 +557,7 @@ impl ResponseStream {
             (State::AwaitIncrement, Message::Voucher(v)) if Some(v.id) == self.id => {
                 self.state = State::CheckingIncrement;
                 self.deadline = None;
-                self.events.push_back(ResponderEvent::IncrementVoucher(Box::new(v.voucher)));
+                self.events.push(ResponderEvent::IncrementVoucher(Box::new(v.voucher)));
             }
             (State::AwaitIncrement, Message::Voucher(v)) => {
                 let expected = self.id.unwrap_or(0);
@@ -589,7 +592,7 @@ impl ResponseStream {
             self.paid = Some(Paid { request_hash: Sha256::digest(bytes).into(), charge: None });
         }
         let Request { id, service, body, payment } = r;
-        self.events.push_back(ResponderEvent::Request(Box::new(IncomingRequest { id, service, body, payment })));
+        self.events.push(ResponderEvent::Request(Box::new(IncomingRequest { id, service, body, payment })));
     }
 
     fn on_peer_end(&mut self) {
@@ -641,7 +644,7 @@ impl ResponseStream {
             }
             self.stop_reported = true;
         }
-        self.events.push_back(ResponderEvent::Stopped(e));
+        self.events.push(ResponderEvent::Stopped(e));
     }
 }
 
