@@ -225,6 +225,9 @@ async fn world(dir: &std::path::Path) -> World {
         if let Some(k) = ahead {
             config.pay_ahead_queries = k;
             config.pay_ahead_max_queries = k;
+        } else if let Some(most) = std::env::var("AGENTWIRE_PAID_AHEAD_MAX").ok().and_then(|v| v.parse().ok()) {
+            // What bounds paid throughput: how far ahead a voucher is made durable.
+            config.pay_ahead_max_queries = most;
         }
         let store = Store::open(&dir.join(format!("payer-{who}-{service}")), StoreConfig::default()).unwrap();
         let account = format!("{who}.devnet");
@@ -308,6 +311,32 @@ impl Rounds {
     }
 }
 
+/// `AGENTWIRE_PAID_PROFILE=unpaid|default|k1`: runs only that stack's 64-in-flight phase (with
+/// `AGENTWIRE_PAID_AHEAD_MAX=n`, the default policy pays ahead up to n queries instead of 64), `REQUESTS` at a time
+/// until 20 s have passed, printing each pass's rate, for `perf record` to see that phase alone.
+fn profiled_stack() -> Option<usize> {
+    match std::env::var("AGENTWIRE_PAID_PROFILE").ok()?.as_str() {
+        "unpaid" => Some(1),
+        "default" => Some(2),
+        "k1" => Some(3),
+        other => panic!("AGENTWIRE_PAID_PROFILE={other}: expected unpaid, default or k1"),
+    }
+}
+
+async fn profile(w: &World, stack: usize, requests: usize) -> Vec<(String, Figures)> {
+    let call = match stack {
+        1 => w.free.call(),
+        2 => w.default.call(),
+        _ => w.exact.call(),
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let f = measure(&call, 1, requests).await;
+        println!("PROFILE stack {stack}: {:.0} req/s at {IN_FLIGHT} in flight", f.par_rps);
+    }
+    std::process::exit(0);
+}
+
 fn main() {
     let requests: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(20_000);
     println!(
@@ -331,6 +360,9 @@ fn main() {
         let stacks = rt
             .block_on(rt.spawn(async move {
                 let w = world(&d2).await;
+                if let Some(stack) = profiled_stack() {
+                    return profile(&w, stack, requests).await;
+                }
                 let calls: [(&str, Call); 4] = [
                     ("plain quinn (TLS 1.3 echo)", w.quinn.clone()),
                     ("AgentWire unpaid", w.free.call()),

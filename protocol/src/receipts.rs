@@ -69,41 +69,65 @@ fn split(n: usize) -> usize {
     k
 }
 
+/// Every level of a Merkle tree over a batch's leaves, leaves first: the
+/// root and each inclusion path are read off it, so a batch of n answers
+/// costs about 2n hashes in all rather than about 2n per answer's proof.
+/// The shape is RFC 6962 §2.1's (split at the largest power of two below n),
+/// which is the same tree as pairing each level's nodes left to right and
+/// carrying an odd last node up unchanged.
+#[derive(Clone, Debug)]
+pub struct MerkleTree {
+    levels: Vec<Vec<[u8; 32]>>,
+}
+
+impl MerkleTree {
+    /// The tree over `leaves`; `None` for none.
+    pub fn new(leaves: Vec<[u8; 32]>) -> Option<MerkleTree> {
+        if leaves.is_empty() {
+            return None;
+        }
+        let mut levels = vec![leaves];
+        while let Some(level) = levels.last().filter(|l| l.len() > 1) {
+            let up = level
+                .chunks(2)
+                .map(|pair| pair.iter().copied().reduce(|left, right| node(&left, &right)).unwrap_or_default())
+                .collect();
+            levels.push(up);
+        }
+        Some(MerkleTree { levels })
+    }
+
+    /// The root.
+    pub fn root(&self) -> [u8; 32] {
+        self.levels.last().and_then(|l| l.first()).copied().unwrap_or_default()
+    }
+
+    /// The inclusion path of leaf `index` (siblings from the leaf up); a node
+    /// carried up unchanged has no sibling at that level.
+    pub fn path(&self, index: usize) -> Option<Vec<[u8; 32]>> {
+        if index >= self.levels.first()?.len() {
+            return None;
+        }
+        let mut path = Vec::with_capacity(self.levels.len());
+        let mut i = index;
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(i ^ 1) {
+                path.push(*sibling);
+            }
+            i /= 2;
+        }
+        Some(path)
+    }
+}
+
 /// The Merkle root of `leaves` (RFC 6962 §2.1 shape); `None` for none.
 pub fn merkle_root(leaves: &[[u8; 32]]) -> Option<[u8; 32]> {
-    match leaves.len() {
-        0 => None,
-        1 => Some(leaves[0]),
-        n => {
-            let k = split(n);
-            Some(node(&merkle_root(&leaves[..k])?, &merkle_root(&leaves[k..])?))
-        }
-    }
+    MerkleTree::new(leaves.to_vec()).map(|t| t.root())
 }
 
 /// The inclusion path of leaf `index` (siblings from the leaf up).
 pub fn inclusion_path(leaves: &[[u8; 32]], index: usize) -> Option<Vec<[u8; 32]>> {
-    if index >= leaves.len() {
-        return None;
-    }
-    let mut path = Vec::new();
-    let (mut lo, mut hi, mut i) = (0, leaves.len(), index);
-    let mut frames = Vec::new();
-    while hi - lo > 1 {
-        let k = split(hi - lo);
-        if i < k {
-            frames.push(merkle_root(&leaves[lo + k..hi])?);
-            hi = lo + k;
-        } else {
-            frames.push(merkle_root(&leaves[lo..lo + k])?);
-            lo += k;
-            i -= k;
-        }
-    }
-    while let Some(f) = frames.pop() {
-        path.push(f);
-    }
-    Some(path)
+    MerkleTree::new(leaves.to_vec())?.path(index)
 }
 
 /// The root from a leaf, its index among `count` leaves and its path.
@@ -187,28 +211,43 @@ impl ReceiptBatch {
         Some(ReceiptBatch { channel, seq, entries, signature })
     }
 
+    /// The Merkle tree over the entries.
+    pub fn tree(&self) -> Option<MerkleTree> {
+        MerkleTree::new(self.entries.iter().map(leaf_hash).collect())
+    }
+
     /// The Merkle root over the entries.
     pub fn root(&self) -> Option<[u8; 32]> {
-        merkle_root(&self.entries.iter().map(leaf_hash).collect::<Vec<_>>())
+        self.tree().map(|t| t.root())
     }
 
     /// Verifies the signature over the root under the payee's identity key (strict).
     pub fn verify(&self, payee: &PublicKey) -> Result<(), PaymentError> {
-        let root = self.root().ok_or(PaymentError::BadSignature)?;
-        let bytes = root_signing_bytes(&self.channel, self.seq, self.entries.len() as u32, &root);
-        payee.verify_raw(&bytes, &self.signature).map_err(|_| PaymentError::BadSignature)
+        self.verify_tree(payee).map(|_| ())
+    }
+
+    /// Verifies the signature and returns the tree, for reading the proofs off it.
+    pub fn verify_tree(&self, payee: &PublicKey) -> Result<MerkleTree, PaymentError> {
+        let tree = self.tree().ok_or(PaymentError::BadSignature)?;
+        let bytes = root_signing_bytes(&self.channel, self.seq, self.entries.len() as u32, &tree.root());
+        payee.verify_raw(&bytes, &self.signature).map_err(|_| PaymentError::BadSignature)?;
+        Ok(tree)
     }
 
     /// The proof that entry `index` is in this batch, for keeping offline.
     pub fn proof(&self, index: usize) -> Option<ReceiptProof> {
-        let leaves: Vec<[u8; 32]> = self.entries.iter().map(leaf_hash).collect();
+        self.proof_in(&self.tree()?, index)
+    }
+
+    /// [`proof`](Self::proof) with the batch's tree already built.
+    pub fn proof_in(&self, tree: &MerkleTree, index: usize) -> Option<ReceiptProof> {
         Some(ReceiptProof {
             channel: self.channel.clone(),
             seq: self.seq,
             count: self.entries.len() as u32,
             index: index as u32,
             entry: self.entries.get(index)?.clone(),
-            path: inclusion_path(&leaves, index)?,
+            path: tree.path(index)?,
             signature: self.signature,
         })
     }
@@ -470,7 +509,7 @@ impl ReceiptWaiter {
         if self.seen.get(&key).is_some_and(|s| s.contains(&batch.seq)) {
             return Err(BatchError::Replayed { seq: batch.seq });
         }
-        batch.verify(payee).map_err(|_| BatchError::BadSignature)?;
+        let tree = batch.verify_tree(payee).map_err(|_| BatchError::BadSignature)?;
         let seen = self.seen.entry(key).or_default();
         seen.push(batch.seq);
         if seen.len() > 4096 {
@@ -478,7 +517,7 @@ impl ReceiptWaiter {
         }
         let mut out = Vec::with_capacity(batch.entries.len());
         for (i, e) in batch.entries.iter().enumerate() {
-            let Some(proof) = batch.proof(i) else { continue };
+            let Some(proof) = batch.proof_in(&tree, i) else { continue };
             match self.expected.remove(&e.id) {
                 Some(x) if x.channel != batch.channel => out.push(Err(BatchError::WrongChannel { id: e.id })),
                 Some(x) if x.request_hash != e.request_hash || x.response_hash != e.response_hash => {
@@ -523,6 +562,36 @@ impl ReceiptWaiter {
 
 #[cfg(test)]
 mod tests {
+
+    /// RFC 6962 §2.1 as written (the recursive split), the reference for the tree.
+    fn reference_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+        match leaves.len() {
+            1 => leaves[0],
+            n => {
+                let k = split(n);
+                node(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_is_rfc_6962s_and_every_path_leads_to_its_root() {
+        for n in (1..=70).chain([127, 128, 129, 255, 256]) {
+            let leaves: Vec<[u8; 32]> = (0..n).map(|i: usize| Sha256::digest(i.to_le_bytes()).into()).collect();
+            let tree = MerkleTree::new(leaves.clone()).unwrap();
+            assert_eq!(tree.root(), reference_root(&leaves), "{n} leaves");
+            for (i, leaf) in leaves.iter().enumerate() {
+                let path = tree.path(i).unwrap();
+                assert_eq!(root_from_path(*leaf, i, n, &path), Some(tree.root()), "leaf {i} of {n}");
+                let mut wrong = *leaf;
+                wrong[0] ^= 1;
+                assert_ne!(root_from_path(wrong, i, n, &path), Some(tree.root()));
+            }
+            assert_eq!(tree.path(n), None);
+        }
+        assert!(MerkleTree::new(Vec::new()).is_none());
+    }
+
     use super::*;
     use crate::testing::{account, identity};
 
