@@ -226,7 +226,7 @@ async fn world(dir: &std::path::Path) -> World {
             config.pay_ahead_queries = k;
             config.pay_ahead_max_queries = k;
         } else if let Some(most) = std::env::var("AGENTWIRE_PAID_AHEAD_MAX").ok().and_then(|v| v.parse().ok()) {
-            // What bounds paid throughput: how far ahead a voucher is made durable.
+            // Whether paying further ahead (more credit durable at once) moves paid throughput.
             config.pay_ahead_max_queries = most;
         }
         let store = Store::open(&dir.join(format!("payer-{who}-{service}")), StoreConfig::default()).unwrap();
@@ -323,7 +323,7 @@ fn profiled_stack() -> Option<usize> {
     }
 }
 
-async fn profile(w: &World, stack: usize, requests: usize) -> Vec<(String, Figures)> {
+async fn profile(w: &World, stack: usize, requests: usize) {
     let call = match stack {
         1 => w.free.call(),
         2 => w.default.call(),
@@ -334,7 +334,6 @@ async fn profile(w: &World, stack: usize, requests: usize) -> Vec<(String, Figur
         let f = measure(&call, 1, requests).await;
         println!("PROFILE stack {stack}: {:.0} req/s at {IN_FLIGHT} in flight", f.par_rps);
     }
-    std::process::exit(0);
 }
 
 fn main() {
@@ -361,7 +360,8 @@ fn main() {
             .block_on(rt.spawn(async move {
                 let w = world(&d2).await;
                 if let Some(stack) = profiled_stack() {
-                    return profile(&w, stack, requests).await;
+                    profile(&w, stack, requests).await;
+                    std::process::exit(0);
                 }
                 let calls: [(&str, Call); 4] = [
                     ("plain quinn (TLS 1.3 echo)", w.quinn.clone()),

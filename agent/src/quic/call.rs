@@ -107,7 +107,7 @@ impl Call {
     /// The exchange is over: read the brand's end of stream (spec §13.1 item 5).
     fn done(self) {
         let Call { m, inbound, ending, .. } = self;
-        ending.finish(inbound, *m);
+        ending.finish(inbound, m);
     }
 }
 

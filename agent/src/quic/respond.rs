@@ -295,7 +295,7 @@ impl Served {
             self.stopped(&e);
         }
         let Served { peer, inbound, m, .. } = self;
-        peer.ending.finish(inbound, *m);
+        peer.ending.finish(inbound, m);
     }
 }
 
