@@ -11,7 +11,7 @@ use near_primitives_core::types::{AccountId, Balance, Gas};
 use near_vm_runner::logic::mocks::mock_external::{MockAction, MockedExternal};
 use near_vm_runner::logic::types::{PromiseResult, ReturnData};
 use near_vm_runner::logic::{Config, VMContext};
-use near_vm_runner::ContractCode;
+use near_vm_runner::{ContractCode, MockContractRuntimeCache};
 
 /// Gas attached to every call (the protocol maximum for one function call).
 pub const CALL_GAS: u64 = 300_000_000_000_000;
@@ -75,6 +75,9 @@ pub struct ContractVm {
     config: Arc<Config>,
     fees: Arc<RuntimeFeesConfig>,
     ext: MockedExternal,
+    /// The contract compiled once: without a cache near-vm-runner compiles
+    /// the wasm again for every call (tens of milliseconds of CPU each).
+    compiled: MockContractRuntimeCache,
     storage_usage: u64,
     balance: Balance,
     /// Block height seen by the next call.
@@ -99,6 +102,7 @@ impl ContractVm {
             config,
             fees,
             ext: MockedExternal::with_code(ContractCode::new(wasm, None)),
+            compiled: MockContractRuntimeCache::default(),
             // An account's record plus its code count toward storage.
             storage_usage: 100 + code_len,
             balance: Balance::from_near(1_000),
@@ -183,7 +187,7 @@ impl ContractVm {
         let snapshot = self.ext.fake_trie.clone();
         self.ext.action_log.clear();
         let gas_counter = context.make_gas_counter(&self.config);
-        let prepared = near_vm_runner::prepare(&self.ext, self.config.clone(), None, gas_counter, method);
+        let prepared = near_vm_runner::prepare(&self.ext, self.config.clone(), Some(&self.compiled), gas_counter, method);
         let outcome = near_vm_runner::run(prepared, &mut self.ext, &context, self.fees.clone())
             .map_err(|e| VmError::Runner(format!("{e:?}")))?;
         let error = outcome.aborted.as_ref().map(|e| format!("{e:?}"));
