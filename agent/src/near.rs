@@ -7,6 +7,7 @@
 //! outcomes), so callers can account for balances to the yoctoNEAR.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentwire_protocol::identity::PublicKey as VoucherKey;
 use agentwire_protocol::payment::SignedVoucher;
@@ -533,9 +534,21 @@ impl ChannelClient {
     /// [`CHANNELS_LISTED`] channels per account (spec/contract.md §3.5, §4.19),
     /// so this reads at most six pages; a short page is the last.
     pub async fn channels_of(&self, account: &AccountId) -> Result<Vec<ChannelView>, NearError> {
+        self.channels_of_paced(account, Duration::ZERO).await
+    }
+
+    /// [`channels_of`](Self::channels_of) with `gap` between page reads: a
+    /// brand's periodic watch spreads its view calls, so neither a
+    /// rate-limited RPC provider nor a node on the brand's own machine gets
+    /// them in one burst (six views at once stalled a brand's answers by
+    /// 20-40 ms every 30 s when its node shared the machine; BENCHMARKS.md).
+    pub async fn channels_of_paced(&self, account: &AccountId, gap: Duration) -> Result<Vec<ChannelView>, NearError> {
         let mut all = Vec::new();
         let mut from = 0u32;
         while (from as usize) < CHANNELS_LISTED {
+            if from > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
             let args = json!({ "account_id": account, "from_index": from, "limit": CHANNELS_PAGE });
             let page: Vec<ChannelView> = self.view("channels_of", args).await?;
             let last = page.len() < CHANNELS_PAGE as usize;

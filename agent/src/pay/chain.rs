@@ -24,6 +24,9 @@ pub trait PayeeChain: Send + Sync + 'static {
     fn claim<'a>(&'a self, voucher: &'a SignedVoucher, amount: u128) -> BoxFuture<'a, Result<TxOutcome, NearError>>;
 }
 
+/// Time between the pages of a payee's periodic read of its channels.
+const WATCH_PAGE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The chain as the payer (a user agent) uses it.
 pub trait PayerChain: Send + Sync + 'static {
     /// The channel contract.
@@ -96,7 +99,8 @@ impl PayeeChain for NearChain {
         Box::pin(self.client.get_channel(channel_id))
     }
     fn my_channels(&self) -> BoxFuture<'_, Result<Vec<ChannelView>, NearError>> {
-        Box::pin(self.client.channels_of(&self.account.id))
+        // The payee's watch is periodic, never urgent: its pages are spread.
+        Box::pin(self.client.channels_of_paced(&self.account.id, WATCH_PAGE_GAP))
     }
     fn claim<'a>(&'a self, voucher: &'a SignedVoucher, amount: u128) -> BoxFuture<'a, Result<TxOutcome, NearError>> {
         Box::pin(self.client.claim(&self.account, voucher, amount))
