@@ -171,7 +171,11 @@ fn endpoint(env: &Env, money: Arc<dyn PayeeMoney>) -> (Server, SignedRecord, Tar
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
     let prices: HashMap<String, Price> = [("chat".to_string(), Price::per_query(PRICE, Currency::Near, None))].into();
     let payee = Payee::near_with(env.chain(), env.near("brand.devnet"), prices, money, PayeeConfig::default()).unwrap();
-    let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
+    let limits = TransportLimits {
+        max_requests_per_sec: u32::MAX / 2,
+        max_request_burst: u32::MAX / 2,
+        ..TransportLimits::default()
+    };
     let router = Router::new().route("chat", Arc::new(Builtin::Echo));
     let meter: Arc<dyn Meter> = Arc::new(payee);
     let caps: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();

@@ -187,7 +187,11 @@ async fn world(dir: &std::path::Path) -> World {
         PayeeConfig::default(),
     )
     .unwrap();
-    let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
+    let limits = TransportLimits {
+        max_requests_per_sec: u32::MAX / 2,
+        max_request_burst: u32::MAX / 2,
+        ..TransportLimits::default()
+    };
     let router = Router::new().route("chat", Arc::new(Builtin::Echo)).route("free", Arc::new(Builtin::Echo));
     let meter: Arc<dyn Meter> = Arc::new(payee);
     let caps: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();

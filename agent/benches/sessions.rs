@@ -144,7 +144,11 @@ impl Client for AwClient {
 /// A connected AgentWire client, and a measurement of fresh connections to run later.
 async fn agentwire() -> (Arc<dyn Client>, impl std::future::Future<Output = Duration>) {
     let brand = Arc::new(LocalIdentity::generate(&mut OsRng));
-    let limits = TransportLimits { max_requests_per_sec: u32::MAX / 2, ..TransportLimits::default() };
+    let limits = TransportLimits {
+        max_requests_per_sec: u32::MAX / 2,
+        max_request_burst: u32::MAX / 2,
+        ..TransportLimits::default()
+    };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), brand.clone(), vec![], Arc::new(Echo), limits).unwrap();
     let target = Target {
         addr: server.local_addr().unwrap(),

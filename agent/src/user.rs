@@ -185,8 +185,7 @@ impl UserAgent {
         limits: TransportLimits,
     ) -> Result<UserAgent, UserError> {
         let dht = Dht::start(&identity.identity, DhtConfig { server: false, ..config.dht }).await?;
-        let endpoint = quinn::Endpoint::client(config.quic_bind)
-            .map_err(|source| TransportError::Bind { addr: config.quic_bind, source })?;
+        let endpoint = crate::quic::client_endpoint(config.quic_bind, limits.udp_buffer_bytes)?;
         Ok(UserAgent {
             identity,
             dht,

@@ -351,6 +351,38 @@ async fn a_peer_opening_too_many_streams_is_disconnected() {
     b.server.shutdown().await;
 }
 
+/// A client over the brand's request rate is slowed to it, not refused
+/// (spec §11.1): the brand accepts its next stream when a token is due and
+/// the others wait in QUIC. Before, each excess request was accepted, read
+/// and answered with code 40, which made a flood nearly as costly to serve
+/// as real traffic and failed an honest burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_rate_limit_is_paced_not_refused() {
+    const RATE: u32 = 20;
+    const SENT: u32 = 3 * RATE;
+    let b =
+        brand(TransportLimits { max_requests_per_sec: RATE, max_request_burst: RATE, ..TransportLimits::default() });
+    let addr = b.server.local_addr().unwrap();
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    let conn = Arc::new(connect(&ep, user, &ik_target(&b, addr), &caps(), TransportLimits::default()).await.unwrap());
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..SENT {
+        let conn = conn.clone();
+        tasks.spawn(async move { conn.request("echo", i.to_be_bytes().to_vec()).await.map(|a| (i, a)) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, answer) = r.unwrap().unwrap_or_else(|e| panic!("a request over the rate failed: {e}"));
+        assert_eq!(answer, i.to_be_bytes());
+    }
+    // The burst (RATE) passes at once and the rest at RATE per second: a
+    // lower bound on time, which a slow machine only makes easier to meet.
+    let floor = Duration::from_millis(u64::from(SENT - RATE) * 1000 / u64::from(RATE));
+    assert!(started.elapsed() >= floor - Duration::from_millis(100), "not paced: {:?}", started.elapsed());
+    b.server.shutdown().await;
+}
+
 async fn closed_with(conn: &agentwire_agent::quic::Connection) -> u64 {
     match tokio::time::timeout(Duration::from_secs(5), conn.quic().closed()).await.expect("closed in time") {
         quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),

@@ -170,6 +170,25 @@ struct Sample {
     sent_us: u32,
     /// From when it was due (the schedule) to its answer.
     due_us: u32,
+    /// When it was due, from the run's start.
+    at_ms: u32,
+}
+
+/// With `AGENTWIRE_SCALE_TIMELINE` set: the run's 100 ms windows that held
+/// answers slower than 10 ms, to tell a steady tail from stalls.
+fn print_timeline(samples: &[Sample]) {
+    if std::env::var_os("AGENTWIRE_SCALE_TIMELINE").is_none() {
+        return;
+    }
+    let mut windows: BTreeMap<u32, (usize, u32)> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.sent_us > 10_000) {
+        let w = windows.entry(s.at_ms / 100).or_default();
+        w.0 += 1;
+        w.1 = w.1.max(s.sent_us);
+    }
+    let list: Vec<String> =
+        windows.iter().map(|(w, (n, max))| format!("{}ms:{n}({:.0}ms)", w * 100, f64::from(*max) / 1000.0)).collect();
+    println!("timeline (100 ms windows with answers over 10 ms: start: count (max)): {}", list.join(" "));
 }
 
 /// What one run of the schedule measured.
@@ -263,10 +282,11 @@ pub async fn run(
                     Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
                 };
                 match error {
-                    None => samples
-                        .lock()
-                        .expect("samples")
-                        .push(Sample { sent_us: micros(done - sent), due_us: micros(done - due) }),
+                    None => samples.lock().expect("samples").push(Sample {
+                        sent_us: micros(done - sent),
+                        due_us: micros(done - due),
+                        at_ms: micros(due - t0) / 1000,
+                    }),
                     Some(e) => *errors.lock().expect("errors").entry(e).or_default() += 1,
                 }
             });
@@ -298,6 +318,7 @@ pub async fn run(
     r.bad_receipts =
         sessions.iter().zip(&before).map(|(s, (_, bad))| s.bad_receipts.load(Ordering::Relaxed) - bad).sum();
     let samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    print_timeline(&samples);
     r.answered = samples.len();
     let mut sent: Vec<u32> = samples.iter().map(|s| s.sent_us).collect();
     let mut due: Vec<u32> = samples.iter().map(|s| s.due_us).collect();
@@ -358,7 +379,11 @@ pub fn run_flood_child() {
     let in_flight: usize = std::env::var(FLOOD_IN_FLIGHT_ENV).expect("in flight").parse().expect("in flight");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let ep = quinn::Endpoint::client((client_ip(249 * 250), 0).into()).expect("flood endpoint");
+        let ep = agentwire_agent::quic::client_endpoint(
+            (client_ip(249 * 250), 0).into(),
+            agentwire_agent::quic::TransportLimits::default().udp_buffer_bytes,
+        )
+        .expect("flood endpoint");
         let id = Arc::new(LocalIdentity::generate(&mut OsRng));
         let target = Target { addr, identity: None, noise_static: None };
         let conn = Arc::new(connect(&ep, id, &target, &[], TransportLimits::default()).await.expect("flood session"));

@@ -28,7 +28,9 @@ pub fn endpoints(sessions: usize, per_ip: usize, first: usize) -> Vec<quinn::End
     (0..sessions.div_ceil(per_ip))
         .map(|i| {
             let addr = SocketAddr::from((client_ip(first + i), 0));
-            quinn::Endpoint::client(addr).unwrap_or_else(|e| panic!("client endpoint on {addr}: {e}"))
+            // As a user agent binds its socket (with the agent's default buffers).
+            agentwire_agent::quic::client_endpoint(addr, TransportLimits::default().udp_buffer_bytes)
+                .unwrap_or_else(|e| panic!("client endpoint on {addr}: {e}"))
         })
         .collect()
 }

@@ -27,7 +27,7 @@ pub(crate) fn now_ms() -> u64 {
     u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn instant_of(ms: u64) -> tokio::time::Instant {
+pub(crate) fn instant_of(ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::from_std(origin() + Duration::from_millis(ms))
 }
 

@@ -19,6 +19,7 @@ mod respond;
 pub mod server;
 mod stats;
 pub mod tls;
+mod udp;
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub use client::{connect, Connection, Target, MAX_RUNNING_CALLS};
 pub use receipts::ReceiptError;
 pub use server::Server;
 pub use stats::{LatencyHistogram, ServerStats, LATENCY_BUCKETS_US};
+pub use udp::client_endpoint;
 
 /// Bounds with their defaults; every one is enforced per server or per connection.
 #[derive(Clone, Copy, Debug)]
@@ -44,8 +46,18 @@ pub struct TransportLimits {
     pub max_connections_per_ip: usize,
     /// Streams a peer may have open at once, each direction kind (default 256).
     pub max_streams_per_connection: u32,
-    /// Requests per second a peer may start, with a burst of as many (default 2000).
+    /// Requests per second a peer may start (default 2000). Past it the
+    /// connection is paced: its next stream is accepted when the rate allows,
+    /// and the peer's others wait under the stream limit.
     pub max_requests_per_sec: u32,
+    /// Requests a peer may start at once before pacing begins (default 200,
+    /// a tenth of a second at the default rate: a flood's first burst then
+    /// costs the other peers milliseconds, not the second's worth of work a
+    /// burst of the full rate did; BENCHMARKS.md, scale).
+    pub max_request_burst: u32,
+    /// Receive and send buffer asked for each UDP socket, bytes (default 4 MiB;
+    /// 0: the kernel's default). The kernel caps it at `net.core.rmem_max`.
+    pub udp_buffer_bytes: usize,
     /// Time an initiator allows the peer to answer at all: the QUIC and TLS
     /// handshake, one round trip (default 1 s; the client's initial RTT
     /// estimate of 100 ms lets two lost packets be sent again within it). A
@@ -87,6 +99,8 @@ impl Default for TransportLimits {
             max_connections_per_ip: 64,
             max_streams_per_connection: 256,
             max_requests_per_sec: 2000,
+            max_request_burst: 200,
+            udp_buffer_bytes: 4 << 20,
             connect_timeout: tls::DEFAULT_CONNECT_TIMEOUT,
             handshake_timeout: tls::DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: Duration::from_secs(30),

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agentwire_protocol::exchange::{Negotiated, RateLimit, RequestIds};
 use agentwire_protocol::identity::LocalIdentity;
@@ -20,15 +21,15 @@ use agentwire_protocol::session::{
 use agentwire_protocol::wire::ErrorCode;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
-use quinn::VarInt;
+use quinn::{RecvStream, SendStream, VarInt};
 use rand_core::OsRng;
 
-use super::io::{conn_err, now_ms, read_handshake_frame, EndingStreams};
+use super::io::{conn_err, instant_of, now_ms, read_handshake_frame, EndingStreams};
 use super::peer::{close_with, Batching, Peer};
 use super::receipts::send_batches;
 use super::respond::{serve_one_way, serve_request};
 use super::stats::ServerStats;
-use super::{now_secs, tls, TransportError, TransportLimits};
+use super::{now_secs, tls, udp, TransportError, TransportLimits};
 use crate::exchange::{Meter, Service};
 use agentwire_protocol::receipts::ReceiptBatcher;
 
@@ -104,7 +105,7 @@ impl Server {
             )
             .as_ref(),
         );
-        let socket = std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
+        let socket = udp::bind(addr, limits.udp_buffer_bytes)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::new(Arc::new(reset_key)),
             Some(tls::server_config(&limits)?),
@@ -250,7 +251,7 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
     if peer.batch.is_some() {
         tokio::spawn(send_batches(peer.clone()));
     }
-    let mut bucket = RateLimit::new(limits.max_requests_per_sec, now_ms());
+    let mut bucket = RateLimit::new(limits.max_requests_per_sec, limits.max_request_burst, now_ms());
     // Streams are served on this connection's own task rather than one
     // spawned task each: a 200-byte exchange is cheaper than the cross-worker
     // wake-ups a spawn costs on a multi-thread runtime (BENCHMARKS.md). A paid
@@ -260,16 +261,45 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
     // Kept across turns of the loop: each new accept registers anew.
     let mut accept_bi = pin!(conn.accept_bi());
     let mut accept_uni = pin!(conn.accept_uni());
+    // Over its rate a connection is paced, not refused (spec §11.1): the
+    // stream that found the bucket empty waits here for the next token and
+    // no other is accepted meanwhile, so the peer's further streams wait in
+    // QUIC under its stream limit. A flood then costs nothing per excess
+    // request, where accepting and refusing each cost nearly an answer.
+    let mut held: Option<(SendStream, RecvStream)> = None;
+    let resume = tokio::time::sleep(Duration::ZERO);
+    let mut resume = pin!(resume);
     loop {
         tokio::select! {
             // New streams first: requests that arrived together are read
             // and answered together, so their answers can share packets.
             biased;
-            bi = &mut accept_bi => {
+            bi = &mut accept_bi, if held.is_none() => {
                 let Ok((send, recv)) = bi else { break };
                 accept_bi.set(conn.accept_bi());
-                let allowed = bucket.take(now_ms());
-                streams.push(Either::Left(serve_request(peer.clone(), send, recv, allowed)));
+                if bucket.take(now_ms()) {
+                    streams.push(Either::Left(serve_request(peer.clone(), send, recv, true)));
+                } else {
+                    match bucket.next_token_ms() {
+                        Some(at) => {
+                            held = Some((send, recv));
+                            resume.as_mut().reset(instant_of(at));
+                        }
+                        // A rate of 0 never admits: refused with code 40.
+                        None => streams.push(Either::Left(serve_request(peer.clone(), send, recv, false))),
+                    }
+                }
+            }
+            () = &mut resume, if held.is_some() => {
+                let Some((send, recv)) = held.take() else { continue };
+                if bucket.take(now_ms()) {
+                    streams.push(Either::Left(serve_request(peer.clone(), send, recv, true)));
+                } else {
+                    // The clock read before the timer's instant (rounding): wait again.
+                    held = Some((send, recv));
+                    let at = bucket.next_token_ms().unwrap_or(u64::MAX);
+                    resume.as_mut().reset(instant_of(at));
+                }
             }
             uni = &mut accept_uni => {
                 let Ok(recv) = uni else { break };

@@ -145,20 +145,22 @@ impl RequestIds {
 }
 
 /// A token bucket with time as an argument: `rate` requests per second with
-/// a burst of `rate` (spec §16.5).
+/// a burst of `burst` (spec §11.1, §16.5).
 #[derive(Clone, Debug)]
 pub struct RateLimit {
     /// Thousandths of a token.
     milli_tokens: u64,
     last_ms: u64,
     rate: u64,
+    /// Thousandths of a token the bucket holds at most.
+    cap: u64,
 }
 
 impl RateLimit {
-    /// A full bucket of `rate` per second at `now_ms`.
-    pub fn new(rate: u32, now_ms: u64) -> RateLimit {
-        let rate = u64::from(rate);
-        RateLimit { milli_tokens: rate * 1000, last_ms: now_ms, rate }
+    /// A full bucket of `burst` tokens refilled at `rate` per second, at `now_ms`.
+    pub fn new(rate: u32, burst: u32, now_ms: u64) -> RateLimit {
+        let cap = u64::from(burst) * 1000;
+        RateLimit { milli_tokens: cap, last_ms: now_ms, rate: u64::from(rate), cap }
     }
 
     /// Takes one token at `now_ms`, if there is one.
@@ -166,12 +168,20 @@ impl RateLimit {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
         let refill = elapsed.saturating_mul(self.rate);
-        self.milli_tokens = self.milli_tokens.saturating_add(refill).min(self.rate * 1000);
+        self.milli_tokens = self.milli_tokens.saturating_add(refill).min(self.cap);
         if self.milli_tokens >= 1000 {
             self.milli_tokens -= 1000;
             true
         } else {
             false
         }
+    }
+
+    /// When [`take`](Self::take) succeeds next, as of the last `take`
+    /// (`None`: never, a rate of 0). A responder pacing a connection stops
+    /// accepting streams until then (spec §11.1).
+    pub fn next_token_ms(&self) -> Option<u64> {
+        let missing = 1000u64.saturating_sub(self.milli_tokens);
+        (self.rate > 0).then(|| self.last_ms.saturating_add(missing.div_ceil(self.rate)))
     }
 }

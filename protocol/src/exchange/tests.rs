@@ -390,10 +390,39 @@ fn requests_over_the_rate_limit_are_refused_on_their_stream() {
     p.pump(&mut x);
     assert_eq!(x.resp.poll_event(), None);
     assert_eq!(remote_code(&events(&mut x)[0]), Some(ErrorCode::RateLimited));
-    let mut bucket = RateLimit::new(2, 0);
+    let mut bucket = RateLimit::new(2, 2, 0);
     assert!(bucket.take(0) && bucket.take(0) && !bucket.take(0));
     assert!(!bucket.take(499) && bucket.take(500) && !bucket.take(500));
     assert!(bucket.take(10_000) && bucket.take(10_000) && !bucket.take(10_000), "the burst is capped");
+}
+
+#[test]
+fn a_paced_connection_waits_exactly_until_the_next_token() {
+    let mut bucket = RateLimit::new(3, 3, 0);
+    assert_eq!(bucket.next_token_ms(), Some(0), "a full bucket has a token now");
+    assert!(bucket.take(0) && bucket.take(0) && bucket.take(0) && !bucket.take(0));
+    // 3 per second: a token every 333.3 ms, rounded up to a whole ms.
+    assert_eq!(bucket.next_token_ms(), Some(334));
+    assert!(!bucket.take(333) && bucket.take(334));
+    assert_eq!(bucket.next_token_ms(), Some(667));
+    assert!(!bucket.take(666) && bucket.take(667));
+    // Waiting for the announced time always succeeds, whatever the rate.
+    for rate in [1, 7, 999, 2000, 1_000_000] {
+        let mut b = RateLimit::new(rate, rate, 5);
+        for _ in 0..rate.min(5000) {
+            assert!(b.take(5));
+        }
+        for _ in 0..50 {
+            let at = b.next_token_ms().unwrap();
+            assert!(b.take(at), "rate {rate}: no token at the time announced");
+        }
+    }
+    assert_eq!(RateLimit::new(0, 1, 0).next_token_ms(), None, "a rate of 0 never refills");
+    // A burst smaller than the rate: 4 at once, then one every 1 ms at 1000/s.
+    let mut b = RateLimit::new(1000, 4, 0);
+    assert!((0..4).all(|_| b.take(0)) && !b.take(0));
+    assert!(b.take(1) && !b.take(1));
+    assert!((0..4).all(|_| b.take(60_000)) && !b.take(60_000), "a long pause refills only the burst");
 }
 
 #[test]
