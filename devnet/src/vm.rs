@@ -187,7 +187,8 @@ impl ContractVm {
         let snapshot = self.ext.fake_trie.clone();
         self.ext.action_log.clear();
         let gas_counter = context.make_gas_counter(&self.config);
-        let prepared = near_vm_runner::prepare(&self.ext, self.config.clone(), Some(&self.compiled), gas_counter, method);
+        let prepared =
+            near_vm_runner::prepare(&self.ext, self.config.clone(), Some(&self.compiled), gas_counter, method);
         let outcome = near_vm_runner::run(prepared, &mut self.ext, &context, self.fees.clone())
             .map_err(|e| VmError::Runner(format!("{e:?}")))?;
         let error = outcome.aborted.as_ref().map(|e| format!("{e:?}"));

@@ -42,9 +42,11 @@ pub struct PayerConfig {
     pub challenge_period_ns: u64,
     /// Most increments one metered stream may charge (default 64).
     pub max_increments: u32,
-    /// Persist the signed total this many queries ahead (default 64), so one
-    /// fsync covers many payments. After a crash the total is settled with
-    /// the brand before anything new is signed (spec §8.4).
+    /// Persist the signed total this many queries ahead (default 64; under
+    /// load, 8 times the queries in flight if more), so one fsync covers many
+    /// payments; it is extended in the background when half is used. After a
+    /// crash the total is settled with the brand before anything new is
+    /// signed (spec §8.4).
     pub reserve_queries: u128,
     /// Sign this many queries beyond what a request needs (default 8):
     /// later requests re-send the same voucher, which the brand neither
@@ -175,6 +177,18 @@ pub struct ChannelStatus {
     pub signed_unconfirmed: bool,
 }
 
+/// What the store keeps of channel `c` under `name` with a reservation of `reserved`.
+fn record_of(name: &str, c: &Channel, reserved: u128) -> PayerRecord {
+    let ch = c.ledger.channel();
+    PayerRecord {
+        name: name.to_owned(),
+        channel_id: ch.channel_id,
+        epoch: ch.epoch,
+        currency: c.currency.clone(),
+        snapshot: c.ledger.snapshot(reserved),
+    }
+}
+
 fn lock(c: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, PayError> {
     c.lock().map_err(|_| PayError::Store(StoreError::Closed))
 }
@@ -276,14 +290,7 @@ impl Payer {
     }
 
     async fn record(&self, name: &str, c: &Channel, reserved: u128) -> Result<(), PayError> {
-        let ch = c.ledger.channel();
-        let record = PayerRecord {
-            name: name.to_owned(),
-            channel_id: ch.channel_id,
-            epoch: ch.epoch,
-            currency: c.currency.clone(),
-            snapshot: c.ledger.snapshot(reserved),
-        };
+        let record = record_of(name, c, reserved);
         Ok(self.store.persist(self.chain.contract().as_str(), &record).await?)
     }
 
@@ -447,10 +454,17 @@ impl Payer {
         let (payment, snapshot) = {
             let mut c = lock(&slot)?;
             let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price, currency))?;
-            let snapshot =
-                payment.reserve.map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
+            let snapshot = payment
+                .reserve
+                .or(payment.extend)
+                .map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
             (payment, snapshot)
         };
+        if let (Some(extend), Some((_, c))) = (payment.extend, &snapshot) {
+            // The reservation runs low: extended meanwhile, off this request's path.
+            self.extend(slot.clone(), record_of(&name(payee, currency), c, extend), extend);
+            return Ok(payment);
+        }
         if let Some((reserve, c)) = snapshot {
             // A reservation at least the new total is durable before the voucher
             // leaves (spec §8.4); concurrent payments share its fsync.
@@ -461,6 +475,29 @@ impl Payer {
             lock(&slot)?.ledger.reserved_durably(reserve);
         }
         Ok(payment)
+    }
+
+    /// Makes a reservation extension durable in the background, then tells the ledger.
+    fn extend(&self, slot: Arc<Mutex<Channel>>, record: PayerRecord, reserved: u128) {
+        let (store, contract) = (self.store.clone(), self.chain.contract().as_str().to_owned());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Ok(mut c) = slot.lock() {
+                c.ledger.extension_done(None);
+            }
+            return;
+        };
+        runtime.spawn(async move {
+            let durable = match store.persist(&contract, &record).await {
+                Ok(()) => Some(reserved),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not extend a payment reservation; the next payment reserves first");
+                    None
+                }
+            };
+            if let Ok(mut c) = slot.lock() {
+                c.ledger.extension_done(durable);
+            }
+        });
     }
 
     /// The request paid with `payment` was answered; `charged` is the total

@@ -11,6 +11,7 @@ use rand_core::OsRng;
 
 use super::{PayError, Payer, PayerConfig};
 use crate::pay::testing::{MemoryChain, MemoryStore};
+use crate::pay::PayerStore;
 
 const PRICE: u128 = 1_000;
 
@@ -119,5 +120,58 @@ async fn under_a_daily_budget_nothing_is_signed_ahead() {
         p.answered("other.near", &Currency::Near, &second, Some(2 * PRICE)).await;
         let status = p.status().await.unwrap();
         assert_eq!((status[0].signed, status[0].charged), (2 * PRICE, 2 * PRICE), "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn reservations_are_extended_off_the_payments_path_and_a_stuck_write_holds_back_what_it_covers() {
+    let chain = MemoryChain::new("channels.near", 1, "alice.near");
+    let store = MemoryStore::new();
+    let p = payer(&chain, &store, &Keypair::generate(&mut OsRng));
+    let durable = || store.recorded("channels.near").iter().map(|r| r.snapshot.reserved).max().unwrap_or(0);
+    // A deposit that needs no top-up (a top-up is a chain transaction: the
+    // reservation written after it is not what a request waits for).
+    p.open("brand.near", &Currency::Near, 10_000 * PRICE).await.unwrap();
+    let mut last = p.pay("brand.near", &Currency::Near, 0, PRICE).await.unwrap();
+    assert!(last.reserve.is_some(), "the first reservation is written before the first voucher");
+    // A healthy store: 1,000 payments, none of which waits for a reservation.
+    let mut extended = 0;
+    let mut charged = 0;
+    for _ in 0..1_000 {
+        charged += PRICE;
+        p.answered("brand.near", &Currency::Near, &last, Some(charged)).await;
+        last = p.pay("brand.near", &Currency::Near, 0, PRICE).await.unwrap();
+        assert_eq!(last.reserve, None, "a payment waited for a reservation write");
+        assert!(last.voucher.voucher.cumulative <= durable(), "a voucher left above the durable reservation");
+        extended += usize::from(last.extend.is_some());
+        // Let the background write land.
+        tokio::task::yield_now().await;
+    }
+    assert!(extended >= 1_000 / 64, "{extended} extensions for 1,000 queries");
+    // Writes now hang: payments go on within what is durable, then wait; none leaves above it.
+    store.faults.hang.store(true, Ordering::Release);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    let ceiling = durable();
+    for n in 0.. {
+        charged += PRICE;
+        p.answered("brand.near", &Currency::Near, &last, Some(charged)).await;
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            p.pay("brand.near", &Currency::Near, 0, PRICE),
+        )
+        .await
+        {
+            Ok(Ok(pay)) => {
+                assert!(pay.voucher.voucher.cumulative <= ceiling, "a voucher left above the durable reservation");
+                last = pay;
+            }
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {
+                assert!(n >= 1, "the reservation left nothing to pay from");
+                break;
+            }
+        }
     }
 }

@@ -184,6 +184,11 @@ impl EndingStreams {
         EndingStreams { count: Arc::default(), max: limits.max_ending_streams, grace: limits.end_grace }
     }
 
+    /// Streams waiting for their peer's end now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
     /// Reads the peer's end of a stream whose exchange is done (its
     /// END_STREAM through `m`, then QUIC's FIN), so quinn retires it
     /// without a STOP_SENDING. The end is usually there already; if not, a

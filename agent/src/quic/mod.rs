@@ -44,8 +44,20 @@ pub struct TransportLimits {
     pub max_connections: usize,
     /// Connections from one IP address (default 64).
     pub max_connections_per_ip: usize,
-    /// Streams a peer may have open at once, each direction kind (default 256).
+    /// Request streams (bidirectional) a peer may have open at once, at most
+    /// (default 256).
     pub max_streams_per_connection: u32,
+    /// Request streams a peer may have open at once when its connection
+    /// starts (default 32). The allowance doubles, up to the maximum, each
+    /// time the peer has three quarters of it in use: QUIC reserves state for
+    /// every stream a peer may open (about 50 bytes each in quinn), which at
+    /// 256 each way was a third of an idle session's memory (BENCHMARKS.md,
+    /// scale).
+    pub initial_streams_per_connection: u32,
+    /// One-way streams (unidirectional: one-way messages, receipt batches, a
+    /// request for a receipt) a peer may have open at once (default 16; each
+    /// carries one short message).
+    pub one_way_streams_per_connection: u32,
     /// Requests per second a peer may start (default 2000). Past it the
     /// connection is paced: its next stream is accepted when the rate allows,
     /// and the peer's others wait under the stream limit.
@@ -98,6 +110,8 @@ impl Default for TransportLimits {
             max_connections: 1024,
             max_connections_per_ip: 64,
             max_streams_per_connection: 256,
+            initial_streams_per_connection: 32,
+            one_way_streams_per_connection: 16,
             max_requests_per_sec: 2000,
             max_request_burst: 200,
             udp_buffer_bytes: 4 << 20,

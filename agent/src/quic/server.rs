@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_protocol::exchange::{Negotiated, RateLimit, RequestIds};
+use agentwire_protocol::exchange::{Negotiated, RateLimit, RequestIds, StreamAllowance};
 use agentwire_protocol::identity::LocalIdentity;
 use agentwire_protocol::session::{
     respond, Established, FrameSplitter, HandshakeConfig, ResponderStep, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN,
@@ -267,6 +267,8 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
     // QUIC under its stream limit. A flood then costs nothing per excess
     // request, where accepting and refusing each cost nearly an answer.
     let mut held: Option<(SendStream, RecvStream)> = None;
+    // The peer's request streams start few and grow with its use of them.
+    let mut allowance = StreamAllowance::new(limits.initial_streams_per_connection, limits.max_streams_per_connection);
     let resume = tokio::time::sleep(Duration::ZERO);
     let mut resume = pin!(resume);
     loop {
@@ -277,6 +279,10 @@ async fn serve_connection(conn: quinn::Connection, serving: Arc<Serving>) {
             bi = &mut accept_bi, if held.is_none() => {
                 let Ok((send, recv)) = bi else { break };
                 accept_bi.set(conn.accept_bi());
+                // Counting this one: those being served and those ending.
+                if let Some(n) = allowance.on_open(streams.len() + 1 + peer.ending.in_use()) {
+                    conn.set_max_concurrent_bi_streams(VarInt::from_u32(n));
+                }
                 if bucket.take(now_ms()) {
                     streams.push(Either::Left(serve_request(peer.clone(), send, recv, true)));
                 } else {

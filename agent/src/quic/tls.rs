@@ -14,6 +14,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use agentwire_protocol::exchange::StreamAllowance;
+
 use super::TransportLimits;
 
 /// The ALPN of AgentWire sessions.
@@ -30,8 +32,11 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn transport(limits: &TransportLimits) -> Result<Arc<quinn::TransportConfig>, TlsConfigError> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection));
+    // Request streams start at the initial allowance; a server raises it as
+    // the peer uses it (server.rs, StreamAllowance).
+    let initial = StreamAllowance::new(limits.initial_streams_per_connection, limits.max_streams_per_connection);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(initial.current()));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(limits.one_way_streams_per_connection));
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout).map_err(|e| TlsConfigError(e.to_string()))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(limits.idle_timeout / 3));

@@ -185,3 +185,40 @@ impl RateLimit {
         (self.rate > 0).then(|| self.last_ms.saturating_add(missing.div_ceil(self.rate)))
     }
 }
+
+/// How many streams of one kind a peer may have open at once, raised as it
+/// uses them (spec §11.1). QUIC implementations reserve state for every
+/// stream a peer is allowed to open (quinn: two hash-map entries each, from
+/// the moment it is allowed), so an idle session that may open 256 costs
+/// tens of KiB for nothing. A connection starts at `initial`, and each time
+/// the peer has three quarters of its allowance in use the allowance
+/// doubles, up to `max`: a busy peer reaches the ceiling within a few round
+/// trips, and a paced one (spec §11.1, Pacing) never grows it.
+#[derive(Clone, Debug)]
+pub struct StreamAllowance {
+    current: u32,
+    max: u32,
+}
+
+impl StreamAllowance {
+    /// An allowance of `initial` (at least 1, at most `max`) growing to `max`.
+    pub fn new(initial: u32, max: u32) -> StreamAllowance {
+        StreamAllowance { current: initial.max(1).min(max), max }
+    }
+
+    /// The allowance now.
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
+    /// Called when the peer opens a stream, with `in_use` of its streams
+    /// open; the new allowance to announce (QUIC's MAX_STREAMS), if it grows.
+    pub fn on_open(&mut self, in_use: usize) -> Option<u32> {
+        let threshold = (u64::from(self.current) * 3).div_ceil(4);
+        if self.current >= self.max || (in_use as u64) < threshold {
+            return None;
+        }
+        self.current = self.current.saturating_mul(2).min(self.max);
+        Some(self.current)
+    }
+}

@@ -426,6 +426,40 @@ fn a_paced_connection_waits_exactly_until_the_next_token() {
 }
 
 #[test]
+fn a_stream_allowance_grows_only_with_use_and_stops_at_its_ceiling() {
+    let mut a = StreamAllowance::new(32, 256);
+    assert_eq!(a.current(), 32);
+    // An idle or paced peer (a few streams in use) never grows it.
+    for in_use in 0..24 {
+        assert_eq!(a.on_open(in_use), None, "{in_use} of 32 in use");
+    }
+    // Three quarters in use: doubled; then again at 48 of 64, 96 of 128.
+    assert_eq!(a.on_open(24), Some(64));
+    assert_eq!(a.on_open(47), None);
+    assert_eq!(a.on_open(48), Some(128));
+    assert_eq!(a.on_open(96), Some(256));
+    assert_eq!(a.on_open(256), None, "the ceiling holds");
+    assert_eq!(a.current(), 256);
+    // Bounds: never 0 (the peer could never open one to grow it), never above the ceiling.
+    assert_eq!(StreamAllowance::new(0, 256).current(), 1);
+    assert_eq!(StreamAllowance::new(1, 256).on_open(1), Some(2));
+    assert_eq!(StreamAllowance::new(300, 256).current(), 256);
+    let mut odd = StreamAllowance::new(3, 5);
+    assert_eq!((odd.on_open(3), odd.on_open(5), odd.on_open(5)), (Some(5), None, None));
+    // Whatever the sequence of counts, it only grows, by doubling, to the ceiling.
+    let mut a = StreamAllowance::new(16, 200);
+    let mut last = a.current();
+    for in_use in (0..400).map(|i| (i * 7919) % 250) {
+        if let Some(n) = a.on_open(in_use) {
+            assert!(n > last && n <= 200 && (n == 200 || n == last * 2));
+            assert!(in_use as u64 * 4 >= u64::from(last) * 3);
+            last = n;
+        }
+        assert_eq!(a.current(), last);
+    }
+}
+
+#[test]
 fn an_answer_that_stops_arriving_times_out_and_a_silent_requester_is_let_go() {
     let mut p = Pair::new();
     let mut x = p.open(request(1, "chat", None), BOTH);

@@ -29,8 +29,12 @@ struct Sim {
     channel: ChannelRef,
     payer: PayerLedger,
     payee: PayeeLedger,
-    /// What the payer's store holds: (reservation, last voucher).
+    /// What the payer's store holds: (reservation, last voucher); a write
+    /// with a lower reservation than the one held changes nothing (the
+    /// store keeps each key's highest value).
     payer_store: (u128, Option<SignedVoucher>),
+    /// A reservation extension being written in the background: (reservation, last voucher).
+    extension: Option<(u128, Option<SignedVoucher>)>,
     /// What the payee's store holds.
     payee_store: Option<PayeeSnapshot>,
     /// The highest total the payer ever signed.
@@ -59,6 +63,7 @@ impl Sim {
             key,
             channel,
             payer_store: (0, None),
+            extension: None,
             payee_store: None,
             signed_max: 0,
             wire: Vec::new(),
@@ -67,6 +72,12 @@ impl Sim {
             base: 0,
             crash_allowance: 0,
             clean: true,
+        }
+    }
+
+    fn store_payer(&mut self, reserved: u128, last: Option<SignedVoucher>) {
+        if reserved > self.payer_store.0 {
+            self.payer_store = (reserved, last);
         }
     }
 
@@ -105,8 +116,12 @@ pub fn money(data: &[u8]) {
                 };
                 if let Ok(p) = sim.payer.pay(&sim.key, price, policy) {
                     if let Some(r) = p.reserve {
-                        sim.payer_store = (r, p.voucher.clone().into());
+                        sim.store_payer(r, p.voucher.clone().into());
                         sim.payer.reserved_durably(r);
+                    }
+                    if let Some(r) = p.extend {
+                        assert!(p.reserve.is_none() && sim.extension.is_none(), "one reservation write at a time");
+                        sim.extension = Some((r, p.voucher.clone().into()));
                     }
                     let total = p.voucher.voucher.cumulative;
                     assert!(total == 0 || total <= sim.payer_store.0, "a voucher left above the durable reservation");
@@ -196,6 +211,8 @@ pub fn money(data: &[u8]) {
                     }
                     Err(e) => panic!("the payer's own store was refused: {e:?}"),
                 }
+                // A background extension not yet written is lost with the process.
+                sim.extension = None;
                 sim.wire.clear();
             }
             // The payee claims what it charged.
@@ -204,8 +221,16 @@ pub fn money(data: &[u8]) {
                 assert!(target <= sim.payee.durable().max(sim.payee.claimed()), "a claim above the durable voucher");
                 sim.payee.record_claim(target);
             }
-            // Time passes: a receipt bound check.
+            // Time passes: a background reservation extension lands or fails; a receipt bound check.
             _ => {
+                if let Some((r, last)) = sim.extension.take() {
+                    if arg & 1 == 0 {
+                        sim.store_payer(r, last);
+                        sim.payer.extension_done(Some(r));
+                    } else {
+                        sim.payer.extension_done(None);
+                    }
+                }
                 assert!(sim.payer.receipt_bound() <= sim.signed_max.max(sim.payer_store.0));
             }
         }

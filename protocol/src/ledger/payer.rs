@@ -53,6 +53,8 @@ pub struct PayerLedger {
     /// wrong (a payment request): statements about payments made before say
     /// nothing about the payee's state now.
     generation: u64,
+    /// A reservation extension handed out is being made durable (one at a time).
+    extending: bool,
 }
 
 /// Outcome of [`PayerLedger::resync`].
@@ -63,6 +65,10 @@ pub enum Resync {
     /// Ours was behind (lost state): adopted the payee's total.
     Adopted { from: u128, to: u128 },
 }
+
+/// Under load a reservation covers at least this many times the prices in
+/// flight: at any rate, half of it lasts longer than the write extending it.
+pub const RESERVE_IN_FLIGHT: u128 = 8;
 
 /// How far ahead a payment signs and reserves (the payer's policy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +106,11 @@ pub struct Payment {
     /// The ledger's view of the payee's charges this payment was made under
     /// (see [`PayerLedger::answered`]).
     pub generation: u64,
+    /// A larger reservation to make durable in the background (the voucher
+    /// need not wait for it): the current one is running low, and extending
+    /// it before it runs out keeps its fsync off later requests' path. Report
+    /// the outcome with [`PayerLedger::extension_done`].
+    pub extend: Option<u128>,
 }
 
 /// What the payer persists of a channel: the reservation and the last voucher signed.
@@ -126,6 +137,7 @@ impl PayerLedger {
             in_flight: 0,
             closing: false,
             generation: 0,
+            extending: false,
         }
     }
 
@@ -161,12 +173,20 @@ impl PayerLedger {
     /// The voucher for the next request of `price`: the highest voucher again
     /// if the credit covers it (or, after a restart, to learn the payee's
     /// total), else a new total of what is needed plus `policy.ahead`.
+    ///
+    /// A new total is signed early, while the credit still covers this
+    /// request but would leave less than a quarter of `policy.ahead`: the
+    /// payee then serves this request from the voucher it already holds
+    /// durably and persists the new one meanwhile, so the requests after it
+    /// never wait for the payee's fsync (spec §8.4, Credit).
     pub fn pay(&mut self, key: &Keypair, price: u128, policy: PayPolicy) -> Result<Payment, PaymentError> {
         if self.closing {
             return Err(PaymentError::ChannelClosing);
         }
         let credit = self.credit();
-        if self.unconfirmed || credit >= price {
+        let covered = credit >= price;
+        let running_low = covered && policy.ahead > 0 && credit - price < policy.ahead.div_ceil(4);
+        if self.unconfirmed || (covered && !(running_low && self.signed < self.deposit)) {
             let voucher = match &self.last {
                 Some(v) => v.clone(),
                 // Nothing recorded: a voucher for the floor promises nothing new.
@@ -175,23 +195,65 @@ impl PayerLedger {
             let charged_before = self.charged_known.then_some(self.charged);
             self.in_flight = self.in_flight.saturating_add(price);
             let generation = self.generation;
-            return Ok(Payment { voucher, reserve: None, price, new_total: false, charged_before, generation });
+            return Ok(Payment {
+                voucher,
+                reserve: None,
+                price,
+                new_total: false,
+                charged_before,
+                generation,
+                extend: None,
+            });
         }
-        let need = self.signed.checked_add(price - credit).ok_or(PaymentError::Overflow)?;
+        // What covers this request exactly: the credit first, then new money.
+        let need = (self.signed - credit.min(self.signed)).checked_add(price).ok_or(PaymentError::Overflow)?;
         if need > self.deposit {
             return Err(PaymentError::InsufficientFunds { price, spendable: self.spendable() });
         }
         // Ahead by the policy, or by what is in flight (a burst is paid by
         // one voucher rather than one each), up to the cap.
         let ahead = policy.ahead.max(self.in_flight).min(policy.ahead_cap.max(policy.ahead));
-        let total = need.saturating_add(ahead).min(self.deposit);
+        let total = need.saturating_add(ahead).min(self.deposit).max(self.signed);
+        let step = self.reserve_step(policy);
         let voucher = SignedVoucher::sign(self.channel.voucher(total), key);
         self.signed = total;
         self.last = Some(voucher.clone());
         self.in_flight = self.in_flight.saturating_add(price);
-        let reserve = (total > self.reserved).then(|| total.saturating_add(policy.reserve_ahead).min(self.deposit));
+        let reserve = (total > self.reserved).then(|| total.saturating_add(step).min(self.deposit));
+        let extend = self.extension(total, reserve, step);
         let charged_before = self.charged_known.then_some(self.charged);
-        Ok(Payment { voucher, reserve, price, new_total: true, charged_before, generation: self.generation })
+        Ok(Payment { voucher, reserve, price, new_total: true, charged_before, generation: self.generation, extend })
+    }
+
+    /// How far beyond a new total to reserve: the policy's step, or
+    /// [`RESERVE_IN_FLIGHT`] times what else is in flight if more, so that under
+    /// load the background extension lands before what is left runs out.
+    fn reserve_step(&self, policy: PayPolicy) -> u128 {
+        if policy.reserve_ahead == 0 {
+            return 0;
+        }
+        policy.reserve_ahead.max(self.in_flight.saturating_mul(RESERVE_IN_FLIGHT))
+    }
+
+    /// A reservation to extend in the background, when what is left of the
+    /// current one above `total` is under half of `step`.
+    fn extension(&mut self, total: u128, reserve: Option<u128>, step: u128) -> Option<u128> {
+        let low = self.reserved.saturating_sub(total) < step / 2;
+        if reserve.is_some() || self.extending || !low || self.reserved >= self.deposit {
+            return None;
+        }
+        self.extending = true;
+        Some(total.saturating_add(step).min(self.deposit))
+    }
+
+    /// The background extension of a [`Payment::extend`] finished: made
+    /// durable (`Some`, the reservation) or failed (`None`; a later payment
+    /// asks again, or reserves before its voucher leaves).
+    pub fn extension_done(&mut self, durable: Option<u128>) {
+        self.extending = false;
+        if let Some(r) = durable {
+            self.reserved_durably(r);
+        }
     }
 
     /// A reservation of `reserved` is durable.
@@ -404,22 +466,112 @@ mod tests {
     fn paying_ahead_resends_one_voucher_for_the_next_requests() {
         let mut p = PayerLedger::new(chan(), 1_000);
         let mut payee = PayeeLedger::new(chan(), key().public(), 1_000);
-        let policy = PayPolicy { ahead: 200, ahead_cap: 200, reserve_ahead: 0 };
+        let policy = PayPolicy { ahead: 400, ahead_cap: 400, reserve_ahead: 0 };
         let first = p.pay(&key(), 100, policy).unwrap();
-        assert_eq!(first.voucher.voucher.cumulative, 300);
-        for _ in 0..2 {
+        assert_eq!(first.voucher.voucher.cumulative, 500);
+        for _ in 0..3 {
             let again = p.pay(&key(), 100, policy).unwrap();
             assert_eq!((again.voucher.clone(), again.new_total), (first.voucher.clone(), false));
         }
-        // Three requests in flight on one voucher: the payee admits all three.
-        for _ in 0..3 {
-            let a = payee.admit(&first.voucher, 100).unwrap();
+        // Four requests in flight on one voucher: the payee admits all four,
+        // and one durable write of it covers them.
+        let mut admitted = Vec::new();
+        for _ in 0..4 {
+            admitted.push(payee.admit(&first.voucher, 100).unwrap());
+        }
+        let snapshot = payee.snapshot().unwrap();
+        payee.mark_durable(&snapshot);
+        assert!(admitted.iter().all(|a| payee.can_serve(a)));
+        for a in admitted {
             let _ = payee.settle(a, 100);
         }
-        for _ in 0..3 {
-            p.answered(&first, Some(300));
+        for charged in [100, 200, 300, 400] {
+            p.answered(&first, Some(charged));
         }
-        assert!(p.pay(&key(), 100, policy).unwrap().new_total, "the credit is used up");
+        // The fifth is still covered, but would leave less than a quarter of
+        // the policy ahead: a new total is signed now, and the payee serves
+        // this request from the voucher it already holds durably while it
+        // persists the new one; the requests after it find it durable.
+        let fifth = p.pay(&key(), 100, policy).unwrap();
+        assert!(fifth.new_total, "refreshed before the credit ran out");
+        assert_eq!(fifth.voucher.voucher.cumulative, 900, "what covers this request, plus the policy ahead");
+        let a = payee.admit(&fifth.voucher, 100).unwrap();
+        assert!(a.persist.is_some() && payee.can_serve(&a), "served without waiting for the new voucher's fsync");
+        let _ = payee.settle(a, 100);
+        p.answered(&fifth, Some(500));
+        assert_eq!(p.credit(), 400);
+        // Then resends again; at the deposit there is nothing to refresh to.
+        assert!(!p.pay(&key(), 100, policy).unwrap().new_total);
+        let mut q = PayerLedger::new(chan(), 500);
+        let whole = q.pay(&key(), 100, policy).unwrap();
+        assert_eq!(whole.voucher.voucher.cumulative, 500);
+        for _ in 0..4 {
+            assert!(!q.pay(&key(), 100, policy).unwrap().new_total, "nothing left to sign ahead");
+        }
+    }
+
+    #[test]
+    fn a_reservation_running_low_is_extended_in_the_background_one_at_a_time() {
+        let policy = PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 400 };
+        let mut p = PayerLedger::new(chan(), 10_000);
+        // Each request answered before the next (nothing in flight: the policy's step).
+        let mut pay = |p: &mut PayerLedger| {
+            let x = p.pay(&key(), 100, policy).unwrap();
+            p.answered(&x, Some(x.voucher.voucher.cumulative));
+            x
+        };
+        let a = pay(&mut p);
+        assert_eq!((a.reserve, a.extend), (Some(500), None), "the first reservation is made before sending");
+        p.reserved_durably(500);
+        // 200, 300: 300 and 200 left above the total; 200 is not under half of 400.
+        for total in [200, 300] {
+            let b = pay(&mut p);
+            assert_eq!((b.voucher.voucher.cumulative, b.reserve, b.extend), (total, None, None));
+        }
+        // 400: 100 left, under half: extend to 800 meanwhile; the voucher does not wait.
+        let c = pay(&mut p);
+        assert_eq!((c.voucher.voucher.cumulative, c.reserve, c.extend), (400, None, Some(800)));
+        // One extension at a time.
+        let d = pay(&mut p);
+        assert_eq!((d.voucher.voucher.cumulative, d.reserve, d.extend), (500, None, None));
+        // It failed: the next payment above the durable reservation reserves before sending.
+        p.extension_done(None);
+        let e = pay(&mut p);
+        assert_eq!((e.voucher.voucher.cumulative, e.reserve), (600, Some(1_000)));
+        p.reserved_durably(1_000);
+        // A late success below the durable reservation lowers nothing.
+        p.extension_done(Some(800));
+        assert_eq!(p.reserved(), 1_000);
+        // Every total signed stays within a reservation made durable before it left.
+        let mut durable = 1_000;
+        for _ in 0..94 {
+            let f = pay(&mut p);
+            if let Some(r) = f.reserve {
+                p.reserved_durably(r);
+                durable = r;
+            }
+            assert!(f.voucher.voucher.cumulative <= durable);
+            if let Some(r) = f.extend {
+                p.extension_done(Some(r));
+                durable = durable.max(r);
+            }
+        }
+        assert_eq!(p.signed(), 10_000, "up to the deposit");
+        // Under load the step follows what else is in flight (8 times it),
+        // not the policy's 400.
+        let mut q = PayerLedger::new(chan(), 1_000_000);
+        let first = q.pay(&key(), 100, policy).unwrap();
+        q.reserved_durably(first.reserve.unwrap());
+        let mut burst = Vec::new();
+        for _ in 0..10 {
+            let b = q.pay(&key(), 100, policy).unwrap();
+            if let Some(r) = b.reserve {
+                q.reserved_durably(r);
+            }
+            burst.push(b);
+        }
+        let reserved: Vec<u128> = burst.iter().filter_map(|b| b.reserve.or(b.extend)).collect();
+        assert_eq!(reserved, vec![200 + 8 * 100, 600 + 8 * 500], "sized by what was in flight when each was asked");
     }
 
     /// 64 requests in flight on one channel, paid ahead, admitted in order,

@@ -191,6 +191,12 @@ impl<S: PayeeStore> PayeeMoney for LedgerMoney<S> {
                 return Err(MoneyError::Store(StoreError::Closed));
             }
             let admission = with(&slot, |l| l.admit(voucher, price))??;
+            if admission.persist.is_some() {
+                // A voucher paid ahead of need is persisted at once, even when
+                // the durable one covers this request: the requests after it
+                // then find it durable instead of waiting for its fsync.
+                self.flush(&slot);
+            }
             if let Err(e) = self.until(&slot, |l| l.can_serve(&admission)).await {
                 // Not durable: the answer must not leave, and the admission is undone.
                 let _ = with(&slot, |l| l.settle(admission, 0));

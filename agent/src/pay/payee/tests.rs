@@ -127,3 +127,33 @@ async fn a_failed_answer_is_not_claimed_and_a_delivered_one_is() {
     assert_eq!(claims, vec![(s.channel_id, PRICE)]);
     assert_eq!(s.chain.paid_to("brand.near"), PRICE, "one answer delivered, one price claimed");
 }
+
+#[tokio::test]
+async fn a_voucher_paid_ahead_of_need_is_made_durable_at_once_not_when_first_needed() {
+    let s = setup(PayeeConfig::default()).await;
+    let p = peer();
+    // The first voucher covers 4 queries; its request waits for its write.
+    let t = s.payee.admit(&p, &request(&s, 4 * PRICE)).await.unwrap().unwrap();
+    let _ = s.payee.settle(t, Outcome::Delivered { actual: None }).await.unwrap();
+    let writes = s.store.writes.load(Ordering::Relaxed);
+    // The payer signs its next total early (spec §8.4, Credit): the request
+    // carrying it is covered by the durable 4 and served without a write...
+    s.store.faults.hang.store(true, Ordering::Release);
+    let early = tokio::time::timeout(Duration::from_secs(2), s.payee.admit(&p, &request(&s, 12 * PRICE))).await;
+    let t = early.expect("served from the durable voucher, not held for the new one").unwrap().unwrap();
+    let _ = s.payee.settle(t, Outcome::Delivered { actual: None }).await;
+    // ...and the new voucher's write has started at once (it hangs here).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    s.store.faults.hang.store(false, Ordering::Release);
+    for _ in 0..2 {
+        let t = s.payee.admit(&p, &request(&s, 12 * PRICE)).await.unwrap().unwrap();
+        let _ = s.payee.settle(t, Outcome::Delivered { actual: None }).await;
+    }
+    // Beyond the durable 4, a request must wait for the 12 to be durable: the
+    // write that started hangs forever, so the wait never ends.
+    let fifth = tokio::time::timeout(Duration::from_millis(200), s.payee.admit(&p, &request(&s, 12 * PRICE))).await;
+    assert!(fifth.is_err(), "served beyond what is durable");
+    assert_eq!(s.store.writes.load(Ordering::Relaxed), writes, "the new voucher's write started while writes hung");
+}
