@@ -48,6 +48,9 @@ struct World {
 }
 
 async fn world(name: &str) -> World {
+    // The in-process brand's warnings (a claim that failed, and why), shown
+    // with a failing test's output only.
+    let _ = tracing_subscriber::fmt().with_env_filter("agentwire_agent=warn").with_test_writer().try_init();
     let devnet = Devnet::start(DevnetConfig::default()).unwrap();
     let ready = provision(&devnet, &["brand", "alice"], 100 * ONE_NEAR, 0).await.unwrap();
     let (boot, boot_addr) = Dht::loopback_bootstrap().await.unwrap();

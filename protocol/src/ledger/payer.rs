@@ -515,7 +515,7 @@ mod tests {
         let policy = PayPolicy { ahead: 0, ahead_cap: 0, reserve_ahead: 400 };
         let mut p = PayerLedger::new(chan(), 10_000);
         // Each request answered before the next (nothing in flight: the policy's step).
-        let mut pay = |p: &mut PayerLedger| {
+        let pay = |p: &mut PayerLedger| {
             let x = p.pay(&key(), 100, policy).unwrap();
             p.answered(&x, Some(x.voucher.voucher.cumulative));
             x
