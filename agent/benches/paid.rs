@@ -41,6 +41,12 @@ use tokio::sync::mpsc;
 
 const BODY: usize = 200;
 const IN_FLIGHT: usize = 64;
+
+/// The allocator the `agentwire` binary ships with, for every stack alike
+/// (the figures before 2026-12-04 22:45 UTC were measured with glibc's).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PRICE: u128 = ONE_NEAR / 1_000_000;
 const ROUNDS: usize = 3;
 const CAPS: [&str; 3] = ["pay/1", "stream/1", "receipts/1"];

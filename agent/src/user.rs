@@ -247,7 +247,8 @@ impl UserAgent {
         let r = record.record();
         let agent = r.agent_id();
         if let Some(c) = self.sessions.lock().await.get(&agent) {
-            if c.quic().close_reason().is_none() {
+            // A session near its age or stream limit is replaced before a request fails at it.
+            if c.is_fresh() {
                 return Ok(c.clone());
             }
         }

@@ -54,3 +54,64 @@ fn every_target_has_a_corpus_and_replays_without_panic() {
     }
     println!("replayed {total} corpus inputs");
 }
+
+/// Not coverage-guided fuzzing, but what stable Rust can do without
+/// cargo-fuzz: every target (or `AGENTWIRE_STRESS_TARGET`'s) on random
+/// inputs, mutated from its corpus, for `AGENTWIRE_STRESS_SECS` seconds
+/// (default 10). Run: `AGENTWIRE_STRESS_SECS=600 AGENTWIRE_STRESS_TARGET=money
+/// cargo test --release -p agentwire-tests --test fuzz_corpus -- --ignored`.
+#[test]
+#[ignore = "a timed stress run, not a check"]
+fn random_inputs_for_a_while() {
+    let secs: u64 = std::env::var("AGENTWIRE_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let only = std::env::var("AGENTWIRE_STRESS_TARGET").ok();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz");
+    let targets: Vec<&(&str, Target)> =
+        TARGETS.iter().filter(|(t, _)| only.as_deref().is_none_or(|o| o == *t)).collect();
+    assert!(!targets.is_empty(), "no target named {only:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    // xorshift64*: a fixed seed, so a failure is reproducible from the count.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut runs = vec![0u64; targets.len()];
+    while std::time::Instant::now() < deadline {
+        for (i, (target, run)) in targets.iter().enumerate() {
+            let corpus: Vec<Vec<u8>> = std::fs::read_dir(root.join("corpus").join(target))
+                .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+                .unwrap_or_default();
+            for _ in 0..2_000 {
+                let mut data = match corpus.len() {
+                    0 => Vec::new(),
+                    n => corpus[(next() % n as u64) as usize].clone(),
+                };
+                // Mutate: overwrite, insert or truncate a few bytes, or start afresh.
+                match next() % 4 {
+                    0 => data = (0..next() % 512).map(|_| next() as u8).collect(),
+                    _ => {
+                        for _ in 0..1 + next() % 8 {
+                            let at = if data.is_empty() { 0 } else { (next() % data.len() as u64) as usize };
+                            match next() % 3 {
+                                0 if !data.is_empty() => data[at] = next() as u8,
+                                1 => data.insert(at, next() as u8),
+                                _ => data.truncate(at.max(1)),
+                            }
+                        }
+                    }
+                }
+                let input = data.clone();
+                if std::panic::catch_unwind(|| run(&input)).is_err() {
+                    panic!("{target} panicked on {data:02x?}");
+                }
+                runs[i] += 1;
+            }
+        }
+    }
+    for ((target, _), n) in targets.iter().zip(runs) {
+        println!("{target}: {n} random inputs, no panic");
+    }
+}

@@ -487,3 +487,27 @@ async fn no_plaintext_of_the_query_or_the_answer_crosses_the_wire() {
     }
     b.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_near_its_stream_limit_is_no_longer_fresh_before_any_request_fails() {
+    let b = brand(TransportLimits::default());
+    let addr = b.server.local_addr().unwrap();
+    let ep = client();
+    let user = Arc::new(LocalIdentity::generate(&mut OsRng));
+    // A client whose session takes only a few streams more than the margin.
+    let mut limits = TransportLimits::default();
+    limits.session.max_streams = 4 * (1024 + 64) + 5;
+    let conn = connect(&ep, user, &ik_target(&b, addr), &caps(), limits).await.unwrap();
+    assert!(conn.is_fresh(), "a new session is fresh");
+    let mut answered = 0;
+    while conn.is_fresh() {
+        assert_eq!(conn.request("echo", b"q".to_vec()).await.unwrap(), b"q");
+        answered += 1;
+        assert!(answered <= 5, "still fresh after {answered} of its last streams");
+    }
+    // Not fresh, yet far from failing: a caller that replaces it now loses nothing.
+    assert_eq!(conn.request("echo", b"still".to_vec()).await.unwrap(), b"still");
+    conn.close();
+    assert!(!conn.is_fresh(), "a closed session is not fresh");
+    b.server.shutdown().await;
+}

@@ -204,9 +204,7 @@ pub fn run_child() {
     let per_ip: usize = var(PER_IP_ENV).parse().expect("per ip");
     let mut limits =
         TransportLimits { max_connections: sessions, max_connections_per_ip: per_ip, ..TransportLimits::default() };
-    if let Ok(n) = std::env::var("AGENTWIRE_SCALE_MAX_STREAMS") {
-        limits.max_streams_per_connection = n.parse().expect("max streams");
-    }
+    stream_limits(&mut limits);
     // The runtime `agentwire serve` uses: multi-thread, a worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
@@ -275,9 +273,7 @@ pub fn run_quinn_child() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let mut limits = TransportLimits::default();
-        if let Ok(n) = std::env::var("AGENTWIRE_SCALE_MAX_STREAMS") {
-            limits.max_streams_per_connection = n.parse().expect("max streams");
-        }
+        stream_limits(&mut limits);
         let config = agentwire_agent::quic::tls::server_config(&limits).expect("TLS config");
         let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("endpoint");
         println!("READY {}", server.local_addr().expect("bound"));
@@ -305,4 +301,15 @@ pub fn run_quinn_child() {
         .await;
         std::process::exit(0);
     });
+}
+
+/// The stream limits of the environment (main.rs): the ceiling and the
+/// allowance a connection starts with.
+fn stream_limits(limits: &mut TransportLimits) {
+    if let Ok(n) = std::env::var("AGENTWIRE_SCALE_MAX_STREAMS") {
+        limits.max_streams_per_connection = n.parse().expect("max streams");
+    }
+    if let Ok(n) = std::env::var("AGENTWIRE_SCALE_INITIAL_STREAMS") {
+        limits.initial_streams_per_connection = n.parse().expect("initial streams");
+    }
 }

@@ -25,10 +25,12 @@
 //! (`keep=1` keeps the run's directory: the brand's and the flood's logs).
 //! The last line is machine-readable: `SCALE key=value …`.
 //!
-//! Environment: `AGENTWIRE_SCALE_MAX_STREAMS=n` sets the streams each way
-//! the brand and the plain quinn baseline allow per connection (default
-//! 256; quinn keeps an entry per allowed stream, so this moves memory per
-//! session); `AGENTWIRE_SCALE_WRAP="cmd args"` with
+//! Environment: `AGENTWIRE_SCALE_MAX_STREAMS=n` sets the most request
+//! streams the brand allows per connection (default 256) and
+//! `AGENTWIRE_SCALE_INITIAL_STREAMS=n` the allowance a connection starts
+//! with (default 32; the plain quinn baseline keeps it, the brand raises it
+//! as a peer uses it). quinn keeps an entry per allowed stream, so these
+//! move memory per session. `AGENTWIRE_SCALE_WRAP="cmd args"` with
 //! `AGENTWIRE_SCALE_WRAP_ROLE=brand|flood|quinn` starts that child under
 //! `cmd` (a profiler, say).
 

@@ -40,6 +40,13 @@ use agentwire_protocol::receipts::Settled;
 /// limit (the peer's `max_streams_per_connection`) bounds what is on the wire.
 pub const MAX_RUNNING_CALLS: usize = 1024;
 
+/// A session with less than this many seconds of its age left is not fresh.
+const FRESH_SECS: u64 = 60;
+
+/// A session with this few streams left is not fresh: more than the requests
+/// one connection runs and queues at once.
+const FRESH_STREAMS: u64 = 4 * (MAX_RUNNING_CALLS + QUEUED_CALLS) as u64;
+
 /// Requests handed to a connection's task and not yet started.
 const QUEUED_CALLS: usize = 64;
 
@@ -247,6 +254,20 @@ impl Connection {
     /// The authenticated peer.
     pub fn peer(&self) -> &PeerInfo {
         &self.peer
+    }
+
+    /// Whether this session is open and far from its age and stream limits
+    /// (spec §12.12: past them a new handshake is needed): callers that keep
+    /// a session for many requests connect afresh once it is not, instead of
+    /// failing a request at the limit (an hour, or 2^20 requests: 15 s at
+    /// 70,000 requests/s).
+    pub fn is_fresh(&self) -> bool {
+        if self.shared.conn.close_reason().is_some() {
+            return false;
+        }
+        let Ok(session) = self.shared.session.lock() else { return false };
+        let (secs, streams) = session.headroom(now_secs());
+        secs > FRESH_SECS && streams > FRESH_STREAMS
     }
 
     /// The QUIC connection (addresses, stats).

@@ -250,6 +250,15 @@ impl Session {
         &self.limits
     }
 
+    /// What is left at `now` before new streams are refused: seconds of the
+    /// session's age, and streams. A side that keeps a session for many
+    /// requests starts a new one before either runs out, rather than fail a
+    /// request at the limit.
+    pub fn headroom(&self, now: u64) -> (u64, u64) {
+        let age = now.saturating_sub(self.established_at);
+        (self.limits.max_age_secs.saturating_sub(age), self.limits.max_streams.saturating_sub(self.opened))
+    }
+
     /// Whether new streams may still be opened at `now`.
     pub fn accepts_streams(&self, now: u64) -> bool {
         self.check_new_stream(now).is_ok()

@@ -160,7 +160,10 @@ fn stream_limits_are_enforced() {
     assert!(u.session.open_stream(4 * 5000, 0).is_ok());
     assert!(matches!(u.session.open_stream(12, 0), Err(SessionError::StreamReused(12))), "too old");
     assert!(matches!(u.session.open_stream(4 * 6000, 3600), Err(SessionError::SessionExpired)));
+    assert_eq!(u.session.headroom(3000), (600, (1 << 20) - 4));
+    assert_eq!(u.session.headroom(4000).0, 0, "past its age");
     u.session.limits.max_streams = u.session.opened;
+    assert_eq!(u.session.headroom(0), (3600, 0));
     assert!(matches!(u.session.open_stream(4 * 7000, 0), Err(SessionError::TooManyStreams)));
     assert_eq!(SessionError::TooManyStreams.code(), crate::wire::ErrorCode::TooManyStreams);
 }
