@@ -104,7 +104,7 @@ p2p_listen = ["/ip4/127.0.0.1/udp/0/quic-v1"]
 near_rpc = "{rpc}"
 near_key_file = "brand.near-key"
 store = "vouchers"
-
+{watch}
 [[service]]
 name = "chat"
 price = "{PRICE}"
@@ -116,6 +116,10 @@ handler = {{ kind = "echo" }}
 "#,
             contract = chain.ready.channels,
             rpc = chain.ready.rpc_url,
+            // How often the brand reads its channels on chain (its default, 30 s, unless set).
+            watch = std::env::var("AGENTWIRE_SCALE_WATCH_EVERY")
+                .map(|s| format!("watch_every_secs = {}\n", s.parse::<u64>().expect("watch every (s)")))
+                .unwrap_or_default(),
         ),
     )
     .expect("brand config");

@@ -30,7 +30,12 @@
 //! `AGENTWIRE_SCALE_INITIAL_STREAMS=n` the allowance a connection starts
 //! with (default 32; the plain quinn baseline keeps it, the brand raises it
 //! as a peer uses it). quinn keeps an entry per allowed stream, so these
-//! move memory per session. `AGENTWIRE_SCALE_WRAP="cmd args"` with
+//! move memory per session. `AGENTWIRE_SCALE_WATCH_EVERY=s` sets how often
+//! the brand reads its channels on chain (default 30 s; the devnet runs in
+//! this process, so its view calls take this process's CPU).
+//! `AGENTWIRE_SCALE_RESERVE_QUERIES=n` sets how many queries ahead each
+//! payer reserves (default 64), that is how often its store is written.
+//! `AGENTWIRE_SCALE_WRAP="cmd args"` with
 //! `AGENTWIRE_SCALE_WRAP_ROLE=brand|flood|quinn` starts that child under
 //! `cmd` (a profiler, say).
 

@@ -113,8 +113,12 @@ pub async fn setup(
         let account = format!("{}.devnet", payer_name(i));
         let near = NearAccount::new(&account, &chain.secret(&account)).expect("payer account");
         let store = Store::open(&dir.join(format!("payer-{i}")), StoreConfig::default()).expect("payer store");
-        let payer = Payer::near(client.clone(), near, Keypair::generate(&mut OsRng), store, PayerConfig::default())
-            .expect("payer");
+        let mut config = PayerConfig::default();
+        if let Ok(n) = std::env::var("AGENTWIRE_SCALE_RESERVE_QUERIES") {
+            // How far ahead each payer's reservation reaches (how often its store is written).
+            config.reserve_queries = n.parse().expect("reserve queries");
+        }
+        let payer = Payer::near(client.clone(), near, Keypair::generate(&mut OsRng), store, config).expect("payer");
         let sem = sem.clone();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
