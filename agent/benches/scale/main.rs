@@ -34,7 +34,10 @@
 //! the brand reads its channels on chain (default 30 s; the devnet runs in
 //! this process, so its view calls take this process's CPU).
 //! `AGENTWIRE_SCALE_RESERVE_QUERIES=n` sets how many queries ahead each
-//! payer reserves (default 64), that is how often its store is written.
+//! payer reserves (default 64), that is how often its store is written;
+//! `AGENTWIRE_SCALE_STAGGER=n` spreads the payers' warm-up over 1 to n
+//! queries each (default 32, so their store writes are not in step; 0: all
+//! in step).
 //! `AGENTWIRE_SCALE_WRAP="cmd args"` with
 //! `AGENTWIRE_SCALE_WRAP_ROLE=brand|flood|quinn` starts that child under
 //! `cmd` (a profiler, say).

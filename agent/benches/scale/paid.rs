@@ -95,7 +95,7 @@ pub struct Setup {
 }
 
 /// Opens `n` channels on the devnet (one per payer) and `n` sessions, and
-/// pays one warm-up query on each (the brand checks each channel on chain once).
+/// pays 1 to 32 warm-up queries on each (the brand checks each channel on chain at the first).
 pub async fn setup(
     chain: &Chain,
     brand: &BrandProcess,
@@ -153,11 +153,22 @@ pub async fn setup(
     let record = Arc::new(brand.record.clone());
     let sem = Arc::new(Semaphore::new(32));
     let mut tasks = tokio::task::JoinSet::new();
-    for p in &sessions {
+    // Independent users are not in step: session i pays 1 + (i mod STAGGER)
+    // warm-up queries, so the payers' periodic store writes (a reservation
+    // extended every 32 queries) are spread over the schedule instead of
+    // landing together (BENCHMARKS.md, scale: 1,000 in-step writes stalled
+    // the generator). `AGENTWIRE_SCALE_STAGGER=0`: one each, all in step.
+    let stagger: usize = std::env::var("AGENTWIRE_SCALE_STAGGER").map_or(STAGGER, |v| v.parse().expect("stagger"));
+    for (i, p) in sessions.iter().enumerate() {
         let (p, record, sem) = (p.clone(), record.clone(), sem.clone());
+        let queries = 1 + i.checked_rem(stagger).unwrap_or(0);
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            query(&p.conn, &record, PAID, vec![7; BODY], Some(&p.payer), |_| async {}).await.expect("warm-up query");
+            for _ in 0..queries {
+                query(&p.conn, &record, PAID, vec![7; BODY], Some(&p.payer), |_| async {})
+                    .await
+                    .expect("warm-up query");
+            }
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -166,6 +177,10 @@ pub async fn setup(
     s.warm_up = t.elapsed();
     (sessions, s)
 }
+
+/// Warm-up queries spread over this many (see `setup`): half the default
+/// reservation step, the period of a payer's reservation extension.
+const STAGGER: usize = 32;
 
 /// One request's timing.
 #[derive(Clone, Copy)]
