@@ -78,12 +78,17 @@ fn random_inputs_for_a_while() {
         state ^= state >> 27;
         state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     };
+    let corpora: Vec<Vec<Vec<u8>>> = targets
+        .iter()
+        .map(|(target, _)| {
+            std::fs::read_dir(root.join("corpus").join(target))
+                .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+                .unwrap_or_default()
+        })
+        .collect();
     let mut runs = vec![0u64; targets.len()];
     while std::time::Instant::now() < deadline {
-        for (i, (target, run)) in targets.iter().enumerate() {
-            let corpus: Vec<Vec<u8>> = std::fs::read_dir(root.join("corpus").join(target))
-                .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
-                .unwrap_or_default();
+        for (i, ((target, run), corpus)) in targets.iter().zip(&corpora).enumerate() {
             for _ in 0..2_000 {
                 let mut data = match corpus.len() {
                     0 => Vec::new(),

@@ -451,28 +451,26 @@ impl Payer {
                 self.top_up(payee, currency, amount).await?;
             }
         }
-        let (payment, snapshot) = {
+        let (payment, record) = {
             let mut c = lock(&slot)?;
             let payment = c.ledger.pay(&self.voucher_key, price, self.policy(price, currency))?;
-            let snapshot = payment
-                .reserve
-                .or(payment.extend)
-                .map(|r| (r, Channel { ledger: c.ledger.clone(), currency: c.currency.clone() }));
-            (payment, snapshot)
+            // What the store is to hold, read under the same lock as the payment.
+            let record = payment.reserve.or(payment.extend).map(|r| record_of(&name(payee, currency), &c, r));
+            (payment, record)
         };
-        if let (Some(extend), Some((_, c))) = (payment.extend, &snapshot) {
+        match (payment.reserve, payment.extend, record) {
             // The reservation runs low: extended meanwhile, off this request's path.
-            self.extend(slot.clone(), record_of(&name(payee, currency), c, extend), extend);
-            return Ok(payment);
-        }
-        if let Some((reserve, c)) = snapshot {
-            // A reservation at least the new total is durable before the voucher
-            // leaves (spec §8.4); concurrent payments share its fsync.
-            if let Err(e) = self.record(&name(payee, currency), &c, reserve).await {
-                lock(&slot)?.ledger.unanswered(price);
-                return Err(e);
+            (None, Some(extend), Some(record)) => self.extend(slot.clone(), record, extend),
+            (Some(reserve), _, Some(record)) => {
+                // A reservation at least the new total is durable before the voucher
+                // leaves (spec §8.4); concurrent payments share its fsync.
+                if let Err(e) = self.store.persist(self.chain.contract().as_str(), &record).await {
+                    lock(&slot)?.ledger.unanswered(price);
+                    return Err(e.into());
+                }
+                lock(&slot)?.ledger.reserved_durably(reserve);
             }
-            lock(&slot)?.ledger.reserved_durably(reserve);
+            _ => {}
         }
         Ok(payment)
     }

@@ -24,8 +24,9 @@ pub(crate) fn bind(addr: SocketAddr, buffer: usize) -> Result<UdpSocket, Transpo
         // Refusals are not fatal: the defaults still work, only less well.
         let _ = socket.set_recv_buffer_size(buffer);
         let _ = socket.set_send_buffer_size(buffer);
-        let got = socket.recv_buffer_size().unwrap_or(0);
         // Linux reports twice what was granted (it counts its bookkeeping).
+        let reported_per_byte = if cfg!(target_os = "linux") { 2 } else { 1 };
+        let got = socket.recv_buffer_size().unwrap_or(0) / reported_per_byte;
         if got < buffer {
             tracing::warn!(
                 asked = buffer,
