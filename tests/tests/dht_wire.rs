@@ -10,10 +10,14 @@
 //! - What a raw writer puts is stored only when it validates.
 //! - A peer that never answers costs a walk one request timeout, not the
 //!   whole query: an unknown name is reported as not found, not as a timeout.
+//! - A lookup asks each provider for its own record over the record protocol
+//!   (written here from the spec): a record stored nowhere else is found; a
+//!   provider's answer that is not its own valid record is not taken; a
+//!   provider that does not speak the protocol is walked for as before.
 
 use std::time::{Duration, Instant};
 
-use agentwire_agent::dht::{Dht, DhtConfig, DhtError};
+use agentwire_agent::dht::{libp2p_keypair, Dht, DhtConfig, DhtError, RECORD_PROTOCOL};
 use agentwire_protocol::account::AccountId;
 use agentwire_protocol::dht::{account_provider_key, record_key};
 use agentwire_protocol::identity::LocalIdentity;
@@ -22,6 +26,8 @@ use futures::StreamExt;
 use libp2p::kad::store::{MemoryStore, RecordStore};
 use libp2p::kad::{self, Mode, Quorum, Record, StoreInserts};
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use rand_core::OsRng;
@@ -71,6 +77,52 @@ fn kad_record(r: &SignedRecord) -> Record {
 #[derive(NetworkBehaviour)]
 struct Raw {
     kad: kad::Behaviour<MemoryStore>,
+    /// The record protocol, when the peer speaks it.
+    record: Toggle<request_response::Behaviour<RecordCodec>>,
+}
+
+/// The record protocol as spec §7.4 describes it: an empty request; the
+/// answer is a signed record's bytes (at most 2048) or nothing.
+#[derive(Clone, Default)]
+struct RecordCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for RecordCodec {
+    type Protocol = StreamProtocol;
+    type Request = ();
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut rest = Vec::new();
+        futures::AsyncReadExt::read_to_end(&mut futures::AsyncReadExt::take(io, 1), &mut rest).await?;
+        Ok(())
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut answer = Vec::new();
+        futures::AsyncReadExt::read_to_end(&mut futures::AsyncReadExt::take(io, 2049), &mut answer).await?;
+        Ok(answer)
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, _: &mut T, (): ()) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, answer: Vec<u8>) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        futures::AsyncWriteExt::write_all(io, &answer).await
+    }
 }
 
 /// Something to do with a raw peer's swarm, on its task.
@@ -87,13 +139,15 @@ enum Job {
 enum Seen {
     Kad(Box<kad::Event>),
     Connected(PeerId),
+    /// This peer asked for our record over the record protocol.
+    AskedForRecord(PeerId),
 }
 
 impl Seen {
     fn kad(&self) -> Option<&kad::Event> {
         match self {
             Seen::Kad(e) => Some(e),
-            Seen::Connected(_) => None,
+            Seen::Connected(_) | Seen::AskedForRecord(_) => None,
         }
     }
 }
@@ -108,7 +162,19 @@ struct RawPeer {
 
 impl RawPeer {
     async fn start(mode: Mode, filter: StoreInserts) -> RawPeer {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        RawPeer::start_as(libp2p::identity::Keypair::generate_ed25519(), mode, filter, None).await
+    }
+
+    /// A raw peer with `key` that, given `record_answer`, speaks the record
+    /// protocol and answers every request with those bytes.
+    async fn start_as(
+        key: libp2p::identity::Keypair,
+        mode: Mode,
+        filter: StoreInserts,
+        record_answer: Option<Vec<u8>>,
+    ) -> RawPeer {
+        let speaks_record = record_answer.is_some();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_quic()
             .with_behaviour(|key| {
@@ -117,7 +183,13 @@ impl RawPeer {
                 config.set_record_filtering(filter);
                 let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
                 kad.set_mode(Some(mode));
-                Raw { kad }
+                let record = speaks_record.then(|| {
+                    request_response::Behaviour::new(
+                        [(StreamProtocol::new(RECORD_PROTOCOL), ProtocolSupport::Full)],
+                        request_response::Config::default(),
+                    )
+                });
+                Raw { kad, record: record.into() }
             })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -142,6 +214,16 @@ impl RawPeer {
                     event = swarm.select_next_some() => {
                         let seen = match event {
                             SwarmEvent::Behaviour(RawEvent::Kad(e)) => Seen::Kad(Box::new(e)),
+                            SwarmEvent::Behaviour(RawEvent::Record(request_response::Event::Message {
+                                peer,
+                                message: request_response::Message::Request { channel, .. },
+                                ..
+                            })) => {
+                                if let (Some(rr), Some(answer)) = (swarm.behaviour_mut().record.as_mut(), &record_answer) {
+                                    let _ = rr.send_response(channel, answer.clone());
+                                }
+                                Seen::AskedForRecord(peer)
+                            }
                             SwarmEvent::ConnectionEstablished { peer_id, .. } => Seen::Connected(peer_id),
                             _ => continue,
                         };
@@ -375,4 +457,145 @@ async fn a_silent_peer_costs_one_request_timeout_not_the_lookup() {
         other => panic!("the walk should end, not time out: {other:?} after {took:?}"),
     }
     assert!(took < query_timeout, "the walk ended before the query timeout ({took:?})");
+}
+
+/// A raw peer that provides `account` as itself (its ADD_PROVIDER carries
+/// its address), with `record_answer` its answer on the record protocol.
+async fn raw_provider(
+    brand: &LocalIdentity,
+    account: &str,
+    bootstrap: &Dht,
+    record_answer: Option<Vec<u8>>,
+) -> RawPeer {
+    let key = libp2p_keypair(&brand.identity).unwrap();
+    let raw = RawPeer::start_as(key, Mode::Server, StoreInserts::FilterBoth, record_answer).await;
+    let boot = bootstrap.listen_addrs().await.unwrap().remove(0);
+    let (boot_peer, own) = (bootstrap.peer_id(), without_p2p(raw.addr.clone()));
+    let provider_key = account_provider_key(&AccountId::new(account).unwrap());
+    raw.run(move |s| {
+        s.add_external_address(own);
+        s.behaviour_mut().kad.add_address(&boot_peer, without_p2p(boot));
+        s.behaviour_mut().kad.start_providing(provider_key.into()).unwrap();
+    })
+    .await;
+    raw
+}
+
+/// Looks `account` up until its provider entry has arrived (it is on its way
+/// from the raw peer) or the patience runs out; the last answer.
+async fn lookup_when_provided(user: &Dht, account: &str) -> Result<Vec<SignedRecord>, DhtError> {
+    let account = AccountId::new(account).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = user.find_by_account(&account).await;
+        let unannounced = matches!(&answer, Err(DhtError::NotFound { .. }) | Err(DhtError::NoPeers { .. }));
+        if !unannounced || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_asks_the_provider_itself_for_its_record() {
+    let (boot, _) = node(server(vec![])).await;
+    let brand = LocalIdentity::generate(&mut OsRng);
+    let signed = record(&brand, "direct.near", 3);
+    // The record is stored nowhere on the DHT: only the brand has it.
+    let mut raw = raw_provider(&brand, "direct.near", &boot, Some(signed.encoded().to_vec())).await;
+    let (user, _) = node(client(boot.listen_addrs().await.unwrap())).await;
+
+    let found = lookup_when_provided(&user, "direct.near").await.expect("the provider's own answer");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].encoded(), signed.encoded());
+    let me = user.peer_id();
+    raw.next("the user's record request", |s| matches!(s, Seen::AskedForRecord(p) if *p == me).then_some(())).await;
+    assert_eq!(boot.stored(record_key(&brand.agent_id())).await.unwrap(), None, "no copy was on the DHT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_answer_that_is_not_its_own_valid_record_is_not_taken() {
+    let (boot, _) = node(server(vec![])).await;
+    let user = node(client(boot.listen_addrs().await.unwrap())).await.0;
+    let ids: Vec<LocalIdentity> = (0..3).map(|_| LocalIdentity::generate(&mut OsRng)).collect();
+    let other = LocalIdentity::generate(&mut OsRng);
+    let mut forged = record(&ids[1], "forged.near", 1).encoded().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let answers = [
+        // Another agent's valid record, claiming the account asked for.
+        (&ids[0], "someone-else.near", record(&other, "someone-else.near", 1).encoded().to_vec()),
+        // Its own record with a bad signature.
+        (&ids[1], "forged.near", forged),
+        // More than a record may be.
+        (&ids[2], "oversized.near", vec![0x01; 2049]),
+    ];
+    let mut raws = Vec::new();
+    for (id, account, answer) in answers {
+        raws.push(raw_provider(id, account, &boot, Some(answer)).await);
+        match lookup_when_provided(&user, account).await {
+            Err(DhtError::NoValidRecord { .. }) => {}
+            other => panic!("{account}: the answer must not be taken: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_the_record_protocol_is_walked_for() {
+    let (boot, _) = node(server(vec![])).await;
+    let brand = LocalIdentity::generate(&mut OsRng);
+    let signed = record(&brand, "walked.near", 1);
+    let raw = raw_provider(&brand, "walked.near", &boot, None).await;
+    // Its record is on the DHT (the bootstrap node holds it), as a node
+    // that only speaks Kademlia would leave it.
+    let (peer, kr) = (boot.peer_id(), kad_record(&signed));
+    raw.run(move |s| s.behaviour_mut().kad.put_record_to(kr, [peer].into_iter(), Quorum::One)).await;
+    let key = record_key(&brand.agent_id());
+    let deadline = Instant::now() + PATIENCE;
+    while boot.stored(key.clone()).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the bootstrap node never stored the record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (user, _) = node(client(boot.listen_addrs().await.unwrap())).await;
+    let found = lookup_when_provided(&user, "walked.near").await.expect("the walked-for record");
+    assert_eq!(found[0].encoded(), signed.encoded());
+}
+
+/// The ADD_PROVIDER of `account` a raw peer received, if `seen` is one.
+fn add_provider_of(account: &str, seen: &Seen) -> Option<kad::ProviderRecord> {
+    let key = account_provider_key(&AccountId::new(account).unwrap());
+    match seen.kad() {
+        Some(kad::Event::InboundRequest { request: kad::InboundRequest::AddProvider { record: Some(p) } })
+            if p.key.as_ref() == key.as_slice() =>
+        {
+            Some(p.clone())
+        }
+        _ => None,
+    }
+}
+
+/// On a slow network a brand's announcement walk can time out before it
+/// reaches anyone; Kademlia then stores its provider entries nowhere, and
+/// without a retry nobody finds the brand until the next republish (10 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_whose_walk_timed_out_is_made_again_soon() {
+    let mut peer = RawPeer::start(Mode::Server, StoreInserts::FilterBoth).await;
+    let config = DhtConfig {
+        query_timeout: Duration::from_secs(1),
+        announce_retry: Duration::from_millis(500),
+        ..server(vec![peer.addr.clone()])
+    };
+    assert!(config.query_timeout < config.request_timeout, "the walk times out waiting for the silent peer");
+    let (brand, identity) = node(config).await;
+    let me = brand.peer_id();
+    peer.next("the brand's connection", |s| matches!(s, Seen::Connected(p) if *p == me).then_some(())).await;
+
+    // The brand's only peer is silent while the brand publishes: the walks time out.
+    let resume = peer.pause();
+    let published = brand.publish(record(&identity, "retried.near", 1)).await;
+    assert!(published.is_err(), "the record's walk timed out: {published:?}");
+    drop(resume);
+    // The peer answers again; the announcement is made again, and arrives.
+    let announced = peer.next("the announcement made again", |s| add_provider_of("retried.near", s)).await;
+    assert_eq!(announced.provider, me);
 }

@@ -1,7 +1,10 @@
 //! Phase 4: many agents on one machine's DHT, in this process: bootstrap
 //! nodes, brands (server mode, each publishing its signed record and
 //! providing its account and service keys) and users (client mode). Once
-//! all have joined, each user looks up brands by NEAR account — at random
+//! all have joined and the joins' routing-table walks have quieted down
+//! (the process uses under half a core over 5 s, or `dht_settle` s have passed;
+//! both the time and that CPU use are reported), each user looks up brands
+//! by NEAR account — at random
 //! moments spread over a window, each lookup once, no retry — and one
 //! service. A lookup succeeds when it returns exactly the brand's record
 //! (by account), or only agents that offer the service (by service).
@@ -27,6 +30,9 @@ const SERVICES: [&str; 3] = ["chat", "search", "translate"];
 const STARTING: usize = 16;
 /// Longest a node may take to start (its bootstrap answered).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The network counts as settled when the nodes use less than this (or
+/// `dht_settle` s after the last one started; 0: lookups 5 s after it).
+const QUIET_CORES: f64 = 0.5;
 /// A lookup not done by then (the query timeout is 10 s) counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,6 +60,10 @@ pub struct Figures {
     pub rss_kib: u64,
     /// This process's CPU use while the lookups ran (1.0 = one core).
     pub lookup_cores: f64,
+    /// Its CPU use over the last 5 s before the lookups (every node up).
+    pub idle_cores: f64,
+    /// How long the nodes took to quiet down after the start.
+    pub settling: Duration,
 }
 
 /// Lookups of one kind: how many, how many succeeded, their times.
@@ -107,7 +117,15 @@ struct Brand {
 }
 
 async fn start_node(key: &Keypair, bootstrap: &[Multiaddr], server: bool) -> Result<Dht, String> {
-    let config = DhtConfig { listen: loopback(), bootstrap: bootstrap.to_vec(), server, ..DhtConfig::default() };
+    let mut config = DhtConfig { listen: loopback(), bootstrap: bootstrap.to_vec(), server, ..DhtConfig::default() };
+    // Knobs to compare connection policies (default: the agent's).
+    let secs = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs);
+    if let Some(d) = secs("AGENTWIRE_SCALE_DHT_IDLE_SECS") {
+        config.idle_connection_timeout = d;
+    }
+    if let Some(d) = secs("AGENTWIRE_SCALE_DHT_KEEPALIVE_SECS") {
+        config.keep_alive = d;
+    }
     match tokio::time::timeout(START_TIMEOUT, Dht::start(key, config)).await {
         Ok(Ok(d)) => Ok(d),
         Ok(Err(e)) => Err(e.to_string()),
@@ -147,7 +165,7 @@ async fn start_brand(i: usize, boot: Vec<Multiaddr>) -> Result<Brand, String> {
 }
 
 /// Runs phase 4 with `agents` nodes; each user looks up `per_user` brands by account within `window`.
-pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
+pub async fn run(agents: usize, per_user: usize, window: Duration, settle_max: Duration) -> Figures {
     let brands_n = (agents.saturating_sub(BOOTSTRAP)) / 3;
     let users_n = agents.saturating_sub(BOOTSTRAP + brands_n);
     let mut f =
@@ -198,8 +216,25 @@ pub async fn run(agents: usize, per_user: usize, window: Duration) -> Figures {
         }
     }
     f.starting = t.elapsed();
-    // Let the last publications and routing-table walks finish.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!(
+        "dht: {} nodes up in {:.1} s; waiting for them to settle, then the lookups",
+        boots.len() + brands.len() + users.len(),
+        f.starting.as_secs_f64()
+    );
+    // Let the last publications and routing-table walks finish: until the
+    // nodes' CPU use over 5 s falls below QUIET_CORES, at most SETTLE_MAX.
+    let settling = Instant::now();
+    loop {
+        let (cpu0, t0) = (cpu_time(std::process::id()), Instant::now());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        f.idle_cores =
+            cpu_time(std::process::id()).saturating_sub(cpu0).as_secs_f64() / t0.elapsed().as_secs_f64().max(1e-9);
+        eprintln!("dht: {:.0} s after the start: {:.2} cores", settling.elapsed().as_secs_f64(), f.idle_cores);
+        if f.idle_cores < QUIET_CORES || settling.elapsed() >= settle_max {
+            break;
+        }
+    }
+    f.settling = settling.elapsed();
 
     let brands = Arc::new(brands);
     let (cpu0, t0) = (cpu_time(std::process::id()), Instant::now());

@@ -21,7 +21,7 @@
 //!
 //! Keys (defaults): phases=sessions,paid,dht sessions=10000 per_ip=250
 //! connect=128 hold=12 paid_sessions=1000 rate=5000 warmup=10 duration=10
-//! rounds=3 flood_in_flight=256 dht=500 dht_lookups=4 dht_window=30 keep=0
+//! rounds=3 flood_in_flight=256 dht=500 dht_lookups=4 dht_window=30 dht_settle=180 keep=0
 //! (`keep=1` keeps the run's directory: the brand's and the flood's logs).
 //! The last line is machine-readable: `SCALE key=value …`.
 //!
@@ -38,6 +38,9 @@
 //! `AGENTWIRE_SCALE_STAGGER=n` spreads the payers' warm-up over 1 to n
 //! queries each (default 32, so their store writes are not in step; 0: all
 //! in step).
+//! `AGENTWIRE_SCALE_DHT_IDLE_SECS=s` and `AGENTWIRE_SCALE_DHT_KEEPALIVE_SECS=s`
+//! set the DHT nodes' idle connection timeout and QUIC keep-alive (defaults:
+//! the agent's, 30 s and 15 s).
 //! `AGENTWIRE_SCALE_WRAP="cmd args"` with
 //! `AGENTWIRE_SCALE_WRAP_ROLE=brand|flood|quinn` starts that child under
 //! `cmd` (a profiler, say).
@@ -76,6 +79,7 @@ struct Params {
     dht: usize,
     dht_lookups: usize,
     dht_window: u64,
+    dht_settle: u64,
     keep: bool,
 }
 
@@ -96,6 +100,7 @@ impl Params {
             dht: 500,
             dht_lookups: 4,
             dht_window: 30,
+            dht_settle: 180,
             keep: false,
         };
         for arg in std::env::args().skip(1) {
@@ -116,6 +121,7 @@ impl Params {
                 "dht" => p.dht = n(),
                 "dht_lookups" => p.dht_lookups = n().max(1),
                 "dht_window" => p.dht_window = n().max(1) as u64,
+                "dht_settle" => p.dht_settle = n() as u64,
                 "keep" => p.keep = n() != 0,
                 _ => panic!("unknown parameter {k}"),
             }
@@ -129,7 +135,7 @@ impl Params {
 
     fn command(&self) -> String {
         format!(
-            "cargo bench -p agentwire-agent --bench scale -- phases={} sessions={} per_ip={} connect={} hold={} paid_sessions={} rate={} warmup={} duration={} rounds={} flood_in_flight={} dht={} dht_lookups={} dht_window={} keep={}",
+            "cargo bench -p agentwire-agent --bench scale -- phases={} sessions={} per_ip={} connect={} hold={} paid_sessions={} rate={} warmup={} duration={} rounds={} flood_in_flight={} dht={} dht_lookups={} dht_window={} dht_settle={} keep={}",
             self.phases.join(","),
             self.sessions,
             self.per_ip,
@@ -144,6 +150,7 @@ impl Params {
             self.dht,
             self.dht_lookups,
             self.dht_window,
+            self.dht_settle,
             u8::from(self.keep)
         )
     }
@@ -248,7 +255,8 @@ async fn run(p: Params, dir: std::path::PathBuf) -> Results {
         }
     }
     if p.has("dht") {
-        let f = dht::run(p.dht, p.dht_lookups, Duration::from_secs(p.dht_window)).await;
+        let f =
+            dht::run(p.dht, p.dht_lookups, Duration::from_secs(p.dht_window), Duration::from_secs(p.dht_settle)).await;
         print_dht(&f);
         results.dht = Some(f);
     }
@@ -464,7 +472,7 @@ fn print_dht(f: &dht::Figures) {
             println!("- {kind} failed: {n} × {e}");
         }
     }
-    println!("\nLoad generator RSS with all nodes up: {} MiB ({:.1} MiB per agent); its CPU use while the lookups ran: {:.2} cores; load average before → after: {:.2} → {:.2}\n", f.rss_kib / 1024, f.rss_kib as f64 / 1024.0 / f.agents.max(1) as f64, f.lookup_cores, f.load_before, f.load_after);
+    println!("\nLoad generator RSS with all nodes up: {} MiB ({:.1} MiB per agent); its CPU use over the 5 s before the lookups ({:.0} s after the last start): {:.2} cores, while the lookups ran: {:.2} cores; load average before → after: {:.2} → {:.2}\n", f.rss_kib / 1024, f.rss_kib as f64 / 1024.0 / f.agents.max(1) as f64, f.settling.as_secs_f64(), f.idle_cores, f.lookup_cores, f.load_before, f.load_after);
 }
 
 /// Percentiles over every run of a kind (all answered requests pooled).

@@ -23,6 +23,10 @@ use super::store::ValidatingStore;
 use super::{DhtConfig, LookupCache, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use crate::quic::now_secs;
 
+/// Streams a peer may open at once on one QUIC connection (libp2p-kad
+/// takes at most 32 inbound requests per connection).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// The swarm of a node with `keypair` and `config`. Dials (QUIC's
 /// handshake; TCP's connect, Noise and Yamux) give up after the connect timeout.
 pub(crate) fn swarm(
@@ -32,10 +36,16 @@ pub(crate) fn swarm(
 ) -> Result<Swarm<Behaviour>, DhtError> {
     let setup = |e: &dyn std::fmt::Display| DhtError::Setup(e.to_string());
     let connect_timeout = config.connect_timeout;
+    let keep_alive = config.keep_alive;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic_config(|mut c| {
             c.handshake_timeout = connect_timeout;
+            c.keep_alive_interval = keep_alive;
+            c.max_idle_timeout = u32::try_from(keep_alive.as_millis().saturating_mul(2)).unwrap_or(u32::MAX);
+            // Kademlia, identify, ping and the record protocol need a few
+            // streams at once, not libp2p-quic's 256 (quinn keeps state per slot).
+            c.max_concurrent_stream_limit = MAX_STREAMS_PER_CONNECTION;
             c
         })
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -84,10 +94,11 @@ pub(crate) fn swarm(
                 identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
                 ping: ping::Behaviour::default(),
                 unanswered: super::unanswered::Unanswered::new(config.unanswered_memory),
+                record: super::direct::behaviour(config.request_timeout),
             }
         })
         .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
         .build();
     Ok(swarm)
 }

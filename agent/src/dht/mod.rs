@@ -15,17 +15,20 @@
 //!
 //! - `join.rs`: the swarm, listeners, announced addresses, the bootstrap join;
 //! - `node.rs`: the task that owns the swarm (commands, walks, events);
+//! - `announce.rs`: our announcements, repeated when a walk failed or the network doubled;
+//! - `direct.rs`: the record protocol (a provider asked for its own record);
 //! - `store.rs`: the record store with the inbound filter;
 //! - `cache.rs`: lookup answers; `error.rs`: errors with causes and actions.
 
+mod announce;
 mod cache;
+mod direct;
 mod error;
 mod join;
 mod node;
 mod store;
 mod unanswered;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use agentwire_protocol::account::AccountId;
@@ -35,6 +38,7 @@ use agentwire_protocol::record::SignedRecord;
 use libp2p::{identity, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+pub use direct::RECORD_PROTOCOL;
 pub use error::{AddressProblem, DhtError, DialFailure, Unreachable};
 
 use cache::LookupCache;
@@ -90,6 +94,12 @@ pub struct DhtConfig {
     pub record_quorum: usize,
     /// How often our own record and provider entries are published again (default 10 min).
     pub republish_interval: Duration,
+    /// When publishing them failed, or peers failed to answer its walk (on
+    /// a slow or busy network the walk may end before it reached the
+    /// closest peers), how soon it is repeated (default 30 s; at most 6
+    /// times before the next republish), and how soon after the routing
+    /// table has doubled since the last publication.
+    pub announce_retry: Duration,
     /// How often the routing table is refreshed (default 5 min).
     pub bootstrap_interval: Duration,
     /// How long lookup answers are cached (default 30 s). Only answers from
@@ -108,6 +118,15 @@ pub struct DhtConfig {
     /// walk then skips a stopped brand's node at once instead of waiting
     /// the connect timeout a second time. Inbound connections are never refused.
     pub unanswered_memory: Duration,
+    /// How long a connection nobody uses stays open (default 30 s): long
+    /// enough for a lookup's walks to share connections, short enough that
+    /// the peers met on walks do not pile up; each open one costs keep-alives.
+    pub idle_connection_timeout: Duration,
+    /// How often an open connection that carries nothing proves it is alive
+    /// (QUIC PING, default 15 s; QUIC's idle timeout is twice this). It
+    /// keeps NAT bindings open; libp2p-quic's 5 s made 500 nodes' idle
+    /// connections use up a 2-core machine.
+    pub keep_alive: Duration,
 }
 
 impl Default for DhtConfig {
@@ -124,12 +143,15 @@ impl Default for DhtConfig {
             settle: Duration::from_millis(500),
             record_quorum: 4,
             republish_interval: Duration::from_secs(600),
+            announce_retry: Duration::from_secs(30),
             bootstrap_interval: Duration::from_secs(300),
             cache_ttl: Duration::from_secs(30),
             max_records: 1024,
             max_providers_per_key: 64,
             max_lookup_results: 32,
             unanswered_memory: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -164,7 +186,8 @@ impl Dht {
             .collect::<Result<Vec<_>, _>>()?;
         let cache = LookupCache::default();
         let swarm = join::swarm(keypair, &config, cache.clone())?;
-        let mut node = Node::new(swarm, config.republish_interval, config.record_quorum, config.settle);
+        let mut node =
+            Node::new(swarm, config.republish_interval, config.announce_retry, config.record_quorum, config.settle);
         if config.server {
             if config.external.is_empty() {
                 node.announce_listen_addrs = true;
@@ -265,6 +288,22 @@ impl Dht {
         }
     }
 
+    /// A provider's record: asked of the agent itself first (one request
+    /// instead of a walk, spec §7.4), walked for when it gives no valid one
+    /// (it does not speak the record protocol, is unreachable, or is wrong).
+    async fn provider_record(&self, agent: AgentId, addrs: Vec<Multiaddr>) -> Result<SignedRecord, DhtError> {
+        match self.ask(|tx| Command::Direct(agent, addrs, tx)).await? {
+            Ok(record) => {
+                self.cache.supersede(&record);
+                Ok(record)
+            }
+            Err(why) => {
+                tracing::debug!(%agent, %why, "no record from the provider itself; walking for it");
+                self.record(agent).await
+            }
+        }
+    }
+
     /// Why a walk that found nothing found nothing.
     fn nothing<T>(&self, what: String, walk: &Walk<T>) -> DhtError {
         if walk.asked == 0 {
@@ -290,11 +329,14 @@ impl Dht {
             return Err(self.nothing(what, &providers));
         }
         // The candidates' records are fetched at once: one slow or departed
-        // provider costs one query timeout, not one per candidate.
-        let agents: HashSet<AgentId> =
-            providers.found.iter().filter_map(|peer| AgentId::from_bytes(&peer.to_bytes()).ok()).collect();
-        let agents = agents.into_iter().take(self.config.max_lookup_results);
-        let records = futures::future::join_all(agents.map(|agent| self.record(agent))).await;
+        // provider costs one request (then one query) timeout, not one per candidate.
+        let candidates = providers
+            .found
+            .iter()
+            .filter_map(|(peer, addrs)| AgentId::from_bytes(&peer.to_bytes()).ok().map(|a| (a, addrs.clone())))
+            .take(self.config.max_lookup_results);
+        let records =
+            futures::future::join_all(candidates.map(|(agent, addrs)| self.provider_record(agent, addrs))).await;
         let timed_out = records.iter().any(|r| matches!(r, Err(DhtError::Timeout { .. })));
         let found: Vec<SignedRecord> = records.into_iter().filter_map(Result::ok).filter(|r| wanted(r)).collect();
         if found.is_empty() {

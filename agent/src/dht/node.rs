@@ -11,14 +11,18 @@ use agentwire_protocol::identity::AgentId;
 use agentwire_protocol::record::SignedRecord;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use libp2p::core::Endpoint;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{
     self, GetProvidersOk, GetRecordError, GetRecordOk, QueryId, QueryResult, QueryStats, Quorum, Record,
 };
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
+use super::announce::Announcements;
+use super::direct::{DirectReply, RecordCodec};
 use super::error::DhtError;
 use super::store::{check, expiry, ValidatingStore};
 use crate::quic::now_secs;
@@ -29,13 +33,17 @@ pub(crate) struct Behaviour {
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) unanswered: super::unanswered::Unanswered,
+    /// The record protocol: providers asked for their own records (`direct.rs`).
+    pub(crate) record: request_response::Behaviour<RecordCodec>,
 }
 
 pub(crate) enum Command {
     Publish(Box<SignedRecord>, oneshot::Sender<Result<(), DhtError>>),
     Unpublish(oneshot::Sender<()>),
-    Providers(Vec<u8>, oneshot::Sender<Walk<HashSet<PeerId>>>),
+    Providers(Vec<u8>, oneshot::Sender<Walk<Providers>>),
     Record(AgentId, oneshot::Sender<Walk<Option<SignedRecord>>>),
+    /// Ask the agent itself, at these addresses, for its record.
+    Direct(AgentId, Vec<Multiaddr>, DirectReply),
     Stored(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<()>),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
@@ -43,6 +51,13 @@ pub(crate) enum Command {
     /// How long ago a dial to this peer failed on every address (within the memory).
     Unanswered(PeerId, oneshot::Sender<Option<Duration>>),
 }
+
+/// Addresses kept per provider (the peers that answered chose them).
+const MAX_PROVIDER_ADDRS: usize = 8;
+
+/// Providers found, each with the addresses the walk learned for it (the
+/// query forgets them when it ends; the record request dials them).
+pub(crate) type Providers = HashMap<PeerId, Vec<Multiaddr>>;
 
 /// What a walk found, and how it ended.
 pub(crate) struct Walk<T> {
@@ -83,15 +98,19 @@ impl RecordWalk {
 
 enum Pending {
     Publish(oneshot::Sender<Result<(), DhtError>>),
-    Providers(Walk<HashSet<PeerId>>, oneshot::Sender<Walk<HashSet<PeerId>>>),
+    Providers(Walk<Providers>, oneshot::Sender<Walk<Providers>>),
     Record(Box<RecordWalk>, oneshot::Sender<Walk<Option<SignedRecord>>>),
 }
 
 pub(crate) struct Node {
     pub(crate) swarm: Swarm<Behaviour>,
     pending: HashMap<QueryId, Pending>,
-    published: Option<SignedRecord>,
+    /// Record requests in flight, by the agent asked.
+    pub(crate) direct: HashMap<OutboundRequestId, (AgentId, DirectReply)>,
+    pub(crate) published: Option<SignedRecord>,
     republish: Duration,
+    /// Our announcements in flight, and when they are made again (`announce.rs`).
+    pub(crate) announcements: Announcements,
     /// Valid answers after which a record walk ends.
     record_quorum: usize,
     /// How long a walk goes on after its first useful answer ([`super::DhtConfig::settle`]).
@@ -106,12 +125,20 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(swarm: Swarm<Behaviour>, republish: Duration, record_quorum: usize, settle: Duration) -> Node {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        republish: Duration,
+        announce_retry: Duration,
+        record_quorum: usize,
+        settle: Duration,
+    ) -> Node {
         Node {
             swarm,
             pending: HashMap::new(),
+            direct: HashMap::new(),
             published: None,
             republish,
+            announcements: Announcements::new(announce_retry),
             record_quorum: record_quorum.max(1),
             settle,
             settling: HashSet::new(),
@@ -133,43 +160,22 @@ impl Node {
                 event = self.swarm.select_next_some() => self.event(event),
                 Some(id) = self.settle_timers.next(), if !self.settle_timers.is_empty() => self.settled(id),
                 _ = republish.tick() => {
-                    if let Some(record) = self.published.clone() {
-                        if record.check_fresh(now_secs()).is_ok() {
-                            let _ = self.put(&record);
-                        }
-                    }
+                    self.announcements.new_round();
+                    self.republish();
+                }
+                _ = self.announcements.due(), if self.announcements.planned() => {
+                    tracing::debug!("announcing again: a walk failed, or the network doubled");
+                    self.republish();
                 }
             }
         }
-    }
-
-    fn put(&mut self, signed: &SignedRecord) -> Result<QueryId, DhtError> {
-        let now = now_secs();
-        let r = signed.record();
-        let record = Record {
-            key: record_key(&r.agent_id()).into(),
-            value: signed.encoded().to_vec(),
-            publisher: None,
-            expires: Some(expiry(r.expires_at, now)),
-        };
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        // Our own store applies the same rules as everyone's: say why, not "value too large".
-        if let Err(why) = kad.store_mut().admit(&record) {
-            return Err(DhtError::Publish(format!("this node refuses its own record: {why}")));
-        }
-        let query = kad.put_record(record, Quorum::One).map_err(|e| DhtError::Publish(e.to_string()))?;
-        for key in std::iter::once(account_provider_key(&r.near_account))
-            .chain(r.services.iter().map(|s| service_provider_key(&s.name)))
-        {
-            kad.start_providing(key.into()).map_err(|e| DhtError::Publish(e.to_string()))?;
-        }
-        Ok(query)
     }
 
     fn command(&mut self, command: Command) {
         match command {
             Command::Publish(record, reply) => match self.put(&record) {
                 Ok(q) => {
+                    self.announcements.new_round();
                     self.published = Some(*record);
                     self.pending.insert(q, Pending::Publish(reply));
                 }
@@ -178,6 +184,7 @@ impl Node {
                 }
             },
             Command::Unpublish(reply) => {
+                self.announcements.cancel();
                 if let Some(r) = self.published.take() {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     kad.remove_record(&record_key(&r.record().agent_id()).into());
@@ -190,13 +197,14 @@ impl Node {
             }
             Command::Providers(key, reply) => {
                 let q = self.swarm.behaviour_mut().kad.get_providers(key.into());
-                let walk = Walk { found: HashSet::new(), complete: true, asked: 0 };
+                let walk = Walk { found: HashMap::new(), complete: true, asked: 0 };
                 self.pending.insert(q, Pending::Providers(walk, reply));
             }
             Command::Record(agent, reply) => {
                 let q = self.swarm.behaviour_mut().kad.get_record(record_key(&agent).into());
                 self.pending.insert(q, Pending::Record(Box::default(), reply));
             }
+            Command::Direct(agent, addrs, reply) => self.ask_directly(agent, addrs, reply),
             Command::Stored(key, reply) => {
                 let value = self.swarm.behaviour_mut().kad.store_mut().get(&key.into()).map(|r| r.value.clone());
                 let _ = reply.send(value);
@@ -216,7 +224,7 @@ impl Node {
                 let _ = reply.send(self.swarm.behaviour().unanswered.failed_at(&peer).map(|at| at.elapsed()));
             }
             Command::Peers(reply) => {
-                let n = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                let n = self.table_size();
                 let _ = reply.send(n);
             }
         }
@@ -232,6 +240,10 @@ impl Node {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest { request })) => self.inbound(request),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { is_new_peer: true, .. })) => {
+                self.network_grew();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Record(event)) => self.direct_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -275,6 +287,18 @@ impl Node {
     }
 
     fn progress(&mut self, id: QueryId, result: QueryResult, last: bool, stats: &QueryStats) {
+        if last {
+            // A walk in which peers failed to answer may have ended before
+            // it found the closest ones: the entries then sit where lookups
+            // do not look, although the query reports success.
+            let ok = stats.num_failures() == 0
+                && match &result {
+                    QueryResult::StartProviding(r) => r.is_ok(),
+                    QueryResult::PutRecord(r) => r.is_ok(),
+                    _ => false,
+                };
+            self.announcements.ended(&id, ok, tokio::time::Instant::now());
+        }
         let Some(mut pending) = self.pending.remove(&id) else { return };
         let mut done = last;
         match (&mut pending, result) {
@@ -288,7 +312,25 @@ impl Node {
             // provider), or to the end of its settle window once it found one.
             (Pending::Providers(walk, _), QueryResult::GetProviders(r)) => match r {
                 Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
-                    walk.found.extend(providers);
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    for peer in providers {
+                        // Where the answer said it listens: in the query's
+                        // address book only while the query runs.
+                        let addrs = kad
+                            .handle_pending_outbound_connection(
+                                ConnectionId::new_unchecked(0),
+                                Some(peer),
+                                &[],
+                                Endpoint::Dialer,
+                            )
+                            .unwrap_or_default();
+                        let known = walk.found.entry(peer).or_default();
+                        for addr in addrs {
+                            if known.len() < MAX_PROVIDER_ADDRS && !known.contains(&addr) {
+                                known.push(addr);
+                            }
+                        }
+                    }
                     if !walk.found.is_empty() {
                         self.start_settling(id);
                     }
