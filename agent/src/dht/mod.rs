@@ -289,19 +289,40 @@ impl Dht {
     }
 
     /// A provider's record: asked of the agent itself first (one request
-    /// instead of a walk, spec §7.4), walked for when it gives no valid one
-    /// (it does not speak the record protocol, is unreachable, or is wrong).
+    /// instead of a walk, spec §7.4). When it has not answered within the
+    /// settle window (a stopped brand's node costs a whole connect timeout)
+    /// a walk for the record starts beside it, and the first valid record
+    /// wins; when the provider gives none, the walk's answer is the lookup's.
     async fn provider_record(&self, agent: AgentId, addrs: Vec<Multiaddr>) -> Result<SignedRecord, DhtError> {
-        match self.ask(|tx| Command::Direct(agent, addrs, tx)).await? {
-            Ok(record) => {
-                self.cache.supersede(&record);
-                Ok(record)
-            }
-            Err(why) => {
-                tracing::debug!(%agent, %why, "no record from the provider itself; walking for it");
-                self.record(agent).await
-            }
+        use futures::future::{select, Either};
+        let direct = Box::pin(self.ask(|tx| Command::Direct(agent, addrs, tx)));
+        let hedge = Box::pin(tokio::time::sleep(self.config.settle));
+        let direct = match select(direct, hedge).await {
+            Either::Left((answer, _)) => match answer? {
+                Ok(record) => return Ok(self.provided(record)),
+                Err(why) => {
+                    tracing::debug!(%agent, %why, "no record from the provider itself; walking for it");
+                    return self.record(agent).await;
+                }
+            },
+            Either::Right(((), direct)) => direct,
+        };
+        tracing::debug!(%agent, "the provider has not answered yet; walking for its record as well");
+        match select(direct, Box::pin(self.record(agent))).await {
+            Either::Left((Ok(Ok(record)), _)) => Ok(self.provided(record)),
+            Either::Left((_, walk)) => walk.await,
+            Either::Right((Ok(record), _)) => Ok(record),
+            Either::Right((Err(walk_error), direct)) => match direct.await {
+                Ok(Ok(record)) => Ok(self.provided(record)),
+                _ => Err(walk_error),
+            },
         }
+    }
+
+    /// A record the provider gave: newer than cached answers, it replaces them.
+    fn provided(&self, record: SignedRecord) -> SignedRecord {
+        self.cache.supersede(&record);
+        record
     }
 
     /// Why a walk that found nothing found nothing.
